@@ -26,6 +26,7 @@ __all__ = [
     "all_models",
     "estimate_cost",
     "get_model",
+    "megapixels",
     "parse_aspect",
 ]
 
@@ -70,17 +71,6 @@ class Price(_Spec):
         return f"${self.usd:.3f}/MP" if self.usd else "free (your hardware)"
 
 
-class Route(_Spec):
-    """How one provider serves a model."""
-
-    provider: str
-    model_id: str
-    edit_model_id: str | None = None
-    pipeline: str | None = None
-    max_active: int | None = None
-    price: Price | None = None
-
-
 class SizeRules(_Spec):
     kind: Literal["wh", "aspect", "mp", "input"]
     min_side: int = 64
@@ -90,6 +80,18 @@ class SizeRules(_Spec):
     fixed_mp: float | None = None
     aspect_min: str | None = None
     aspect_max: str | None = None
+
+
+class Route(_Spec):
+    """How one provider serves a model."""
+
+    provider: str
+    model_id: str
+    edit_model_id: str | None = None
+    pipeline: str | None = None
+    max_active: int | None = None
+    price: Price | None = None
+    size: SizeRules | None = None
 
 
 class IntRange(_Spec):
@@ -152,6 +154,10 @@ class ModelSpec(_Spec):
             )
         return self.routes[provider]
 
+    def size_on(self, provider: str) -> SizeRules:
+        """The size rules on this provider (BFL's flux-dev snaps to 32 px up to 1440)."""
+        return self.route(provider).size or self.size
+
     def price_on(self, provider: str) -> Price:
         route = self.route(provider)
         if provider == "local":
@@ -193,6 +199,14 @@ def get_model(model_id: str) -> ModelSpec:
         raise CapabilityError(f"unknown model '{model_id}'", hint=hint) from None
 
 
+MEGAPIXEL = 1024 * 1024
+"""BFL counts 1024×1024 as one megapixel ("max 4MP, e.g. 2048²"); so do we, everywhere."""
+
+
+def megapixels(width: int, height: int) -> float:
+    return width * height / MEGAPIXEL
+
+
 def parse_aspect(text: str) -> float:
     """'3:4' -> 0.75 (width / height)."""
     try:
@@ -205,5 +219,5 @@ def parse_aspect(text: str) -> float:
 
 
 def estimate_cost(spec: ModelSpec, provider: str, width: int | None, height: int | None, input_mp: float = 0.0) -> Cost:
-    mp = (width * height / 1_000_000) if width and height else (spec.size.fixed_mp or 1.0)
+    mp = megapixels(width, height) if width and height else (spec.size.fixed_mp or 1.0)
     return spec.price_on(provider).cost(mp, input_mp)
