@@ -341,7 +341,7 @@ def _explain(error: dict[str, Any]) -> tuple[str, str | None]:
             field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
             ann = field.annotation if field else None
             parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None  # type: ignore[assignment]
-        known = list(parent.model_fields) if parent else []
+        known = list(parent.model_fields) if parent is not None else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else (f"known fields: {', '.join(known)}" if known else None)
         return f"unknown field '{loc[-1]}'", hint

@@ -37,6 +37,7 @@ __all__ = [
     "resolve_size",
 ]
 
+BASELINE_CFG = 5.0  # middle of the guide's 4.5–6.0
 BASELINE_STEPS = 30  # middle of the guide's 28–36
 HANDS_MIN_STEPS = 36
 HANDS_MAX_CFG = 5.5
@@ -57,7 +58,7 @@ def plastic_skin_recipe(brief: Brief) -> Brief:
 
 
 def _snap(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def resolve_size(
@@ -157,9 +158,11 @@ def _guidance(brief: Brief, spec: ModelSpec, notes: list[str]) -> float | None:
     if brief.hands.visible and cfg > HANDS_MAX_CFG:
         notes.append(f"hands visible: CFG {cfg:g} lowered to {HANDS_MAX_CFG:g} (less over-sharpened, splayed fingers)")
         cfg = HANDS_MAX_CFG
-    if brief.quality.plastic_skin_remedy:
-        cfg -= PLASTIC_SKIN_CFG_DROP
-        notes.append(f"plastic-skin recipe: guidance lowered by the equivalent of CFG {PLASTIC_SKIN_CFG_DROP}")
+    if brief.quality.plastic_skin_remedy:  # plastic_skin_recipe already lowered cfg
+        notes.append(
+            f"plastic-skin recipe: guidance lowered by the equivalent of CFG {PLASTIC_SKIN_CFG_DROP}, "
+            "Rembrandt light with soft fill"
+        )
     if spec.guidance is None:
         if cfg != 5.0 or brief.quality.plastic_skin_remedy or brief.hands.visible:
             notes.append(f"{spec.name} takes no guidance; CFG {cfg:g} not sent")

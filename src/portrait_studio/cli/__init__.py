@@ -25,6 +25,9 @@ app = typer.Typer(
 
 # One line per command module; each defines register(app).
 COMMAND_MODULES: list[str] = [
+    "brief",
+    "models",
+    "log",
 ]
 
 for _name in COMMAND_MODULES:

@@ -64,5 +64,5 @@ class Provider(ABC):
         """Finish a task accepted earlier (re-poll and download) without re-submitting it."""
         raise CapabilityError(f"provider '{self.provider_id}' cannot resume accepted tasks")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections and models."""
