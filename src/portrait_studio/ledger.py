@@ -352,6 +352,10 @@ class Ledger:
             "UPDATE requests SET status=?, error=?, updated_at=? WHERE id=?", (status, error, time.time(), request_id)
         )
 
+    def request_status(self, request_id: str) -> str | None:
+        row = self.db.execute("SELECT status FROM requests WHERE id=?", (request_id,)).fetchone()
+        return row[0] if row else None
+
     def record_accepted(self, ticket: Ticket) -> None:
         """The provider accepted (and will charge for) the request: remember its task."""
         with self.transaction() as db:

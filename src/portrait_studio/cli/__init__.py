@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "brief",
     "models",
     "log",
+    "shoot",
 ]
 
 for _name in COMMAND_MODULES:
