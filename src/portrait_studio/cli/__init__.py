@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "models",
     "log",
     "shoot",
+    "studio_cmds",
 ]
 
 for _name in COMMAND_MODULES:
