@@ -37,10 +37,10 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def _tile_image(tile: Tile, height: int) -> Image.Image:
-    with Image.open(tile.path) as im:
-        im = im.convert("RGB")
-        width = max(1, round(im.width * height / im.height))
-        return im.resize((width, height), Image.Resampling.LANCZOS)
+    with Image.open(tile.path) as src:
+        rgb = src.convert("RGB")
+    width = max(1, round(rgb.width * height / rgb.height))
+    return rgb.resize((width, height), Image.Resampling.LANCZOS)
 
 
 def _render(tiles: Sequence[Tile], columns: int, tile_height: int, title: str | None) -> Image.Image:

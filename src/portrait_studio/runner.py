@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -99,7 +99,7 @@ async def _run_one(
     resubmit_uncertain: bool,
 ) -> Outcome:
     request = row.request
-    base = {"request_id": row.id, "position": row.position}
+    base: dict[str, Any] = {"request_id": row.id, "position": row.position}
     if row.status == "done":
         return Outcome(**base, status="done", image=_existing(ledger, row.id))
     if row.status == "submitting" and not resubmit_uncertain:
