@@ -13,6 +13,7 @@ import pyexiv2
 import pytest
 import typer
 from PIL import Image, ImageEnhance
+from PIL.PngImagePlugin import PngImageFile
 from typer.testing import CliRunner
 
 from portrait_studio.config import C2paConfig
@@ -139,7 +140,9 @@ def test_png_parameters_chunk_is_what_image_tools_read(
 ) -> None:
     path = _save(portrait, tmp_path / "p.png")
     label_image(path, _info(), signing)
-    text = Image.open(path).text["parameters"]  # the way A1111-style readers get it
+    png = Image.open(path)
+    assert isinstance(png, PngImageFile)
+    text = png.text["parameters"]  # the way A1111-style readers get it
     assert text.splitlines()[0].startswith("studio headshot")
     assert text.splitlines()[1] == "Negative prompt: plastic skin, extra fingers"
     assert text.splitlines()[2].startswith(
