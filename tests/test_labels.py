@@ -353,9 +353,10 @@ def test_verify_cli_fails_on_unlabelled_or_tampered_images(
     runner = CliRunner()
     home = ["--home", str(tmp_path / "home")]
 
-    ok = runner.invoke(_cli(), ["verify", str(good), "--trust", str(ca.root), *home])
+    ok = runner.invoke(_cli(), ["verify", str(good), "--trust", str(ca.root), *home], env={"COLUMNS": "220"})
     assert ok.exit_code == 0, ok.output
-    assert "AI-generated" in ok.output and "valid" in ok.output
+    assert "AI-generated portrait via FLUX1.1 [pro] Ultra" in ok.output  # not eaten as markup
+    assert "valid" in ok.output
 
     bare = _save(portrait, tmp_path / "bare.png")
     tampered = tmp_path / "tampered.jpg"

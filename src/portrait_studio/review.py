@@ -18,11 +18,13 @@ a face measuring several bins darker than declared was lit (or drawn) too dark.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
+import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +164,22 @@ def _load_rgb(image: Any) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """MediaPipe's C++ side logs a dozen W0000 lines per run straight to fd 2, and no
+    environment variable stops it; hide them so CLI output stays readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _mesh_skin_mask(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """Face skin from MediaPipe's 478-point mesh: the face hull minus eyes, brows and lips."""
     import cv2
@@ -175,7 +193,7 @@ def _mesh_skin_mask(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, i
         if scale < 1
         else rgb
     )
-    with fm.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False) as mesh:
+    with _native_stderr_silenced(), fm.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
         found = mesh.process(small)
     if not found.multi_face_landmarks:
         return None

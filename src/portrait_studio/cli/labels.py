@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
 
         Exits 1 when any image is unlabelled or its C2PA manifest is invalid.
         """
+        from rich.markup import escape
         from rich.table import Table
 
         from ..labels import verify
@@ -59,12 +60,12 @@ def register(app: typer.Typer) -> None:
                 if r.c2pa.ingredients:
                     c2pa += f" (+{len(r.c2pa.ingredients)} ingredient)"
                 table.add_row(
-                    Path(r.path).name,
-                    _SHORT_SOURCE.get(source, source or "[red]none[/]"),
-                    r.caption or "[red]none[/]",
+                    escape(Path(r.path).name),
+                    escape(_SHORT_SOURCE.get(source, source)) if source else "[red]none[/]",
+                    escape(r.caption) if r.caption else "[red]none[/]",
                     f"[{_STATUS_STYLE[r.c2pa.status]}]{c2pa}[/]",
-                    r.c2pa.signer or "",
-                    "; ".join(r.problems),
+                    escape(r.c2pa.signer or ""),
+                    escape("; ".join(r.problems)),
                 )
             console.print(table)
         if not all(r.ok for r in reports):
@@ -104,6 +105,8 @@ def register(app: typer.Typer) -> None:
         """Label an existing image file (XMP/IPTC, parameters, caption, C2PA signed last)."""
         import hashlib
 
+        from rich.markup import escape
+
         from ..labels import LabelInfo, label_image
 
         st = studio(home)
@@ -133,10 +136,10 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(record.model_dump(mode="json"))
             return
-        console.print(f"labelled [bold]{image}[/]: {record.caption}", highlight=False)
-        console.print(f"  fields: {', '.join(record.fields)}", highlight=False)
+        console.print(f"labelled [bold]{escape(str(image))}[/]: {escape(record.caption)}", highlight=False)
+        console.print(f"  fields: {escape(', '.join(record.fields))}", highlight=False)
         if record.c2pa:
-            parent_note = f", parent ingredient {record.c2pa.parent}" if record.c2pa.parent else ""
+            parent_note = f", parent ingredient {escape(record.c2pa.parent)}" if record.c2pa.parent else ""
             console.print(f"  C2PA: {' + '.join(record.c2pa.actions)}{parent_note}", highlight=False)
         for warning in record.warnings:
-            console.print(f"  [yellow]note:[/] {warning}", highlight=False)
+            console.print(f"  [yellow]note:[/] {escape(warning)}", highlight=False)

@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         Attributes are only ever the declared ones; nothing about a person is inferred from
         pixels. Exits 1 when the review raises a flag.
         """
+        from rich.markup import escape
         from rich.table import Table
 
         from ..review import DeclaredAttributes, ReviewItem, load_declared, review_set
@@ -97,8 +98,8 @@ def register(app: typer.Typer) -> None:
             for img in report.images:
                 e = img.exposure
                 table.add_row(
-                    Path(img.path).name,
-                    img.declared.skin_tone or "",
+                    escape(Path(img.path).name),
+                    escape(img.declared.skin_tone or ""),
                     f"{e.median_l:.0f}" if e.median_l is not None else "",
                     f"{e.ita:.0f}" if e.ita is not None else "",
                     e.ita_bin or "",
@@ -116,10 +117,12 @@ def register(app: typer.Typer) -> None:
                 for row in report.mix:
                     target = f"{row.target:.0%}" if row.target is not None else ""
                     style = "[red]" if row.flagged else ""
-                    mix.add_row(row.attribute, row.value, str(row.count), f"{style}{row.share:.0%}", target)
+                    mix.add_row(
+                        row.attribute, escape(row.value), str(row.count), f"{style}{row.share:.0%}", target
+                    )
                 console.print(mix)
             for flag in report.flags:
-                console.print(f"[bold red]flag:[/] {flag}", highlight=False)
+                console.print(f"[bold red]flag:[/] {escape(flag)}", highlight=False)
             if not report.flags:
                 console.print("[green]no flags[/]")
             console.print(f"[dim]{report.method_note}[/]", highlight=False)
