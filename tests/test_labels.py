@@ -379,3 +379,25 @@ def test_sidecar_record_carries_the_caption_for_run_json() -> None:
     assert record["digital_source_type"] == COMPOSITE_SOURCE_TYPE
     assert json.loads(json.dumps(record)) == record
     assert io.StringIO(record["parameters"]).readline().startswith("studio headshot")
+
+
+def test_label_info_comes_straight_from_a_request_and_relabelling_does_not_stack(
+    tmp_path: Path, portrait: Image.Image
+) -> None:
+    from portrait_studio.records import Request
+
+    request = Request(
+        model="flux-2-pro", provider="bfl", prompt="window-light portrait", seed=42, width=768, height=1024,
+        guidance=3.0, run_id="run_X",
+    )  # fmt: skip
+    info = LabelInfo.from_request(request, creator="Ann Example")
+    assert (info.ai_system, info.seed, info.request_id) == ("FLUX.2 [pro]", 42, request.request_id)
+
+    path = _save(portrait, tmp_path / "p.png")
+    label_image(path, info, None)
+    label_image(path, info.model_copy(update={"seed": 43}), None)
+    png = Image.open(path)
+    assert isinstance(png, PngImageFile)
+    assert png.text["parameters"].count("Seed:") == 1
+    assert verify(path).parameters["Seed"] == "43"
+    assert verify(path).parameters["Request id"] == request.request_id
