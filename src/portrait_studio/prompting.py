@@ -191,8 +191,9 @@ def _subject_phrase(brief: Brief) -> str:
     s = brief.subject
     who = s.description or "a person"
     traits = [t for t in (s.ethnicity, f"{s.skin_tone} skin" if s.skin_tone else None) if t]
-    if s.age and not s.description:
-        who = f"a {s.age}-year-old person"
+    if not s.description and (s.age or s.gender_expression):
+        noun = {"feminine": "woman", "masculine": "man"}.get((s.gender_expression or "").lower(), "person")
+        who = f"a {s.age}-year-old {noun}" if s.age else f"a {noun}"
     phrase = who + (f", {', '.join(traits)}" if traits else "")
     if s.anchors:
         anchors = list(s.anchors)

@@ -30,6 +30,7 @@ __all__ = [
     "ShootPlan",
     "check_budget",
     "choose_seeds",
+    "diversify_brief",
     "finish_run",
     "plan_shoot",
     "plan_vary",
@@ -90,6 +91,38 @@ def plan_shoot(
                     req = req.model_copy(update={"options": {**req.options, "declared": attrs}})
                 requests.append(req)
     return ShootPlan(kind=kind, brief=brief, requests=tuple(requests))
+
+
+DIVERSIFIABLE = ("age", "skin_tone", "gender_expression", "ethnicity")
+
+
+def diversify_brief(brief: Brief, spec: str) -> list[tuple[dict[str, Any], Brief]]:
+    """`--diversify 'skin_tone=light,medium,deep;age=25,45,65'` → balanced brief variants.
+
+    The attributes are *declared* in each variant's brief (and so in the ledger) for the
+    representation review; nothing is ever inferred from pixels.
+    """
+    from .review import diversify
+
+    values: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, _, listed = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in DIVERSIFIABLE or not listed:
+            raise BriefError(f"cannot diversify '{part}'", field="--diversify",
+                             hint=f"write NAME=v1,v2;NAME2=... with NAME one of {', '.join(DIVERSIFIABLE)}")
+        values[name] = [v.strip() for v in listed.split(",") if v.strip()]
+    n = max(len(v) for v in values.values())
+    variants = []
+    for attrs in diversify(values, n):
+        subject = brief.subject.model_dump()
+        subject.update({k: (int(v) if k == "age" else v) for k, v in attrs.items()})
+        if {"age", "gender_expression"} & attrs.keys():
+            subject["description"] = None  # the description would contradict the new age/gender
+        data = brief.model_dump(mode="python")
+        data["subject"] = subject
+        variants.append((dict(attrs), parse_brief(data, source="--diversify")))
+    return variants
 
 
 def check_budget(plan: ShootPlan, budget_usd: float | None) -> None:

@@ -30,6 +30,8 @@ COMMAND_MODULES: list[str] = [
     "log",
     "shoot",
     "studio_cmds",
+    "labels",
+    "review",
 ]
 
 for _name in COMMAND_MODULES:

@@ -15,7 +15,16 @@ from ..config import Studio
 from ..ledger import Ledger
 from ..providers import SandboxMode, open_providers
 from ..runner import Outcome, RunReport, run_plan
-from ..shoot import ShootPlan, check_budget, choose_seeds, default_checker, finish_run, plan_shoot, plan_vary, start_run
+from ..shoot import (
+    ShootPlan,
+    check_budget,
+    choose_seeds,
+    default_checker,
+    finish_run,
+    plan_shoot,
+    plan_vary,
+    start_run,
+)
 from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
 
 ModelOption = Annotated[list[str], typer.Option("--model", "-m", help="Catalog model id; repeat for several.")]
@@ -147,7 +156,7 @@ def register(app: typer.Typer) -> None:
         chosen = choose_seeds(seeds, seed)
         variations = None
         if diversify:
-            from ..review import diversify_brief
+            from ..shoot import diversify_brief
 
             variations = diversify_brief(brief, diversify)
         plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations)
