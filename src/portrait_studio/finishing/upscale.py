@@ -98,7 +98,7 @@ _SOFTWARE = ("llvmpipe", "lavapipe", "swiftshader", "software")
 
 
 @cache
-def vulkan_devices() -> list[VulkanDevice]:
+def vulkan_devices() -> tuple[VulkanDevice, ...]:
     """The Vulkan devices ncnn sees, probed once in a child process.
 
     ncnn names the devices only on the C stderr, and a broken Vulkan driver can crash the
@@ -110,13 +110,13 @@ def vulkan_devices() -> list[VulkanDevice]:
             [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
-        return []
+        return ()
     if done.returncode != 0:
-        return []
-    return [
+        return ()
+    return tuple(
         VulkanDevice(index=int(i), name=name, software=any(s in name.lower() for s in _SOFTWARE))
         for i, name in dict(_DEVICE_LINE.findall(done.stderr)).items()
-    ]
+    )
 
 
 def _gpuid(gpu: int | None) -> int:
@@ -151,7 +151,8 @@ def _spans(length: int, tile: int | None, overlap: int) -> list[tuple[int, int, 
 def _esrgan_x4(
     rgb: NDArray[np.uint8], gpuid: int, tile: int | None, overlap: int, progress: Progress | None
 ) -> NDArray[np.uint8]:
-    engine = _engine(gpuid)
+    with _lock:
+        engine = _engine(gpuid)
     height, width = rgb.shape[:2]
     s = MODEL_SCALE
     out = np.empty((height * s, width * s, 3), dtype=np.uint8)
