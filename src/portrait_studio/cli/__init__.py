@@ -25,6 +25,11 @@ app = typer.Typer(
 
 # One line per command module; each defines register(app).
 COMMAND_MODULES: list[str] = [
+    "brief",
+    "models",
+    "log",
+    "shoot",
+    "studio_cmds",
 ]
 
 for _name in COMMAND_MODULES:
