@@ -125,9 +125,9 @@ def waxy_skin(rgb: np.ndarray, an: Analysis) -> np.ndarray:
     f = _face(an)
     m = an.face_skin_mask(f)
     smooth = rgb.copy()
-    d = max(5, int(f.width * 0.05))
-    for _ in range(4):
-        smooth = cv2.bilateralFilter(smooth, d, 40, d)
+    d = max(7, int(f.width * 0.06))
+    for _ in range(6):
+        smooth = cv2.bilateralFilter(smooth, d, 80, d)
     return _blend(rgb, smooth, _feather(m, f.width * 0.01))
 
 
@@ -155,14 +155,14 @@ def tooth_gap(rgb: np.ndarray, an: Analysis) -> np.ndarray:
 
 
 def clip_shadows(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Crushed blacks: a levels move that sends the darker third of the tones to 0."""
+    """Crushed blacks: a levels move that sends the darker 40% of the tones to 0."""
     x = rgb.astype(np.float32)
-    return np.clip((x - 85) * 255 / 170, 0, 255).astype(np.uint8)
+    return np.clip((x - 100) * 255 / 155, 0, 255).astype(np.uint8)
 
 
 def blow_highlights(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Blown highlights: +1.5 stops, so skin and whites clip at 255."""
-    return np.clip(rgb.astype(np.float32) * 2.2, 0, 255).astype(np.uint8)
+    """Blown highlights: about +1 stop, so lit skin and whites clip at 255."""
+    return np.clip(rgb.astype(np.float32) * 1.9, 0, 255).astype(np.uint8)
 
 
 def relight_from_side(rgb: np.ndarray, an: Analysis) -> np.ndarray:
