@@ -245,30 +245,32 @@ def watermark(rgb: np.ndarray, an: Analysis) -> np.ndarray:
 
 
 def extra_finger(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Copy the first hand's little finger and paste it rotated outwards: a sixth finger."""
+    """A sixth finger: a finger-shaped, palm-coloured, softly shaded capsule growing out beside the
+    little finger of the clearest hand, pointing away from the other fingers."""
     import cv2
 
     if not an.hands:
         raise ValueError("this defect needs a hand")
-    hand = max(an.hands, key=lambda hd: hd.palm_size)
+    hand = max(an.hands, key=lambda hd: (hd.palm_size >= 16, hd.score))
     p = hand.landmarks[:, :2]
-    chain = HAND_FINGERS["pinky"]
-    base, tip = p[chain[0]], p[chain[-1]]
-    width = max(3, int(hand.palm_size * 0.22))
-    strip = np.zeros(an.shape, np.uint8)
-    for a, b in zip(chain[:-1], chain[1:]):
-        cv2.line(strip, tuple(int(v) for v in p[a]), tuple(int(v) for v in p[b]), 1, width)
-    cv2.circle(strip, tuple(int(v) for v in tip), width // 2, 1, -1)
-    # rotate away from the ring finger, about the little finger's knuckle
-    ring = p[HAND_FINGERS["ring"][-1]]
-    away = np.sign(np.cross(tip - base, ring - base)) or 1.0
-    angle = -28.0 * away
-    m = cv2.getRotationMatrix2D((float(base[0]), float(base[1])), float(angle), 1.0)
-    h, w = an.shape
-    moved = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(strip.astype(np.float32), m, (w, h))
-    mask = cv2.GaussianBlur(mask, (0, 0), 1.0)[..., None]
-    return _blend(rgb, moved, mask)
+    s = hand.palm_size
+    base = p[HAND_FINGERS["pinky"][0]]
+    centre = hand.palm_center
+    out_dir = (base - centre) / (np.linalg.norm(base - centre) + 1e-6)
+    fingers_dir = (p[9] - p[0]) / (np.linalg.norm(p[9] - p[0]) + 1e-6)
+    direction = out_dir + fingers_dir
+    direction /= np.linalg.norm(direction) + 1e-6
+    tip = base + direction * 1.15 * s
+    width = max(3, int(round(s * 0.2)))
+    palm = np.zeros(an.shape, np.uint8)
+    cv2.fillConvexPoly(palm, np.round(p[[0, 1, 5, 9, 13, 17]]).astype(np.int32), 1)
+    colour = np.median(rgb[palm.astype(bool)], axis=0)
+    mask = np.zeros(an.shape, np.float32)
+    cv2.line(mask, tuple(int(v) for v in base), tuple(int(v) for v in tip), 1.0, width, cv2.LINE_AA)
+    cv2.circle(mask, tuple(int(v) for v in tip), width // 2, 1.0, -1, cv2.LINE_AA)
+    shade = cv2.GaussianBlur(mask, (0, 0), max(1.0, width / 3))[..., None]
+    finger = np.clip(colour[None, None, :] * (0.75 + 0.35 * shade), 0, 255)
+    return _blend(rgb, finger, cv2.GaussianBlur(mask, (0, 0), 0.8)[..., None])
 
 
 @dataclass(frozen=True)
