@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .base import CheckContext, CheckResult, Checklist, Status, worst
+from .base import CheckContext, Checklist, CheckResult, Status, worst
 
 __all__ = ["CHECKS", "CheckContext", "CheckResult", "Checklist", "Status", "run_checklist", "score"]
 

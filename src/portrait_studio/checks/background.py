@@ -112,7 +112,7 @@ def _artifacts(image: np.ndarray, background: np.ndarray) -> CheckResult:
     win = max(15, int(41 * scale) | 1)
     mean = cv2.blur(med_y, (win, win))
     tex = np.sqrt(np.maximum(cv2.blur(med_y * med_y, (win, win)) - mean * mean, 0))
-    n, labels, stats, cent = cv2.connectedComponentsWithStats(outlier.astype(np.uint8), connectivity=8)
+    n, _labels, stats, cent = cv2.connectedComponentsWithStats(outlier.astype(np.uint8), connectivity=8)
     lo, hi = max(4, int(6 * scale * scale)), int(900 * scale * scale)
     blobs = []
     for i in range(1, n):

@@ -22,7 +22,7 @@ PUPIL_MIN_RADIUS = 6.0
 """Irises smaller than this (pixels) are too small to separate two pupils."""
 PUPIL_MIN_AREA = 0.04
 """A dark blob counts as a pupil when it covers at least this share of the iris disk."""
-PUPIL_ELONGATION_MAX = 1.8
+PUPIL_ELONGATION_MAX = 2.5
 """A single dark blob longer than this ratio (and than the iris radius) is two pupils merged."""
 IRIS_SIZE_RATIO_MAX = 1.3
 IRIS_COLOUR_DELTA_MAX = 18.0
@@ -109,7 +109,6 @@ def _iris_pixels(
 
 
 def _catchlights(image: np.ndarray, face: Face) -> CheckResult:
-    import cv2
 
     found = {}
     measured = {}
@@ -156,10 +155,9 @@ def _pupils(image: np.ndarray, face: Face) -> CheckResult:
         if r < PUPIL_MIN_RADIUS or m.sum() < 12:
             continue
         y = luma(image[box[1]:box[3], box[0]:box[2]])
-        d = max(3, int(r * 0.5) | 1)  # opening removes the catchlight, which would split the pupil
+        med = float(np.median(y[m]))
+        d = max(3, int(r * 0.6) | 1)  # opening removes the catchlight, which would split the pupil in two
         y = cv2.morphologyEx(y, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
-        vals = y[m]
-        med = float(np.median(vals))
         dark = (y < min(0.55 * med, med - 10)) & m
         n, _, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
@@ -169,7 +167,7 @@ def _pupils(image: np.ndarray, face: Face) -> CheckResult:
         if count == 1:  # one blob that is far from round: pupils run together
             i = big[0]
             bw, bh = stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]
-            if max(bw, bh) / max(1, min(bw, bh)) > PUPIL_ELONGATION_MAX and max(bw, bh) > r:
+            if max(bw, bh) / max(1, min(bw, bh)) > PUPIL_ELONGATION_MAX and max(bw, bh) > 1.3 * r:
                 count = 2
         counts[s] = count
         boxes.append(box)

@@ -9,6 +9,7 @@ extra finger.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -60,7 +61,7 @@ def _hand_skin(image: np.ndarray, hand: Hand) -> tuple[np.ndarray, list[int]]:
     mask = (d.max(-1) <= 1.0).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     # keep the component(s) touching the palm
-    n, labels = cv2.connectedComponents(mask)
+    _, labels = cv2.connectedComponents(mask)
     keep = np.unique(labels[palm.astype(bool) & (mask > 0)])
     return np.isin(labels, keep[keep > 0]), box
 
@@ -91,7 +92,7 @@ def _crossing_angles(hand: Hand, center: np.ndarray, radius: float) -> list[floa
     angles = []
     for chain in HAND_FINGERS.values():
         pts = [p[0]] + [p[i] for i in chain] if chain[0] == 1 else [p[i] for i in chain]
-        for a, b in zip(pts[:-1], pts[1:]):
+        for a, b in itertools.pairwise(pts):
             da, db = np.linalg.norm(a - center), np.linalg.norm(b - center)
             if (da - radius) * (db - radius) <= 0 and da != db:
                 t = (radius - da) / (db - da)

@@ -17,7 +17,6 @@ from ..analysis import (
     FACE_OVAL_IDX,
     HAND_FINGERS,
     INNER_MOUTH_IDX,
-
     Analysis,
     Face,
 )
@@ -261,7 +260,7 @@ def extra_finger(rgb: np.ndarray, an: Analysis) -> np.ndarray:
     direction = out_dir + fingers_dir
     direction /= np.linalg.norm(direction) + 1e-6
     tip = base + direction * 1.15 * s
-    width = max(3, int(round(s * 0.2)))
+    width = max(3, round(s * 0.2))
     palm = np.zeros(an.shape, np.uint8)
     cv2.fillConvexPoly(palm, np.round(p[[0, 1, 5, 9, 13, 17]]).astype(np.int32), 1)
     colour = np.median(rgb[palm.astype(bool)], axis=0)
