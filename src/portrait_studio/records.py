@@ -135,7 +135,7 @@ class Request(_Frozen):
     @property
     def megapixels(self) -> float:
         if self.width and self.height:
-            return self.width * self.height / 1_000_000
+            return self.width * self.height / (1024 * 1024)
         return 1.0
 
 
