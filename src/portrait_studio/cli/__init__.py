@@ -32,6 +32,7 @@ COMMAND_MODULES: list[str] = [
     "studio_cmds",
     "labels",
     "review",
+    "check",
 ]
 
 for _name in COMMAND_MODULES:
