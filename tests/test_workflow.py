@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_runner import CountingProvider
 
 from portrait_studio.audit import build_audit_bundle
 from portrait_studio.brief import example_brief_path, load_brief
@@ -18,6 +17,7 @@ from portrait_studio.errors import BriefError, StudioError
 from portrait_studio.ledger import Ledger
 from portrait_studio.runner import run_plan
 from portrait_studio.shoot import diversify_brief, finish_run, plan_shoot, plan_vary, start_run
+from test_runner import CountingProvider
 
 BRIEF = load_brief(example_brief_path("rembrandt-studio-headshot"))
 

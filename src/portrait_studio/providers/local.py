@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from ..errors import CapabilityError, GenerationFailed, NotConfigured
-from ..records import Cost, LoraWeight, Mode, Request, Result
+from ..records import Cost, LoraWeight, Request, Result
 from .base import OnAccepted, Provider, ProviderOptions
 
 if TYPE_CHECKING:

@@ -238,7 +238,12 @@ def _flux2_klein() -> Any:
 
 def _flux2_dev() -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralVisionConfig,
+    )
 
     tok = tiny_mistral_tokenizer()
     hidden = 16
