@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import BudgetExceeded, NetworkError, ProviderError, StudioError
+from .errors import BudgetExceeded, NetworkError, ProviderError, StudioError, UncertainSubmission
 from .ledger import ImageRow, Ledger, RequestRow
 from .providers.base import Provider
 from .records import Request, Ticket
@@ -138,6 +138,10 @@ async def _run_one(
     except BudgetExceeded as exc:
         ledger.set_request_status(row.id, "skipped", str(exc))
         return Outcome(**base, status="skipped", error=str(exc))
+    except UncertainSubmission as exc:
+        budget.settle(reserved, reserved)  # assume it was charged until we know better
+        ledger.set_request_status(row.id, "submitting", str(exc))
+        return Outcome(**base, status="uncertain", error=str(exc))
     except StudioError as exc:
         budget.settle(reserved, 0.0)
         # An accepted task that we merely lost contact with stays 'accepted': resume re-polls it.

@@ -251,7 +251,9 @@ def default_checker() -> Checker | None:
     def check(path: Path, brief: Brief) -> tuple[str, float, dict[str, Any]]:
         from PIL import Image
 
-        with Image.open(path) as im:
+        from .review import _native_stderr_silenced as _quiet_stderr
+
+        with Image.open(path) as im, _quiet_stderr():
             checklist = run_checklist(im.convert("RGB"), context=CheckContext.from_brief(brief))
         return checklist.overall, float(checklist.score), checklist.model_dump(mode="json")
 

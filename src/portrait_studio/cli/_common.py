@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..config import Studio
 from ..errors import StudioError
@@ -38,9 +39,9 @@ def run_cli(app: typer.Typer) -> None:
     try:
         code = app(standalone_mode=False)
     except StudioError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[yellow]fix:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]fix:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..brief import example_brief_path, example_briefs, load_brief, preset
@@ -85,8 +86,8 @@ def register(app: typer.Typer) -> None:
                       f"{request.width or '?'}×{request.height or '?'}{' ' + request.aspect_ratio if request.aspect_ratio else ''}"
                       f" · steps {request.steps or '-'} · guidance {request.guidance if request.guidance is not None else '-'}"
                       f" · est. ${request.estimated_cost.usd:.3f}")
-        console.print(request.prompt, highlight=False)
+        console.print(escape(request.prompt), highlight=False)
         if request.negative_prompt:
-            console.print(f"[dim]negative (true CFG {request.true_cfg_scale:g}):[/] {request.negative_prompt}")
+            console.print(f"[dim]negative (true CFG {request.true_cfg_scale:g}):[/] {escape(request.negative_prompt)}")
         for note in request.warnings:
-            console.print(f"[yellow]•[/] {note}", highlight=False)
+            console.print(f"[yellow]•[/] {escape(note)}", highlight=False)

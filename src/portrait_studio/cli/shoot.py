@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,7 +48,7 @@ def _print_plan(plan: ShootPlan, budget: float | None) -> None:
     console.print(f"estimated: {est.credits:g} credits = ${est.usd:.3f}" + (f" (budget ${budget:.2f})" if budget is not None else ""))
     notes = sorted({w for r in plan.requests for w in r.warnings})
     for note in notes[:12]:
-        console.print(f"[yellow]•[/] {note}", highlight=False)
+        console.print(f"[yellow]•[/] {escape(note)}", highlight=False)
 
 
 def _budget(s: Studio, budget: float | None) -> float | None:
@@ -81,7 +82,7 @@ def execute_run(
                 if o.status != "done" or o.resumed or o.image is not None:
                     progress.advance(task)
                 if o.error:
-                    progress.console.print(f"[red]✗[/] request {o.position + 1}: {o.error}", highlight=False)
+                    progress.console.print(f"[red]✗[/] request {o.position + 1}: {escape(o.error)}", highlight=False)
 
             async def go() -> RunReport:
                 try:
