@@ -36,7 +36,7 @@ def print_json(data: Any) -> None:
 def run_cli(app: typer.Typer) -> None:
     """Run the app; a StudioError becomes one line on stderr (with its fix) and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except StudioError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         if exc.hint:
@@ -57,3 +57,5 @@ def run_cli(app: typer.Typer) -> None:
             err_console.print("aborted")
             raise SystemExit(1) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
