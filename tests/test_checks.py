@@ -239,3 +239,18 @@ def test_cli_rejects_a_malformed_target(tmp_path: Path) -> None:
     Image.fromarray(photo("astronaut")).save(path)
     res = CliRunner().invoke(_app(), ["check", str(path), "--target", "big"])
     assert res.exit_code != 0
+
+
+def test_cli_reads_the_brief_and_judges_lighting_against_it(tmp_path: Path) -> None:
+    from portrait_studio.brief import example_brief_path, load_brief
+
+    brief_path = example_brief_path("rembrandt-studio-headshot")
+    ctx = CheckContext.from_brief(load_brief(brief_path))
+    assert ctx.lighting_pattern == "rembrandt" and ctx.teeth_expected is False and ctx.hands_expected is False
+    path = tmp_path / "obama.png"
+    Image.fromarray(photo("obama")).save(path)
+    res = CliRunner().invoke(_app(), ["check", str(path), "--brief", str(brief_path), "--json"])
+    data = json.loads(res.output)
+    pattern = next(i for i in data["items"] if i["item"] == "lighting.pattern")
+    assert "rembrandt" in pattern["explanation"].lower() or "brief" in pattern["explanation"].lower()
+    assert res.exit_code == (1 if data["overall"] == "fail" else 0)

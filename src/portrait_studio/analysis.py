@@ -127,7 +127,7 @@ class Face:
         import cv2
 
         m = np.zeros(shape, np.uint8)
-        cv2.fillPoly(m, [np.round(self.points(group)).astype(np.int32)], 1)
+        cv2.fillPoly(m, [np.round(self.points(group)).astype(np.int32)], (1,))
         return m.astype(bool)
 
     def iris(self, side: str) -> tuple[np.ndarray, float]:
@@ -275,7 +275,7 @@ def load_image(image: Image.Image | np.ndarray | str | Path) -> tuple[np.ndarray
         except (OSError, ValueError) as exc:
             raise CheckError(f"cannot read image {source}: {exc}", hint="pass a PNG or JPEG file") from exc
     if isinstance(image, Image.Image):
-        info = dict(image.info)
+        info = {str(k): v for k, v in image.info.items()}
         rgb = np.asarray(image.convert("RGB"))
     else:
         info = {}
@@ -395,9 +395,10 @@ def _skin_colour_mask(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
     for f in faces:
         if f.landmarks is None:
             continue
-        m = np.zeros(rgb.shape[:2], bool)
+        shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+        m = np.zeros(shape, bool)
         for g in (CHEEK_L_IDX, CHEEK_R_IDX, FOREHEAD_IDX):
-            m |= f.mask(g, rgb.shape[:2])
+            m |= f.mask(g, shape)
         samples.append(ycc[m])
     chroma = ycc[..., 1:]
     if samples and sum(len(s) for s in samples) >= 30:

@@ -28,7 +28,7 @@ class FaceView:
 
         pts = (self.face.points(group) - np.array(self.origin, np.float32)) * self.scale
         m = np.zeros(self.gray.shape, np.uint8)
-        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
+        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], (1,))
         return m.astype(bool)
 
     def to_image(self, box: list[int]) -> list[int]:

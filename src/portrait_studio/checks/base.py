@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,7 +73,7 @@ def worst(statuses: list[str]) -> Status:
     applicable = [s for s in statuses if s != "not_applicable"]
     if not applicable:
         return "pass"
-    return max(applicable, key=lambda s: STATUS_ORDER[s])  # type: ignore[return-value]
+    return cast(Status, max(applicable, key=lambda s: STATUS_ORDER[s]))
 
 
 class Checklist(BaseModel):

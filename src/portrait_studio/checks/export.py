@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis import Analysis
-from .base import CheckContext, CheckResult
+from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_export", "estimate_upscale", "read_metadata"]
 
@@ -67,7 +67,7 @@ def _resolution(analysis: Analysis, context: CheckContext) -> CheckResult:
     ok_w = tw is None or w == tw
     ok_h = th is None or h == th
     target = f"{tw or '?'}x{th or '?'}"
-    status = "pass" if ok_w and ok_h else "fail"
+    status: Status = "pass" if ok_w and ok_h else "fail"
     return CheckResult(item="export.resolution", status=status, measured=float(w), threshold=float(tw or 0) or None,
                        explanation=f"The image is {w}x{h}; the target is {target}"
                        + ("." if status == "pass" else ": resize or re-export to the target size."))
@@ -116,7 +116,7 @@ def _upscale(image: np.ndarray, context: CheckContext) -> CheckResult:
     problems = []
     if not lo <= f <= hi:
         problems.append(f"the finishing upscale was {f:g}x, outside {lo:g}-{hi:g}x")
-    status = "fail" if problems else "pass"
+    status: Status = "fail" if problems else "pass"
     return CheckResult(item="export.upscale", status=status, measured=float(f), threshold=hi,
                        explanation=("Upscale problem: " + "; ".join(problems) + "." if problems else
                                     f"Upscaled {f:g}x (the pixels read as about {est:g}x), within {lo:g}-{hi:g}x."))
@@ -125,7 +125,7 @@ def _upscale(image: np.ndarray, context: CheckContext) -> CheckResult:
 def _label(meta: dict[str, str], context: CheckContext) -> CheckResult:
     dst = meta.get("digital_source_type", "")
     ok = any(dst.endswith(t) for t in AI_SOURCE_TYPES)
-    status = "pass" if ok else ("fail" if context.require_label else "warn")
+    status: Status = "pass" if ok else ("fail" if context.require_label else "warn")
     return CheckResult(item="export.label", status=status, measured=1.0 if ok else 0.0, threshold=1.0,
                        explanation=(f"The XMP DigitalSourceType says {dst.rsplit('/', 1)[-1]}: labelled as AI-made."
                                     if ok else "No AI label (XMP Iptc4xmpExt:DigitalSourceType = trainedAlgorithmicMedia); "
@@ -137,7 +137,7 @@ def _record(meta: dict[str, str], context: CheckContext) -> CheckResult:
     has_seed = bool(SEED_RE.search(text))
     has_prompt = len(text.strip()) > 0
     ok = has_seed and has_prompt
-    status = "pass" if ok else ("fail" if context.require_label else "warn")
+    status: Status = "pass" if ok else ("fail" if context.require_label else "warn")
     where = "PNG 'parameters'" if "parameters" in meta else "XMP description"
     return CheckResult(item="export.record", status=status, measured=1.0 if ok else 0.0, threshold=1.0,
                        explanation=(f"The prompt and seed are recorded in the {where}: the image can be reproduced."

@@ -7,7 +7,7 @@ import numpy as np
 from ..analysis import Analysis, Face
 from ._face import face_view
 from ._pixels import box_of, disk_mask, lab, laplacian_rms, luma
-from .base import CheckContext, CheckResult
+from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_eyes"]
 
@@ -71,8 +71,8 @@ def _sharpness(image: np.ndarray, face: Face) -> CheckResult:
     near = _nearest_side(face)
     far = "right" if near == "left" else "left"
     ratio = ratios[near]
-    status = "pass" if ratio >= SHARPNESS_MIN else "fail"
-    region = _eye_box(face, near, image.shape[:2])
+    status: Status = "pass" if ratio >= SHARPNESS_MIN else "fail"
+    region = _eye_box(face, near, (image.shape[0], image.shape[1]))
     return CheckResult(
         item="eyes.sharpness",
         status=status,
@@ -100,9 +100,9 @@ def _iris_pixels(
     x0, y0 = int(c[0] - r - 2), int(c[1] - r - 2)
     box = [max(0, x0), max(0, y0), min(image.shape[1], int(c[0] + r + 3)), min(image.shape[0], int(c[1] + r + 3))]
     sub_shape = (box[3] - box[1], box[2] - box[0])
-    local_c = c - np.array(box[:2], np.float32)
+    local_c: np.ndarray = c - np.array(box[:2], np.float32)
     disk = disk_mask(sub_shape, local_c, r * inner)
-    lids = face.mask(face.eye(side), image.shape[:2])[box[1]:box[3], box[0]:box[2]]
+    lids = face.mask(face.eye(side), (image.shape[0], image.shape[1]))[box[1]:box[3], box[0]:box[2]]
     e = max(1, round(r * 0.2))
     lids = cv2.erode(lids.astype(np.uint8), np.ones((2 * e + 1, 2 * e + 1), np.uint8)).astype(bool)
     return disk & lids, local_c, r, box
@@ -126,6 +126,7 @@ def _catchlights(image: np.ndarray, face: Face) -> CheckResult:
                            explanation="The irises are too small or closed to judge catchlights.")
     best = max(measured.values())
     region = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    status: Status
     if all(found.values()):
         status, why = "pass", "both visible irises show a bright catchlight, so the eyes look alive."
     elif any(found.values()):
@@ -177,7 +178,7 @@ def _pupils(image: np.ndarray, face: Face) -> CheckResult:
     worst_side = max(counts, key=lambda s: counts[s])
     n = counts[worst_side]
     region = boxes[list(counts).index(worst_side)]
-    status = "fail" if n > 1 else "pass"
+    status: Status = "fail" if n > 1 else "pass"
     return CheckResult(
         item="eyes.pupils", status=status, measured=float(n), threshold=1.0,
         explanation=(f"The subject's {worst_side} iris holds {n} separate dark pupil blobs; "
@@ -194,13 +195,14 @@ def _pair(image: np.ndarray, face: Face) -> CheckResult:
         if r >= IRIS_MIN_RADIUS and m.sum() >= 12:
             colours[s] = np.median(lab(image[box[1]:box[3], box[0]:box[2]])[m], axis=0)
     delta = float(np.linalg.norm(colours["left"] - colours["right"])) if len(colours) == 2 else 0.0
-    region = box_of(face.mask(face.eye("left"), image.shape[:2]) | face.mask(face.eye("right"), image.shape[:2]), 4)
+    analysis_shape = (image.shape[0], image.shape[1])
+    region = box_of(face.mask(face.eye("left"), analysis_shape) | face.mask(face.eye("right"), analysis_shape), 4)
     problems = []
     if size_ratio > IRIS_SIZE_RATIO_MAX:
         problems.append(f"one iris is {size_ratio:.2f}x the size of the other")
     if delta > IRIS_COLOUR_DELTA_MAX:
         problems.append(f"the irises differ in colour by ΔE {delta:.0f}")
-    status = "fail" if problems else "pass"
+    status: Status = "fail" if problems else "pass"
     explanation = ("The eyes do not match: " + " and ".join(problems) + "." if problems else
                    f"The two irises match in size (ratio {size_ratio:.2f}) and colour (ΔE {delta:.0f}).")
     return CheckResult(item="eyes.pair", status=status, measured=round(delta, 1), threshold=IRIS_COLOUR_DELTA_MAX,

@@ -16,14 +16,14 @@ import numpy as np
 
 from ..analysis import HAND_FINGERS, Analysis, Hand
 from ._pixels import clip_box
-from .base import CheckContext, CheckResult
+from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_hands"]
 
 EXTRA_MAX = 0
 RADII = (1.05, 1.2, 1.35)
 """Sampling circles around the palm centre, in palm sizes (wrist to middle knuckle)."""
-MATCH_DEG = 14.0
+MATCH_DEG = 22.0
 """A run of skin is explained by a tracked finger crossing the circle within this many degrees."""
 BEND_MAX_DEG = 135.0
 """A finger joint bent more than this (in the image plane, 0 = straight) reads as strained or broken.
@@ -50,8 +50,8 @@ def _hand_skin(image: np.ndarray, hand: Hand) -> tuple[np.ndarray, list[int]]:
     crop = image[box[1]:box[3], box[0]:box[2]]
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     palm = np.zeros(crop.shape[:2], np.uint8)
-    pts = hand.landmarks[[0, 1, 5, 9, 13, 17], :2] - np.array(box[:2], np.float32)
-    cv2.fillConvexPoly(palm, np.round(pts).astype(np.int32), 1)
+    pts: np.ndarray = hand.landmarks[[0, 1, 5, 9, 13, 17], :2] - np.array(box[:2], np.float32)
+    cv2.fillConvexPoly(palm, np.round(pts).astype(np.int32), (1,))
     sample = lab[palm.astype(bool)]
     if len(sample) < 20:
         return np.zeros(crop.shape[:2], bool), box
@@ -109,8 +109,8 @@ def _extra_fingers(image: np.ndarray, hand: Hand) -> int:
     if not mask.any():
         return 0
     s = hand.palm_size
-    c = hand.palm_center - np.array(box[:2], np.float32)
-    wrist = hand.landmarks[0, :2] - np.array(box[:2], np.float32)
+    c: np.ndarray = hand.palm_center - np.array(box[:2], np.float32)
+    wrist: np.ndarray = hand.landmarks[0, :2] - np.array(box[:2], np.float32)
     wrist_angle = math.degrees(math.atan2(wrist[1] - c[1], wrist[0] - c[0]))
     extras = []
     for k in RADII:
@@ -138,7 +138,7 @@ def _extra_fingers(image: np.ndarray, hand: Hand) -> int:
                 continue
             extra += 1
         extras.append(extra)
-    return int(np.median(extras))
+    return int(min(extras))  # a finger crosses every circle; clutter rarely does
 
 
 def _skin_beyond(mask: np.ndarray, c: np.ndarray, angle: float, r: float, s: float) -> float:
@@ -158,7 +158,7 @@ def _fingers(image: np.ndarray, analysis: Analysis) -> CheckResult:
     s = hand.palm_size
     c = hand.palm_center
     region = clip_box([c[0] - 1.6 * s, c[1] - 1.6 * s, c[0] + 1.6 * s, c[1] + 1.6 * s], *analysis.shape[::-1])
-    status = "fail" if n > EXTRA_MAX else "pass"
+    status: Status = "fail" if n > EXTRA_MAX else "pass"
     return CheckResult(
         item="hands.fingers", status=status, measured=float(5 + n), threshold=5.0, region=region,
         explanation=(f"Hand {worst + 1} of {len(counts)} shows {n} finger-like protrusion(s) beyond the five tracked "
@@ -184,7 +184,7 @@ def _pose(analysis: Analysis) -> CheckResult:
                 if bend > worst_bend:
                     worst_bend, where = bend, (i, name)
     i, name = where
-    status = "fail" if worst_bend > BEND_MAX_DEG else "pass"
+    status: Status = "fail" if worst_bend > BEND_MAX_DEG else "pass"
     return CheckResult(
         item="hands.pose", status=status, measured=round(worst_bend, 1), threshold=BEND_MAX_DEG,
         region=list(analysis.hands[i].box),

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, FACE_OVAL_IDX, NOSE_TIP, Analysis
 from ._pixels import box_of, luma
-from .base import CheckContext, CheckResult
+from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_lighting"]
 
@@ -98,7 +98,7 @@ def _pattern(y: np.ndarray, analysis: Analysis, context: CheckContext) -> CheckR
             measured, threshold = t, REMBRANDT_TRIANGLE_MIN
             if t < REMBRANDT_TRIANGLE_MIN:
                 problems.append(f"no lit triangle on the shadow-side cheek (it is only {t:.2f}x the rest of that side)")
-    status = "fail" if problems else "pass"
+    status: Status = "fail" if problems else "pass"
     return CheckResult(item=item, status=status, measured=round(measured, 3), threshold=threshold, region=region,
                        explanation=("Lighting does not match the brief: " + "; ".join(problems) + "." if problems
                                     else f"Lighting matches the brief ({pattern or 'key side'}): {desc}."))

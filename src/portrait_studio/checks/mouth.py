@@ -6,7 +6,7 @@ import numpy as np
 
 from ..analysis import INNER_MOUTH_IDX, Analysis
 from ._pixels import box_of, lab
-from .base import CheckContext, CheckResult
+from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_mouth"]
 
@@ -56,7 +56,7 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
         problems.append(f"a dark gap {gap * 100:.0f}% of the mouth wide splits the teeth (missing or malformed tooth)")
     if offset > ASYMMETRY_MAX:
         problems.append(f"the teeth sit {offset * 100:.0f}% off the mouth's centre")
-    status = "fail" if gap > GAP_MAX else ("warn" if problems else "pass")
+    status: Status = "fail" if gap > GAP_MAX else ("warn" if problems else "pass")
     return CheckResult(
         item="mouth.teeth", status=status, measured=round(gap, 4), threshold=GAP_MAX, region=region,
         explanation=("Teeth are visible and " + " and ".join(problems) + "." if problems else

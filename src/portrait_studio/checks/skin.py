@@ -7,7 +7,7 @@ import numpy as np
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, CHIN, FACE_OVAL_IDX, FOREHEAD_IDX, Analysis
 from ._face import face_view
 from ._pixels import box_of, lab
-from .base import CheckContext, CheckResult
+from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_skin"]
 
@@ -48,7 +48,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
         return CheckResult(item="skin.texture", status="not_applicable", region=region,
                            explanation="Too little plain skin is visible on the cheeks and forehead.")
     rms = float(np.sqrt(np.mean(vals**2)))
-    status = "pass" if rms >= TEXTURE_MIN else "fail"
+    status: Status = "pass" if rms >= TEXTURE_MIN else "fail"
     return CheckResult(
         item="skin.texture", status=status, measured=round(rms, 3), threshold=TEXTURE_MIN, region=region,
         explanation=(f"Fine skin detail on the cheeks and forehead measures {rms:.2f} (at a standard face size); "
@@ -80,7 +80,7 @@ def _tone(image: np.ndarray, analysis: Analysis) -> CheckResult:
     face_ab = np.median(L[cheeks][:, 1:], axis=0)
     neck_ab = np.median(L[neck][:, 1:], axis=0)
     delta = float(np.linalg.norm(face_ab - neck_ab))
-    status = "pass" if delta <= TONE_DELTA_MAX else "fail"
+    status: Status = "pass" if delta <= TONE_DELTA_MAX else "fail"
     return CheckResult(
         item="skin.tone", status=status, measured=round(delta, 2), threshold=TONE_DELTA_MAX, region=region,
         explanation=(f"Face and neck skin differ in colour by ΔE(ab) {delta:.1f}; "
