@@ -11,6 +11,9 @@ Tiling: the ncnn network's memory grows with the size of the piece it sees (CPU,
 away. The library's own tiling pads each piece with only 10 px, which leaves visible seams
 (measured on a 96 px face crop with 32 px tiles: mean |diff| 2.3, max 46 levels against
 one pass); 32 px of context brings that to mean 0.3, max 7.
+
+Measured (bench/bench_upscale.py, 2 CPU cores): a 1024x1024 portrait to 2048x2048 in 474 s
+with a 5.4 GiB peak RSS (25 windows of 256 px).
 """
 
 from __future__ import annotations
