@@ -241,7 +241,7 @@ _COLOURS = {"mouth": (255, 60, 60), "teeth": (255, 255, 0), "eyes": (60, 160, 25
 
 
 def _overlay(rgb: np.ndarray, masks: dict[str, RegionMask]) -> Image.Image:
-    out = rgb.astype(np.float32)
+    out: np.ndarray = rgb.astype(np.float32)
     for name in ("face", "skin", "mouth", "teeth", "eyes", "hands"):
         if name not in masks:
             continue
