@@ -5,29 +5,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import typer
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
+from _finishing_helpers import tiny_pipeline
 from portrait_studio.analysis import analyze
 from portrait_studio.checks import run_checklist
 from portrait_studio.cli.finishing import register
 from portrait_studio.config import Studio
 from portrait_studio.errors import CapabilityError
 from portrait_studio.finishing.composite import feathered_alpha
-from portrait_studio.finishing.fix import auto_fix, fix_region, plan_fix, regions_for
+from portrait_studio.finishing.fix import (
+    AutoFixReport,
+    FixOutcome,
+    auto_fix,
+    fix_region,
+    plan_fix,
+    regions_for,
+)
 from portrait_studio.finishing.lineage import LabelSettings, file_sha256
 from portrait_studio.labels import COMPOSITE_SOURCE_TYPE, verify
-from portrait_studio.ledger import Ledger
-from portrait_studio.providers import open_providers
+from portrait_studio.ledger import ImageRow, Ledger
+from portrait_studio.providers import Provider, open_providers
 from portrait_studio.testing import photos
 from portrait_studio.testing.defects import blur_eyes
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*torchvision.*:UserWarning",
@@ -50,17 +61,17 @@ def blurred_eyes_file(folder: Path, side: int = 256) -> Path:
 
 
 @pytest.fixture
-def bfl(studio: Studio) -> Iterator[object]:
+def bfl(studio: Studio) -> Iterator[Provider]:
     with open_providers(studio, ["bfl"], sandbox="always", sandbox_options={"latency": 0.02}) as providers:
         yield providers["bfl"]
 
 
-def run(coro):  # noqa: ANN001, ANN201 - tiny helper
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def fix(studio: Studio, provider, image: Path, region: str, **kw):  # noqa: ANN001, ANN003, ANN201
-    async def go():  # noqa: ANN202
+def fix(studio: Studio, provider: Provider, image: Path, region: str, **kw: Any) -> FixOutcome:
+    async def go() -> FixOutcome:
         try:
             with Ledger(studio.ledger_path) as ledger:
                 return await fix_region(image, region, provider=provider, ledger=ledger, images_dir=studio.images_dir,
@@ -143,7 +154,7 @@ def test_failed_checks_map_to_regions_and_lighting_is_not_a_region_fix(tmp_path)
 def test_auto_fix_repairs_the_failed_region_rechecks_and_stops_within_max_tries(studio, bfl, tmp_path):
     bad = blurred_eyes_file(tmp_path)
 
-    async def go():  # noqa: ANN202
+    async def go() -> tuple[AutoFixReport, list[ImageRow]]:
         with Ledger(studio.ledger_path) as ledger:
             report = await auto_fix(bad, provider=bfl, ledger=ledger, images_dir=studio.images_dir, max_tries=2,
                                     mask_dir=studio.home / "masks")
@@ -181,7 +192,7 @@ def cli_app() -> typer.Typer:
     return app
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: object) -> Result:
     result = CliRunner().invoke(cli_app(), [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -233,11 +244,9 @@ def test_portrait_masks_writes_the_masks_for_inspection(tmp_path):
 # --- the tiny local pipeline ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny_dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from portrait_studio.testing.tiny import save_tiny_pipeline
-
-    return save_tiny_pipeline("flux1-dev", tmp_path_factory.mktemp("tiny") / "flux1-dev")
+    return tiny_pipeline("flux1-dev", tmp_path_factory.getbasetemp())
 
 
 def test_portrait_fix_auto_runs_end_to_end_on_a_tiny_local_flux_dev_inpaint_pipeline(studio, tmp_path, tiny_dev):

@@ -82,6 +82,13 @@ def _detail_request(detail: DetailPass, provider: Provider, path: Path, size: tu
     )
 
 
+def _parent_prompt(ledger: Ledger, parent: ImageRow) -> str:
+    """The prompt the parent was labelled with, so the upscale's label still says what was asked."""
+    label = ledger.label(parent.image_sha256)
+    prompt = ((label or {}).get("info") or {}).get("prompt")
+    return str(prompt) if prompt else f"upscale of image {parent.image_sha256[:12]} with {ENGINE}"
+
+
 async def upscale_image(
     image_path: str | Path,
     scale: float,
@@ -155,7 +162,8 @@ async def upscale_image(
     edit = f"upscaled {scale:g}x with Real-ESRGAN x4plus" + (
         f", detail pass by {detail.model} at strength {detail.strength:g}" if detail is not None else "")
     info = LabelInfo(
-        model=model, provider=requests[0].provider if requests else "local", prompt=detail.prompt if detail else "",
+        model=model, provider=requests[0].provider if requests else "local",
+        prompt=detail.prompt if detail else _parent_prompt(ledger, parent),
         seed=requests[0].seed if requests else None, strength=detail.strength if detail else None,
         width=size[0], height=size[1], is_composite=True, edit=edit, parent_sha256=parent.image_sha256,
         creator=labels.creator if labels else None, credit=labels.credit if labels else None,
