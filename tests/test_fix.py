@@ -261,3 +261,15 @@ def test_portrait_fix_auto_runs_end_to_end_on_a_tiny_local_flux_dev_inpaint_pipe
     assert fixed["versions"]["weights"] == str(tiny_dev)
     fix_outcome = report["rounds"][0]["fixes"][0]
     assert fix_outcome["outside_changed"] == 0 and fix_outcome["changed_pixels"] > 0
+
+
+def test_a_fix_over_budget_stops_before_paying(studio, tmp_path):
+    from portrait_studio.errors import BudgetExceeded
+
+    image = astronaut_file(tmp_path)
+    with pytest.raises(BudgetExceeded, match="over the \\$0.01 budget"):
+        invoke("fix", image, "--region", "teeth", "--budget", "0.01", "--sandbox", "always")
+    with Ledger(studio.ledger_path) as ledger:
+        assert ledger.spent().usd == 0
+        assert ledger.images(limit=10) == []
+    assert not (tmp_path / "portrait.fix-teeth.png").exists()

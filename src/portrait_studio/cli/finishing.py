@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -39,8 +40,14 @@ def _with_provider(
     mode: SandboxMode = sandbox  # type: ignore[assignment]
     if mode not in ("auto", "always", "never"):
         raise CapabilityError(f"--sandbox {sandbox} is not auto, always or never", hint="use --sandbox auto")
-    with open_providers(s, [provider_id], sandbox=mode) as providers:
-        provider = providers[provider_id]
+    with ExitStack() as stack:
+        if provider_id == "local":
+            # built with the studio so licences accepted with 'portrait local licence' count
+            from ..providers.local import LocalProvider
+
+            provider: Provider = LocalProvider(s.config.providers.get("local", {}), studio=s)
+        else:
+            provider = stack.enter_context(open_providers(s, [provider_id], sandbox=mode))[provider_id]
         if getattr(provider, "sandbox", False):
             err_console.print("[bold magenta]SANDBOX[/]: no API key set, so the repair comes from a local sandbox that "
                               "follows the provider's API contract")
