@@ -396,7 +396,7 @@ _SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str
 )
 
 
-class account_slots:  # noqa: N801 - used like a function: `async with account_slots(...)`
+class account_slots:
     """Hold one slot in every (group, limit) of `account` for the length of an `async with`."""
 
     def __init__(self, account: str, groups: list[tuple[str, int]]) -> None:
