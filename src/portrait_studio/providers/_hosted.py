@@ -87,6 +87,7 @@ class HostedOptions(ProviderOptions):
     request_timeout_s: float = Field(default=30.0, gt=0)
     download_timeout_s: float = Field(default=120.0, gt=0)
     task_timeout_s: float = Field(default=900.0, gt=0, description="give up waiting for one task after this")
+    retry_backoff_s: float = Field(default=0.25, gt=0, description="first wait before retrying a failed call")
     connect_retries: int = Field(default=5, ge=0)
     max_poll_errors: int = Field(default=20, ge=0, description="consecutive failed polls before giving up")
     download_attempts: int = Field(default=3, ge=1)
@@ -121,7 +122,7 @@ class HostedProvider(Provider):
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.options.request_timeout_s),
-            verify=self.options.verify,
+            verify=_ssl_verify(self.options.verify),
             follow_redirects=True,
             headers={"user-agent": "portrait-studio"},
         )
@@ -178,7 +179,7 @@ class HostedProvider(Provider):
 
     # --- HTTP ---------------------------------------------------------------------------
     def _backoff(self, attempt: int) -> float:
-        return min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        return min(8.0, self.options.retry_backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
     async def post_submission(self, url: str, *, json: Any, headers: dict[str, str]) -> httpx.Response:
         """POST a paid submission; retry only where nothing can have been accepted."""
@@ -292,6 +293,14 @@ class HostedProvider(Provider):
                 f"{self.provider_id} rejected the request: {detail}", provider=self.provider_id, fields=fields)
         return ProviderError(f"{self.provider_id} answered HTTP {status} during {during}: {detail}",
                              provider=self.provider_id)
+
+
+def _ssl_verify(verify: bool | str) -> Any:
+    if isinstance(verify, str):
+        import ssl
+
+        return ssl.create_default_context(cafile=verify)
+    return verify
 
 
 def _detail(response: httpx.Response) -> str:
