@@ -20,7 +20,6 @@ from portrait_studio.errors import (
     InsufficientCredits,
     Moderated,
     ProviderError,
-    NetworkError,
     ProviderValidationError,
     RateLimited,
     ResultExpired,
