@@ -114,7 +114,7 @@ def test_sandbox_images_are_real_photos_deterministic_and_marked():
     img = Image.open(io.BytesIO(a))
     assert a == b and a != c and img.size == (640, 800) and is_sandbox_image(img)
     # the face region is the astronaut's skin, not a painted label: warm, mid-bright pixels
-    r, g, bl = img.convert("RGB").resize((8, 10)).getpixel((4, 3))
+    r, _g, bl = img.convert("RGB").resize((8, 10)).getpixel((4, 3))
     assert r > bl
 
 

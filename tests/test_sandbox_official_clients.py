@@ -21,7 +21,6 @@ import pytest
 from portrait_studio.testing.sandbox import start_sandbox
 
 
-
 @pytest.fixture(scope="session")
 def blackforest_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("blackforest")
