@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 
@@ -37,20 +36,8 @@ while True:
 """
 
 
-def _models(model: str) -> SimpleNamespace:
-    try:
-        from portrait_studio.catalog import get_model  # type: ignore[import-not-found]
-
-        return get_model(model)
-    except ImportError:
-        route = SimpleNamespace(provider="bfl", model_id="flux-pro-1.1", edit_model_id=None, max_active=24)
-        return SimpleNamespace(id=model, name="FLUX1.1 [pro]", family="pro11", modes=["text-to-image"],
-                               max_references=1, finetune=False, routes={"bfl": route})
-
-
 async def run(n: int, latency: float, url: str) -> tuple[float, float]:
-    provider = BflProvider("sandbox-key", BflOptions(base_url=url, poll_interval_s=0.1, poll_backoff=1.0),
-                           models=_models)
+    provider = BflProvider("sandbox-key", BflOptions(base_url=url, poll_interval=0.1, poll_backoff=1.0))
     requests = [Request(model="flux-1.1-pro", provider="bfl", prompt=f"portrait {i}", seed=i, width=512,
                         height=512, output_format="jpeg") for i in range(n)]
     cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from _hosted_helpers import get_model, photo_file, request
+from _hosted_helpers import photo_file, request
 from portrait_studio.errors import GenerationFailed, Moderated, NetworkError, ProviderValidationError
 from portrait_studio.providers.bfl import BflProvider
 from portrait_studio.providers.fal import FalProvider
@@ -19,6 +19,11 @@ from portrait_studio.testing.sandbox import SandboxHandle, start_sandbox
 
 PROVIDERS = {"bfl": BflProvider, "fal": FalProvider, "replicate": ReplicateProvider}
 FAST = {"poll_interval_s": 0.05, "poll_backoff": 1.0, "rate_limit_wait_s": 0.05, "retry_backoff_s": 0.02}
+FAST_BY_PROVIDER: dict[str, dict[str, Any]] = {
+    "bfl": {"poll_interval": 0.05, "max_poll_interval": 0.1},
+    "fal": FAST,
+    "replicate": FAST,
+}
 
 
 @pytest.fixture(params=list(PROVIDERS))
@@ -26,11 +31,7 @@ async def hosted(request: Any) -> AsyncIterator[tuple[Any, SandboxHandle]]:
     name = request.param
     with start_sandbox(name, latency=0.15, ultra_megapixels=1.0) if name == "bfl" else \
             start_sandbox(name, latency=0.15) as sb:
-        cls = PROVIDERS[name]
-        options: dict[str, Any] = {"base_url": sb.url, **FAST}
-        if sb.ca_file:
-            options["verify"] = sb.ca_file
-        provider = cls(sb.key, cls.Options(**options), models=get_model)
+        provider = PROVIDERS[name].for_sandbox(sb, **FAST_BY_PROVIDER[name])
         yield provider, sb
         await provider.aclose()
 

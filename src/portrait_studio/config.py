@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import NotConfigured, StudioError
 
-__all__ = ["C2paConfig", "HOME_ENV", "Studio", "StudioConfig", "resolve_home"]
+__all__ = ["HOME_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
 
 HOME_ENV = "PORTRAIT_STUDIO_HOME"
 

@@ -19,6 +19,7 @@
         ├── TaskNotFound             the provider no longer knows the task
         ├── GenerationFailed         the provider reported an error for the task
         └── NetworkError             the connection dropped or timed out
+            └── UncertainSubmission  dropped after sending: the provider may have accepted (and charged)
 
 The CLI turns these into one-line messages; the web layer into HTTP answers.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "ResultExpired",
     "StudioError",
     "TaskNotFound",
+    "UncertainSubmission",
 ]
 
 
@@ -175,3 +177,10 @@ class GenerationFailed(ProviderError):
 
 class NetworkError(ProviderError):
     """The connection dropped or timed out."""
+
+
+class UncertainSubmission(NetworkError):
+    """The connection dropped after the request was sent: it may have been accepted and charged.
+
+    Never retried automatically; `portrait resume RUN --resubmit-uncertain` sends it again.
+    """

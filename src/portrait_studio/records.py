@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 __all__ = [
     "Cost",
@@ -73,11 +73,13 @@ class InputImage(_Frozen):
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], role: str = "reference", rights_id: str | None = None) -> InputImage:
-        data = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            data = fh.read()
         return cls(path=str(path), sha256=hashlib.sha256(data).hexdigest(), role=role, rights_id=rights_id)  # type: ignore[arg-type]
 
     def read(self) -> bytes:
-        return open(self.path, "rb").read()
+        with open(self.path, "rb") as fh:
+            return fh.read()
 
 
 class LoraWeight(_Frozen):
@@ -121,6 +123,14 @@ class Request(_Frozen):
     parent_id: str | None = None
     request_id: str = Field(default_factory=lambda: new_id("req_"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        """`idempotency_key` is derived, so a dumped Request can be read back."""
+        if isinstance(data, dict) and "idempotency_key" in data:
+            data = {k: v for k, v in data.items() if k != "idempotency_key"}
+        return data
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def idempotency_key(self) -> str:
@@ -135,7 +145,7 @@ class Request(_Frozen):
     @property
     def megapixels(self) -> float:
         if self.width and self.height:
-            return self.width * self.height / 1_000_000
+            return self.width * self.height / (1024 * 1024)
         return 1.0
 
 

@@ -25,6 +25,14 @@ app = typer.Typer(
 
 # One line per command module; each defines register(app).
 COMMAND_MODULES: list[str] = [
+    "brief",
+    "models",
+    "log",
+    "shoot",
+    "studio_cmds",
+    "labels",
+    "review",
+    "check",
 ]
 
 for _name in COMMAND_MODULES:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..config import Studio
 from ..errors import StudioError
@@ -36,11 +37,11 @@ def print_json(data: Any) -> None:
 def run_cli(app: typer.Typer) -> None:
     """Run the app; a StudioError becomes one line on stderr (with its fix) and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except StudioError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[yellow]fix:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]fix:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -57,3 +58,5 @@ def run_cli(app: typer.Typer) -> None:
             err_console.print("aborted")
             raise SystemExit(1) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -38,6 +38,7 @@ from ..errors import (
     ProviderError,
     ProviderValidationError,
     RateLimited,
+    UncertainSubmission,
 )
 from ..records import InputImage, Request
 from .base import Provider, ProviderOptions
@@ -128,11 +129,17 @@ class HostedProvider(Provider):
         )
 
     @classmethod
-    def from_studio(cls, studio: Any, **options: Any) -> HostedProvider:
-        """Build the client from a `Studio`: its key (env var or keys file) and config options."""
-        configured = dict(studio.config.providers.get(cls.provider_id, {}))
-        configured.update(options)
-        return cls(studio.require_key(cls.provider_id), cls.Options(**configured))
+    def create(cls, studio: Any, **options: Any) -> HostedProvider:
+        """Build the client for the real service from a `Studio`'s key and the given options."""
+        return cls(studio.require_key(cls.provider_id), cls.Options(**options))
+
+    @classmethod
+    def for_sandbox(cls, sandbox: Any, **options: Any) -> HostedProvider:
+        """Build the client against a running sandbox (`testing.sandbox.start_sandbox`)."""
+        opts: dict[str, Any] = {**options, "base_url": sandbox.url}
+        if getattr(sandbox, "ca_file", None):
+            opts["verify"] = sandbox.ca_file
+        return cls(sandbox.key, cls.Options(**opts))
 
     @property
     def base_url(self) -> str:
@@ -198,11 +205,11 @@ class HostedProvider(Provider):
                 await asyncio.sleep(self._backoff(connect_failures))
                 continue
             except httpx.TransportError as exc:
-                raise NetworkError(
+                raise UncertainSubmission(
                     f"the connection broke after the request was sent ({type(exc).__name__}); the provider may "
                     "have accepted and charged for it, so it was not sent again",
                     provider=self.provider_id,
-                    hint="check the provider's dashboard for the task before running this image again",
+                    hint="check the provider's dashboard; 'portrait resume RUN --resubmit-uncertain' sends it again",
                 ) from None
             if response.status_code in (429, 503):
                 wait = retry_after(response) or self.options.rate_limit_wait_s

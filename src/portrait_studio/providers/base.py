@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import CapabilityError
 from ..records import Request, Result, Ticket
+
+if TYPE_CHECKING:
+    from ..config import Studio
 
 __all__ = ["OnAccepted", "Provider", "ProviderOptions"]
 
@@ -36,6 +39,16 @@ class Provider(ABC):
     hosted: ClassVar[bool] = True
 
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+
+    @classmethod
+    def create(cls, studio: Studio, **options: Any) -> Provider:
+        """Build the provider from the studio's keys and config (the real service)."""
+        return cls(**options)  # type: ignore[call-arg]
+
+    @classmethod
+    def for_sandbox(cls, sandbox: Any, **options: Any) -> Provider:
+        """Build the provider against a running sandbox (`testing.sandbox.start_sandbox`)."""
+        raise CapabilityError(f"provider '{cls.provider_id}' has no sandbox")
 
     def check(self, request: Request) -> None:
         """Raise `CapabilityError` if this provider cannot serve `request`. Spends nothing."""
@@ -64,5 +77,5 @@ class Provider(ABC):
         """Finish a task accepted earlier (re-poll and download) without re-submitting it."""
         raise CapabilityError(f"provider '{self.provider_id}' cannot resume accepted tasks")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections and models."""

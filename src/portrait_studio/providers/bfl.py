@@ -1,241 +1,365 @@
-"""The BFL API client (api.bfl.ai): FLUX1.1 [pro], Ultra, FLUX.2, Kontext, Fill, dev.
+"""The BFL API client (api.bfl.ai): FLUX1.1 [pro] / Ultra, FLUX.2, Kontext, Fill, dev.
 
-Flow (notes/provider-apis.md §1): `POST /v1/<endpoint>` with `x-key` → `{id,
-polling_url, cost}`; `on_accepted(Ticket)` at once; `GET polling_url` verbatim (its
-host may differ) with backoff until Ready / Error / Request Moderated / Content
-Moderated / Task not found; download `result.sample` at once (signed, 10 minutes) and
-check it decodes. At most 24 active tasks per account (6 for flux-kontext-max).
+Contract (shared/notes/provider-apis.md §1, BFL's OpenAPI document):
+
+    POST {host}/v1/{endpoint}   x-key auth   → 200 {id, polling_url, cost}
+                                              422 detail list · 402 credits · 403 key · 429 busy
+    GET  polling_url (verbatim; its host may differ) → status Pending | Ready | Error |
+         Request Moderated | Content Moderated | Task not found
+    GET  result.sample (signed, valid for 10 minutes) → the image, downloaded at once
+
+Paying twice is the expensive mistake, so: a submission is retried only when it certainly
+did not reach BFL (connection refused, 429, 502/503/504 from the gateway); once BFL has
+answered with a task id the runner is told (`on_accepted`) and only the *poll* is retried.
+A connection dropped after the request was sent raises `UncertainSubmission`: the task may
+exist, and the runner will not re-send it on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import base64
+import hashlib
+import io
 import time
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field
 
-from ..errors import GenerationFailed, Moderated, NetworkError, TaskNotFound
+from ..catalog import USD_PER_CREDIT, get_model
+from ..errors import (
+    AuthenticationError,
+    CapabilityError,
+    GenerationFailed,
+    InsufficientCredits,
+    Moderated,
+    NetworkError,
+    ProviderError,
+    ProviderValidationError,
+    RateLimited,
+    ResultExpired,
+    TaskNotFound,
+    UncertainSubmission,
+)
 from ..records import Cost, Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, account_slots, raw_b64, reduced_ratio
-from .base import OnAccepted
+from .base import OnAccepted, Provider, ProviderOptions
 
-__all__ = ["REGIONS", "BflOptions", "BflProvider"]
+__all__ = ["BflOptions", "BflProvider", "HOSTS", "request_body"]
 
-log = logging.getLogger("portrait_studio.providers.bfl")
-
-REGIONS: dict[str, str] = {
-    "global": "https://api.bfl.ai",      # automatic failover
+HOSTS = {
+    "global": "https://api.bfl.ai",
     "eu": "https://api.eu.bfl.ai",
     "us": "https://api.us.bfl.ai",
-    "eu1": "https://api.eu1.bfl.ai",     # legacy single-cluster hosts (finetunes)
+    "eu1": "https://api.eu1.bfl.ai",  # legacy single-cluster; needed for finetuned endpoints
     "us1": "https://api.us1.bfl.ai",
     "legacy": "https://api.bfl.ml",
 }
-FINETUNE_HOST = "https://api.us1.bfl.ai"  # OpenAPI: per-operation server of the finetune endpoints
-USD_PER_CREDIT = 0.01
+GATEWAY_RETRY = {502, 503, 504}
 
 
-class BflOptions(HostedOptions):
+class BflOptions(ProviderOptions):
     region: Literal["global", "eu", "us", "eu1", "us1", "legacy"] = "global"
-    max_active_tasks: int = Field(default=24, ge=1, description="the account's active-task limit")
-    not_found_grace_s: float = Field(default=5.0, ge=0, description="tolerate 'Task not found' this long after submit")
-    max_concurrency: int = 24
+    base_url: str | None = Field(default=None, description="overrides region (a sandbox, a proxy)")
+    poll_interval: float = Field(default=0.5, gt=0, description="first poll delay; the docs poll every 0.5 s")
+    poll_backoff: float = Field(default=1.5, ge=1.0)
+    max_poll_interval: float = Field(default=4.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0, description="give up waiting for one task after this")
+    max_submit_retries: int = Field(default=8, ge=0)
+    max_poll_errors: int = Field(default=8, ge=0)
+    max_download_tries: int = Field(default=3, ge=1)
+    http_timeout_s: float = 60.0
 
 
-class BflProvider(HostedProvider):
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def request_body(request: Request) -> tuple[str, dict[str, Any]]:
+    """(endpoint, JSON body) for a Request, by the model's family. Pure."""
+    spec = get_model(request.model)
+    route = spec.route("bfl")
+    family = spec.family
+    body: dict[str, Any] = {"prompt": request.prompt, "seed": request.seed, "output_format": request.output_format}
+    if request.safety_tolerance is not None:
+        body["safety_tolerance"] = request.safety_tolerance
+    refs = [i for i in request.images if i.role != "mask"]
+    endpoint = route.model_id
+    if family in ("pro11", "dev"):
+        body.update(width=request.width, height=request.height)
+        if family == "dev":
+            body.update(steps=request.steps, guidance=request.guidance)
+        if refs:
+            body["image_prompt"] = _b64(refs[0].read())
+    elif family == "ultra":
+        body.update(aspect_ratio=request.aspect_ratio or "3:4", raw=request.raw)
+        if refs:
+            body.update(image_prompt=_b64(refs[0].read()), image_prompt_strength=request.strength if request.strength is not None else 0.1)
+        if request.finetune_id:
+            endpoint = route.edit_model_id or endpoint
+            body.update(finetune_id=request.finetune_id, finetune_strength=request.finetune_strength or 1.2)
+    elif family in ("flux2", "flux2-flex", "klein"):
+        body.update(width=request.width, height=request.height)
+        if family == "flux2-flex":
+            body.update(steps=request.steps, guidance=request.guidance)
+        for n, ref in enumerate(refs[: spec.max_references], 1):
+            body["input_image" if n == 1 else f"input_image_{n}"] = _b64(ref.read())
+    elif family == "kontext":
+        body["aspect_ratio"] = request.aspect_ratio
+        for n, ref in enumerate(refs[: spec.max_references], 1):
+            body["input_image" if n == 1 else f"input_image_{n}"] = _b64(ref.read())
+    elif family == "fill":
+        if not refs or request.mask is None:
+            raise CapabilityError("Fill needs an image and a mask", hint="use 'portrait fix IMAGE --region ...'")
+        body.update(image=_b64(refs[0].read()), mask=_b64(request.mask.read()), steps=request.steps,
+                    guidance=request.guidance)
+        if request.finetune_id:
+            endpoint = route.edit_model_id or endpoint
+            body.update(finetune_id=request.finetune_id, finetune_strength=request.finetune_strength or 1.1)
+    else:  # pragma: no cover - the catalog only routes the families above to BFL
+        raise CapabilityError(f"{spec.name} is not served by the BFL API")
+    return endpoint, {k: v for k, v in body.items() if v is not None}
+
+
+class _Limits:
+    """BFL's account-wide active-task limits (24; 6 for kontext-max), per event loop."""
+
+    _gates: ClassVar[dict[tuple[int, str, int], asyncio.Semaphore]] = {}
+
+    @classmethod
+    def gate(cls, key_hash: str, limit: int) -> asyncio.Semaphore:
+        ident = (id(asyncio.get_running_loop()), key_hash, limit)
+        if ident not in cls._gates:
+            cls._gates[ident] = asyncio.Semaphore(limit)
+        return cls._gates[ident]
+
+
+class BflProvider(Provider):
     """Black Forest Labs' own API."""
 
-    provider_id: ClassVar[str] = "bfl"
-    key_env_var: ClassVar[str | None] = "BFL_API_KEY"
-    Options: ClassVar[type[BflOptions]] = BflOptions  # type: ignore[assignment]
-    options: BflOptions
+    provider_id = "bfl"
+    key_env_var = "BFL_API_KEY"
+    hosted = True
+    Options = BflOptions
 
+    def __init__(
+        self,
+        api_key: str,
+        options: BflOptions | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sandbox: bool = False,
+        verify: bool | str = True,
+    ) -> None:
+        self._key = api_key
+        self._key_hash = hashlib.sha256(api_key.encode()).hexdigest()[:12]
+        self.options = options or BflOptions()
+        self.base_url = (self.options.base_url or HOSTS[self.options.region]).rstrip("/")
+        self.sandbox = sandbox
+        self._transport = transport
+        self._verify = verify
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"BflProvider(base_url={self.base_url!r}, sandbox={self.sandbox})"
+
+    @classmethod
+    def create(cls, studio: Any, **options: Any) -> BflProvider:
+        opts = BflOptions(**options)
+        if opts.base_url is None and "region" not in options and studio.config.bfl_host != HOSTS["global"]:
+            opts = opts.model_copy(update={"base_url": studio.config.bfl_host})
+        return cls(studio.require_key("bfl"), opts)
+
+    @classmethod
+    def for_sandbox(cls, sandbox: Any, **options: Any) -> BflProvider:
+        return cls(sandbox.key, BflOptions(**{**options, "base_url": sandbox.url}), sandbox=True)
+
+    # --- plumbing ------------------------------------------------------------------------
     @property
-    def base_url(self) -> str:
-        return (self.options.base_url or REGIONS[self.options.region]).rstrip("/")
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                transport=self._transport, timeout=self.options.http_timeout_s, verify=self._verify,
+                headers={"accept": "application/json"},
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def max_concurrency(self, model: str) -> int:
+        return get_model(model).route("bfl").max_active or 24
+
+    def _error(self, response: httpx.Response, what: str) -> ProviderError:
         try:
-            _spec, route = self.route_for(model)
-            return min(self.options.max_active_tasks, getattr(route, "max_active", None) or 24)
-        except Exception:
-            return self.options.max_active_tasks
+            payload = response.json()
+        except ValueError:
+            payload = {"detail": response.text[:200]}
+        detail = payload.get("detail") if isinstance(payload, dict) else payload
+        code = response.status_code
+        if code == 422:
+            items = detail if isinstance(detail, list) else []
+            fields = [".".join(str(p) for p in item.get("loc", []) if p != "body") for item in items]
+            msgs = "; ".join(f"{f}: {item.get('msg')}" for f, item in zip(fields, items, strict=False))
+            return ProviderValidationError(f"BFL rejected the {what}: {msgs or detail}", provider="bfl", fields=fields)
+        if code == 402:
+            return InsufficientCredits("the BFL account is out of credits", provider="bfl",
+                                       hint="add credits at https://api.bfl.ai, or lower the plan")
+        if code in (401, 403):
+            return AuthenticationError(f"BFL refused the API key ({detail})", provider="bfl",
+                                       hint="check BFL_API_KEY or run 'portrait keys set bfl'")
+        if code == 429:
+            retry = float(response.headers.get("retry-after", 0) or 0)
+            return RateLimited("BFL: too many active tasks", provider="bfl", retry_after=retry or 1.0)
+        return ProviderError(f"BFL answered {code} to the {what}: {detail}", provider="bfl")
 
-    def route_for(self, model: str) -> tuple[Any, Any]:
-        spec = self.spec(model)
-        return spec, spec.routes[self.provider_id]
+    # --- submit ----------------------------------------------------------------------------
+    async def _post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/v1/{endpoint}"
+        delay = 1.0
+        for attempt in range(self.options.max_submit_retries + 1):
+            try:
+                response = await self.client.post(url, json=body, headers={"x-key": self._key})
+            except httpx.ConnectError as exc:  # nothing reached BFL: safe to try again
+                if attempt == self.options.max_submit_retries:
+                    raise NetworkError(f"cannot reach {self.base_url}: {exc}", provider="bfl") from None
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                raise UncertainSubmission(
+                    f"the connection dropped after the request was sent ({type(exc).__name__}); BFL may have "
+                    "accepted it, so it was not re-sent", provider="bfl",
+                    hint="check your BFL dashboard; 'portrait resume RUN --resubmit-uncertain' sends it again",
+                ) from None
+            else:
+                if response.status_code == 200:
+                    return dict(response.json())
+                err = self._error(response, "request")
+                if isinstance(err, RateLimited) or response.status_code in GATEWAY_RETRY:
+                    if attempt == self.options.max_submit_retries:
+                        raise err
+                    wait = err.retry_after if isinstance(err, RateLimited) else delay
+                    await asyncio.sleep(min(wait, 30))
+                    delay = min(delay * 2, 30)
+                    continue
+                raise err
+            await asyncio.sleep(min(delay, 30))
+            delay = min(delay * 2, 30)
+        raise NetworkError("gave up submitting", provider="bfl")  # pragma: no cover
 
-    # --- request building ---------------------------------------------------------------
-    def endpoint(self, request: Request) -> str:
-        _spec, route = self.route(request)
-        if request.finetune_id:
-            return route.edit_model_id or f"{route.model_id}-finetuned"
-        return route.model_id
-
-    def host_for(self, endpoint: str) -> str:
-        if endpoint.endswith("-finetuned") and not self.options.base_url:
-            return FINETUNE_HOST
-        return self.base_url
-
-    def body(self, request: Request) -> dict[str, Any]:
-        """The JSON body for BFL, by model family (field names from BFL's OpenAPI document)."""
-        spec, _route = self.route(request)
-        family = spec.family
-        refs = [i for i in request.images if i.role != "mask"]
-        body: dict[str, Any] = {"prompt": request.prompt, "seed": request.seed, "output_format": request.output_format}
-        if request.safety_tolerance is not None:
-            limit = 5 if family in ("flux2", "flux2-flex", "klein") else 6
-            body["safety_tolerance"] = max(0, min(limit, request.safety_tolerance))
-        if family in ("pro11", "dev"):
-            if request.width and request.height:
-                body["width"], body["height"] = request.width, request.height
-            if family == "dev":
-                _put(body, steps=request.steps, guidance=request.guidance)
-            if refs:
-                body["image_prompt"] = raw_b64(refs[0])
-        elif family == "ultra":
-            body["aspect_ratio"] = request.aspect_ratio or (
-                reduced_ratio(request.width, request.height) if request.width and request.height else "1:1")
-            body["raw"] = request.raw
-            if refs:
-                body["image_prompt"] = raw_b64(refs[0])
-                _put(body, image_prompt_strength=request.strength)
-        elif family in ("flux2", "flux2-flex", "klein"):
-            if request.width and request.height:
-                body["width"], body["height"] = request.width, request.height
-            for i, image in enumerate(refs):
-                body["input_image" if i == 0 else f"input_image_{i + 1}"] = raw_b64(image)
-            if family == "flux2-flex":
-                _put(body, steps=request.steps, guidance=request.guidance)
-        elif family == "kontext":
-            for i, image in enumerate(refs):
-                body["input_image" if i == 0 else f"input_image_{i + 1}"] = raw_b64(image)
-            if request.aspect_ratio:
-                body["aspect_ratio"] = request.aspect_ratio
-            elif request.width and request.height:
-                body["aspect_ratio"] = reduced_ratio(request.width, request.height)
-        elif family == "fill":
-            init = next((i for i in refs if i.role in ("init", "edit")), refs[0] if refs else None)
-            if init is None:
-                from ..errors import CapabilityError
-
-                raise CapabilityError("FLUX Fill needs an image to inpaint", hint="add an init image")
-            body["image"] = raw_b64(init)
-            if request.mask is not None:
-                body["mask"] = raw_b64(request.mask)
-            _put(body, steps=request.steps, guidance=request.guidance)
-        if request.finetune_id:
-            body["finetune_id"] = request.finetune_id
-            _put(body, finetune_strength=request.finetune_strength)
-        for name in ("prompt_upsampling", "webhook_url", "webhook_secret"):
-            if name in request.options:
-                body[name] = request.options[name]
-        return body
-
-    def _headers(self) -> dict[str, str]:
-        return {"x-key": self._key.reveal(), "accept": "application/json"}
-
-    def _slot_groups(self, request: Request) -> list[tuple[str, int]]:
-        _spec, route = self.route(request)
-        groups = [("account", self.options.max_active_tasks)]
-        limit = getattr(route, "max_active", None)
-        if limit and limit < self.options.max_active_tasks:
-            groups.append((route.model_id, limit))
-        return groups
-
-    # --- the flow -----------------------------------------------------------------------
     async def submit(self, request: Request, on_accepted: OnAccepted | None = None) -> Result:
         self.check(request)
-        endpoint = self.endpoint(request)
-        body = self.body(request)
-        started = time.monotonic()
-        async with account_slots(self._key.fingerprint(), self._slot_groups(request)):
-            url = f"{self.host_for(endpoint)}/v1/{endpoint}"
-            response = await self.post_submission(url, json=body, headers=self._headers())
-            if response.status_code != 200:
-                raise self.http_error(response, during="submit")
-            answer = response.json()
-            credits = answer.get("cost")
+        endpoint, body = request_body(request)
+        limit = self.max_concurrency(request.model)
+        started = time.time()
+        async with _Limits.gate(self._key_hash, limit):
+            answer = await self._post(endpoint, body)
+            submitted = time.time()
+            cost = answer.get("cost")
             ticket = Ticket(
-                request_id=request.request_id, provider=self.provider_id, task_id=answer["id"],
-                polling_url=answer["polling_url"],
-                cost=Cost(credits=credits, usd=round(credits * USD_PER_CREDIT, 6)) if credits is not None else None,
+                request_id=request.request_id, provider="bfl", task_id=str(answer["id"]),
+                polling_url=answer.get("polling_url") or f"{self.base_url}/v1/get_result?id={answer['id']}",
+                cost=Cost(credits=float(cost), usd=round(float(cost) * USD_PER_CREDIT, 6)) if cost is not None else None,
                 data={"endpoint": endpoint, "input_mp": answer.get("input_mp"), "output_mp": answer.get("output_mp")},
             )
-            log.info("bfl accepted %s (%s) for %s credits", ticket.task_id, endpoint, credits)
             if on_accepted is not None:
                 await on_accepted(ticket)
-            accepted = time.monotonic()
-            ready = await self._wait(ticket)
-        return await self._collect(ticket, request, ready, {"submit_s": accepted - started}, started)
+            result = await self._finish(ticket, request)
+        timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
+        return result.model_copy(update={"timings": timings})
 
     async def resume(self, ticket: Ticket, request: Request) -> Result:
-        """Re-poll and download a task accepted earlier; never re-submits."""
-        started = time.monotonic()
-        ready = await self._wait(ticket)
-        return await self._collect(ticket, request, ready, {"submit_s": 0.0}, started)
+        async with _Limits.gate(self._key_hash, self.max_concurrency(request.model)):
+            return await self._finish(ticket, request)
 
-    async def credits(self) -> float:
-        response = await self._client.get(f"{self.base_url}/v1/credits", headers=self._headers())
-        if response.status_code != 200:
-            raise self.http_error(response, during="credits")
-        return float(response.json()["credits"])
-
-    async def _wait(self, ticket: Ticket) -> dict[str, Any]:
-        """Poll `ticket.polling_url` verbatim until the task ends; return the Ready result."""
+    # --- poll and download ------------------------------------------------------------------
+    async def _poll(self, ticket: Ticket) -> dict[str, Any]:
         assert ticket.polling_url
-        deadline = time.monotonic() + self.options.task_timeout_s
-        for delay in self.poll_intervals():
-            response = await self.get_with_retries(ticket.polling_url, headers=self._headers())
-            if response.status_code != 200:
-                raise self.http_error(response, during="poll")
-            data = response.json()
-            status = data.get("status")
-            if status == "Ready":
-                return data.get("result") or {}
-            if status in ("Request Moderated", "Content Moderated"):
-                stage = "request" if status == "Request Moderated" else "content"
-                reasons = list((data.get("details") or {}).get("Moderation Reasons") or [])
-                raise Moderated(f"BFL moderated the {stage} of task {ticket.task_id}"
-                                + (f": {', '.join(reasons)}" if reasons else ""),
-                                provider=self.provider_id, stage=stage, reasons=reasons)
-            if status in ("Error", "Failed"):
-                raise GenerationFailed(f"BFL reported an error for task {ticket.task_id}: "
-                                       f"{data.get('details') or 'no details'}", provider=self.provider_id)
-            if status == "Task not found" and time.time() - ticket.accepted_at > self.options.not_found_grace_s:
-                raise TaskNotFound(f"BFL no longer knows task {ticket.task_id}", provider=self.provider_id,
-                                   hint="results are kept only for a while; submit the image again")
+        interval, errors = self.options.poll_interval, 0
+        deadline = time.monotonic() + self.options.timeout_s
+        while True:
+            await asyncio.sleep(interval)
+            interval = min(interval * self.options.poll_backoff, self.options.max_poll_interval)
             if time.monotonic() > deadline:
-                raise NetworkError(f"task {ticket.task_id} still {status} after {self.options.task_timeout_s:.0f} s",
-                                   provider=self.provider_id, hint="resume the run later to collect it")
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                raise NetworkError(f"task {ticket.task_id} not ready after {self.options.timeout_s:.0f}s", provider="bfl",
+                                   hint="'portrait resume' polls it again later")
+            try:
+                response = await self.client.get(ticket.polling_url, headers={"x-key": self._key})
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                errors += 1
+                if errors > self.options.max_poll_errors:
+                    raise NetworkError(f"lost contact while polling task {ticket.task_id}: {type(exc).__name__}",
+                                       provider="bfl", hint="'portrait resume RUN' polls it again") from None
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                errors += 1
+                if errors > self.options.max_poll_errors:
+                    raise NetworkError(f"BFL kept answering {response.status_code} while polling", provider="bfl")
+                continue
+            if response.status_code != 200:
+                raise self._error(response, "poll")
+            payload = dict(response.json())
+            status = payload.get("status")
+            if status == "Ready":
+                return payload
+            if status == "Pending" or status is None:
+                continue
+            details = payload.get("details") or {}
+            reasons = list(details.get("Moderation Reasons", [])) if isinstance(details, dict) else []
+            if status == "Request Moderated":
+                raise Moderated("BFL moderated the request (prompt or input image)", provider="bfl",
+                                stage="request", reasons=reasons)
+            if status == "Content Moderated":
+                raise Moderated("BFL moderated the generated image", provider="bfl", stage="content", reasons=reasons)
+            if status == "Task not found":
+                raise TaskNotFound(f"BFL does not know task {ticket.task_id}", provider="bfl")
+            if status in ("Error", "Failed"):
+                raise GenerationFailed(f"BFL reported an error for task {ticket.task_id}: {details or ''}", provider="bfl")
+            raise ProviderError(f"BFL answered an unknown status {status!r}", provider="bfl")
 
-    async def _collect(self, ticket: Ticket, request: Request, ready: dict[str, Any], timings: dict[str, float],
-                       started: float) -> Result:
-        waited = time.monotonic()
-        sample = ready.get("sample")
+    async def _download(self, url: str) -> tuple[bytes, str]:
+        from PIL import Image
+
+        last: Exception | None = None
+        for _ in range(self.options.max_download_tries):
+            try:
+                response = await self.client.get(url)  # signed URL: no key sent to the delivery host
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last = exc
+                continue
+            if response.status_code in (401, 403, 404, 410):
+                raise ResultExpired(f"the result URL answered {response.status_code}; signed URLs expire after 10 minutes",
+                                    provider="bfl", hint="results must be downloaded at once; make the image again")
+            if response.status_code != 200:
+                last = ProviderError(f"download answered {response.status_code}", provider="bfl")
+                continue
+            try:
+                with Image.open(io.BytesIO(response.content)) as im:
+                    im.load()
+                    fmt = (im.format or "PNG").lower()
+            except OSError as exc:
+                last = exc
+                continue
+            return response.content, {"jpeg": "image/jpeg", "webp": "image/webp"}.get(fmt, "image/png")
+        raise GenerationFailed(f"the result could not be downloaded intact ({last})", provider="bfl")
+
+    async def _finish(self, ticket: Ticket, request: Request) -> Result:
+        t0 = time.time()
+        payload = await self._poll(ticket)
+        t1 = time.time()
+        result = payload.get("result") or {}
+        sample = result.get("sample")
         if not sample:
-            raise GenerationFailed(f"BFL marked task {ticket.task_id} Ready without a sample", provider=self.provider_id)
-        image, info = await self.download(sample)
-        done = time.monotonic()
-        timings = {**timings, "wait_s": waited - started - timings["submit_s"], "download_s": done - waited,
-                   "total_s": done - started}
-        if isinstance(ready.get("duration"), (int, float)):
-            timings["provider_generation_s"] = float(ready["duration"])
+            raise GenerationFailed(f"task {ticket.task_id} is Ready but has no sample", provider="bfl")
+        image, media_type = await self._download(str(sample))
+        t2 = time.time()
+        cost = ticket.cost or request.estimated_cost
         return Result(
-            request_id=request.request_id, provider=self.provider_id, model=request.model, image=image,
-            media_type=info["media_type"], seed=ready.get("seed", request.seed), provider_task_id=ticket.task_id,
-            cost=ticket.cost or request.estimated_cost, timings=timings,
+            request_id=request.request_id, provider="bfl", model=request.model, image=image, media_type=media_type,
+            seed=int(result.get("seed", request.seed)), provider_task_id=ticket.task_id, cost=cost,
+            timings={"poll_s": round(t1 - t0, 3), "download_s": round(t2 - t1, 3),
+                     **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
             metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
-                      "width": info["width"], "height": info["height"], "provider_prompt": ready.get("prompt"),
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},
-            sandbox=info["sandbox"],
+            sandbox=self.sandbox,
         )
-
-
-def _put(body: dict[str, Any], **values: Any) -> None:
-    body.update({k: v for k, v in values.items() if v is not None})

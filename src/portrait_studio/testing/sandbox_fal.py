@@ -82,6 +82,7 @@ MODELS: dict[str, tuple[dict[str, tuple[Any, ...]], set[str]]] = {
     "fal-ai/flux-2/klein/9b": (_KLEIN, {"prompt"}),
     "fal-ai/flux-2/klein/9b/edit": ({**_KLEIN, **_EDIT}, {"prompt", "image_urls"}),
     "fal-ai/flux-2": ({**_KLEIN, "guidance_scale": ("float", 0, 20)}, {"prompt"}),
+    "fal-ai/flux-2/edit": ({**_KLEIN, "guidance_scale": ("float", 0, 20), **_EDIT}, {"prompt", "image_urls"}),
     "fal-ai/flux-pro/kontext": (_KONTEXT, {"prompt", "image_url"}),
     "fal-ai/flux-pro/kontext/max": (_KONTEXT, {"prompt", "image_url"}),
     "fal-ai/flux-pro/kontext/multi": ({**_KONTEXT, **_EDIT}, {"prompt", "image_urls"}),

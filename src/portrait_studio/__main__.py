@@ -1,0 +1,3 @@
+from portrait_studio.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""The final checklist: eyes, skin, mouth, hands, lighting, background, export.
+
+`run_checklist(image)` analyses the image once (`portrait_studio.analysis`) and runs every
+check on that shared analysis. Each check returns `CheckResult`s with the measured value,
+the threshold, a sentence of explanation and the region of evidence; the `Checklist` adds
+an overall status and a score for ranking candidates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .base import CheckContext, Checklist, CheckResult, Status, worst
+
+__all__ = ["CHECKS", "CheckContext", "CheckResult", "Checklist", "Status", "run_checklist", "score"]
+
+CheckFn = Callable[[np.ndarray, Any, CheckContext], "CheckResult | list[CheckResult]"]
+
+
+def _checks() -> list[CheckFn]:
+    from .background import check_background
+    from .export import check_export
+    from .eyes import check_eyes
+    from .hands import check_hands
+    from .lighting import check_lighting
+    from .mouth import check_mouth
+    from .skin import check_skin
+
+    return [check_eyes, check_skin, check_mouth, check_hands, check_lighting, check_background, check_export]
+
+
+CHECKS = ("eyes", "skin", "mouth", "hands", "lighting", "background", "export")
+
+
+def score(items: list[CheckResult]) -> float:
+    """0-100 for ranking: share of applicable items passed (warn counts half), minus 5 per failure."""
+    applicable = [it for it in items if it.status != "not_applicable"]
+    if not applicable:
+        return 100.0
+    value = {"pass": 1.0, "warn": 0.5, "fail": 0.0}
+    base = 100.0 * sum(value[it.status] for it in applicable) / len(applicable)
+    return round(max(0.0, base - 5.0 * sum(it.status == "fail" for it in applicable)), 2)
+
+
+def run_checklist(
+    image: Image.Image | np.ndarray | str | Path,
+    context: CheckContext | None = None,
+    analysis: Any = None,
+) -> Checklist:
+    """Run every check on `image` (a path keeps its metadata for the export checks)."""
+    from ..analysis import analyze
+
+    t0 = time.perf_counter()
+    context = context or CheckContext()
+    if analysis is None:
+        analysis = analyze(image)
+    items: list[CheckResult] = []
+    for check in _checks():
+        out = check(analysis.rgb, analysis, context)
+        items.extend(out if isinstance(out, list) else [out])
+    h, w = analysis.shape
+    return Checklist(
+        image=str(analysis.source) if analysis.source else None,
+        width=w,
+        height=h,
+        items=items,
+        overall=worst([it.status for it in items]),
+        score=score(items),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+

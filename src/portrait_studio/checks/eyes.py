@@ -1,0 +1,221 @@
+"""Eyes: the nearest eye is sharp, catchlights are there, one pupil per iris, a plausible pair."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis import Analysis, Face
+from ._face import face_view
+from ._pixels import box_of, disk_mask, lab, laplacian_rms, luma
+from .base import CheckContext, CheckResult, Status
+
+__all__ = ["check_eyes"]
+
+SHARPNESS_MIN = 0.8
+"""Nearest eye's edge energy / the face skin's edge energy. Sharp eyes measure 1.2-3.6 on the
+real calibration portraits; eyes blurred by a Gaussian of 2% of the face width measure 0.1-0.45."""
+CATCHLIGHT_MIN = 40.0
+"""Brightest small spot in the iris (white top-hat, luma 0-255) for a visible catchlight."""
+IRIS_MIN_RADIUS = 3.5
+"""Irises smaller than this (pixels) are too small to judge catchlights."""
+PUPIL_MIN_RADIUS = 6.0
+"""Irises smaller than this (pixels) are too small to separate two pupils."""
+PUPIL_MIN_AREA = 0.04
+"""A dark blob counts as a pupil when it covers at least this share of the iris disk."""
+PUPIL_ELONGATION_MAX = 2.5
+"""A single dark blob longer than this ratio (and than the iris radius) is two pupils merged."""
+IRIS_SIZE_RATIO_MAX = 1.3
+IRIS_COLOUR_DELTA_MAX = 18.0
+"""CIE76 colour difference between the two irises' median colours."""
+
+SIDES = ("left", "right")
+
+
+def check_eyes(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
+    face = analysis.face
+    items = ("eyes.sharpness", "eyes.catchlights", "eyes.pupils", "eyes.pair")
+    if face is None or face.landmarks is None:
+        return [CheckResult(item=i, status="not_applicable", explanation="No face with landmarks was found.")
+                for i in items]
+    return [_sharpness(image, face), _catchlights(image, face), _pupils(image, face), _pair(image, face)]
+
+
+def _eye_box(face: Face, side: str, shape: tuple[int, int]) -> list[int]:
+    x0, y0, x1, y1 = face.group_box(face.eye(side), pad=0.35)
+    return [max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)]
+
+
+def _nearest_side(face: Face) -> str:
+    """The eye nearer the camera: the wider one on screen (z breaks near-ties)."""
+    widths = {s: float(np.ptp(face.points(face.eye(s))[:, 0])) for s in SIDES}
+    if abs(widths["left"] - widths["right"]) > 0.08 * max(widths.values()):
+        return max(widths, key=lambda s: widths[s])
+    z = {s: float(face.landmarks[list(face.eye(s)), 2].mean()) for s in SIDES}  # type: ignore[index]
+    return min(z, key=lambda s: z[s])
+
+
+def _sharpness(image: np.ndarray, face: Face) -> CheckResult:
+    import cv2
+
+    view = face_view(image, face)
+    skin = view.mask(_oval())
+    k = np.ones((3, 3), np.uint8)
+    eyes = {}
+    for s in SIDES:
+        em = cv2.dilate(view.mask(face.eye(s)).astype(np.uint8), k, iterations=max(1, round(view.gray.shape[1] / 100)))
+        eyes[s] = em.astype(bool)
+        skin &= ~cv2.dilate(em, k, iterations=3).astype(bool)
+    skin &= ~view.mask(_lips())
+    base = max(laplacian_rms(view.gray, skin), 1.0)
+    ratios = {s: laplacian_rms(view.gray, eyes[s]) / base for s in SIDES}
+    near = _nearest_side(face)
+    far = "right" if near == "left" else "left"
+    ratio = ratios[near]
+    status: Status = "pass" if ratio >= SHARPNESS_MIN else "fail"
+    region = _eye_box(face, near, (image.shape[0], image.shape[1]))
+    return CheckResult(
+        item="eyes.sharpness",
+        status=status,
+        measured=round(ratio, 3),
+        threshold=SHARPNESS_MIN,
+        explanation=(
+            f"The nearest eye (subject's {near}) has {ratio:.2f}x the edge detail of the face's skin "
+            f"(the other eye {ratios[far]:.2f}x); "
+            + ("it is in focus." if status == "pass" else "it is soft: focus should be on the nearest eye.")
+        ),
+        region=region,
+    )
+
+
+def _iris_pixels(
+    image: np.ndarray, face: Face, side: str, inner: float = 0.8
+) -> tuple[np.ndarray, np.ndarray, float, list[int]]:
+    """Mask of the visible inner iris (disk of `inner` x radius inside the eroded lids), centre, radius, box.
+
+    The rim is left out because the mesh's iris circle often overlaps the white of the eye
+    and the lashes, which would read as catchlights and pupils."""
+    import cv2
+
+    c, r = face.iris(side)
+    x0, y0 = int(c[0] - r - 2), int(c[1] - r - 2)
+    box = [max(0, x0), max(0, y0), min(image.shape[1], int(c[0] + r + 3)), min(image.shape[0], int(c[1] + r + 3))]
+    sub_shape = (box[3] - box[1], box[2] - box[0])
+    local_c: np.ndarray = c - np.array(box[:2], np.float32)
+    disk = disk_mask(sub_shape, local_c, r * inner)
+    lids = face.mask(face.eye(side), (image.shape[0], image.shape[1]))[box[1]:box[3], box[0]:box[2]]
+    e = max(1, round(r * 0.2))
+    lids = cv2.erode(lids.astype(np.uint8), np.ones((2 * e + 1, 2 * e + 1), np.uint8)).astype(bool)
+    return disk & lids, local_c, r, box
+
+
+def _catchlights(image: np.ndarray, face: Face) -> CheckResult:
+
+    found = {}
+    measured = {}
+    boxes = []
+    for s in SIDES:
+        m, _, r, box = _iris_pixels(image, face, s)
+        if r < IRIS_MIN_RADIUS or m.sum() < 12:
+            continue
+        spot = float(np.max(_tophat(image, box, r)[m]))
+        measured[s] = spot
+        found[s] = spot >= CATCHLIGHT_MIN
+        boxes.append(box)
+    if not measured:
+        return CheckResult(item="eyes.catchlights", status="not_applicable",
+                           explanation="The irises are too small or closed to judge catchlights.")
+    best = max(measured.values())
+    region = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    status: Status
+    if all(found.values()):
+        status, why = "pass", "both visible irises show a bright catchlight, so the eyes look alive."
+    elif any(found.values()):
+        status, why = "warn", "only one iris shows a catchlight; check that the light reads in both eyes."
+    else:
+        status, why = "fail", "no iris shows a catchlight, so the eyes look dull or dead."
+    return CheckResult(item="eyes.catchlights", status=status, measured=round(best, 1), threshold=CATCHLIGHT_MIN,
+                       explanation=f"Brightest iris spot is {best:.0f} levels above the iris; {why}", region=region)
+
+
+def _tophat(image: np.ndarray, box: list[int], r: float) -> np.ndarray:
+    """White top-hat of the luma: small bright spots, not the large bright sclera."""
+    import cv2
+
+    y = luma(image[box[1]:box[3], box[0]:box[2]])
+    d = max(3, int(r * 1.1) | 1)
+    return cv2.morphologyEx(y, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
+
+
+def _pupils(image: np.ndarray, face: Face) -> CheckResult:
+    import cv2
+
+    counts = {}
+    boxes = []
+    for s in SIDES:
+        m, _, r, box = _iris_pixels(image, face, s)
+        if r < PUPIL_MIN_RADIUS or m.sum() < 12:
+            continue
+        y = luma(image[box[1]:box[3], box[0]:box[2]])
+        med = float(np.median(y[m]))
+        d = max(3, int(r * 0.6) | 1)  # opening removes the catchlight, which would split the pupil in two
+        y = cv2.morphologyEx(y, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
+        dark = (y < min(0.55 * med, med - 10)) & m
+        n, _, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        largest = float(areas.max()) if len(areas) else 0.0
+        big = [i + 1 for i, a in enumerate(areas) if a >= max(PUPIL_MIN_AREA * m.sum(), 0.25 * largest)]
+        count = len(big)
+        if count == 1:  # one blob that is far from round: pupils run together
+            i = big[0]
+            bw, bh = stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]
+            if max(bw, bh) / max(1, min(bw, bh)) > PUPIL_ELONGATION_MAX and max(bw, bh) > 1.3 * r:
+                count = 2
+        counts[s] = count
+        boxes.append(box)
+    if not counts:
+        return CheckResult(item="eyes.pupils", status="not_applicable",
+                           explanation="The irises are too small or closed to judge the pupils.")
+    worst_side = max(counts, key=lambda s: counts[s])
+    n = counts[worst_side]
+    region = boxes[list(counts).index(worst_side)]
+    status: Status = "fail" if n > 1 else "pass"
+    return CheckResult(
+        item="eyes.pupils", status=status, measured=float(n), threshold=1.0,
+        explanation=(f"The subject's {worst_side} iris holds {n} separate dark pupil blobs; "
+                     + ("a double pupil or malformed iris." if n > 1 else "one pupil per iris, as it should be.")),
+        region=region)
+
+
+def _pair(image: np.ndarray, face: Face) -> CheckResult:
+    radii = {s: face.iris(s)[1] for s in SIDES}
+    size_ratio = max(radii.values()) / max(1e-3, min(radii.values()))
+    colours = {}
+    for s in SIDES:
+        m, _, r, box = _iris_pixels(image, face, s, inner=0.95)
+        if r >= IRIS_MIN_RADIUS and m.sum() >= 12:
+            colours[s] = np.median(lab(image[box[1]:box[3], box[0]:box[2]])[m], axis=0)
+    delta = float(np.linalg.norm(colours["left"] - colours["right"])) if len(colours) == 2 else 0.0
+    analysis_shape = (image.shape[0], image.shape[1])
+    region = box_of(face.mask(face.eye("left"), analysis_shape) | face.mask(face.eye("right"), analysis_shape), 4)
+    problems = []
+    if size_ratio > IRIS_SIZE_RATIO_MAX:
+        problems.append(f"one iris is {size_ratio:.2f}x the size of the other")
+    if delta > IRIS_COLOUR_DELTA_MAX:
+        problems.append(f"the irises differ in colour by ΔE {delta:.0f}")
+    status: Status = "fail" if problems else "pass"
+    explanation = ("The eyes do not match: " + " and ".join(problems) + "." if problems else
+                   f"The two irises match in size (ratio {size_ratio:.2f}) and colour (ΔE {delta:.0f}).")
+    return CheckResult(item="eyes.pair", status=status, measured=round(delta, 1), threshold=IRIS_COLOUR_DELTA_MAX,
+                       explanation=explanation, region=region)
+
+
+def _oval() -> tuple[int, ...]:
+    from ..analysis import FACE_OVAL_IDX
+
+    return FACE_OVAL_IDX
+
+
+def _lips() -> tuple[int, ...]:
+    from ..analysis import LIPS_OUTER_IDX
+
+    return LIPS_OUTER_IDX

@@ -1,0 +1,104 @@
+"""Lighting: no clipped shadows or highlights on the face, and the key where the brief put it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, FACE_OVAL_IDX, NOSE_TIP, Analysis
+from ._pixels import box_of, luma
+from .base import CheckContext, CheckResult, Status
+
+__all__ = ["check_lighting"]
+
+FACE_CLIP_MAX = 0.01
+"""Share of the face's skin at 0-3 (shadows) or 252-255 (highlights) before it fails."""
+IMAGE_CLIP_WARN = 0.25
+"""Share of the whole frame clipped before a warning (low-key backdrops legitimately go black)."""
+SYMMETRIC_MAX = 1.35
+"""Lit/shadow side ratio (linear light) up to which the face counts as evenly lit."""
+DIRECTIONAL_MIN = 1.35
+REMBRANDT_TRIANGLE_MIN = 1.25
+"""Shadow-side cheek under the eye vs the outer shadow side, in linear light."""
+
+PATTERNS_SYMMETRIC = {"clamshell", "butterfly", "paramount", "flat", "beauty"}
+PATTERNS_DIRECTIONAL = {"rembrandt", "loop", "split", "window", "short", "broad", "side"}
+
+
+def check_lighting(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
+    y = luma(image)
+    skin = analysis.face_skin_mask()
+    if skin.sum() < 50:
+        skin = np.zeros(analysis.shape, bool)
+    return [_clip(y, skin, "shadows"), _clip(y, skin, "highlights"), _pattern(y, analysis, context)]
+
+
+def _clip(y: np.ndarray, skin: np.ndarray, which: str) -> CheckResult:
+    clipped = (y <= 3) if which == "shadows" else (y >= 252)
+    overall = float(clipped.mean())
+    item = f"lighting.{which}"
+    word = "black" if which == "shadows" else "white"
+    if skin.any():
+        share = float(clipped[skin].mean())
+        region = box_of(clipped & skin) or box_of(skin)
+        if share > FACE_CLIP_MAX:
+            return CheckResult(item=item, status="fail", measured=round(share, 4), threshold=FACE_CLIP_MAX, region=region,
+                               explanation=f"{share * 100:.1f}% of the face's skin is clipped to pure {word}: detail there is lost.")
+    else:
+        share, region = overall, None
+    if overall > IMAGE_CLIP_WARN:
+        return CheckResult(item=item, status="warn", measured=round(share, 4), threshold=FACE_CLIP_MAX,
+                           region=box_of(clipped),
+                           explanation=f"The face is fine but {overall * 100:.0f}% of the frame is pure {word}; check it is intended.")
+    return CheckResult(item=item, status="pass", measured=round(share, 4), threshold=FACE_CLIP_MAX, region=region,
+                       explanation=f"{share * 100:.1f}% of the face and {overall * 100:.1f}% of the frame are clipped to {word}.")
+
+
+def _linear(v: np.ndarray) -> float:
+    return float(np.mean((np.clip(v, 0, 255) / 255.0) ** 2.2)) + 1e-4
+
+
+def _pattern(y: np.ndarray, analysis: Analysis, context: CheckContext) -> CheckResult:
+    face = analysis.face
+    item = "lighting.pattern"
+    if face is None or face.landmarks is None:
+        return CheckResult(item=item, status="not_applicable", explanation="No face with landmarks was found.")
+    skin = analysis.face_skin_mask()
+    nose_x = float(face.landmarks[NOSE_TIP, 0])
+    xx = np.arange(analysis.shape[1])[None, :]
+    cam_left = skin & (xx < nose_x)
+    cam_right = skin & (xx >= nose_x)
+    if cam_left.sum() < 30 or cam_right.sum() < 30:
+        return CheckResult(item=item, status="not_applicable", region=box_of(skin),
+                           explanation="The face is turned too far to compare its two sides.")
+    lit_l, lit_r = _linear(y[cam_left]), _linear(y[cam_right])
+    ratio = max(lit_l, lit_r) / min(lit_l, lit_r)
+    key = "left" if lit_l > lit_r else "right"
+    region = box_of(analysis.region_mask(FACE_OVAL_IDX))
+    desc = f"the camera-{key} side is {ratio:.2f}x brighter (key from camera {key})"
+    pattern = (context.lighting_pattern or "").lower() or None
+    if pattern is None and context.key_side is None:
+        return CheckResult(item=item, status="pass", measured=round(ratio, 3), threshold=None, region=region,
+                           explanation=f"No lighting pattern was asked for; {desc}.")
+    problems = []
+    if pattern in PATTERNS_SYMMETRIC and ratio > SYMMETRIC_MAX:
+        problems.append(f"{pattern} lighting should be near-even across the face, but {desc}")
+    if (pattern in PATTERNS_DIRECTIONAL or context.key_side) and ratio >= DIRECTIONAL_MIN:
+        if context.key_side and key != context.key_side:
+            problems.append(f"the brief puts the key on camera {context.key_side}, but {desc}")
+    elif pattern in PATTERNS_DIRECTIONAL and pattern != "window":
+        problems.append(f"{pattern} lighting needs a lit and a shadow side, but the sides differ only {ratio:.2f}x")
+    measured, threshold = ratio, (SYMMETRIC_MAX if pattern in PATTERNS_SYMMETRIC else DIRECTIONAL_MIN)
+    if pattern == "rembrandt" and not problems:
+        shadow_cheek = CHEEK_R_IDX if key == "right" else CHEEK_L_IDX  # subject's right is camera left
+        tri = analysis.region_mask(shadow_cheek) & skin
+        shadow_side = cam_right if key == "left" else cam_left
+        outer = shadow_side & ~tri
+        if tri.sum() >= 10 and outer.sum() >= 10:
+            t = _linear(y[tri]) / _linear(y[outer])
+            measured, threshold = t, REMBRANDT_TRIANGLE_MIN
+            if t < REMBRANDT_TRIANGLE_MIN:
+                problems.append(f"no lit triangle on the shadow-side cheek (it is only {t:.2f}x the rest of that side)")
+    status: Status = "fail" if problems else "pass"
+    return CheckResult(item=item, status=status, measured=round(measured, 3), threshold=threshold, region=region,
+                       explanation=("Lighting does not match the brief: " + "; ".join(problems) + "." if problems
+                                    else f"Lighting matches the brief ({pattern or 'key side'}): {desc}."))

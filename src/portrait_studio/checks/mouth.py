@@ -1,0 +1,75 @@
+"""Mouth: when teeth show, no gaps or lopsided rows that the pixels reveal; else not applicable."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis import INNER_MOUTH_IDX, Analysis
+from ._pixels import box_of, lab
+from .base import CheckContext, CheckResult, Status
+
+__all__ = ["check_mouth"]
+
+TEETH_MIN_SHARE = 0.2
+"""Teeth are 'visible' when this share of the mouth opening is bright, low-chroma pixels."""
+GAP_MAX = 0.05
+"""Widest dark gap inside the row of teeth, as a share of the mouth opening's width."""
+ASYMMETRY_MAX = 0.18
+"""Offset of the teeth's centre from the mouth's centre, as a share of the mouth width."""
+
+
+def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) -> CheckResult:
+    face = analysis.face
+    if face is None or face.landmarks is None:
+        return CheckResult(item="mouth.teeth", status="not_applicable", explanation="No face with landmarks was found.")
+    inner = analysis.region_mask(INNER_MOUTH_IDX)
+    region = box_of(inner, 3)
+    opening = int(inner.sum())
+    pts = face.points(INNER_MOUTH_IDX)
+    width = float(np.ptp(pts[:, 0]))
+    if opening < 40 or width < 12:
+        teeth_share = 0.0
+    else:
+        L = lab(image)
+        chroma = np.hypot(L[..., 1], L[..., 2])
+        mouth_l = L[..., 0][inner]
+        teeth = inner & (L[..., 0] > max(45.0, float(np.percentile(mouth_l, 40)))) & (chroma < 28)
+        teeth_share = float(teeth.sum()) / opening
+    if teeth_share < TEETH_MIN_SHARE:
+        if context.teeth_expected:
+            return CheckResult(item="mouth.teeth", status="warn", measured=round(teeth_share, 3),
+                               threshold=TEETH_MIN_SHARE, region=region,
+                               explanation="The brief asks for a smile with teeth, but no teeth are visible.")
+        return CheckResult(item="mouth.teeth", status="not_applicable", measured=round(teeth_share, 3),
+                           threshold=TEETH_MIN_SHARE, region=region,
+                           explanation="No teeth are visible, so there is nothing to check in the mouth.")
+    x0 = int(pts[:, 0].min())
+    cols = teeth[:, x0:int(np.ceil(pts[:, 0].max())) + 1]
+    col_inner = inner[:, x0:int(np.ceil(pts[:, 0].max())) + 1].sum(0)
+    frac = np.where(col_inner > 0, cols.sum(0) / np.maximum(col_inner, 1), 0.0)
+    toothy = frac >= 0.35
+    gap = _widest_inner_run(~toothy, toothy) / width
+    xs = np.nonzero(teeth)[1]
+    offset = abs(float(xs.mean()) - float(pts[:, 0].mean())) / width
+    problems = []
+    if gap > GAP_MAX:
+        problems.append(f"a dark gap {gap * 100:.0f}% of the mouth wide splits the teeth (missing or malformed tooth)")
+    if offset > ASYMMETRY_MAX:
+        problems.append(f"the teeth sit {offset * 100:.0f}% off the mouth's centre")
+    status: Status = "fail" if gap > GAP_MAX else ("warn" if problems else "pass")
+    return CheckResult(
+        item="mouth.teeth", status=status, measured=round(gap, 4), threshold=GAP_MAX, region=region,
+        explanation=("Teeth are visible and " + " and ".join(problems) + "." if problems else
+                     f"Teeth are visible ({teeth_share * 100:.0f}% of the mouth opening) with no gaps or lopsided row."))
+
+
+def _widest_inner_run(flag: np.ndarray, support: np.ndarray) -> int:
+    """Longest run of `flag` that has `support` on both sides (a gap between teeth, not the corners)."""
+    idx = np.nonzero(support)[0]
+    if len(idx) < 2:
+        return 0
+    best = run = 0
+    for v in flag[idx[0]:idx[-1] + 1]:
+        run = run + 1 if v else 0
+        best = max(best, run)
+    return best

@@ -1,0 +1,124 @@
+"""`portrait check IMAGE...`: the final checklist, readable, as JSON, or drawn on the image."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import CheckError
+from ._common import JsonOption, console, print_json
+
+__all__ = ["register"]
+
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "not_applicable": "dim"}
+_COLOUR = {"pass": (40, 200, 40), "warn": (255, 170, 0), "fail": (230, 30, 30), "not_applicable": (150, 150, 150)}
+
+
+def _parse_target(target: str | None) -> tuple[int | None, int | None]:
+    if not target:
+        return None, None
+    try:
+        w, h = target.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise CheckError(f"--target must look like 1024x1536, not {target!r}", hint="use WIDTHxHEIGHT") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("check")
+    def check(
+        images: Annotated[list[Path], typer.Argument(help="Image files to check.", exists=False)],
+        brief: Annotated[Path | None, typer.Option("--brief", help="Brief YAML: lighting, teeth and hands to expect.")] = None,
+        target: Annotated[str | None, typer.Option("--target", help="Export size WxH the image must have.")] = None,
+        upscale: Annotated[float | None, typer.Option("--upscale", help="Upscale factor the finishing step applied.")] = None,
+        require_label: Annotated[bool, typer.Option("--require-label", help="Fail when the AI label or record is missing.")] = False,
+        annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated copies into this folder.")] = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Run the final checklist (eyes, skin, mouth, hands, lighting, background, export) on each image."""
+        from ..checks import CheckContext, run_checklist
+
+        tw, th = _parse_target(target)
+        fields: dict[str, Any] = {"target_width": tw, "target_height": th, "expected_upscale": upscale,
+                                  "require_label": require_label}
+        if brief is not None:
+            from ..brief import load_brief  # type: ignore[import-not-found, unused-ignore]
+
+            context = CheckContext.from_brief(load_brief(brief), **fields)
+        else:
+            context = CheckContext(**fields)
+        results = []
+        for path in images:
+            if not path.is_file():
+                raise CheckError(f"no such image: {path}", hint="pass existing PNG or JPEG files")
+            from ..analysis import analyze
+
+            analysis = analyze(path)
+            checklist = run_checklist(path, context, analysis=analysis)
+            results.append(checklist)
+            if annotate is not None:
+                annotate.mkdir(parents=True, exist_ok=True)
+                out = annotate / f"{path.stem}.checked.png"
+                draw_annotations(analysis, checklist).save(out)
+            if not json_out:
+                _render(path, checklist, annotate)
+        if json_out:
+            data = [c.model_dump() for c in results]
+            print_json(data if len(data) > 1 else data[0])
+        if any(c.overall == "fail" for c in results):
+            raise typer.Exit(1)
+
+
+def _render(path: Path, checklist: Any, annotate: Path | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{path.name}  {checklist.width}x{checklist.height}", title_justify="left", expand=False)
+    table.add_column("item")
+    table.add_column("status")
+    table.add_column("measured", justify="right")
+    table.add_column("threshold", justify="right")
+    table.add_column("why", overflow="fold")
+    for it in checklist.items:
+        table.add_row(it.item, f"[{_STYLE[it.status]}]{it.status}[/]",
+                      "" if it.measured is None else f"{it.measured:g}",
+                      "" if it.threshold is None else f"{it.threshold:g}", it.explanation)
+    console.print(table)
+    console.print(f"overall [{_STYLE[checklist.overall]}]{checklist.overall}[/]  score {checklist.score:g}  "
+                  f"({checklist.seconds:.2f} s)" + (f"  annotated -> {annotate}" if annotate else ""))
+
+
+def draw_annotations(analysis: Any, checklist: Any) -> Any:
+    """The image with face mesh points, hand skeletons and each measured region (red = failed)."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from ..analysis import HAND_FINGERS
+
+    img = analysis.rgb.copy()
+    h, w = analysis.shape
+    t = max(1, round(max(h, w) / 600))
+    for face in analysis.faces:
+        cv2.rectangle(img, face.box[:2], face.box[2:], (0, 200, 255), t)
+        if face.landmarks is not None:
+            for x, y in face.landmarks[:, :2].astype(int)[::2]:
+                cv2.circle(img, (int(x), int(y)), max(1, t // 2), (0, 255, 255), -1)
+    for hand in analysis.hands:
+        p = hand.landmarks[:, :2].astype(int)
+        for chain in HAND_FINGERS.values():
+            pts = [p[0], *[p[i] for i in chain]]
+            for a, b in itertools.pairwise(pts):
+                cv2.line(img, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), (0, 255, 120), t)
+    order = {"not_applicable": 0, "pass": 1, "warn": 2, "fail": 3}
+    for it in sorted(checklist.items, key=lambda i: order[i.status]):
+        if it.region is None or it.status == "not_applicable":
+            continue
+        x0, y0, x1, y1 = it.region
+        col = _COLOUR[it.status]
+        cv2.rectangle(img, (x0, y0), (x1, y1), col, t if it.status == "pass" else 2 * t)
+        if it.status != "pass":
+            cv2.putText(img, it.item, (x0 + 2, max(12 * t, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * t, col, t, cv2.LINE_AA)
+    return Image.fromarray(np.ascontiguousarray(img))
