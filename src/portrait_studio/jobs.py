@@ -141,7 +141,7 @@ def execute_recorded_run(
     *,
     sandbox: SandboxMode = "auto",
     budget: float | None = None,
-    checker: Checker | None | Literal["default"] = "default",
+    checker: Checker | Literal["default"] | None = "default",
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RunReport:
     """Run (or resume) a run already recorded by `start_run`, then check and rank it.

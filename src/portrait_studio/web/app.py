@@ -18,14 +18,29 @@ from typing import Any, Literal
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import actions
-from ..brief import VARIABLE_ELEMENTS, Rights, example_brief_path, example_briefs, load_brief, parse_brief, preset
+from ..brief import (
+    VARIABLE_ELEMENTS,
+    Rights,
+    example_brief_path,
+    example_briefs,
+    load_brief,
+    parse_brief,
+    preset,
+)
 from ..catalog import all_models
 from ..compare import COLUMNS, MAX_MODELS, comparison_rows, plan_compare
 from ..config import Studio
