@@ -299,7 +299,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const live = $("#run-live");
   if (live) runLive(live);
   if ($("#actions")) detailPage();
-  const compare = $("#compare");
+  const compare = $("#compare-view");
   if (compare) compareZoom(compare);
   document.body.dataset.ready = "true";
 });
