@@ -55,7 +55,15 @@ from ..errors import (
     ProviderError,
     StudioError,
 )
-from ..gallery import CHECK_STATUSES, GalleryFilter, gallery_page, image_detail, run_progress, thumbnail
+from ..gallery import (
+    CHECK_STATUSES,
+    GalleryFilter,
+    find_image,
+    gallery_page,
+    image_detail,
+    run_progress,
+    thumbnail,
+)
 from ..jobs import JobManager, execute_recorded_run
 from ..ledger import ImageRow, Ledger
 from ..preview import preview_brief, save_brief, store_reference
@@ -398,12 +406,12 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/images/{image_id}/file")
     def full_image(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
+        image = find_image(ledger(), image_id)
         return FileResponse(image.path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/thumbs/{image_id}.jpg")
     def thumb(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
+        image = find_image(ledger(), image_id)
         path = thumbnail(studio.home, image)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
