@@ -87,18 +87,22 @@ def test_tiled_upscale_matches_one_pass_within_a_few_levels(orientation):
 
 
 def test_tiles_cover_the_image_once_with_context_on_each_side():
-    for length, tile, overlap in [(104, 32, 32), (1024, 192, 32), (1000, 256, 16), (97, 32, 32)]:
+    for length, tile, overlap in [
+        (104, 32, 32),
+        (1024, 192, 32),
+        (1000, 256, 16),
+        (97, 32, 32),
+        (3001, 192, 32),
+    ]:
         spans = _spans(length, tile, overlap)
         assert len(spans) > 1
         assert spans[0][0] == 0 and spans[-1][1] == length
         for (_, end, _, _), (start, _, _, _) in itertools.pairwise(spans):
             assert end == start
         for start, end, crop_start, crop_end in spans:
-            assert (
-                0 <= crop_start <= max(0, start - overlap)
-                and min(length, end + overlap) <= crop_end <= length
-            )
-            assert end - start <= tile
+            assert crop_start >= 0 and crop_end <= length
+            assert start == 0 or start - crop_start >= overlap - 1  # context inside the image
+            assert end == length or crop_end - end >= overlap - 1
         # one crop size for every piece, so ncnn reuses its buffers instead of growing
         assert {crop_end - crop_start for _, _, crop_start, crop_end in spans} == {tile + 2 * overlap}
     assert _spans(96, 32, 32) == [(0, 96, 0, 96)]  # fits in one piece: no tiling

@@ -48,9 +48,9 @@ ImageInput = Image.Image | str | Path | np.ndarray
 """A PIL image, a path to an image file, or an RGB(A)/grey uint8 array."""
 
 MIN_DETECTION_SCORE = 0.3
-"""HOG detections scoring below this are ignored. Real faces in the calibration photos score
-0.37–2.8 (the weakest: a half-turned face in the group photo, upsampled); the astronaut's mission
-patch, a false face, scores 0.12 when upsampled."""
+"""HOG detections scoring below this are ignored. Every face in the calibration photos (the
+Obamas, Biden, the astronaut, six people in t1.jpg) scores 0.68–2.7; the false hits seen score
+-0.22 to 0.12 (the highest: the astronaut's mission patch, when upsampled)."""
 
 _DETECT_MAX_SIDE = 1024
 """Detection runs on a copy no larger than this (a 2,300 px photo costs 0.3 s at full size);

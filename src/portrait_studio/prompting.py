@@ -252,6 +252,7 @@ def _avoid(brief: Brief, spec: ModelSpec, provider: str, notes: list[str]) -> tu
         return [], ", ".join(brief.avoid)
     rewrites: dict[str, str] = preset("avoid")["rewrites"]
     cues: list[str] = []
+    done: list[str] = []
     for term in brief.avoid:
         cue = rewrites.get(term.lower().strip())
         if cue is None:
@@ -262,7 +263,9 @@ def _avoid(brief: Brief, spec: ModelSpec, provider: str, notes: list[str]) -> tu
             continue
         if cue not in cues:
             cues.append(cue)
-        notes.append(f"avoid '{term}' → '{cue}' ({spec.name} takes no negative prompt)")
+        done.append(f"avoid '{term}' → '{cue}'")
+    if done:
+        notes.append(f"{spec.name} takes no negative prompt, so the avoid list became positive cues: " + "; ".join(done))
     return cues, None
 
 

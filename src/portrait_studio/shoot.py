@@ -31,6 +31,7 @@ __all__ = [
     "check_budget",
     "choose_seeds",
     "diversify_brief",
+    "default_labeler",
     "finish_run",
     "plan_shoot",
     "plan_vary",
@@ -260,17 +261,49 @@ def default_checker() -> Checker | None:
     return check
 
 
+Labeler = Callable[[Path, Request], dict[str, Any]]
+"""(exported file, its request) -> the label record; labels the file in place."""
+
+
+def default_labeler(c2pa: Any = None, secrets: Sequence[str] = (), creator: str | None = None,
+                    credit: str | None = None) -> Labeler:
+    """Label every exported image as AI-made (parameters chunk, XMP/IPTC, C2PA when configured)."""
+
+    def label(path: Path, request: Request) -> dict[str, Any]:
+        from .labels import LabelInfo, label_image
+
+        info = LabelInfo.from_request(request, creator=creator, credit=credit)
+        configured = c2pa if c2pa is not None and getattr(c2pa, "cert_chain", None) else None
+        record = label_image(path, info, configured, sidecar=True, secrets=tuple(secrets))
+        return record.model_dump(mode="json")
+
+    return label
+
+
 def finish_run(
-    run_id: str, ledger: Ledger, out: Path, report: RunReport, *, checker: Checker | None = None
+    run_id: str, ledger: Ledger, out: Path, report: RunReport, *, checker: Checker | None = None,
+    labeler: Labeler | None = None,
 ) -> tuple[list[ImageRow], Path | None]:
-    """Check and rank the run's images, write the contact sheet and run.json."""
+    """Label, check and rank the run's images; write the contact sheet and run.json.
+
+    The exported copy in the run folder is labelled (the ledger's content-addressed original
+    stays as the provider delivered it), and the checklist runs on that exported file.
+    """
     run = ledger.run(run_id)
     brief = parse_brief(run.brief, source=f"run {run_id}") if run.brief else None
     images = [o.image for o in report.outcomes if o.image is not None]
+    requests = {r.id: r.request for r in ledger.requests(run_id)}
+    for img in images:
+        exported = Path(img.out_path) if img.out_path else None
+        if labeler and exported and exported.exists() and ledger.label(img.image_sha256) is None:
+            record = labeler(exported, requests[img.request_id]) if img.request_id in requests else None
+            if record:
+                status = (record.get("c2pa") or {}).get("status") if isinstance(record.get("c2pa"), dict) else None
+                ledger.record_label(img.image_sha256, record, status or ("signed" if record.get("c2pa") else "unsigned"))
     if checker and brief:
         for img in images:
             if ledger.checks(img.image_sha256) is None:
-                overall, score, data = checker(Path(img.path), brief)
+                overall, score, data = checker(Path(img.out_path or img.path), brief)
                 ledger.record_checks(img.image_sha256, overall, score, data)
     ranked = sorted(
         (ledger.image(i.id) for i in images), key=lambda r: (-(r.check_score if r.check_score is not None else -1), r.created_at)

@@ -21,6 +21,7 @@ from ..shoot import (
     check_budget,
     choose_seeds,
     default_checker,
+    default_labeler,
     finish_run,
     plan_shoot,
     plan_vary,
@@ -46,9 +47,13 @@ def _print_plan(plan: ShootPlan, budget: float | None) -> None:
     console.print(table)
     est = plan.estimated
     console.print(f"estimated: {est.credits:g} credits = ${est.usd:.3f}" + (f" (budget ${budget:.2f})" if budget is not None else ""))
-    notes = sorted({w for r in plan.requests for w in r.warnings})
-    for note in notes[:12]:
-        console.print(f"[yellow]•[/] {escape(note)}", highlight=False)
+    by_model: dict[str, list[str]] = {}
+    for r in plan.requests:
+        by_model.setdefault(r.model, [])
+        by_model[r.model] += [w for w in r.warnings if w not in by_model[r.model]]
+    for model, notes in by_model.items():
+        for note in notes:
+            console.print(f"[yellow]•[/] [dim]{model}:[/] {escape(note)}", highlight=False)
 
 
 def _budget(s: Studio, budget: float | None) -> float | None:
@@ -100,7 +105,8 @@ def execute_run(
             except KeyboardInterrupt:
                 err_console.print(f"interrupted — nothing paid is lost. Finish it with: [bold]portrait resume {run_id}[/]")
                 raise SystemExit(130) from None
-        finish_run(run_id, ledger, out, report, checker=default_checker())
+        labeler = default_labeler(s.config.c2pa, s.secrets(), s.config.creator, s.config.credit)
+        finish_run(run_id, ledger, out, report, checker=default_checker(), labeler=labeler)
     return report
 
 

@@ -11,10 +11,14 @@ Tiling: the ncnn network's memory grows with the size of the piece it sees (CPU,
 away. The library's own tiling pads each piece with only 10 px, which leaves visible seams
 (measured on a 96 px face crop with 32 px tiles: mean |diff| 2.3, max 46 levels against
 one pass); 32 px of context brings that to mean 0.3, max 7.
+
+Measured (bench/bench_upscale.py, 2 CPU cores): a 1024x1024 portrait to 2048x2048 in 474 s
+with a 5.4 GiB peak RSS (25 windows of 256 px).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import subprocess
@@ -138,22 +142,20 @@ def _gpuid(gpu: int | None) -> int:
 def _spans(length: int, tile: int | None, overlap: int) -> list[tuple[int, int, int, int]]:
     """(core_start, core_end, crop_start, crop_end) along one axis; cores cover [0, length).
 
-    Every crop has the same length (`tile + 2 * overlap`, slid inward at the image's edges):
-    ncnn's pooled allocator keeps a buffer per blob size, so pieces of many sizes ratchet its
-    memory up (1 MP at 2x with ragged edge pieces peaked at 9.4 GiB).
+    Every crop is one window of `tile + 2 * overlap` px (ncnn's pooled allocator keeps a
+    buffer per blob size, so pieces of many sizes ratchet its memory up: 1 MP at 2x with
+    ragged edge pieces peaked at 9.4 GiB). Windows are spread evenly at most `tile` apart and
+    each core ends halfway through the overlap with its neighbour, so every core has at least
+    `overlap` px of context on its inner sides; edge pieces need none outside the image.
     """
     window = tile + 2 * overlap if tile is not None else length
     if length <= window:
         return [(0, length, 0, length)]
     assert tile is not None
-    count = math.ceil(length / tile)
-    step = math.ceil(length / count)
-    spans = []
-    for start in range(0, length, step):
-        end = min(start + step, length)
-        crop_start = min(max(0, start - overlap), length - window)
-        spans.append((start, end, crop_start, crop_start + window))
-    return spans
+    count = 1 + math.ceil((length - window) / tile)
+    starts = [round(i * (length - window) / (count - 1)) for i in range(count)]
+    bounds = [0, *((a + window + b) // 2 for a, b in itertools.pairwise(starts)), length]
+    return [(bounds[i], bounds[i + 1], start, start + window) for i, start in enumerate(starts)]
 
 
 def _esrgan_x4(
