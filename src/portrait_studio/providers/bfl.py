@@ -264,13 +264,18 @@ class BflProvider(Provider):
             )
             if on_accepted is not None:
                 await on_accepted(ticket)
-            result = await self._finish(ticket, request)
+            polled = time.time()
+            payload = await self._poll(ticket)
+        # the task stops counting against the account limit once it is Ready: download outside the gate
+        result = await self._finish(ticket, request, payload, time.time() - polled)
         timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
         return result.model_copy(update={"timings": timings})
 
     async def resume(self, ticket: Ticket, request: Request) -> Result:
+        polled = time.time()
         async with _Limits.gate(self._key_hash, self.max_concurrency(request.model)):
-            return await self._finish(ticket, request)
+            payload = await self._poll(ticket)
+        return await self._finish(ticket, request, payload, time.time() - polled)
 
     # --- poll and download ------------------------------------------------------------------
     async def _poll(self, ticket: Ticket) -> dict[str, Any]:
@@ -343,9 +348,7 @@ class BflProvider(Provider):
             return response.content, {"jpeg": "image/jpeg", "webp": "image/webp"}.get(fmt, "image/png")
         raise GenerationFailed(f"the result could not be downloaded intact ({last})", provider="bfl")
 
-    async def _finish(self, ticket: Ticket, request: Request) -> Result:
-        t0 = time.time()
-        payload = await self._poll(ticket)
+    async def _finish(self, ticket: Ticket, request: Request, payload: dict[str, Any], poll_s: float) -> Result:
         t1 = time.time()
         result = payload.get("result") or {}
         sample = result.get("sample")
@@ -357,7 +360,7 @@ class BflProvider(Provider):
         return Result(
             request_id=request.request_id, provider="bfl", model=request.model, image=image, media_type=media_type,
             seed=int(result.get("seed", request.seed)), provider_task_id=ticket.task_id, cost=cost,
-            timings={"poll_s": round(t1 - t0, 3), "download_s": round(t2 - t1, 3),
+            timings={"poll_s": round(poll_s, 3), "download_s": round(t2 - t1, 3),
                      **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
             metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},

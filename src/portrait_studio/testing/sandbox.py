@@ -285,7 +285,7 @@ class TrickleResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", self.media_type.encode()),
+                    "headers": [(b"content-type", (self.media_type or "image/png").encode()),
                                 (b"content-length", str(len(self._data)).encode())]})
         pieces = 10
         step = max(1, len(self._data) // pieces)
@@ -471,15 +471,12 @@ def start_sandbox(
     Options: key, latency (s), credits, result_ttl (s), max_active, public_host, and
     for BFL `ultra_megapixels`. Use as a context manager or call `.stop()`.
     """
-    if provider == "bfl":
-        from .sandbox_bfl import build_app
-    elif provider == "fal":
-        from .sandbox_fal import build_app
-    elif provider == "replicate":
-        from .sandbox_replicate import build_app
-    else:
+    import importlib
+
+    if provider not in ("bfl", "fal", "replicate"):
         raise ValueError(f"no sandbox for provider {provider!r}; choose bfl, fal or replicate")
-    app, state = build_app(**opts)
+    module = importlib.import_module(f"{__package__}.sandbox_{provider}")
+    app, state = module.build_app(**opts)
     return SandboxHandle(provider, app, state, host=host, port=port, tls=(provider == "fal"))
 
 

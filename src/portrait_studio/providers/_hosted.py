@@ -1,0 +1,430 @@
+"""What the three hosted clients (BFL, fal, Replicate) share.
+
+- `HostedProvider`: the key (kept in a `Secret` so it never shows in a repr, log or
+  error), one `httpx.AsyncClient` with an injectable transport, catalog routing, and
+  the capability check.
+- `post_submission`: POST a *paid* submission, retrying only when the provider
+  cannot have accepted it (the connection was never made; 429; 503). A connection
+  that drops after the body was sent leaves the outcome unknown, so it is never
+  re-sent: that is how nobody pays twice for one image.
+- `account_slots`: one semaphore per account and limit group per event loop, so a
+  process never has more active tasks than the provider allows.
+- `verify_image`: a downloaded result must decode before it counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import logging
+import math
+import random
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import Field
+
+from ..errors import (
+    AuthenticationError,
+    CapabilityError,
+    InsufficientCredits,
+    NetworkError,
+    ProviderError,
+    ProviderValidationError,
+    RateLimited,
+    UncertainSubmission,
+)
+from ..records import InputImage, Request
+from .base import Provider, ProviderOptions
+
+__all__ = [
+    "HostedOptions",
+    "HostedProvider",
+    "Secret",
+    "account_slots",
+    "data_uri",
+    "nearest_ratio",
+    "raw_b64",
+    "retry_after",
+    "verify_image",
+]
+
+log = logging.getLogger("portrait_studio.providers")
+
+
+class Secret:
+    """An API key that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self._value.encode()).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+class HostedOptions(ProviderOptions):
+    """Settings every hosted client has."""
+
+    base_url: str | None = Field(default=None, description="override the provider's host (sandboxes, proxies)")
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    poll_backoff: float = Field(default=1.2, ge=1.0)
+    poll_max_interval_s: float = Field(default=5.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    download_timeout_s: float = Field(default=120.0, gt=0)
+    task_timeout_s: float = Field(default=900.0, gt=0, description="give up waiting for one task after this")
+    retry_backoff_s: float = Field(default=0.25, gt=0, description="first wait before retrying a failed call")
+    connect_retries: int = Field(default=5, ge=0)
+    max_poll_errors: int = Field(default=20, ge=0, description="consecutive failed polls before giving up")
+    download_attempts: int = Field(default=3, ge=1)
+    rate_limit_wait_s: float = Field(default=2.0, gt=0, description="wait after a 429 without Retry-After")
+    max_rate_limit_wait_s: float = Field(default=900.0, ge=0)
+    max_concurrency: int = Field(default=8, ge=1)
+    verify: bool | str = Field(default=True, description="TLS verification, or a CA bundle path")
+
+
+ModelLookup = Callable[[str], Any]
+
+
+class HostedProvider(Provider):
+    """Base of the BFL, fal and Replicate clients."""
+
+    Options: ClassVar[type[HostedOptions]] = HostedOptions  # type: ignore[assignment]
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        key: str,
+        options: HostedOptions | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        models: ModelLookup | None = None,
+    ) -> None:
+        if not key:
+            raise AuthenticationError("an empty API key was given", provider=self.provider_id)
+        self._key = Secret(key)
+        self.options = options or self.Options()
+        self._models = models
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(self.options.request_timeout_s),
+            verify=_ssl_verify(self.options.verify),
+            follow_redirects=True,
+            headers={"user-agent": "portrait-studio"},
+        )
+
+    @classmethod
+    def create(cls, studio: Any, **options: Any) -> HostedProvider:
+        """Build the client for the real service from a `Studio`'s key and the given options."""
+        return cls(studio.require_key(cls.provider_id), cls.Options(**options))
+
+    @classmethod
+    def for_sandbox(cls, sandbox: Any, **options: Any) -> HostedProvider:
+        """Build the client against a running sandbox (`testing.sandbox.start_sandbox`)."""
+        opts: dict[str, Any] = {**options, "base_url": sandbox.url}
+        if getattr(sandbox, "ca_file", None):
+            opts["verify"] = sandbox.ca_file
+        return cls(sandbox.key, cls.Options(**opts))
+
+    @property
+    def base_url(self) -> str:
+        return (self.options.base_url or self.default_base_url).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, key=***)"
+
+    # --- catalog ------------------------------------------------------------------------
+    def spec(self, model: str) -> Any:
+        if self._models is not None:
+            return self._models(model)
+        from ..catalog import get_model
+
+        return get_model(model)
+
+    def route(self, request: Request) -> tuple[Any, Any]:
+        spec = self.spec(request.model)
+        route = spec.routes.get(self.provider_id)
+        if route is None:
+            raise CapabilityError(
+                f"{spec.name} is not served by provider '{self.provider_id}'",
+                hint=f"use one of: {', '.join(spec.routes)}",
+            )
+        return spec, route
+
+    def check(self, request: Request) -> None:
+        spec, _route = self.route(request)
+        if request.mode not in spec.modes:
+            raise CapabilityError(f"{spec.name} cannot do {request.mode}", hint=f"it supports: {', '.join(spec.modes)}")
+        refs = [i for i in request.images if i.role != "mask"]
+        limit = getattr(spec, "max_references", None)
+        if limit is not None and len(refs) > max(limit, 1 if request.mode != "text-to-image" else 0):
+            raise CapabilityError(f"{spec.name} takes at most {limit} reference images, got {len(refs)}",
+                                  hint="drop some reference images")
+        if request.finetune_id and not getattr(spec, "finetune", False):
+            raise CapabilityError(f"{spec.name} cannot use a finetune", hint="pick a model that supports finetunes")
+
+    def max_concurrency(self, model: str) -> int:
+        return self.options.max_concurrency
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- HTTP ---------------------------------------------------------------------------
+    def _backoff(self, attempt: int) -> float:
+        return min(8.0, self.options.retry_backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+    async def post_submission(self, url: str, *, json: Any, headers: dict[str, str]) -> httpx.Response:
+        """POST a paid submission; retry only where nothing can have been accepted."""
+        connect_failures = 0
+        waited = 0.0
+        while True:
+            try:
+                response = await self._client.post(url, json=json, headers=headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                connect_failures += 1
+                if connect_failures > self.options.connect_retries:
+                    raise NetworkError(
+                        f"could not connect to {httpx.URL(url).host} ({type(exc).__name__}); nothing was submitted",
+                        provider=self.provider_id, hint="check the network or the host setting, then retry",
+                    ) from None
+                await asyncio.sleep(self._backoff(connect_failures))
+                continue
+            except httpx.TransportError as exc:
+                raise UncertainSubmission(
+                    f"the connection broke after the request was sent ({type(exc).__name__}); the provider may "
+                    "have accepted and charged for it, so it was not sent again",
+                    provider=self.provider_id,
+                    hint="check the provider's dashboard; 'portrait resume RUN --resubmit-uncertain' sends it again",
+                ) from None
+            if response.status_code in (429, 503):
+                wait = retry_after(response) or self.options.rate_limit_wait_s
+                if waited + wait > self.options.max_rate_limit_wait_s:
+                    raise RateLimited(
+                        f"{self.provider_id} kept refusing new tasks (HTTP {response.status_code}) for {waited:.0f} s",
+                        provider=self.provider_id, retry_after=wait,
+                    )
+                log.info("%s answered %s; retrying in %.1f s", self.provider_id, response.status_code, wait)
+                await asyncio.sleep(wait)
+                waited += wait
+                continue
+            return response
+
+    async def get_with_retries(self, url: str, *, headers: dict[str, str] | None = None,
+                               what: str = "poll") -> httpx.Response:
+        """GET a status; 5xx, 429 and dropped connections are retried with backoff."""
+        failures = 0
+        while True:
+            problem = ""
+            try:
+                response = await self._client.get(url, headers=headers)
+                if response.status_code < 500 and response.status_code != 429:
+                    return response
+                problem = f"HTTP {response.status_code}"
+                wait = retry_after(response)
+            except httpx.TransportError as exc:
+                problem, wait = type(exc).__name__, None
+            failures += 1
+            if failures > self.options.max_poll_errors:
+                raise NetworkError(
+                    f"{what} failed {failures} times in a row ({problem})", provider=self.provider_id,
+                    hint="the task was accepted; resume the run later to collect it without paying again",
+                )
+            await asyncio.sleep(wait if wait is not None else self._backoff(failures))
+
+    def poll_intervals(self) -> Iterator[float]:
+        delay = self.options.poll_interval_s
+        while True:
+            yield delay
+            delay = min(self.options.poll_max_interval_s, delay * self.options.poll_backoff)
+
+    async def download(self, url: str) -> tuple[bytes, dict[str, Any]]:
+        """Fetch a result image (without our key: result hosts are public CDNs) and check it decodes."""
+        from ..errors import GenerationFailed, ResultExpired
+
+        if url.startswith("data:"):
+            data = base64.b64decode(url.split(",", 1)[1])
+            return data, verify_image(data, self.provider_id)
+        last = ""
+        for attempt in range(1, self.options.download_attempts + 1):
+            try:
+                response = await self._client.get(url, timeout=self.options.download_timeout_s)
+            except httpx.TransportError as exc:
+                last = type(exc).__name__
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            if response.status_code in (401, 403, 404, 410):
+                raise ResultExpired(
+                    f"the result URL was refused (HTTP {response.status_code}); signed result URLs expire",
+                    provider=self.provider_id, hint="results must be downloaded as soon as they are ready",
+                )
+            if response.status_code >= 400:
+                last = f"HTTP {response.status_code}"
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            try:
+                return response.content, verify_image(response.content, self.provider_id)
+            except GenerationFailed as exc:
+                last = exc.message
+        raise GenerationFailed(f"could not download a valid image after {self.options.download_attempts} "
+                               f"attempts ({last})", provider=self.provider_id)
+
+    def http_error(self, response: httpx.Response, *, during: str) -> ProviderError:
+        """The error for an unexpected answer. Never includes the key (only the body's message)."""
+        status = response.status_code
+        detail = _detail(response)
+        env = {"bfl": "BFL_API_KEY", "fal": "FAL_KEY", "replicate": "REPLICATE_API_TOKEN"}[self.provider_id]
+        if status in (401, 403) and "balance" not in detail.lower():
+            return AuthenticationError(f"{self.provider_id} refused the API key (HTTP {status}): {detail}",
+                                       provider=self.provider_id, hint=f"check {env}")
+        if status == 402 or (status == 403 and "balance" in detail.lower()):
+            return InsufficientCredits(f"{self.provider_id} account is out of credits (HTTP {status}): {detail}",
+                                       provider=self.provider_id, hint="top up the account, then resume the run")
+        if status == 422:
+            fields = validation_fields(response)
+            return ProviderValidationError(
+                f"{self.provider_id} rejected the request: {detail}", provider=self.provider_id, fields=fields)
+        return ProviderError(f"{self.provider_id} answered HTTP {status} during {during}: {detail}",
+                             provider=self.provider_id)
+
+
+def _ssl_verify(verify: bool | str) -> Any:
+    if isinstance(verify, str):
+        import ssl
+
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        detail = body.get("detail", body.get("title", body))
+        if isinstance(detail, list):
+            return "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: {d.get('msg')}"
+                if isinstance(d, dict) else str(d) for d in detail
+            )
+        return str(detail)[:500]
+    return str(body)[:200]
+
+
+def validation_fields(response: httpx.Response) -> list[str]:
+    """The rejected field names, from a FastAPI detail list or Replicate's invalid_fields."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    fields: list[str] = []
+    if isinstance(body, dict) and isinstance(body.get("detail"), list):
+        for d in body["detail"]:
+            loc = [str(p) for p in d.get("loc", []) if p != "body"] if isinstance(d, dict) else []
+            if loc:
+                fields.append(".".join(loc))
+    if isinstance(body, dict) and isinstance(body.get("invalid_fields"), list):
+        for f in body["invalid_fields"]:
+            name = str(f.get("field", ""))
+            if name == "input" and "property" in str(f.get("description", "")):
+                name = str(f["description"]).split("property", 1)[1].split()[0]
+            fields.append(name.removeprefix("input."))
+    return list(dict.fromkeys(fields))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        try:
+            body = response.json()
+            value = body.get("retry_after") if isinstance(body, dict) else None
+        except ValueError:
+            return None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def verify_image(data: bytes, provider: str) -> dict[str, Any]:
+    """Decode `data` fully; return media type, size and whether it carries the sandbox mark."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import GenerationFailed
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            from ..testing.sandbox_images import is_sandbox_image
+
+            return {"media_type": Image.MIME.get(img.format or "", "application/octet-stream"),
+                    "width": img.width, "height": img.height, "sandbox": is_sandbox_image(img)}
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise GenerationFailed(f"the result image does not decode ({exc})", provider=provider) from None
+
+
+def raw_b64(image: InputImage) -> str:
+    return base64.b64encode(image.read()).decode()
+
+
+def data_uri(image: InputImage) -> str:
+    data = image.read()
+    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "webp" if data[8:12] == b"WEBP" else "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+def nearest_ratio(width: int | None, height: int | None, allowed: list[str], exact: str | None = None) -> str:
+    """The allowed 'W:H' closest to width/height (or `exact` if it is allowed)."""
+    if exact and exact in allowed:
+        return exact
+    if exact and not (width and height):
+        w, h = (int(p) for p in exact.split(":"))
+        width, height = w, h
+    if not (width and height):
+        return "1:1" if "1:1" in allowed else allowed[0]
+    target = math.log(width / height)
+    numeric = [a for a in allowed if ":" in a]
+    return min(numeric, key=lambda a: abs(math.log(Fraction(*map(int, a.split(":")))) - target))
+
+
+def reduced_ratio(width: int, height: int) -> str:
+    f = Fraction(width, height)
+    return f"{f.numerator}:{f.denominator}"
+
+
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class account_slots:
+    """Hold one slot in every (group, limit) of `account` for the length of an `async with`."""
+
+    def __init__(self, account: str, groups: list[tuple[str, int]]) -> None:
+        self._account = account
+        self._groups = groups
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> None:
+        table = _SLOTS.setdefault(asyncio.get_running_loop(), {})
+        for group, limit in self._groups:
+            sem = table.setdefault((self._account, f"{group}:{limit}"), asyncio.Semaphore(limit))
+            await self._stack.enter_async_context(sem)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()

@@ -1,0 +1,201 @@
+"""The fal.ai queue client (queue.fal.run).
+
+Flow (notes/provider-apis.md §2): `POST {queue}/{model_id}` with `Authorization: Key` →
+`{request_id, status_url, response_url, cancel_url}` (URLs on `owner/app` only; used
+verbatim) → `on_accepted` → GET status_url (202 queued / in progress, 200 COMPLETED)
+→ GET response_url → download `images[0].url` and check it decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, ClassVar
+
+from ..errors import GenerationFailed, Moderated, NetworkError, TaskNotFound
+from ..records import Request, Result, Ticket
+from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio
+from .base import OnAccepted
+
+__all__ = ["FalOptions", "FalProvider"]
+
+log = logging.getLogger("portrait_studio.providers.fal")
+
+_KONTEXT_RATIOS = ["21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"]
+
+
+class FalOptions(HostedOptions):
+    base_url: str | None = "https://queue.fal.run"
+    max_concurrency: int = 8
+
+
+class FalProvider(HostedProvider):
+    """fal.ai's queue API."""
+
+    provider_id: ClassVar[str] = "fal"
+    key_env_var: ClassVar[str | None] = "FAL_KEY"
+    Options: ClassVar[type[FalOptions]] = FalOptions  # type: ignore[assignment]
+    default_base_url: ClassVar[str] = "https://queue.fal.run"
+
+    def arguments(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """(fal model id, input JSON) for `request`, by model family."""
+        spec, route = self.route(request)
+        family = spec.family
+        refs = [i for i in request.images if i.role != "mask"]
+        model_id: str = route.model_id
+        body: dict[str, Any] = {"prompt": request.prompt, "seed": request.seed}
+        size = {"width": request.width, "height": request.height} if request.width and request.height else None
+        flux2 = family in ("flux2", "flux2-flex", "klein")
+        fmt = request.output_format if (flux2 or request.output_format != "webp") else "png"
+        tolerance = None
+        if request.safety_tolerance is not None:
+            tolerance = str(max(1, min(5 if flux2 else 6, request.safety_tolerance)))
+        if family == "pro11":
+            _put(body, image_size=size, safety_tolerance=tolerance, output_format=fmt)
+        elif family == "ultra":
+            body["aspect_ratio"] = request.aspect_ratio or nearest_ratio(request.width, request.height, _KONTEXT_RATIOS)
+            _put(body, raw=request.raw, safety_tolerance=tolerance, output_format=fmt)
+            if refs:
+                body["image_url"] = data_uri(refs[0])
+                _put(body, image_prompt_strength=request.strength)
+            if request.finetune_id:
+                model_id = f"{route.model_id}-finetuned"
+                body["finetune_id"] = request.finetune_id
+                body["finetune_strength"] = request.finetune_strength if request.finetune_strength is not None else 1.2
+        elif family in ("dev", "schnell"):
+            _put(body, image_size=size, num_inference_steps=request.steps, output_format=fmt)
+            if family == "dev":
+                _put(body, guidance_scale=request.guidance)
+                if refs:
+                    model_id = route.edit_model_id or f"{route.model_id}/image-to-image"
+                    body["image_url"] = data_uri(refs[0])
+                    _put(body, strength=request.strength)
+        elif flux2:
+            _put(body, image_size=size, output_format=fmt)
+            if family != "klein":
+                _put(body, safety_tolerance=tolerance)
+            if family == "flux2-flex":
+                _put(body, guidance_scale=request.guidance, num_inference_steps=request.steps)
+            if family == "klein":
+                _put(body, num_inference_steps=request.steps)
+            if refs:
+                model_id = route.edit_model_id or f"{route.model_id}/edit"
+                body["image_urls"] = [data_uri(i) for i in refs]
+        elif family == "kontext":
+            if len(refs) > 1:
+                model_id = route.edit_model_id or f"{route.model_id}/multi"
+                body["image_urls"] = [data_uri(i) for i in refs]
+            elif refs:
+                body["image_url"] = data_uri(refs[0])
+            else:
+                model_id = f"{route.model_id}/text-to-image"
+            if request.aspect_ratio or (request.width and request.height):
+                body["aspect_ratio"] = nearest_ratio(request.width, request.height, _KONTEXT_RATIOS,
+                                                     request.aspect_ratio)
+            _put(body, guidance_scale=request.guidance, safety_tolerance=tolerance, output_format=fmt)
+        elif family == "fill":
+            init = next((i for i in refs if i.role in ("init", "edit")), refs[0] if refs else None)
+            if init is None or request.mask is None:
+                from ..errors import CapabilityError
+
+                raise CapabilityError("fal's FLUX Fill needs an image and a mask", hint="add an init image and a mask")
+            body["image_url"], body["mask_url"] = data_uri(init), data_uri(request.mask)
+            _put(body, safety_tolerance=tolerance, output_format=fmt)
+        if "prompt_upsampling" in request.options and family in ("pro11", "ultra", "kontext", "fill"):
+            body["enhance_prompt"] = bool(request.options["prompt_upsampling"])
+        for name in ("enable_safety_checker", "acceleration", "sync_mode"):
+            if name in request.options:
+                body[name] = request.options[name]
+        return model_id, body
+
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Key {self._key.reveal()}", "accept": "application/json"}
+
+    async def submit(self, request: Request, on_accepted: OnAccepted | None = None) -> Result:
+        self.check(request)
+        model_id, body = self.arguments(request)
+        started = time.monotonic()
+        response = await self.post_submission(f"{self.base_url}/{model_id}", json=body, headers=self._headers())
+        if response.status_code != 200:
+            raise self.http_error(response, during="submit")
+        answer = response.json()
+        ticket = Ticket(
+            request_id=request.request_id, provider=self.provider_id, task_id=answer["request_id"],
+            polling_url=answer["status_url"],
+            data={"model_id": model_id, "response_url": answer["response_url"], "cancel_url": answer["cancel_url"]},
+        )
+        log.info("fal accepted %s (%s)", ticket.task_id, model_id)
+        if on_accepted is not None:
+            await on_accepted(ticket)
+        return await self._finish(ticket, request, started, time.monotonic() - started)
+
+    async def resume(self, ticket: Ticket, request: Request) -> Result:
+        return await self._finish(ticket, request, time.monotonic(), 0.0)
+
+    async def cancel(self, ticket: Ticket) -> None:
+        """Ask fal to cancel a queued task (best effort)."""
+        await self._client.put(ticket.data["cancel_url"], headers=self._headers())
+
+    async def _finish(self, ticket: Ticket, request: Request, started: float, submit_s: float) -> Result:
+        assert ticket.polling_url
+        deadline = time.monotonic() + self.options.task_timeout_s
+        for delay in self.poll_intervals():
+            response = await self.get_with_retries(ticket.polling_url, headers=self._headers())
+            if response.status_code == 404:
+                raise TaskNotFound(f"fal does not know request {ticket.task_id}", provider=self.provider_id)
+            if response.status_code not in (200, 202):
+                raise self.http_error(response, during="status")
+            status = response.json()
+            if status.get("status") == "COMPLETED":
+                if status.get("error"):
+                    self._raise_failure(ticket, str(status["error"]), str(status.get("error_type") or ""))
+                break
+            if status.get("status") not in ("IN_QUEUE", "IN_PROGRESS"):
+                raise GenerationFailed(f"fal answered an unknown status {status.get('status')!r}",
+                                       provider=self.provider_id)
+            if time.monotonic() > deadline:
+                raise NetworkError(f"fal request {ticket.task_id} still {status.get('status')} after "
+                                   f"{self.options.task_timeout_s:.0f} s", provider=self.provider_id)
+            await asyncio.sleep(delay)
+        waited = time.monotonic()
+        response = await self.get_with_retries(ticket.data["response_url"], headers=self._headers(), what="result")
+        if response.status_code != 200:
+            kind = response.headers.get("x-fal-error-type", "")
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            if "content_policy" in kind or "content_policy_violation" in str(detail):
+                raise Moderated(f"fal refused request {ticket.task_id}: content policy", provider=self.provider_id,
+                                stage="request", reasons=["content_policy_violation"])
+            raise self.http_error(response, during="result")
+        output = response.json()
+        images = output.get("images") or []
+        if not images:
+            raise GenerationFailed(f"fal request {ticket.task_id} finished without images", provider=self.provider_id)
+        if (output.get("has_nsfw_concepts") or [False])[0]:
+            raise Moderated(f"fal flagged the output of request {ticket.task_id} as NSFW", provider=self.provider_id,
+                            stage="content", reasons=["has_nsfw_concepts"])
+        image, info = await self.download(images[0]["url"])
+        done = time.monotonic()
+        return Result(
+            request_id=request.request_id, provider=self.provider_id, model=request.model, image=image,
+            media_type=info["media_type"], seed=output.get("seed", request.seed), provider_task_id=ticket.task_id,
+            cost=request.estimated_cost,
+            timings={"submit_s": submit_s, "wait_s": waited - started - submit_s, "download_s": done - waited,
+                     "total_s": done - started},
+            metadata={"model_id": ticket.data.get("model_id"), "width": info["width"], "height": info["height"],
+                      "provider_prompt": output.get("prompt"), "provider_timings": output.get("timings")},
+            sandbox=info["sandbox"],
+        )
+
+    def _raise_failure(self, ticket: Ticket, error: str, kind: str) -> None:
+        if "content_policy" in kind:
+            raise Moderated(f"fal refused request {ticket.task_id}: {error}", provider=self.provider_id,
+                            stage="request", reasons=[kind])
+        raise GenerationFailed(f"fal request {ticket.task_id} failed: {error}", provider=self.provider_id)
+
+
+def _put(body: dict[str, Any], **values: Any) -> None:
+    body.update({k: v for k, v in values.items() if v is not None})

@@ -1,0 +1,482 @@
+"""The web studio: FastAPI routes that parse, call the library, and render.
+
+Pages: brief builder (/), gallery (/gallery), image detail (/images/ID), run with live
+progress (/runs/ID), compare view (/runs/ID/compare), jobs (/jobs). JSON under /api.
+Long work runs in the `JobManager`; progress streams over SSE and is read from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import actions
+from ..brief import (
+    VARIABLE_ELEMENTS,
+    Rights,
+    example_brief_path,
+    example_briefs,
+    load_brief,
+    parse_brief,
+    preset,
+)
+from ..catalog import all_models
+from ..compare import COLUMNS, MAX_MODELS, comparison_rows, plan_compare
+from ..config import Studio
+from ..errors import (
+    BriefError,
+    BudgetExceeded,
+    CapabilityError,
+    ConsentRequired,
+    LedgerError,
+    LimitError,
+    NotConfigured,
+    ProviderError,
+    StudioError,
+)
+from ..gallery import (
+    CHECK_STATUSES,
+    GalleryFilter,
+    find_image,
+    gallery_page,
+    image_detail,
+    run_progress,
+    thumbnail,
+)
+from ..jobs import JobManager, execute_recorded_run
+from ..ledger import ImageRow, Ledger
+from ..preview import preview_brief, save_brief, store_reference
+from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary, start_run
+from .security import MAX_BODY, StudioGuard
+
+__all__ = ["create_app", "http_status"]
+
+HERE = Path(__file__).parent
+SandboxChoice = Literal["auto", "always", "never"]
+
+
+def http_status(exc: StudioError) -> int:
+    """The HTTP answer for each branch of the error tree."""
+    for kind, status in (
+        (LedgerError, 404), (ConsentRequired, 403), (BudgetExceeded, 402), (NotConfigured, 503),
+        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ProviderError, 502),
+    ):
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PreviewForm(_Form):
+    brief: dict[str, Any]
+    models: list[str] = Field(default_factory=list, max_length=MAX_MODELS)
+
+
+class SaveForm(_Form):
+    brief: dict[str, Any]
+    name: str
+
+
+class ShootForm(_Form):
+    brief: dict[str, Any]
+    models: list[str]
+    kind: Literal["shoot", "compare"] = "shoot"
+    seeds: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    budget: float | None = Field(default=None, ge=0)
+    sandbox: SandboxChoice = "auto"
+
+
+class VaryForm(_Form):
+    element: str
+    value: str
+    budget: float | None = Field(default=None, ge=0)
+    sandbox: SandboxChoice = "auto"
+
+
+class UpscaleForm(_Form):
+    scale: float = 2.0
+
+
+class FixForm(_Form):
+    region: str
+
+
+def _models_chosen(models: list[str]) -> list[str]:
+    chosen = list(dict.fromkeys(m for m in models if m))
+    if not chosen:
+        raise BriefError("no model chosen", field="models", hint="tick at least one model")
+    if len(chosen) > MAX_MODELS:
+        raise BriefError(
+            f"{len(chosen)} models chosen", field="models",
+            hint=f"select up to {MAX_MODELS} models; a fifth does not fit side by side",
+        )
+    return chosen
+
+
+def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY) -> Any:
+    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist)."""
+    jobs = JobManager(studio)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.shutdown(wait=False)
+
+    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    local = threading.local()
+    app.state.studio = studio
+    app.state.jobs = jobs
+
+    def ledger() -> Ledger:
+        """One connection per worker thread (SQLite connections are not shared across threads)."""
+        found: Ledger | None = getattr(local, "ledger", None)
+        if found is None:
+            found = local.ledger = Ledger(studio.ledger_path)
+        return found
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status)
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", "")
+
+    # --- errors --------------------------------------------------------------------------
+    @app.exception_handler(StudioError)
+    async def studio_error(request: Request, exc: StudioError) -> Response:
+        status = http_status(exc)
+        body = {"error": exc.message, "hint": exc.hint, "type": type(exc).__name__, "field": getattr(exc, "field", None)}
+        if wants_json(request):
+            return JSONResponse(body, status_code=status)
+        return render(request, "error.html", status=status, error=exc.message, hint=exc.hint, code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        body = {"error": f"{field}: {first['msg']}" if field else str(first["msg"]), "hint": None, "field": field}
+        if wants_json(request):
+            return JSONResponse(body, status_code=422)
+        return render(request, "error.html", status=422, error=body["error"], hint=None, code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = "page not found" if exc.status_code == 404 else str(exc.detail)
+        if wants_json(request):
+            return JSONResponse({"error": message, "hint": None}, status_code=exc.status_code)
+        return render(request, "error.html", status=exc.status_code, error=message, hint="go back to the gallery", code=exc.status_code)
+
+    # --- brief builder ---------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse)
+    def builder(request: Request) -> Response:
+        models = [m for m in all_models() if "text-to-image" in m.modes]
+        return render(
+            request, "brief.html", models=models, examples=example_briefs(), lighting=list(preset("lighting")),
+            compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
+            backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
+            cues=preset("quality")["default_cues"],
+        )
+
+    @app.get("/api/examples/{name}")
+    def example(name: str) -> dict[str, Any]:
+        brief = load_brief(example_brief_path(name))
+        return brief.model_dump(mode="json")
+
+    @app.get("/api/models")
+    def models() -> list[dict[str, Any]]:
+        from ..cli.models import model_summary
+
+        return [model_summary(m) for m in all_models()]
+
+    @app.post("/api/brief/preview")
+    def preview(form: PreviewForm) -> dict[str, Any]:
+        return preview_brief(form.brief, form.models).model_dump(mode="json")
+
+    @app.post("/api/brief/save")
+    def save(form: SaveForm) -> dict[str, Any]:
+        brief = parse_brief(form.brief, source="brief builder")
+        path = save_brief(studio.home / "briefs", form.name, brief)
+        return {"path": str(path), "yaml": path.read_text(encoding="utf-8")}
+
+    @app.post("/api/references")
+    def upload_reference(
+        file: UploadFile = File(...),
+        who: str = Form(""),
+        source: str = Form(""),
+        permission: str = Form(""),
+        role: Literal["identity", "style"] = Form("identity"),
+    ) -> dict[str, Any]:
+        data = file.file.read(max_body + 1)
+        rights = Rights(who=who, source=source, permission=permission, recorded_by="web studio") if (
+            who.strip() and source.strip() and permission.strip()) else None
+        stored = store_reference(ledger(), studio.images_dir, data, rights)
+        return {**stored.model_dump(mode="json"), "role": role}
+
+    # --- shoots, compares, varies ------------------------------------------------------------
+    def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
+        def work(ctx: Any) -> str:
+            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker)
+            return run_id
+
+        return jobs.submit(kind, title, work, run_id=run_id).id
+
+    @app.post("/api/shoot")
+    def shoot(form: ShootForm) -> dict[str, Any]:
+        brief = parse_brief(form.brief, source="brief builder")
+        chosen = _models_chosen(form.models)
+        seed = form.seed
+        if seed is None and form.seeds is None and brief.output.seed != "random":
+            seed = int(brief.output.seed)
+        seeds = choose_seeds(form.seeds, seed)
+        if form.kind == "compare":
+            plan = plan_compare(brief, chosen, seeds)
+        else:
+            plan = plan_shoot(brief, chosen, seeds)
+        budget = form.budget if form.budget is not None else studio.config.default_budget_usd
+        check_budget(plan, budget)
+        run_id, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
+        title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
+        job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
+        return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}",
+                "estimated_usd": plan.estimated.usd, "images": len(plan.requests)}
+
+    @app.post("/api/runs/{run_id}/vary")
+    def vary(run_id: str, form: VaryForm) -> dict[str, Any]:
+        if form.element not in VARIABLE_ELEMENTS:
+            raise BriefError(f"cannot vary '{form.element}'", field="element", hint=f"vary one of: {', '.join(VARIABLE_ELEMENTS)}")
+        value: Any = form.value.strip()
+        if form.element == "lens":
+            value = int(value) if value.isdigit() else value
+        plan = plan_vary(ledger(), run_id, {form.element: value})
+        budget = form.budget if form.budget is not None else studio.config.default_budget_usd
+        check_budget(plan, budget)
+        new_run, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
+        job_id = start_job(new_run, "vary", f"vary {form.element} → {value}", form.sandbox, budget)
+        return {"run_id": new_run, "job_id": job_id, "url": f"/runs/{new_run}"}
+
+    # --- image actions -------------------------------------------------------------------------
+    @app.post("/api/images/{image_id}/pick")
+    def pick(image_id: str) -> dict[str, Any]:
+        db = ledger()
+        image = db.image(image_id)
+        if not image.run_id:
+            raise LedgerError(f"image {image.id} belongs to no run", hint="only images of a shoot can be picked")
+        row = db.pick(image.run_id, image.id)
+        return {"image": row.model_dump(mode="json"), "vary_url": f"/images/{row.id}#vary"}
+
+    def image_job(kind: str, image_id: str, title: str, fn: Any) -> dict[str, Any]:
+        image = ledger().image(image_id)  # 404 before queueing anything
+
+        def work(ctx: Any) -> str | None:
+            with Ledger(studio.ledger_path) as own:
+                return fn(ctx, own, image.id)
+
+        job = jobs.submit(kind, title, work, run_id=None, image_id=image.id)
+        return {"job_id": job.id, "url": f"/jobs/{job.id}"}
+
+    @app.post("/api/images/{image_id}/upscale")
+    def upscale(image_id: str, form: UpscaleForm) -> dict[str, Any]:
+        if not 1.0 < form.scale <= 4.0:
+            raise LimitError(f"scale {form.scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
+
+        def work(ctx: Any, own: Ledger, ref: str) -> str:
+            made = actions.upscale_image(studio, own, ref, form.scale,
+                                         progress=lambda done, total: ctx.say(f"tile {done} of {total}"))
+            return made.id
+
+        return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
+
+    @app.post("/api/images/{image_id}/fix")
+    def fix(image_id: str, form: FixForm) -> dict[str, Any]:
+        if form.region not in actions.FIX_REGIONS:
+            raise LimitError(f"unknown region '{form.region}'", field="region", hint=f"choose one of: {', '.join(actions.FIX_REGIONS)}")
+        return image_job("fix", image_id, f"fix {form.region}",
+                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region).id)
+
+    @app.post("/api/images/{image_id}/export")
+    def export(image_id: str) -> dict[str, Any]:
+        def work(ctx: Any, own: Ledger, ref: str) -> str:
+            path, status = actions.export_labelled(studio, own, ref)
+            ctx.say(f"labelled; C2PA {status}")
+            return str(path.relative_to(studio.home))
+
+        return image_job("export", image_id, "export with labels", work)
+
+    # --- jobs and progress ------------------------------------------------------------------------
+    @app.get("/api/jobs/{job_id}")
+    def job_state(job_id: str) -> dict[str, Any]:
+        return jobs.get(job_id).model_dump(mode="json")
+
+    def sse(snapshot: Any) -> StreamingResponse:
+        async def stream() -> Any:
+            last = None
+            while True:
+                data, finished = await run_in_threadpool(snapshot)
+                text = json.dumps(data, default=str)
+                if text != last:
+                    yield f"data: {text}\n\n"
+                    last = text
+                if finished:
+                    yield "event: end\ndata: {}\n\n"
+                    return
+                await asyncio.sleep(0.25)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/jobs/{job_id}/events")
+    def job_events(job_id: str) -> StreamingResponse:
+        jobs.get(job_id)
+
+        def snapshot() -> tuple[dict[str, Any], bool]:
+            job = jobs.get(job_id)
+            return job.model_dump(mode="json"), job.finished
+
+        return sse(snapshot)
+
+    def run_snapshot(run_id: str) -> tuple[dict[str, Any], bool]:
+        db = ledger()
+        progress = run_progress(db, run_id)
+        job = jobs.for_run(progress.run_id)
+        images = db.images(run_id=progress.run_id, limit=200)
+        data = {
+            "progress": progress.model_dump(mode="json"),
+            "job": job.model_dump(mode="json") if job else None,
+            "images": [_tile(i) for i in sorted(images, key=lambda i: i.created_at)],
+        }
+        finished = job.finished if job else progress.finished
+        return data, finished
+
+    @app.get("/api/runs/{run_id}/progress")
+    def progress(run_id: str) -> dict[str, Any]:
+        return run_snapshot(run_id)[0]
+
+    @app.get("/api/runs/{run_id}/events")
+    def run_events(run_id: str) -> StreamingResponse:
+        ledger().run(run_id)
+        return sse(lambda: run_snapshot(run_id))
+
+    # --- pages ---------------------------------------------------------------------------------
+    @app.get("/gallery", response_class=HTMLResponse)
+    def gallery(
+        request: Request, run: str | None = None, model: str | None = None, seed: str | None = None,
+        check: str | None = None, picked: str | None = None, page_no: int = 1, page: int | None = None,
+    ) -> Response:
+        f = GalleryFilter.model_validate({
+            "run": run or None, "model": model or None, "seed": int(seed) if seed and seed.isdigit() else None,
+            "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
+        })
+        result = gallery_page(ledger(), f)
+        return _page_gallery(request, result)
+
+    def _page_gallery(request: Request, result: Any) -> Response:
+        return render(request, "gallery.html", result=result, f=result.filter, checks=CHECK_STATUSES)
+
+    @app.get("/images/{image_id}", response_class=HTMLResponse)
+    def detail(request: Request, image_id: str) -> Response:
+        d = image_detail(ledger(), image_id)
+        neighbours = _neighbours(ledger(), d.image)
+        return render(request, "image.html", d=d, elements=list(VARIABLE_ELEMENTS), regions=actions.FIX_REGIONS,
+                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")))
+
+    @app.get("/images/{image_id}/file")
+    def full_image(image_id: str) -> FileResponse:
+        image = find_image(ledger(), image_id)
+        return FileResponse(image.path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+    @app.get("/thumbs/{image_id}.jpg")
+    def thumb(image_id: str) -> FileResponse:
+        image = find_image(ledger(), image_id)
+        path = thumbnail(studio.home, image)
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+    @app.get("/files/{path:path}")
+    def studio_file(path: str) -> FileResponse:
+        """Files the studio wrote (run folders, exports) — and nothing outside them."""
+        home = studio.home.resolve()
+        target = (home / path).resolve()
+        allowed = [home / "runs", home / "exports"]
+        run_dirs = [Path(r[0]).resolve() for r in ledger().db.execute("SELECT out_dir FROM runs WHERE out_dir IS NOT NULL")]
+        if not any(target.is_relative_to(a) for a in allowed + run_dirs) or not target.is_file():
+            raise LedgerError(f"no studio file '{path}'", hint="files are served from the studio's runs/ and exports/ folders")
+        return FileResponse(target)
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse)
+    def run_page(request: Request, run_id: str) -> Response:
+        db = ledger()
+        run = db.run(run_id)
+        data, finished = run_snapshot(run.id)
+        return render(request, "run.html", run=run, snap=data, finished=finished)
+
+    @app.get("/runs/{run_id}/compare", response_class=HTMLResponse)
+    def compare_page(request: Request, run_id: str) -> Response:
+        db = ledger()
+        run = db.run(run_id)
+        rows = comparison_rows(db, run.id)
+        seeds = sorted({i.seed for r in rows for i in r["images"] if i.seed is not None})
+        grid = [(seed, [(r, next((i for i in r["images"] if i.seed == seed), None)) for r in rows]) for seed in seeds]
+        return render(request, "compare.html", run=run, rows=rows, grid=grid, columns=COLUMNS,
+                    finished=run_snapshot(run.id)[1])
+
+    @app.get("/jobs", response_class=HTMLResponse)
+    def jobs_page(request: Request) -> Response:
+        return render(request, "jobs.html", jobs=jobs.jobs())
+
+    @app.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job_page(request: Request, job_id: str) -> Response:
+        return render(request, "jobs.html", jobs=[jobs.get(job_id)], single=True)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return RedirectResponse("/static/favicon.svg")
+
+    guarded = StudioGuard(app, token=token, max_body=max_body)
+    guarded.fastapi = app  # type: ignore[attr-defined]  # tests reach app.state.jobs through it
+    return guarded
+
+
+def _tile(image: ImageRow) -> dict[str, Any]:
+    return {
+        "id": image.id, "thumb": f"/thumbs/{image.id}.jpg", "url": f"/images/{image.id}", "model": image.model,
+        "seed": image.seed, "check": image.check_overall, "score": image.check_score, "picked": image.picked,
+        "sandbox": image.sandbox, "operation": image.operation, "cost_usd": image.cost_usd,
+        "width": image.width, "height": image.height,
+    }
+
+
+def _neighbours(ledger: Ledger, image: ImageRow) -> dict[str, str | None]:
+    """Previous/next image in the gallery's order, for j/k on the detail page."""
+    newer = ledger.db.execute(
+        "SELECT id FROM results WHERE created_at > ? OR (created_at = ? AND id < ?) ORDER BY created_at, id DESC LIMIT 1",
+        (image.created_at, image.created_at, image.id),
+    ).fetchone()
+    older = ledger.db.execute(
+        "SELECT id FROM results WHERE created_at < ? OR (created_at = ? AND id > ?) ORDER BY created_at DESC, id LIMIT 1",
+        (image.created_at, image.created_at, image.id),
+    ).fetchone()
+    return {"prev": newer[0] if newer else None, "next": older[0] if older else None}

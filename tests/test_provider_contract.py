@@ -1,0 +1,128 @@
+"""One contract, three providers: the same story must hold for BFL, fal and Replicate."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from _hosted_helpers import photo_file, request
+from portrait_studio.errors import GenerationFailed, Moderated, NetworkError, ProviderValidationError
+from portrait_studio.providers.bfl import BflProvider
+from portrait_studio.providers.fal import FalProvider
+from portrait_studio.providers.replicate import ReplicateProvider
+from portrait_studio.records import Ticket
+from portrait_studio.testing.sandbox import SandboxHandle, start_sandbox
+
+PROVIDERS = {"bfl": BflProvider, "fal": FalProvider, "replicate": ReplicateProvider}
+FAST = {"poll_interval_s": 0.05, "poll_backoff": 1.0, "rate_limit_wait_s": 0.05, "retry_backoff_s": 0.02}
+FAST_BY_PROVIDER: dict[str, dict[str, Any]] = {
+    "bfl": {"poll_interval": 0.05, "max_poll_interval": 0.1},
+    "fal": FAST,
+    "replicate": FAST,
+}
+
+
+@pytest.fixture(params=list(PROVIDERS))
+async def hosted(request: Any) -> AsyncIterator[tuple[Any, SandboxHandle]]:
+    name = request.param
+    with start_sandbox(name, latency=0.15, ultra_megapixels=1.0) if name == "bfl" else \
+            start_sandbox(name, latency=0.15) as sb:
+        provider = PROVIDERS[name].for_sandbox(sb, **FAST_BY_PROVIDER[name])
+        yield provider, sb
+        await provider.aclose()
+
+
+def _req(provider: Any, **fields: Any) -> Any:
+    return request(provider=provider.provider_id, **fields)
+
+
+async def test_every_provider_returns_a_real_decodable_portrait_and_a_ticket_first(hosted):
+    provider, sb = hosted
+    events: list[str] = []
+
+    async def accepted(ticket: Ticket) -> None:
+        assert sb.stats.paid == 1 and ticket.provider == provider.provider_id
+        events.append("accepted")
+
+    result = await provider.submit(_req(provider, seed=11), accepted)
+    events.append("result")
+    img = Image.open(io.BytesIO(result.image))
+    img.load()
+    assert events == ["accepted", "result"]
+    assert result.sandbox and result.seed == 11 and img.width > 0
+    assert sb.stats.paid == 1 and not sb.stats.paid_twice and not sb.stats.unknown_fields
+
+
+async def test_every_provider_resumes_without_paying_again(hosted):
+    provider, sb = hosted
+    tickets: list[Ticket] = []
+
+    async def crash(ticket: Ticket) -> None:
+        tickets.append(ticket)
+        raise KeyboardInterrupt
+
+    req = _req(provider, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        await provider.submit(req, crash)
+    result = await provider.resume(tickets[0], req)
+    assert result.provider_task_id == tickets[0].task_id and sb.stats.paid == 1 and sb.stats.submissions == 1
+
+
+async def test_every_provider_reports_bad_fields_by_name(hosted):
+    provider, sb = hosted
+    with pytest.raises(ProviderValidationError) as caught:
+        await provider.submit(_req(provider, width=20000, height=1024))
+    assert any(f.endswith("width") for f in caught.value.fields) and sb.stats.paid == 0
+
+
+@pytest.mark.parametrize(("fault", "error"), [("fail", GenerationFailed), ("moderate_content", Moderated)])
+async def test_every_provider_maps_failures(hosted, fault, error):
+    provider, sb = hosted
+    sb.inject(fault)
+    with pytest.raises(error):
+        await provider.submit(_req(provider))
+    assert sb.stats.paid == 1
+
+
+async def test_every_provider_survives_flaky_polls_and_bad_downloads(hosted):
+    provider, sb = hosted
+    sb.inject("poll_error")
+    sb.inject("drop_poll")
+    sb.inject("corrupt_image")
+    result = await provider.submit(_req(provider))
+    assert result.image and sb.stats.paid == 1
+
+
+async def test_every_provider_refuses_to_resend_a_dropped_submission(hosted):
+    provider, sb = hosted
+    sb.inject("drop_submit")
+    with pytest.raises(NetworkError):
+        await provider.submit(_req(provider))
+    assert sb.stats.submissions == 1 and sb.stats.paid == 1
+
+
+async def test_every_provider_waits_out_rate_limits(hosted):
+    provider, sb = hosted
+    sb.inject("rate_limit", count=2)
+    assert (await provider.submit(_req(provider))).image and sb.stats.paid == 1
+
+
+@pytest.mark.parametrize("model", ["flux-1.1-pro-ultra", "flux-2-pro", "flux-kontext-pro", "flux-1-dev"])
+async def test_every_provider_accepts_its_own_mapping_of_each_family(hosted, model, tmp_path):
+    provider, sb = hosted
+    ref = photo_file(tmp_path, size=(256, 320))
+    fields: dict[str, Any] = {"model": model}
+    if model == "flux-kontext-pro":
+        fields.update(mode="edit", images=(ref,), width=None, height=None)
+    if model == "flux-2-pro":
+        fields.update(mode="reference", images=(ref, ref), width=512, height=640)
+    if model == "flux-1.1-pro-ultra":
+        fields.update(aspect_ratio="3:4", raw=True)
+    if model == "flux-1-dev":
+        fields.update(steps=20, guidance=3.5, width=512, height=512)
+    result = await provider.submit(_req(provider, **fields))
+    assert result.image and sb.stats.paid == 1 and not sb.stats.unknown_fields
