@@ -32,17 +32,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .brief import Brief, Reference, Rights, Subject, _line_for, _line_index, parse_brief
 from .catalog import get_model
 from .consent import file_sha256, reference_rights, require_rights
 from .errors import BriefError, CapabilityError, StudioError
-from .identity import DEFAULT_THRESHOLDS, FaceEmbedding, IdentityThresholds, ShotIdentity, anchor_embedding, measure_shot
+from .identity import (
+    DEFAULT_THRESHOLDS,
+    FaceEmbedding,
+    IdentityThresholds,
+    ShotIdentity,
+    anchor_embedding,
+    measure_shot,
+)
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
 from .providers.base import Provider
-from .records import Cost, InputImage, LoraWeight, Request, new_id
+from .records import Cost, LoraWeight, Request, new_id
 from .runner import run_plan
 from .shoot import ShootPlan, check_budget, write_run_json
 
@@ -507,7 +514,7 @@ async def _run_shot(plan: SeriesPlan, planned: PlannedShot, maker: _Maker) -> Se
     first = _attempt("shot", list(changes), planned.request, image, identity, identity.passed)
     maker.record(i, image, identity, reset=False,
                  details={"step": "shot", "elements": list(changes), "seed": planned.request.seed, "final": identity.passed})
-    base = {"index": i, "name": planned.shot.label, "changes": changes, "sandbox": image.sandbox}
+    base: dict[str, Any] = {"index": i, "name": planned.shot.label, "changes": changes, "sandbox": image.sandbox}
     if identity.passed:
         return SeriesShot(**base, image_id=image.id, image_sha256=image.image_sha256, path=first.path,
                           seed=planned.request.seed, distance=identity.distance, status=identity.status,
@@ -568,6 +575,11 @@ async def run_series(
     anchor = anchor_embedding(plan.anchor)
     rights_ids = series_consent(plan, ledger, rights)
     check_budget(plan.shoot_plan, budget_usd)
+    provider = providers.get(plan.provider)
+    if provider is None:
+        raise CapabilityError(f"no provider '{plan.provider}' is open for this series", hint="open it with open_providers")
+    for planned in plan.shots:  # capability, weights, licence: refused here, before anything is recorded or paid
+        provider.check(planned.request)
     run_id = new_id("run_")
     out = out_dir or (runs_dir / run_id)
     out.mkdir(parents=True, exist_ok=True)

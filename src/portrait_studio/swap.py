@@ -21,7 +21,14 @@ from .brief import Rights
 from .catalog import estimate_cost, get_model, megapixels
 from .consent import require_rights
 from .errors import BriefError, BudgetExceeded, CapabilityError, StudioError
-from .identity import DEFAULT_THRESHOLDS, IdentityThresholds, anchor_embedding, face_embedding, identity_distance, measure_shot
+from .identity import (
+    DEFAULT_THRESHOLDS,
+    IdentityThresholds,
+    anchor_embedding,
+    face_embedding,
+    identity_distance,
+    measure_shot,
+)
 from .ledger import Ledger
 from .providers.base import Provider
 from .records import InputImage, Request, new_id
