@@ -624,3 +624,20 @@ def load_declared(path: str | os.PathLike[str]) -> dict[str, DeclaredAttributes]
 
     raw = json.loads(Path(path).read_text())
     return {Path(k).name: DeclaredAttributes.model_validate(v) for k, v in raw.items()}
+
+
+def run_items(ledger: Any, run_id: str) -> list[ReviewItem]:
+    """A run's images with the attributes their briefs *declared* (diversified shoots declare
+    per image; otherwise the run's brief subject applies to every image)."""
+    run = ledger.run(run_id)
+    subject = ((run.brief or {}).get("subject") or {}) if run.brief else {}
+    requests = {r.id: r.request for r in ledger.requests(run.id)}
+    items = []
+    for img in ledger.images(run_id=run.id, limit=100_000):
+        attrs = {k: subject.get(k) for k in ("age", "skin_tone", "gender_expression", "ethnicity")}
+        req = requests.get(img.request_id or "")
+        if req is not None:
+            attrs.update(req.options.get("declared", {}))
+        declared = DeclaredAttributes(**{k: (str(v) if v is not None else None) for k, v in attrs.items()})
+        items.append(ReviewItem(path=img.out_path or img.path, declared=declared))
+    return items

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import StudioError
-from ._common import JsonOption, console, print_json
+from ._common import HomeOption, JsonOption, console, print_json, studio
 
 __all__ = ["parse_target_mix", "register"]
 
@@ -58,7 +58,7 @@ def _images(paths: list[Path]) -> list[Path]:
 def register(app: typer.Typer) -> None:
     @app.command("review")
     def review_cmd(
-        paths: Annotated[list[Path], typer.Argument(help="Image files or folders.", exists=True)],
+        paths: Annotated[list[Path], typer.Argument(help="A run id, or image files and folders.")],
         declared: Annotated[
             Path | None,
             typer.Option(
@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--target-mix", help="ATTRIBUTE=value:share,... (repeatable) or a JSON file."),
         ] = None,
         json_out: JsonOption = False,
+        home: HomeOption = None,
     ) -> None:
         """Representation review: declared mix vs target, measured face exposure by ITA° bin.
 
@@ -83,11 +84,21 @@ def register(app: typer.Typer) -> None:
 
         from ..review import DeclaredAttributes, ReviewItem, load_declared, review_set
 
-        images = _images(paths)
-        declared_map = load_declared(declared) if declared else {}
-        items = [
-            ReviewItem(path=str(p), declared=declared_map.get(p.name, DeclaredAttributes())) for p in images
-        ]
+        if len(paths) == 1 and not paths[0].exists():  # a run id: images and declared attributes from the ledger
+            from ..ledger import Ledger
+            from ..review import run_items
+
+            with Ledger(studio(home).ledger_path) as ledger:
+                items = run_items(ledger, str(paths[0]))
+        else:
+            missing = [str(p) for p in paths if not p.exists()]
+            if missing:
+                raise StudioError(f"no such file or run: {', '.join(missing)}", hint="pass a run id or image files")
+            images = _images(paths)
+            declared_map = load_declared(declared) if declared else {}
+            items = [
+                ReviewItem(path=str(p), declared=declared_map.get(p.name, DeclaredAttributes())) for p in images
+            ]
         report = review_set(items, parse_target_mix(target_mix or []))
         if json_out:
             print_json({**report.model_dump(mode="json"), "flagged": report.flagged})

@@ -89,30 +89,21 @@ class _Family:
     base: str
     modes: dict[str, str]  # mode -> pipeline class ("redux" = prior + base)
     steps: int
-    guidance: float
-    true_cfg: bool
+    guidance: float | None
+    negative: Literal["true_cfg", "embeds"] | None  # how a negative prompt reaches the model
 
 
 _FLUX1_MODES = {"text-to-image": "FluxPipeline", "image-to-image": "FluxImg2ImgPipeline",
                 "inpaint": "FluxInpaintPipeline", "reference": "redux"}
+_EDITS = ("text-to-image", "edit", "reference")
 _FAMILIES: dict[str, _Family] = {
-    "dev": _Family("FluxPipeline", _FLUX1_MODES, 28, 3.5, True),
-    "schnell": _Family("FluxPipeline", _FLUX1_MODES, 4, 0.0, True),
-    "fill": _Family("FluxFillPipeline", {"inpaint": "FluxFillPipeline"}, 28, 30.0, False),
-    "kontext": _Family("FluxKontextPipeline", {"text-to-image": "FluxKontextPipeline",
-                                               "edit": "FluxKontextPipeline"}, 28, 2.5, True),
-    "klein": _Family("Flux2KleinPipeline", dict.fromkeys(("text-to-image", "edit", "reference"),
-                                                         "Flux2KleinPipeline"), 4, 1.0, False),
-    "flux2": _Family("Flux2Pipeline", dict.fromkeys(("text-to-image", "edit", "reference"), "Flux2Pipeline"),
-                     28, 4.0, False),
-}
-
-_NON_COMMERCIAL = {
-    "flux-1-dev": ("FLUX.1 [dev] Non-Commercial License", "black-forest-labs/FLUX.1-dev"),
-    "flux-1-fill-dev": ("FLUX.1 [dev] Non-Commercial License", "black-forest-labs/FLUX.1-Fill-dev"),
-    "flux-1-kontext-dev": ("FLUX.1 [dev] Non-Commercial License", "black-forest-labs/FLUX.1-Kontext-dev"),
-    "flux-2-dev": ("FLUX [dev] Non-Commercial License", "black-forest-labs/FLUX.2-dev"),
-    "flux-2-klein-9b": ("FLUX Non-Commercial License", "black-forest-labs/FLUX.2-klein-9B"),
+    "dev": _Family("FluxPipeline", _FLUX1_MODES, 28, 3.5, "true_cfg"),
+    "schnell": _Family("FluxPipeline", _FLUX1_MODES, 4, None, "true_cfg"),
+    "fill": _Family("FluxFillPipeline", {"inpaint": "FluxFillPipeline"}, 28, 30.0, None),
+    "kontext": _Family("FluxKontextPipeline", dict.fromkeys(_EDITS, "FluxKontextPipeline"), 28, 2.5, "true_cfg"),
+    # klein: real CFG (two calls per step) when guidance > 1 on the undistilled base weights
+    "klein": _Family("Flux2KleinPipeline", dict.fromkeys(_EDITS, "Flux2KleinPipeline"), 4, 4.0, "embeds"),
+    "flux2": _Family("Flux2Pipeline", dict.fromkeys(_EDITS, "Flux2Pipeline"), 28, 4.0, None),
 }
 
 
@@ -140,18 +131,22 @@ class LocalProvider(Provider):
 
     # --- licences ---------------------------------------------------------------------
     def licence_notice(self, model: str) -> str | None:
-        """The licence text to show before `model`'s first local use; None if none is needed (or accepted)."""
-        licence = _NON_COMMERCIAL.get(model)
-        if licence is None or self.licence_accepted(model):
+        """The licence to show before `model`'s first local use; None when none is needed or it was accepted.
+
+        Non-commercial weights (FLUX.1 [dev] and its Fill/Kontext, FLUX.2 [dev], klein 9B)
+        need it; their Hugging Face repositories are gated as well.
+        """
+        if self.licence_accepted(model):
             return None
-        name, repo = licence
-        return (f"{model} weights are under the {name} (https://huggingface.co/{repo}/blob/main/LICENSE.md): "
-                "free for non-commercial use only; commercial use needs a licence from Black Forest Labs. "
-                f"The repository is gated: accept its terms on https://huggingface.co/{repo} and run "
+        spec = _spec(model)
+        route = spec.routes.get("local")
+        repo = route.model_id if route is not None else ""
+        return (f"{spec.name}: {spec.licence} Licence: https://huggingface.co/{repo}/blob/main/LICENSE.md. "
+                f"The weights are gated: accept the terms on https://huggingface.co/{repo} and run "
                 "'hf auth login' before the first download.")
 
     def licence_accepted(self, model: str) -> bool:
-        if model not in _NON_COMMERCIAL or model in self._accepted:
+        if not _non_commercial(model) or model in self._accepted:
             return True
         return model in self._read_acceptances()
 
@@ -161,7 +156,7 @@ class LocalProvider(Provider):
         if self._licence_file is None:
             return
         accepted = self._read_acceptances()
-        accepted[model] = {"licence": _NON_COMMERCIAL.get(model, ("", ""))[0], "accepted_at": time.time()}
+        accepted[model] = {"licence": _spec(model).licence, "accepted_at": time.time()}
         self._licence_file.write_text(json.dumps(accepted, indent=2))
 
     def _read_acceptances(self) -> dict[str, Any]:
@@ -181,7 +176,7 @@ class LocalProvider(Provider):
         if request.mode not in family.modes:
             raise CapabilityError(f"the local {spec.name} pipeline cannot do {request.mode}",
                                   hint=f"locally it does: {', '.join(family.modes)}")
-        if request.negative_prompt and not family.true_cfg:
+        if request.negative_prompt and (spec.negative_prompt == "none" or family.negative is None):
             raise CapabilityError(f"{spec.name} takes no negative prompt locally",
                                   hint="describe what you want instead, or pick FLUX.1 dev/schnell/Kontext")
         if request.mode == "reference" and family.modes["reference"] == "redux" and len(request.images) > 1:
@@ -205,9 +200,7 @@ class LocalProvider(Provider):
                                      hint=self.licence_notice(request.model))
 
     def _family(self, model: str) -> tuple[Any, _Family]:
-        from ..catalog import get_model
-
-        spec = get_model(model)
+        spec = _spec(model)
         family = _FAMILIES.get(spec.family)
         if family is None:
             raise CapabilityError(f"{spec.name} has no local pipeline", hint="use a hosted provider")
@@ -268,7 +261,7 @@ class LocalProvider(Provider):
         finally:
             with self._running_lock:
                 self._running.discard(cancelled)
-        if cancelled.is_set():
+        if meta.get("interrupted"):
             raise GenerationCancelled(f"cancelled after step {meta['steps_done']} of {meta['steps']}",
                                       provider="local", hint="run it again to make the image")
         meta["pipeline_base"] = base_class
@@ -295,6 +288,8 @@ def _run(
     pipe = derived_pipeline(loaded, loaded.base.__class__.__name__ if redux else pipeline_class)
     steps = request.steps or family.steps
     kwargs = _call_arguments(pipe, family, request, options, steps)
+    if request.negative_prompt and family.negative == "embeds":
+        kwargs.update(_klein_negative(pipe, request, kwargs))
     if redux:
         kwargs.update(_redux_embeddings(loaded, request, options, device))
     adapters = _apply_loras(loaded, request.loras)
@@ -308,7 +303,8 @@ def _run(
         if on_step is not None:
             on_step(i + 1, total)
         if cancelled.is_set():
-            p._interrupt = True
+            p._interrupt = True  # diffusers stops the loop (and still decodes); we discard the image
+            meta["interrupted"] = True
         return tensors
 
     calls = [0]
@@ -324,11 +320,12 @@ def _run(
         hook.remove()
         if options.cache:
             pipe.transformer.disable_cache()
-    true_cfg = bool(kwargs.get("negative_prompt")) and kwargs.get("true_cfg_scale", 1.0) > 1.0
+    true_cfg = bool(request.negative_prompt)
     meta.update({
         "width": kwargs.get("width"), "height": kwargs.get("height"),
         "guidance": kwargs.get("guidance_scale"), "strength": kwargs.get("strength"),
-        "true_cfg": true_cfg, "true_cfg_scale": kwargs.get("true_cfg_scale") if true_cfg else None,
+        "true_cfg": true_cfg,
+        "true_cfg_scale": kwargs.get("true_cfg_scale", kwargs.get("guidance_scale")) if true_cfg else None,
         "transformer_calls": calls[0],
         "transformer_calls_per_step": round(calls[0] / max(meta["steps_done"], 1), 3),
         "max_sequence_length": kwargs.get("max_sequence_length"),
@@ -350,7 +347,7 @@ def _call_arguments(pipe: Any, family: _Family, request: Request, options: Local
         kwargs["guidance_scale"] = guidance
     if options.max_sequence_length:
         kwargs["max_sequence_length"] = options.max_sequence_length
-    if request.negative_prompt:
+    if request.negative_prompt and family.negative == "true_cfg":
         kwargs["negative_prompt"] = request.negative_prompt
         kwargs["true_cfg_scale"] = request.true_cfg_scale or DEFAULT_TRUE_CFG
     name = type(pipe).__name__
@@ -365,9 +362,22 @@ def _call_arguments(pipe: Any, family: _Family, request: Request, options: Local
             kwargs["strength"] = request.strength if request.strength is not None else DEFAULT_INPAINT_STRENGTH
     elif request.mode in ("edit", "reference") and name.startswith("Flux2"):
         kwargs["image"] = images  # multi-reference
-    elif request.mode == "edit":  # Kontext: pin the size, or it resizes to ~1 MP "preferred" resolutions
+    elif name.startswith("FluxKontext") and images:  # Kontext: pin the size, or it resizes to ~1 MP "preferred" resolutions
         kwargs.update(image=images[0], max_area=width * height, _auto_resize=False)
     return kwargs
+
+
+def _klein_negative(pipe: Any, request: Request, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """FLUX.2 klein runs real CFG against an empty prompt; a negative prompt replaces it via embeddings."""
+    if pipe.config.is_distilled:
+        raise CapabilityError("these klein weights are step-distilled and run no CFG, so no negative prompt",
+                              hint="use the undistilled klein base weights, or drop the negative prompt")
+    scale = request.true_cfg_scale or kwargs.get("guidance_scale") or DEFAULT_TRUE_CFG
+    if scale <= 1.0:
+        scale = DEFAULT_TRUE_CFG
+    embeds, _ = pipe.encode_prompt(prompt=request.negative_prompt,
+                                   max_sequence_length=kwargs.get("max_sequence_length", 512))
+    return {"negative_prompt_embeds": embeds, "guidance_scale": scale}
 
 
 def _redux_embeddings(loaded: LoadedWeights, request: Request, options: LocalOptions, device: str) -> dict[str, Any]:
@@ -422,6 +432,16 @@ def _apply_loras(loaded: LoadedWeights, loras: tuple[LoraWeight, ...]) -> list[d
 
 
 # --- helpers --------------------------------------------------------------------------
+def _spec(model: str) -> Any:
+    from ..catalog import get_model
+
+    return get_model(model)
+
+
+def _non_commercial(model: str) -> bool:
+    return "non-commercial" in _spec(model).licence.lower()
+
+
 def _open(path: str, mode: str = "RGB") -> Any:
     from PIL import Image
 

@@ -36,7 +36,7 @@ TINY_KINDS: tuple[str, ...] = (
     "flux1-dev", "flux1-schnell", "flux1-fill", "flux1-kontext", "flux1-redux", "flux2-klein", "flux2-dev",
 )
 
-_WORDS = "a the of and with in portrait photo woman man face smiling studio light".split()
+_WORDS = ["a", "the", "of", "and", "with", "in", "portrait", "photo", "woman", "man", "face", "smiling", "studio", "light"]
 
 
 # ---------------------------------------------------------------- tokenizers
