@@ -322,9 +322,11 @@ class Ledger:
 
     # --- requests ------------------------------------------------------------------------
     def add_requests(self, run_id: str, requests: list[Request]) -> None:
+        """Append requests to a run; positions continue after the run's last one (a series adds shot by shot)."""
         now = time.time()
         with self.transaction() as db:
-            for pos, req in enumerate(requests):
+            first = db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM requests WHERE run_id=?", (run_id,)).fetchone()[0]
+            for pos, req in enumerate(requests, first):
                 db.execute(
                     "INSERT INTO requests (id, run_id, position, idempotency_key, model, provider, seed, request_json,"
                     " estimated_usd, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",

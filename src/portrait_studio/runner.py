@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,10 +166,12 @@ async def run_plan(
     resubmit_uncertain: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
     max_parallel: int = 24,
+    request_ids: Collection[str] | None = None,
 ) -> RunReport:
-    """Run (or resume) every request of `run_id` that is not done yet."""
+    """Run (or resume) every request of `run_id` that is not done yet (only `request_ids`, when given:
+    a series runs shot by shot and measures each before planning the next)."""
     start = time.perf_counter()
-    rows = ledger.requests(run_id)
+    rows = [r for r in ledger.requests(run_id) if request_ids is None or r.id in request_ids]
     budget = _Budget(budget_usd, ledger.spent(run_id).usd)
     gate = asyncio.Semaphore(max_parallel)
     ledger.set_run_status(run_id, "running")
