@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from portrait_studio.config import Studio  # noqa: E402
-from portrait_studio.ledger import Ledger, store_image  # noqa: E402
+from portrait_studio.config import Studio
+from portrait_studio.ledger import Ledger, store_image
 
 TARGET_MS = 300.0
 MODELS = ["flux-1.1-pro", "flux-2-pro", "flux-1.1-pro-ultra", "flux-2-max"]

@@ -264,12 +264,16 @@ def run_config(name: str, spec: dict[str, Any], args: argparse.Namespace, ctx: d
         if device == "cuda":
             row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     finally:
+        import gc
+
         model = None  # free the weights before the next configuration is built
+        out = None
+        if spec.get("compile"):
+            torch._dynamo.reset()  # compiled graphs hold references to the parameters
+        gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        if spec.get("compile"):
-            torch._dynamo.reset()
     return row
 
 

@@ -227,10 +227,15 @@ def test_kill_9_half_way_then_resume_pays_exactly_once_per_image(tmp_path: Path)
                "--sandbox", "never", "--json"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
-        while time.time() < deadline:
-            time.sleep(0.1)
-            if sb.stats.paid >= 6 and (home / "ledger.db").exists():
-                break
+        while time.time() < deadline:  # kill once every task is accepted (recorded) and none is done
+            time.sleep(0.05)
+            if (home / "ledger.db").exists():
+                try:
+                    states = [r[0] for r in sqlite3.connect(home / "ledger.db").execute("SELECT status FROM requests")]
+                except sqlite3.OperationalError:
+                    continue
+                if len(states) == 6 and set(states) == {"accepted"}:
+                    break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         db = sqlite3.connect(home / "ledger.db")

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import Studio
-from .errors import CapabilityError, LimitError
+from .errors import LimitError
 from .ledger import ImageRow, Ledger
 from .records import Result
 
 __all__ = ["FIX_REGIONS", "export_labelled", "fix_region", "upscale_image"]
 
-FIX_REGIONS = ("eyes", "mouth", "hands", "skin", "background")
+from .finishing.masks import FIX_REGIONS
 
 
 def _request_of(ledger: Ledger, image: ImageRow) -> dict[str, Any] | None:
@@ -102,14 +102,7 @@ def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, **opt
     if region not in FIX_REGIONS:
         raise LimitError(f"unknown region '{region}'", field="region", hint=f"choose one of: {', '.join(FIX_REGIONS)}")
     ledger.image(image_id)  # a missing image is a 404, whatever else is installed
-    try:
-        from .finishing import fix  # type: ignore[attr-defined]
-    except ImportError:
-        fix = None
-    if fix is None or not hasattr(fix, "fix_image"):
-        raise CapabilityError(
-            "region fixes are not available in this install yet",
-            hint="use 'portrait fix' once the finishing module ships, or upscale/export this image",
-        )
-    made: ImageRow = fix.fix_image(studio, ledger, image_id, region, **options)
+    from .finishing.fix import fix_image
+
+    made: ImageRow = fix_image(studio, ledger, image_id, region, **options)
     return made

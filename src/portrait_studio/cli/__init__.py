@@ -33,6 +33,11 @@ COMMAND_MODULES: list[str] = [
     "labels",
     "review",
     "check",
+    "sandbox",
+    "local",
+    "finishing",
+    "series",
+    "web",
 ]
 
 for _name in COMMAND_MODULES:

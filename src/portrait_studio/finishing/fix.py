@@ -426,3 +426,43 @@ async def auto_fix(
         resolved=[i for i in first_failed if i not in remaining], remaining=remaining,
         unfixable=[i for i in remaining if i not in ITEM_REGIONS], spent_usd=round(spent, 6), stopped=stopped,
     )
+
+
+def fix_image(
+    studio: Any,
+    ledger: Ledger,
+    image_id: str,
+    region: str,
+    *,
+    model: str = DEFAULT_FIX_MODEL,
+    provider: str | None = None,
+    strength: float | None = None,
+    prompt_add: str | None = None,
+    sandbox: str = "auto",
+    weights: str | None = None,
+    budget_usd: float | None = None,
+) -> ImageRow:
+    """Fix one region of a ledger image end to end (for the web studio's background jobs)."""
+    import asyncio
+
+    from ..catalog import get_model
+    from ..providers import open_providers
+    from .lineage import LabelSettings
+
+    image = ledger.image(image_id)
+    provider_id = provider or get_model(model).default_provider
+    options = {"local": {"weights": weights}} if weights else {}
+    with open_providers(studio, [provider_id], sandbox=sandbox, options=options) as providers:  # type: ignore[arg-type]
+        chosen = providers[provider_id]
+
+        async def go() -> FixOutcome:
+            try:
+                return await fix_region(
+                    image.out_path or image.path, region, provider=chosen, ledger=ledger, images_dir=studio.images_dir,
+                    model=model, strength=strength, prompt_add=prompt_add, labels=LabelSettings.from_studio(studio),
+                    budget_usd=budget_usd, weights=weights,
+                )
+            finally:
+                await chosen.aclose()
+
+        return asyncio.run(go()).image

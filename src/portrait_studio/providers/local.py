@@ -115,6 +115,11 @@ class LocalProvider(Provider):
     hosted: ClassVar[bool] = False
     Options: ClassVar[type[ProviderOptions]] = LocalOptions
 
+    @classmethod
+    def create(cls, studio: Any, **options: Any) -> LocalProvider:
+        """Built by `open_providers`: options from config.toml / --weights, licences from the studio."""
+        return cls({k: v for k, v in options.items() if v is not None}, studio=studio)
+
     def __init__(
         self,
         options: LocalOptions | dict[str, Any] | None = None,
