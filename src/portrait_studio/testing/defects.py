@@ -262,11 +262,11 @@ def extra_finger(rgb: np.ndarray, an: Analysis) -> np.ndarray:
     tip = base + direction * 1.15 * s
     width = max(3, round(s * 0.2))
     palm = np.zeros(an.shape, np.uint8)
-    cv2.fillConvexPoly(palm, np.round(p[[0, 1, 5, 9, 13, 17]]).astype(np.int32), 1)
+    cv2.fillConvexPoly(palm, np.round(p[[0, 1, 5, 9, 13, 17]]).astype(np.int32), 1)  # type: ignore[call-overload]
     colour = np.median(rgb[palm.astype(bool)], axis=0)
     mask = np.zeros(an.shape, np.float32)
-    cv2.line(mask, tuple(int(v) for v in base), tuple(int(v) for v in tip), 1.0, width, cv2.LINE_AA)
-    cv2.circle(mask, tuple(int(v) for v in tip), width // 2, 1.0, -1, cv2.LINE_AA)
+    cv2.line(mask, tuple(int(v) for v in base), tuple(int(v) for v in tip), 1.0, width, cv2.LINE_AA)  # type: ignore[call-overload]
+    cv2.circle(mask, tuple(int(v) for v in tip), width // 2, 1.0, -1, cv2.LINE_AA)  # type: ignore[call-overload]
     shade = cv2.GaussianBlur(mask, (0, 0), max(1.0, width / 3))[..., None]
     finger = np.clip(colour[None, None, :] * (0.75 + 0.35 * shade), 0, 255)
     return _blend(rgb, finger, cv2.GaussianBlur(mask, (0, 0), 0.8)[..., None])

@@ -131,7 +131,7 @@ def _flux1_text_parts(tok: Any, tok2: Any) -> tuple[Any, Any]:
         vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
         projection_dim=32, max_position_embeddings=77,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    t5 = T5EncoderModel(T5Config(
+    t5 = T5EncoderModel(T5Config(  # type: ignore[call-arg]
         vocab_size=len(tok2), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     return clip, t5
@@ -251,7 +251,7 @@ def _flux2_dev() -> Any:
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=32, num_hidden_layers=30,
         num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
         pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    vision_config = PixtralVisionConfig(
+    vision_config = PixtralVisionConfig(  # type: ignore[call-arg]
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
         image_size=32, patch_size=8)
     text_encoder = Mistral3ForConditionalGeneration(Mistral3Config(
