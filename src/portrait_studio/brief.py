@@ -39,6 +39,7 @@ __all__ = [
     "load_brief",
     "parse_brief",
     "preset",
+    "read_yaml",
 ]
 
 MouthShape = Literal["closed-mouth-smile", "subtle-smile-no-teeth", "teeth-visible", "neutral", "laughing"]
@@ -377,13 +378,13 @@ def _resolve_references(brief: Brief, base: Path) -> Brief:
     return brief.model_copy(update={"references": refs})
 
 
-def load_brief(path: str | Path) -> Brief:
-    """Load and validate a brief file; errors name the file, line and field."""
+def read_yaml(path: str | Path, *, missing_hint: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """(data, line of every key path) for a YAML file; BriefError with file and line on failure."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BriefError("file not found", file=str(path), hint="check the path, or run 'portrait brief new'") from None
+        raise BriefError("file not found", file=str(path), hint=missing_hint) from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -395,7 +396,13 @@ def load_brief(path: str | Path) -> Brief:
             line=mark.line + 1 if mark else None,
             hint="check indentation and quote values containing ':'",
         ) from None
-    lines = _line_index(node) if node is not None else {}
+    return data, (_line_index(node) if node is not None else {})
+
+
+def load_brief(path: str | Path) -> Brief:
+    """Load and validate a brief file; errors name the file, line and field."""
+    path = Path(path)
+    data, lines = read_yaml(path, missing_hint="check the path, or run 'portrait brief new'")
     return _resolve_references(parse_brief(data, source=str(path), lines=lines), path.parent)
 
 

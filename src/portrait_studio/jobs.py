@@ -8,24 +8,22 @@ the CLI shows. A job never raises out of its thread: a StudioError becomes the j
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .config import Studio
 from .errors import LedgerError, StudioError
-from .ledger import Ledger
-from .providers import SandboxMode, open_providers
+from .providers import SandboxMode
 from .records import new_id
-from .runner import Outcome, RunReport, run_plan
-from .shoot import Checker, default_checker, finish_run
+from .runner import Outcome, RunReport
+from .shoot import Checker, default_checker
+from .shoot import execute_recorded_run as run_recorded
 
 __all__ = ["Job", "JobContext", "JobManager", "JobStatus", "execute_recorded_run"]
 
@@ -149,26 +147,5 @@ def execute_recorded_run(
     The same steps as `portrait shoot` without a terminal: each finished image is in the
     ledger before the next is paid for, so a reader of the ledger sees progress live.
     """
-    with Ledger(studio.ledger_path) as ledger:
-        rows = ledger.requests(run_id)
-        run = ledger.run(run_id)
-        out = Path(run.out_dir) if run.out_dir else studio.runs_dir / run_id
-        with open_providers(studio, {r.provider for r in rows}, sandbox=sandbox) as providers:
-
-            async def go() -> RunReport:
-                try:
-                    return await run_plan(
-                        run_id, ledger=ledger, providers=providers, images_dir=studio.images_dir, out_dir=out,
-                        budget_usd=budget, on_outcome=on_outcome,
-                    )
-                finally:
-                    for p in providers.values():
-                        await p.aclose()
-
-            report = asyncio.run(go())
-        finish_run(run_id, ledger, out, report, checker=default_checker() if checker == "default" else checker)
-        if run.kind == "compare":
-            from .compare import write_comparison
-
-            write_comparison(ledger, run_id, out)
-    return report
+    return run_recorded(studio, run_id, sandbox=sandbox, budget=budget,
+                        checker=default_checker() if checker == "default" else checker, on_outcome=on_outcome)

@@ -31,10 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .brief import Brief, Reference, Rights, Subject, _line_for, _line_index, parse_brief
+from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
 from .consent import file_sha256, reference_rights, require_rights
 from .errors import BriefError, CapabilityError, StudioError
@@ -187,18 +186,8 @@ def parse_shots(data: Any, source: str = "<shots>", lines: dict[tuple[Any, ...],
 def load_shots(path: str | Path) -> tuple[Shot, ...]:
     """Load SHOTS.yaml; mistakes name the file, line and field."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BriefError("file not found", file=str(path), hint="see presets/series/ for an example") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise BriefError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                         line=mark.line + 1 if mark else None, hint="check indentation and quote values containing ':'") from None
-    return parse_shots(data, source=str(path), lines=_line_index(node) if node is not None else {})
+    data, lines = read_yaml(path, missing_hint="see presets/series/ for an example")
+    return parse_shots(data, source=str(path), lines=lines)
 
 
 def example_shots_path(name: str = "six-looks") -> Path:

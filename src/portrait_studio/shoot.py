@@ -24,13 +24,14 @@ from .grids import Tile, contact_sheet
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
 from .records import Cost, Request
-from .runner import RunReport
+from .runner import Outcome, RunReport
 
 __all__ = [
     "ShootPlan",
     "check_budget",
     "choose_seeds",
     "diversify_brief",
+    "execute_recorded_run",
     "default_labeler",
     "finish_run",
     "plan_shoot",
@@ -326,3 +327,55 @@ def finish_run(
         sheet = contact_sheet(tiles, out / "contact-sheet.png", title=title)
     write_run_json(ledger, run_id, out)
     return ranked, sheet
+
+
+def execute_recorded_run(
+    studio: Any,
+    run_id: str,
+    *,
+    sandbox: str = "auto",
+    budget: float | None = None,
+    weights: str | None = None,
+    resubmit_uncertain: bool = False,
+    checker: Checker | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_providers: Callable[[dict[str, Any]], None] | None = None,
+) -> RunReport:
+    """Run (or resume) a run recorded by `start_run`, then label, check, rank and write its files.
+
+    The one place a recorded run is executed: the CLI adds a progress bar through
+    `on_outcome`, the web studio a job; each finished image is in the ledger before the next
+    is paid for. Compare runs also get their grid and tables.
+    """
+    import asyncio
+
+    from .providers import open_providers
+    from .runner import run_plan
+
+    options = {"local": {"weights": weights}} if weights else {}
+    with Ledger(studio.ledger_path) as ledger:
+        rows = ledger.requests(run_id)
+        run = ledger.run(run_id)
+        out = Path(run.out_dir) if run.out_dir else studio.runs_dir / run_id
+        with open_providers(studio, {r.provider for r in rows}, sandbox=sandbox, options=options) as providers:  # type: ignore[arg-type]
+            if on_providers:
+                on_providers(providers)
+
+            async def go() -> RunReport:
+                try:
+                    return await run_plan(
+                        run_id, ledger=ledger, providers=providers, images_dir=studio.images_dir, out_dir=out,
+                        budget_usd=budget, resubmit_uncertain=resubmit_uncertain, on_outcome=on_outcome,
+                    )
+                finally:
+                    for p in providers.values():
+                        await p.aclose()
+
+            report = asyncio.run(go())
+        labeler = default_labeler(studio.config.c2pa, studio.secrets(), studio.config.creator, studio.config.credit)
+        finish_run(run_id, ledger, out, report, checker=checker, labeler=labeler)
+        if run.kind == "compare":
+            from .compare import write_comparison
+
+            write_comparison(ledger, run_id, out)
+    return report

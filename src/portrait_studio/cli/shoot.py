@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,15 +13,13 @@ from rich.table import Table
 from ..brief import load_brief
 from ..config import Studio
 from ..ledger import Ledger
-from ..providers import SandboxMode, open_providers
-from ..runner import Outcome, RunReport, run_plan
+from ..runner import Outcome, RunReport
 from ..shoot import (
     ShootPlan,
     check_budget,
     choose_seeds,
     default_checker,
-    default_labeler,
-    finish_run,
+    execute_recorded_run,
     plan_shoot,
     plan_vary,
     start_run,
@@ -60,10 +57,6 @@ def _budget(s: Studio, budget: float | None) -> float | None:
     return budget if budget is not None else s.config.default_budget_usd
 
 
-def _provider_options(weights: str | None) -> dict[str, dict[str, Any]]:
-    return {"local": {"weights": weights}} if weights else {}
-
-
 def execute_run(
     s: Studio, run_id: str, *, sandbox: str, budget: float | None, weights: str | None = None,
     resubmit_uncertain: bool = False, quiet: bool = False,
@@ -71,43 +64,30 @@ def execute_run(
     """Run (or resume) a recorded run with a progress bar; Ctrl-C says how to resume."""
     with Ledger(s.ledger_path) as ledger:
         rows = ledger.requests(run_id)
-        run = ledger.run(run_id)
-        out = Path(run.out_dir) if run.out_dir else s.runs_dir / run_id
-        mode: SandboxMode = sandbox  # type: ignore[assignment]
-        with open_providers(s, {r.provider for r in rows}, sandbox=mode, options=_provider_options(weights)) as providers:
-            if any(getattr(p, "sandbox", False) for p in providers.values()):
-                err_console.print("[bold magenta]SANDBOX[/]: no API key set, so images come from a local sandbox that "
-                                  "follows the provider's API contract (set BFL_API_KEY for real images)")
-            progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                console=err_console, disable=quiet)
-            todo = sum(1 for r in rows if r.status != "done")
-            task = progress.add_task(f"run {run_id}", total=len(rows), completed=len(rows) - todo)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, disable=quiet)
+    task = progress.add_task(f"run {run_id}", total=len(rows), completed=sum(r.status == "done" for r in rows))
 
-            def on_outcome(o: Outcome) -> None:
-                if o.status != "done" or o.resumed or o.image is not None:
-                    progress.advance(task)
-                if o.error:
-                    progress.console.print(f"[red]✗[/] request {o.position + 1}: {escape(o.error)}", highlight=False)
+    def on_providers(providers: dict[str, Any]) -> None:
+        if any(getattr(p, "sandbox", False) for p in providers.values()):
+            err_console.print("[bold magenta]SANDBOX[/]: no API key set, so images come from a local sandbox that "
+                              "follows the provider's API contract (set BFL_API_KEY for real images)")
 
-            async def go() -> RunReport:
-                try:
-                    return await run_plan(
-                        run_id, ledger=ledger, providers=providers, images_dir=s.images_dir, out_dir=out,
-                        budget_usd=budget, resubmit_uncertain=resubmit_uncertain, on_outcome=on_outcome,
-                    )
-                finally:
-                    for p in providers.values():
-                        await p.aclose()
+    def on_outcome(o: Outcome) -> None:
+        if o.status != "done" or o.resumed or o.image is not None:
+            progress.advance(task)
+        if o.error:
+            progress.console.print(f"[red]✗[/] request {o.position + 1}: {escape(o.error)}", highlight=False)
 
-            try:
-                with progress:
-                    report = asyncio.run(go())
-            except KeyboardInterrupt:
-                err_console.print(f"interrupted — nothing paid is lost. Finish it with: [bold]portrait resume {run_id}[/]")
-                raise SystemExit(130) from None
-        labeler = default_labeler(s.config.c2pa, s.secrets(), s.config.creator, s.config.credit)
-        finish_run(run_id, ledger, out, report, checker=default_checker(), labeler=labeler)
-    return report
+    try:
+        with progress:
+            return execute_recorded_run(
+                s, run_id, sandbox=sandbox, budget=budget, weights=weights, resubmit_uncertain=resubmit_uncertain,
+                checker=default_checker(), on_outcome=on_outcome, on_providers=on_providers,
+            )
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted — nothing paid is lost. Finish it with: [bold]portrait resume {run_id}[/]")
+        raise SystemExit(130) from None
 
 
 def _summarise(s: Studio, report: RunReport, json_out: bool) -> None:
@@ -192,7 +172,7 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
     ) -> None:
         """2–4 models side by side on the same brief and seed: grid PNG plus feature/price table."""
-        from ..compare import plan_compare, write_comparison
+        from ..compare import plan_compare
 
         s = studio(home)
         brief = load_brief(brief_path)
@@ -206,12 +186,10 @@ def register(app: typer.Typer) -> None:
         with Ledger(s.ledger_path) as ledger:
             run_id, folder = start_run(plan, ledger, s.runs_dir, budget_usd=limit, brief_path=str(brief_path), out_dir=out)
         report = execute_run(s, run_id, sandbox=sandbox, budget=limit, quiet=json_out)
-        with Ledger(s.ledger_path) as ledger:
-            paths = write_comparison(ledger, run_id, folder)
-        if not json_out:
+        if not json_out:  # execute_recorded_run wrote the grid and the tables
             console.print((folder / "comparison.md").read_text(), highlight=False)
-            for p in paths.values():
-                console.print(f"wrote {p}")
+            for name in [*sorted(folder.glob("compare-grid*.png")), folder / "comparison.html"]:
+                console.print(f"wrote {name}")
         _summarise(s, report, json_out)
 
     @app.command("pick")
