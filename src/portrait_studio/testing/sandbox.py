@@ -58,6 +58,8 @@ __all__ = [
     "SandboxState",
     "SandboxStats",
     "body_key",
+    "data_uri_image",
+    "delivery_response",
     "dropped_connection",
     "start_sandbox",
 ]
@@ -487,3 +489,42 @@ def sandbox(provider: str = "bfl", **opts: Any) -> Iterator[SandboxHandle]:
         yield handle
     finally:
         handle.stop()
+
+
+def data_uri_image(value: str) -> Any:
+    """Decode a `data:...;base64,` input image (fal, Replicate); URLs stand in as a 1024² image
+    because the sandbox never fetches. None when it is not a decodable image."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image
+
+    if value.startswith(("http://", "https://")):
+        return Image.new("RGB", (1024, 1024))
+    if not value.startswith("data:") or ";base64," not in value:
+        return None
+    try:
+        img = Image.open(io.BytesIO(base64.b64decode(value.split(";base64,", 1)[1], validate=True)))
+        img.load()
+        return img
+    except (binascii.Error, ValueError, OSError):
+        return None
+
+
+def delivery_response(task: Task, data: bytes, state: SandboxState) -> Response:
+    """The result download, with this task's download faults applied (one each, in order)."""
+    from .sandbox_images import corrupt
+
+    media = f"image/{task.output_format}"
+    faults = task.download_faults
+    if "corrupt_image" in faults:
+        faults.remove("corrupt_image")
+        return Response(corrupt(data), media_type=media)
+    if "drop_download" in faults:
+        faults.remove("drop_download")
+        return TrickleResponse(data, media, 0.05, drop=True)
+    if "slow_download" in faults:
+        faults.remove("slow_download")
+        return TrickleResponse(data, media, float(state.fault_params.get("slow_download", {}).get("delay", 2.0)))
+    return Response(data, media_type=media)

@@ -25,8 +25,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .openapi import request_schema, validate
-from .sandbox import SandboxState, Task, TrickleResponse, dropped_connection
-from .sandbox_images import corrupt, render, size_for_aspect
+from .sandbox import (
+    SandboxState,
+    Task,
+    delivery_response,
+    dropped_connection,
+)
+from .sandbox_images import render, size_for_aspect
 
 __all__ = ["PRICES", "build_app", "price"]
 
@@ -240,19 +245,7 @@ def build_app(
             data = await asyncio.to_thread(render, seed=task.seed, prompt=task.prompt, width=task.width,
                                            height=task.height, output_format=task.output_format)
             rendered[task.id] = data
-        media = f"image/{task.output_format}"
-        faults = task.download_faults
-        if "corrupt_image" in faults:
-            faults.remove("corrupt_image")
-            return Response(corrupt(data), media_type=media)
-        if "drop_download" in faults:
-            faults.remove("drop_download")
-            return TrickleResponse(data, media, 0.05, drop=True)
-        if "slow_download" in faults:
-            faults.remove("slow_download")
-            seconds = float(state.fault_params.get("slow_download", {}).get("delay", 2.0))
-            return TrickleResponse(data, media, seconds)
-        return Response(data, media_type=media)
+        return delivery_response(task, data, state)
 
     async def credits_endpoint(request: HttpRequest) -> Response:
         if (denied := authorised(request)) is not None:

@@ -14,19 +14,16 @@ requests).
 from __future__ import annotations
 
 import base64
-import binascii
-import io
 import time
 from typing import Any
 
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .sandbox import SandboxState, TrickleResponse, dropped_connection
-from .sandbox_images import corrupt, render, size_for_aspect
+from .sandbox import SandboxState, data_uri_image, delivery_response, dropped_connection
+from .sandbox_images import render, size_for_aspect
 
 __all__ = ["IMAGE_SIZES", "MODELS", "PRICES_USD", "build_app"]
 
@@ -99,19 +96,6 @@ def _err(loc: str, msg: str, kind: str, value: Any = None) -> dict[str, Any]:
     return {"loc": ["body", loc], "msg": msg, "type": kind, "input": value}
 
 
-def _data_image(value: str) -> Image.Image | None:
-    if value.startswith(("http://", "https://")):
-        return Image.new("RGB", (1024, 1024))
-    if not value.startswith("data:") or ";base64," not in value:
-        return None
-    try:
-        img = Image.open(io.BytesIO(base64.b64decode(value.split(";base64,", 1)[1], validate=True)))
-        img.load()
-        return img
-    except (binascii.Error, ValueError, OSError):
-        return None
-
-
 def _check(name: str, value: Any, spec: tuple[Any, ...]) -> dict[str, Any] | None:
     kind = spec[0]
     if kind == "str" and not isinstance(value, str):
@@ -147,13 +131,13 @@ def _check(name: str, value: Any, spec: tuple[Any, ...]) -> dict[str, Any] | Non
                             "type": "value_error", "input": v}
         else:
             return _err(name, "Input should be an image size name or {width, height}", "model_type", value)
-    if kind == "image" and (not isinstance(value, str) or _data_image(value) is None):
+    if kind == "image" and (not isinstance(value, str) or data_uri_image(value) is None):
         return _err(name, "Could not read the image: give an https URL or a base64 data URI", "image_load_error")
     if kind == "images":
         if not isinstance(value, list) or not value:
             return _err(name, "Input should be a non-empty list of image URLs", "list_type")
         for item in value:
-            if not isinstance(item, str) or _data_image(item) is None:
+            if not isinstance(item, str) or data_uri_image(item) is None:
                 return _err(name, "Could not read an image: give https URLs or base64 data URIs", "image_load_error")
     return None
 
@@ -161,7 +145,7 @@ def _check(name: str, value: Any, spec: tuple[Any, ...]) -> dict[str, Any] | Non
 def _size(model: str, body: dict[str, Any]) -> tuple[int, int]:
     size = body.get("image_size")
     first = body.get("image_url") or (body.get("image_urls") or [None])[0]
-    first_img = _data_image(first) if isinstance(first, str) else None
+    first_img = data_uri_image(first) if isinstance(first, str) else None
     if isinstance(size, dict):
         return size["width"], size["height"]
     if isinstance(size, str) and size in IMAGE_SIZES:
@@ -323,18 +307,7 @@ def build_app(
         with state.lock:
             state.stats.downloads += 1
         data = await _render(task, rendered, blank=task.outcome == "moderate_content")
-        media = f"image/{task.output_format}"
-        faults = task.download_faults
-        if "corrupt_image" in faults:
-            faults.remove("corrupt_image")
-            return Response(corrupt(data), media_type=media)
-        if "drop_download" in faults:
-            faults.remove("drop_download")
-            return TrickleResponse(data, media, 0.05, drop=True)
-        if "slow_download" in faults:
-            faults.remove("slow_download")
-            return TrickleResponse(data, media, float(state.fault_params["slow_download"].get("delay", 2.0)))
-        return Response(data, media_type=media)
+        return delivery_response(task, data, state)
 
     app = Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"])])
     return app, state

@@ -13,22 +13,24 @@ input errors are 422 with `invalid_fields`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime
-import io
 import re
 import time
 from typing import Any
 
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .sandbox import SandboxState, Task, TrickleResponse, dropped_connection
-from .sandbox_images import corrupt, render, size_for_aspect
+from .sandbox import (
+    SandboxState,
+    Task,
+    data_uri_image,
+    delivery_response,
+    dropped_connection,
+)
+from .sandbox_images import render, size_for_aspect
 
 __all__ = ["MODELS", "build_app"]
 
@@ -92,19 +94,6 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
-def _uri_image(value: str) -> Image.Image | None:
-    if value.startswith(("http://", "https://")):
-        return Image.new("RGB", (1024, 1024))
-    if not value.startswith("data:") or ";base64," not in value:
-        return None
-    try:
-        img = Image.open(io.BytesIO(base64.b64decode(value.split(";base64,", 1)[1], validate=True)))
-        img.load()
-        return img
-    except (binascii.Error, ValueError, OSError):
-        return None
-
-
 def _check(name: str, value: Any, spec: tuple[Any, ...]) -> str | None:
     kind = spec[0]
     if kind == "str" and not isinstance(value, str):
@@ -120,12 +109,12 @@ def _check(name: str, value: Any, spec: tuple[Any, ...]) -> str | None:
             return f"Must be less than or equal to {spec[2]}"
     if kind == "enum" and value not in spec[1]:
         return f"{name} must be one of the following: " + ", ".join(f'"{v}"' for v in spec[1])
-    if kind == "uri" and (not isinstance(value, str) or _uri_image(value) is None):
+    if kind == "uri" and (not isinstance(value, str) or data_uri_image(value) is None):
         return "Does not match format 'uri' (or the file could not be read)"
     if kind == "uris":
         if not isinstance(value, list) or len(value) > spec[1]:
             return f"Expected an array of at most {spec[1]} URIs"
-        if any(not isinstance(v, str) or _uri_image(v) is None for v in value):
+        if any(not isinstance(v, str) or data_uri_image(v) is None for v in value):
             return "Does not match format 'uri' (or the file could not be read)"
     return None
 
@@ -133,7 +122,7 @@ def _check(name: str, value: Any, spec: tuple[Any, ...]) -> str | None:
 def _size(model: str, inp: dict[str, Any]) -> tuple[int, int]:
     ar = inp.get("aspect_ratio")
     images = inp.get("input_images") or [inp.get("input_image") or inp.get("image")]
-    first = _uri_image(images[0]) if images and isinstance(images[0], str) else None
+    first = data_uri_image(images[0]) if images and isinstance(images[0], str) else None
     if ar == "custom" or (ar is None and "width" in inp and "height" in inp):
         return int(inp.get("width", 1024)) // 16 * 16, int(inp.get("height", 1024)) // 16 * 16
     if (ar in (None, "match_input_image")) and first is not None:
@@ -296,18 +285,8 @@ def build_app(
         if task.id not in rendered:
             rendered[task.id] = await asyncio.to_thread(render, seed=task.seed, prompt=task.prompt, width=task.width,
                                                         height=task.height, output_format=task.output_format)
-        data, media = rendered[task.id], f"image/{task.output_format}"
-        faults = task.download_faults
-        if "corrupt_image" in faults:
-            faults.remove("corrupt_image")
-            return Response(corrupt(data), media_type=media)
-        if "drop_download" in faults:
-            faults.remove("drop_download")
-            return TrickleResponse(data, media, 0.05, drop=True)
-        if "slow_download" in faults:
-            faults.remove("slow_download")
-            return TrickleResponse(data, media, float(state.fault_params["slow_download"].get("delay", 2.0)))
-        return Response(data, media_type=media)
+        data = rendered[task.id]
+        return delivery_response(task, data, state)
 
     app = Starlette(routes=[
         Route("/v1/models/{owner}/{name}/predictions", create, methods=["POST"]),
