@@ -207,7 +207,7 @@ class HostedProvider(Provider):
             except httpx.TransportError as exc:
                 raise UncertainSubmission(
                     f"the connection broke after the request was sent ({type(exc).__name__}); the provider may "
-                    "have accepted and charged for it, so it was not sent again",
+                    "have accepted and charged for it, so it was not re-sent",
                     provider=self.provider_id,
                     hint="check the provider's dashboard; 'portrait resume RUN --resubmit-uncertain' sends it again",
                 ) from None

@@ -18,32 +18,24 @@ exist, and the runner will not re-send it on its own.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import io
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from ..catalog import USD_PER_CREDIT, get_model
 from ..errors import (
-    AuthenticationError,
     CapabilityError,
     GenerationFailed,
-    InsufficientCredits,
     Moderated,
     NetworkError,
     ProviderError,
-    ProviderValidationError,
-    RateLimited,
-    ResultExpired,
     TaskNotFound,
-    UncertainSubmission,
 )
 from ..records import Cost, Request, Result, Ticket
-from .base import OnAccepted, Provider, ProviderOptions
+from ._hosted import HostedOptions, HostedProvider, account_slots, raw_b64
+from .base import OnAccepted
 
 __all__ = ["BflOptions", "BflProvider", "HOSTS", "request_body"]
 
@@ -55,24 +47,17 @@ HOSTS = {
     "us1": "https://api.us1.bfl.ai",
     "legacy": "https://api.bfl.ml",
 }
-GATEWAY_RETRY = {502, 503, 504}
 
 
-class BflOptions(ProviderOptions):
+class BflOptions(HostedOptions):
+    """The shared hosted settings, plus BFL's region; `poll_interval` and `max_poll_interval`
+    are accepted as short names in config.toml."""
+
     region: Literal["global", "eu", "us", "eu1", "us1", "legacy"] = "global"
-    base_url: str | None = Field(default=None, description="overrides region (a sandbox, a proxy)")
-    poll_interval: float = Field(default=0.5, gt=0, description="first poll delay; the docs poll every 0.5 s")
-    poll_backoff: float = Field(default=1.5, ge=1.0)
-    max_poll_interval: float = Field(default=4.0, gt=0)
-    timeout_s: float = Field(default=600.0, gt=0, description="give up waiting for one task after this")
-    max_submit_retries: int = Field(default=8, ge=0)
-    max_poll_errors: int = Field(default=8, ge=0)
-    max_download_tries: int = Field(default=3, ge=1)
-    http_timeout_s: float = 60.0
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+    poll_interval_s: float = Field(default=0.5, gt=0, validation_alias=AliasChoices("poll_interval_s", "poll_interval"))
+    poll_max_interval_s: float = Field(
+        default=4.0, gt=0, validation_alias=AliasChoices("poll_max_interval_s", "max_poll_interval")
+    )
 
 
 def request_body(request: Request) -> tuple[str, dict[str, Any]]:
@@ -90,11 +75,11 @@ def request_body(request: Request) -> tuple[str, dict[str, Any]]:
         if family == "dev":
             body.update(steps=request.steps, guidance=request.guidance)
         if refs:
-            body["image_prompt"] = _b64(refs[0].read())
+            body["image_prompt"] = raw_b64(refs[0])
     elif family == "ultra":
         body.update(aspect_ratio=request.aspect_ratio or "3:4", raw=request.raw)
         if refs:
-            body.update(image_prompt=_b64(refs[0].read()), image_prompt_strength=request.strength if request.strength is not None else 0.1)
+            body.update(image_prompt=raw_b64(refs[0]), image_prompt_strength=request.strength if request.strength is not None else 0.1)
         if request.finetune_id:
             endpoint = route.edit_model_id or endpoint
             body.update(finetune_id=request.finetune_id, finetune_strength=request.finetune_strength or 1.2)
@@ -103,15 +88,15 @@ def request_body(request: Request) -> tuple[str, dict[str, Any]]:
         if family == "flux2-flex":
             body.update(steps=request.steps, guidance=request.guidance)
         for n, ref in enumerate(refs[: spec.max_references], 1):
-            body["input_image" if n == 1 else f"input_image_{n}"] = _b64(ref.read())
+            body["input_image" if n == 1 else f"input_image_{n}"] = raw_b64(ref)
     elif family == "kontext":
         body["aspect_ratio"] = request.aspect_ratio
         for n, ref in enumerate(refs[: spec.max_references], 1):
-            body["input_image" if n == 1 else f"input_image_{n}"] = _b64(ref.read())
+            body["input_image" if n == 1 else f"input_image_{n}"] = raw_b64(ref)
     elif family == "fill":
         if not refs or request.mask is None:
             raise CapabilityError("Fill needs an image and a mask", hint="use 'portrait fix IMAGE --region ...'")
-        body.update(image=_b64(refs[0].read()), mask=_b64(request.mask.read()), steps=request.steps,
+        body.update(image=raw_b64(refs[0]), mask=raw_b64(request.mask), steps=request.steps,
                     guidance=request.guidance)
         if request.finetune_id:
             endpoint = route.edit_model_id or endpoint
@@ -121,47 +106,23 @@ def request_body(request: Request) -> tuple[str, dict[str, Any]]:
     return endpoint, {k: v for k, v in body.items() if v is not None}
 
 
-class _Limits:
-    """BFL's account-wide active-task limits (24; 6 for kontext-max), per event loop."""
-
-    _gates: ClassVar[dict[tuple[int, str, int], asyncio.Semaphore]] = {}
-
-    @classmethod
-    def gate(cls, key_hash: str, limit: int) -> asyncio.Semaphore:
-        ident = (id(asyncio.get_running_loop()), key_hash, limit)
-        if ident not in cls._gates:
-            cls._gates[ident] = asyncio.Semaphore(limit)
-        return cls._gates[ident]
-
-
-class BflProvider(Provider):
-    """Black Forest Labs' own API."""
+class BflProvider(HostedProvider):
+    """Black Forest Labs' own API, on the shared hosted-client base."""
 
     provider_id = "bfl"
     key_env_var = "BFL_API_KEY"
     hosted = True
     Options = BflOptions
 
-    def __init__(
-        self,
-        api_key: str,
-        options: BflOptions | None = None,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sandbox: bool = False,
-        verify: bool | str = True,
-    ) -> None:
-        self._key = api_key
-        self._key_hash = hashlib.sha256(api_key.encode()).hexdigest()[:12]
-        self.options = options or BflOptions()
-        self.base_url = (self.options.base_url or HOSTS[self.options.region]).rstrip("/")
+    def __init__(self, key: str, options: BflOptions | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
+                 sandbox: bool = False) -> None:
+        super().__init__(key, options or BflOptions(), transport=transport)
         self.sandbox = sandbox
-        self._transport = transport
-        self._verify = verify
-        self._client: httpx.AsyncClient | None = None
 
-    def __repr__(self) -> str:  # never show the key
-        return f"BflProvider(base_url={self.base_url!r}, sandbox={self.sandbox})"
+    @property
+    def base_url(self) -> str:
+        assert isinstance(self.options, BflOptions)
+        return (self.options.base_url or HOSTS[self.options.region]).rstrip("/")
 
     @classmethod
     def create(cls, studio: Any, **options: Any) -> BflProvider:
@@ -174,86 +135,23 @@ class BflProvider(Provider):
     def for_sandbox(cls, sandbox: Any, **options: Any) -> BflProvider:
         return cls(sandbox.key, BflOptions(**{**options, "base_url": sandbox.url}), sandbox=True)
 
-    # --- plumbing ------------------------------------------------------------------------
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(
-                transport=self._transport, timeout=self.options.http_timeout_s, verify=self._verify,
-                headers={"accept": "application/json"},
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     def max_concurrency(self, model: str) -> int:
         return get_model(model).route("bfl").max_active or 24
 
-    def _error(self, response: httpx.Response, what: str) -> ProviderError:
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {"detail": response.text[:200]}
-        detail = payload.get("detail") if isinstance(payload, dict) else payload
-        code = response.status_code
-        if code == 422:
-            items = detail if isinstance(detail, list) else []
-            fields = [".".join(str(p) for p in item.get("loc", []) if p != "body") for item in items]
-            msgs = "; ".join(f"{f}: {item.get('msg')}" for f, item in zip(fields, items, strict=False))
-            return ProviderValidationError(f"BFL rejected the {what}: {msgs or detail}", provider="bfl", fields=fields)
-        if code == 402:
-            return InsufficientCredits("the BFL account is out of credits", provider="bfl",
-                                       hint="add credits at https://api.bfl.ai, or lower the plan")
-        if code in (401, 403):
-            return AuthenticationError(f"BFL refused the API key ({detail})", provider="bfl",
-                                       hint="check BFL_API_KEY or run 'portrait keys set bfl'")
-        if code == 429:
-            retry = float(response.headers.get("retry-after", 0) or 0)
-            return RateLimited("BFL: too many active tasks", provider="bfl", retry_after=retry or 1.0)
-        return ProviderError(f"BFL answered {code} to the {what}: {detail}", provider="bfl")
+    def _slots(self, model: str) -> account_slots:
+        return account_slots(self._key.fingerprint(), [(model, self.max_concurrency(model))])
 
-    # --- submit ----------------------------------------------------------------------------
-    async def _post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self.base_url}/v1/{endpoint}"
-        delay = 1.0
-        for attempt in range(self.options.max_submit_retries + 1):
-            try:
-                response = await self.client.post(url, json=body, headers={"x-key": self._key})
-            except httpx.ConnectError as exc:  # nothing reached BFL: safe to try again
-                if attempt == self.options.max_submit_retries:
-                    raise NetworkError(f"cannot reach {self.base_url}: {exc}", provider="bfl") from None
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                raise UncertainSubmission(
-                    f"the connection dropped after the request was sent ({type(exc).__name__}); BFL may have "
-                    "accepted it, so it was not re-sent", provider="bfl",
-                    hint="check your BFL dashboard; 'portrait resume RUN --resubmit-uncertain' sends it again",
-                ) from None
-            else:
-                if response.status_code == 200:
-                    return dict(response.json())
-                err = self._error(response, "request")
-                if isinstance(err, RateLimited) or response.status_code in GATEWAY_RETRY:
-                    if attempt == self.options.max_submit_retries:
-                        raise err
-                    wait = err.retry_after if isinstance(err, RateLimited) else delay
-                    await asyncio.sleep(min(wait, 30))
-                    delay = min(delay * 2, 30)
-                    continue
-                raise err
-            await asyncio.sleep(min(delay, 30))
-            delay = min(delay * 2, 30)
-        raise NetworkError("gave up submitting", provider="bfl")  # pragma: no cover
-
+    # --- submit, then poll and download ------------------------------------------------------
     async def submit(self, request: Request, on_accepted: OnAccepted | None = None) -> Result:
         self.check(request)
         endpoint, body = request_body(request)
-        limit = self.max_concurrency(request.model)
         started = time.time()
-        async with _Limits.gate(self._key_hash, limit):
-            answer = await self._post(endpoint, body)
+        async with self._slots(request.model):  # held while the task is active at BFL, not while downloading
+            response = await self.post_submission(f"{self.base_url}/v1/{endpoint}", json=body,
+                                                  headers={"x-key": self._key.reveal()})
+            if response.status_code != 200:
+                raise self.http_error(response, during="submit")
+            answer = dict(response.json())
             submitted = time.time()
             cost = answer.get("cost")
             ticket = Ticket(
@@ -264,50 +162,34 @@ class BflProvider(Provider):
             )
             if on_accepted is not None:
                 await on_accepted(ticket)
-            polled = time.time()
-            payload = await self._poll(ticket)
-        # the task stops counting against the account limit once it is Ready: download outside the gate
-        result = await self._finish(ticket, request, payload, time.time() - polled)
+            ready = await self._poll(ticket)
+        result = await self._collect(ticket, request, ready)
         timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
         return result.model_copy(update={"timings": timings})
 
     async def resume(self, ticket: Ticket, request: Request) -> Result:
-        polled = time.time()
-        async with _Limits.gate(self._key_hash, self.max_concurrency(request.model)):
-            payload = await self._poll(ticket)
-        return await self._finish(ticket, request, payload, time.time() - polled)
+        async with self._slots(request.model):
+            ready = await self._poll(ticket)
+        return await self._collect(ticket, request, ready)
 
-    # --- poll and download ------------------------------------------------------------------
     async def _poll(self, ticket: Ticket) -> dict[str, Any]:
         assert ticket.polling_url
-        interval, errors = self.options.poll_interval, 0
-        deadline = time.monotonic() + self.options.timeout_s
-        while True:
-            await asyncio.sleep(interval)
-            interval = min(interval * self.options.poll_backoff, self.options.max_poll_interval)
+        deadline = time.monotonic() + self.options.task_timeout_s
+        start = time.time()
+        for delay in self.poll_intervals():
+            await asyncio.sleep(delay)
             if time.monotonic() > deadline:
-                raise NetworkError(f"task {ticket.task_id} not ready after {self.options.timeout_s:.0f}s", provider="bfl",
-                                   hint="'portrait resume' polls it again later")
-            try:
-                response = await self.client.get(ticket.polling_url, headers={"x-key": self._key})
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                errors += 1
-                if errors > self.options.max_poll_errors:
-                    raise NetworkError(f"lost contact while polling task {ticket.task_id}: {type(exc).__name__}",
-                                       provider="bfl", hint="'portrait resume RUN' polls it again") from None
-                continue
-            if response.status_code >= 500 or response.status_code == 429:
-                errors += 1
-                if errors > self.options.max_poll_errors:
-                    raise NetworkError(f"BFL kept answering {response.status_code} while polling", provider="bfl")
-                continue
+                raise NetworkError(f"task {ticket.task_id} not ready after {self.options.task_timeout_s:.0f}s",
+                                   provider="bfl", hint="'portrait resume RUN' polls it again later")
+            response = await self.get_with_retries(ticket.polling_url, headers={"x-key": self._key.reveal()})
             if response.status_code != 200:
-                raise self._error(response, "poll")
+                raise self.http_error(response, during="poll")
             payload = dict(response.json())
             status = payload.get("status")
             if status == "Ready":
+                payload["_poll_s"] = round(time.time() - start, 3)
                 return payload
-            if status == "Pending" or status is None:
+            if status in ("Pending", None):
                 continue
             details = payload.get("details") or {}
             reasons = list(details.get("Moderation Reasons", [])) if isinstance(details, dict) else []
@@ -321,46 +203,21 @@ class BflProvider(Provider):
             if status in ("Error", "Failed"):
                 raise GenerationFailed(f"BFL reported an error for task {ticket.task_id}: {details or ''}", provider="bfl")
             raise ProviderError(f"BFL answered an unknown status {status!r}", provider="bfl")
+        raise AssertionError("unreachable")  # pragma: no cover - poll_intervals never ends
 
-    async def _download(self, url: str) -> tuple[bytes, str]:
-        from PIL import Image
-
-        last: Exception | None = None
-        for _ in range(self.options.max_download_tries):
-            try:
-                response = await self.client.get(url)  # signed URL: no key sent to the delivery host
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = exc
-                continue
-            if response.status_code in (401, 403, 404, 410):
-                raise ResultExpired(f"the result URL answered {response.status_code}; signed URLs expire after 10 minutes",
-                                    provider="bfl", hint="results must be downloaded at once; make the image again")
-            if response.status_code != 200:
-                last = ProviderError(f"download answered {response.status_code}", provider="bfl")
-                continue
-            try:
-                with Image.open(io.BytesIO(response.content)) as im:
-                    im.load()
-                    fmt = (im.format or "PNG").lower()
-            except OSError as exc:
-                last = exc
-                continue
-            return response.content, {"jpeg": "image/jpeg", "webp": "image/webp"}.get(fmt, "image/png")
-        raise GenerationFailed(f"the result could not be downloaded intact ({last})", provider="bfl")
-
-    async def _finish(self, ticket: Ticket, request: Request, payload: dict[str, Any], poll_s: float) -> Result:
-        t1 = time.time()
-        result = payload.get("result") or {}
+    async def _collect(self, ticket: Ticket, request: Request, ready: dict[str, Any]) -> Result:
+        result = ready.get("result") or {}
         sample = result.get("sample")
         if not sample:
             raise GenerationFailed(f"task {ticket.task_id} is Ready but has no sample", provider="bfl")
-        image, media_type = await self._download(str(sample))
-        t2 = time.time()
-        cost = ticket.cost or request.estimated_cost
+        t0 = time.time()
+        image, info = await self.download(str(sample))  # signed URL: the key is not sent there
         return Result(
-            request_id=request.request_id, provider="bfl", model=request.model, image=image, media_type=media_type,
-            seed=int(result.get("seed", request.seed)), provider_task_id=ticket.task_id, cost=cost,
-            timings={"poll_s": round(poll_s, 3), "download_s": round(t2 - t1, 3),
+            request_id=request.request_id, provider="bfl", model=request.model, image=image,
+            media_type=str(info["media_type"]),
+            seed=int(result.get("seed", request.seed)), provider_task_id=ticket.task_id,
+            cost=ticket.cost or request.estimated_cost,
+            timings={"poll_s": ready.get("_poll_s", 0.0), "download_s": round(time.time() - t0, 3),
                      **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
             metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},
