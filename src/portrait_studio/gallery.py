@@ -22,7 +22,6 @@ __all__ = [
     "ImageDetail",
     "RunProgress",
     "THUMB_PX",
-    "find_image",
     "gallery_page",
     "image_detail",
     "run_progress",
@@ -110,12 +109,6 @@ def gallery_page(ledger: Ledger, f: GalleryFilter) -> GalleryPage:
     return GalleryPage(images=[Ledger._image_row(r) for r in rows], total=total, filter=f, runs=runs, models=models)
 
 
-def find_image(ledger: Ledger, image_id: str) -> ImageRow:
-    """An image by its exact id (a primary-key lookup), else by whatever `Ledger.image` accepts."""
-    row = ledger.db.execute(Ledger._IMAGE_SQL + " WHERE r.id=?", (image_id,)).fetchone()
-    return Ledger._image_row(row) if row is not None else ledger.image(image_id)
-
-
 class ImageDetail(BaseModel):
     """Everything the detail view shows about one image."""
 
@@ -132,7 +125,7 @@ class ImageDetail(BaseModel):
 
 
 def image_detail(ledger: Ledger, image_id: str) -> ImageDetail:
-    image = find_image(ledger, image_id)
+    image = ledger.image(image_id)
     run = ledger.run(image.run_id) if image.run_id else None
     request = None
     if image.request_id:

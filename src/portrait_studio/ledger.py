@@ -440,6 +440,9 @@ class Ledger:
 
     def image(self, ref: str) -> ImageRow:
         """An image by result id, sha256 (or a unique prefix of either), or output path."""
+        exact = self.db.execute(self._IMAGE_SQL + " WHERE r.id=?", (ref,)).fetchone()
+        if exact is not None:  # the common case: an id from the log or the gallery, no table scan
+            return self._image_row(exact)
         rows = self.db.execute(
             self._IMAGE_SQL + " WHERE r.id=? OR r.image_sha256 LIKE ? OR r.id LIKE ? OR r.out_path=? OR i.path=?"
             " ORDER BY r.created_at DESC",

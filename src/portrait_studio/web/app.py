@@ -58,7 +58,6 @@ from ..errors import (
 from ..gallery import (
     CHECK_STATUSES,
     GalleryFilter,
-    find_image,
     gallery_page,
     image_detail,
     run_progress,
@@ -406,12 +405,12 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/images/{image_id}/file")
     def full_image(image_id: str) -> FileResponse:
-        image = find_image(ledger(), image_id)
+        image = ledger().image(image_id)
         return FileResponse(image.path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/thumbs/{image_id}.jpg")
     def thumb(image_id: str) -> FileResponse:
-        image = find_image(ledger(), image_id)
+        image = ledger().image(image_id)
         path = thumbnail(studio.home, image)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
