@@ -27,11 +27,11 @@ __all__ = [
     "new_id",
 ]
 
-Mode = Literal["text-to-image", "image-to-image", "inpaint", "edit", "reference"]
+Mode = Literal["text-to-image", "image-to-image", "inpaint", "edit", "reference", "upscale"]
 """text-to-image: prompt only. image-to-image: an init image at a `denoise`.
 inpaint: an image and a mask (white = repaint). edit: instruction editing (Kontext, FLUX.2).
 reference: prompt plus reference images that guide identity or style (Ultra image_prompt,
-FLUX.2 multi-reference, Redux)."""
+FLUX.2 multi-reference, Redux). upscale: a hosted super-resolution model enlarges the init image."""
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
