@@ -41,7 +41,7 @@ from pydantic import Field
 
 from ..errors import CapabilityError, GenerationFailed, NotConfigured
 from ..records import Cost, LoraWeight, Request, Result
-from .base import OnAccepted, Provider, ProviderOptions
+from .base import Billing, OnAccepted, Provider, ProviderOptions
 
 if TYPE_CHECKING:
     from ..config import Studio
@@ -113,6 +113,7 @@ class LocalProvider(Provider):
     provider_id: ClassVar[str] = "local"
     key_env_var: ClassVar[str | None] = None
     hosted: ClassVar[bool] = False
+    billing: ClassVar[Billing] = "free"
     Options: ClassVar[type[ProviderOptions]] = LocalOptions
 
     @classmethod
