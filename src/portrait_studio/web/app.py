@@ -209,7 +209,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/models")
     def models() -> list[dict[str, Any]]:
-        from ..cli.models import model_summary
+        from ..catalog import model_summary
 
         return [model_summary(m) for m in all_models()]
 
