@@ -13,11 +13,11 @@ from typing import Any
 
 from .brief import Brief
 from .catalog import get_model
+from .engine import StepContext, register_step
 from .errors import BriefError
+from .files import atomic_write_text
 from .grids import Tile, side_by_side
 from .ledger import ImageRow, Ledger
-from .engine import StepContext, register_step
-from .files import atomic_write_text
 from .shoot import ShootPlan, plan_shoot
 
 __all__ = ["MAX_MODELS", "comparison_rows", "plan_compare", "write_comparison"]
@@ -130,7 +130,7 @@ def write_comparison(ledger: Ledger, run_id: str, out: Path) -> dict[str, Path]:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>" for r in rows)
     page = out / "comparison.html"
     grid = next(iter(paths.values()), None)
-    atomic_write_text(page, 
+    atomic_write_text(page,
         "<!doctype html><meta charset='utf-8'><title>Model comparison</title>"
         "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:left}img{max-width:100%}</style>"

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from .ledger import ImageRow, Ledger, RunRow
 from .providers.base import Provider
 from .records import Cost, InputImage, Request, new_id
 from .redaction import looks_like_key, redact
-from .runner import Outcome, RunReport, out_name, run_plan
+from .runner import Outcome, RunReport, run_plan
 
 __all__ = [
     "CONSENT_HINT",
@@ -275,7 +274,7 @@ class Engine:
 
     def check_request(self, request: Request) -> None:
         for text in (request.prompt, request.negative_prompt or ""):
-            if self.secrets and redact(text, self.secrets) != text or looks_like_key(text):
+            if (self.secrets and redact(text, self.secrets) != text) or looks_like_key(text):
                 raise StudioError("the prompt contains an API key; nothing was sent",
                                   hint="remove the key from the brief or instruction")
         self.check_consent(request)

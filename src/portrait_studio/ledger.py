@@ -566,8 +566,20 @@ class Ledger:
                 db.execute("UPDATE requests SET status='done', error=NULL, updated_at=? WHERE id=?", (now, request_id))
         return self.image(result_id)
 
+    def derived_from_request(self, request_id: str, operation: str) -> ImageRow | None:
+        """The derivative (fix composite, upscale …) a finishing step made from a request's result."""
+        row = self.db.execute(self._IMAGE_SQL + " WHERE r.request_id=? AND r.operation=? ORDER BY r.created_at DESC LIMIT 1",
+                              (request_id, operation)).fetchone()
+        return self._image_row(row) if row else None
+
+    def derived_in_run(self, run_id: str, operation: str) -> ImageRow | None:
+        row = self.db.execute(self._IMAGE_SQL + " WHERE r.run_id=? AND r.operation=? ORDER BY r.created_at DESC LIMIT 1",
+                              (run_id, operation)).fetchone()
+        return self._image_row(row) if row else None
+
     def result_for_request(self, request_id: str) -> ImageRow | None:
-        row = self.db.execute(self._IMAGE_SQL + " WHERE r.request_id=? ORDER BY r.created_at DESC LIMIT 1", (request_id,)).fetchone()
+        """What the provider delivered for the request (its first recorded result)."""
+        row = self.db.execute(self._IMAGE_SQL + " WHERE r.request_id=? ORDER BY r.created_at LIMIT 1", (request_id,)).fetchone()
         return self._image_row(row) if row else None
 
     # --- files the studio wrote ---------------------------------------------------------------
@@ -584,6 +596,11 @@ class Ledger:
     def file(self, path: str | Path) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM files WHERE path=?", (str(Path(path).resolve()),)).fetchone()
         return dict(row) if row else None
+
+    def files_for(self, result_id: str) -> list[dict[str, Any]]:
+        """The files written for an image (labelled copies first, newest first)."""
+        rows = self.db.execute("SELECT * FROM files WHERE result_id=? ORDER BY labelled DESC, created_at DESC", (result_id,))
+        return [dict(r) for r in rows.fetchall()]
 
     def is_studio_output(self, path: str | Path) -> bool:
         """True for files the studio wrote as outputs (recorded files, stored images, run files)."""
@@ -831,6 +848,12 @@ class Ledger:
             " VALUES (?,?,?,?,?,?,?,?)",
             (run_id, image_sha256, shot, distance, status, int(reset_applied), _json(details), time.time()),
         )
+
+    def has_identity(self, run_id: str, shot: int, image_sha256: str, step: str) -> bool:
+        rows = self.db.execute(
+            "SELECT details_json FROM identity WHERE run_id=? AND shot=? AND image_sha256=?", (run_id, shot, image_sha256)
+        ).fetchall()
+        return any((_load(r[0]) or {}).get("step") == step for r in rows)
 
     def identity(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM identity WHERE run_id=? ORDER BY shot, created_at", (run_id,))

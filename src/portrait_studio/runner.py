@@ -23,6 +23,7 @@ The order of events for one image, each a ledger write before the next step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
@@ -145,9 +146,16 @@ async def _run_one(
             result = await provider.submit(request, on_accepted=accepted)
         if provider.sandbox and not result.sandbox:
             result = result.model_copy(update={"sandbox": True})
+        operation = str(request.options.get("record_as", "generate"))
+        parent_sha = None
+        if operation != "generate" and request.parent_id:
+            with contextlib.suppress(StudioError):
+                parent_sha = ledger.image(request.parent_id).image_sha256
         image = ledger.record_image(
-            result, images_dir=images_dir, run_id=row.run_id, request_id=row.id, operation="generate",
-            out_path=(out_dir / out_name(request, row.position)) if out_dir else None, charge=result.cost,
+            result, images_dir=images_dir, run_id=row.run_id, request_id=row.id, operation=operation,
+            parent_sha256=parent_sha,
+            out_path=(out_dir / out_name(request, row.position)) if out_dir and operation != "raw" else None,
+            charge=result.cost,
         )
     except BudgetExceeded as exc:
         ledger.set_request_status(row.id, "skipped", str(exc))

@@ -9,7 +9,6 @@ refused before the first request.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
