@@ -300,10 +300,13 @@ class Engine:
             )
 
     def _studio_made(self, image: InputImage) -> bool:
-        """The bytes are an image the studio made (generated or derived, not an import), or an
-        intermediate the engine wrote itself from one."""
+        """The bytes are an image the studio made, or derived from photos that all have rights records
+        (a fix of a consented photo is covered by that consent)."""
         found = self.ledger.image_for_file(image.path, image.sha256)
-        return found is not None and all(r.operation != "import" for r in self.ledger.lineage(found.image_sha256))
+        if found is None:
+            return False
+        return all(r.operation != "import" or self.ledger.rights_for(r.image_sha256) is not None
+                   for r in self.ledger.lineage(found.image_sha256))
 
     # --- recording -------------------------------------------------------------------------
     def record(self, plan: Plan, *, budget_usd: float | None = None, out_dir: Path | None = None,

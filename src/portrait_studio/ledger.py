@@ -676,8 +676,13 @@ class Ledger:
         check: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        include_raw: bool = False,
     ) -> list[ImageRow]:
+        """Images newest first. Raw provider outputs that a finishing step turned into the deliverable
+        (an inpaint before its composite) are intermediates, left out unless `include_raw`."""
         where, args = [], []  # type: ignore[var-annotated]
+        if not include_raw:
+            where.append("r.operation != 'raw'")
         for clause, value in (("r.run_id=?", run_id), ("r.model=?", model), ("r.seed=?", seed)):
             if value is not None:
                 where.append(clause)
@@ -703,7 +708,7 @@ class Ledger:
             " LEFT JOIN (SELECT image_sha256, overall, score, MAX(created_at) FROM checks GROUP BY image_sha256) c"
             " ON c.image_sha256 = r.image_sha256"
         )
-        where: list[str] = []
+        where: list[str] = ["r.operation != 'raw'"]
         args: list[Any] = []
         for clause, value in (("r.run_id=?", run_id), ("r.model=?", model), ("r.seed=?", seed)):
             if value is not None:
@@ -735,7 +740,8 @@ class Ledger:
         return [r[0] for r in self.db.execute("SELECT DISTINCT model FROM requests ORDER BY model") if r[0]]
 
     def result_ids(self, run_id: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT id FROM results WHERE run_id=? ORDER BY created_at", (run_id,))]
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM results WHERE run_id=? AND operation != 'raw' ORDER BY created_at", (run_id,))]
 
     def neighbours(self, image: ImageRow) -> tuple[str | None, str | None]:
         """(newer, older) image ids around `image` in the gallery's order."""

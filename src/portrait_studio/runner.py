@@ -148,7 +148,7 @@ async def _run_one(
             result = result.model_copy(update={"sandbox": True})
         operation = str(request.options.get("record_as", "generate"))
         parent_sha = None
-        if operation != "generate" and request.parent_id:
+        if operation not in ("generate", "raw") and request.parent_id:
             with contextlib.suppress(StudioError):
                 parent_sha = ledger.image(request.parent_id).image_sha256
         image = ledger.record_image(
