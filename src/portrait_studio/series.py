@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
@@ -409,6 +409,12 @@ class SeriesShot(BaseModel):
     attempts: tuple[Attempt, ...]
     sandbox: bool = False
 
+    @field_validator("changes", mode="after")
+    @classmethod
+    def _in_element_order(cls, value: dict[str, str]) -> dict[str, str]:
+        """The order the reset rule reintroduces elements (JSON storage may have sorted the keys)."""
+        return {k: value[k] for k in sorted(value, key=lambda k: list(ELEMENTS).index(k) if k in ELEMENTS else 99)}
+
     @property
     def passed(self) -> bool:
         return self.status in ("pass", "warn")
@@ -618,7 +624,7 @@ async def _series_step(ctx: Any) -> None:
         identity_plot(report, plot_path, title=title)
         report = report.model_copy(update={"sheet": str(sheet_path), "plot": str(plot_path)})
     engine.ledger.set_run_plan(run.id, {**(engine.ledger.run(run.id).plan or {}), "series": report.model_dump(mode="json"),
-                                        "stopped": stopped})
+                                        "sheet": str(sheet_path), "plot": str(plot_path), "stopped": stopped})
 
 
 def series_report(ledger: Ledger, run_id: str) -> SeriesReport:

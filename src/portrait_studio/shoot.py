@@ -220,7 +220,19 @@ def run_json(ledger: Ledger, run_id: str) -> dict[str, Any]:
             for r in ledger.requests(run_id)
         ],
         "redo": f"portrait resume {run.id}",
+        **_identity_blocks(ledger, run.id, run.plan or {}),
     }
+
+
+def _identity_blocks(ledger: Ledger, run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Series and swaps: the per-shot identity measurements (and the series report) in run.json."""
+    rows = ledger.identity(run_id)
+    found: dict[str, Any] = {}
+    if plan.get("series") is not None:
+        found["series"] = plan["series"]
+    if rows:
+        found["identity"] = [{k: v for k, v in r.items() if k != "details_json"} for r in rows]
+    return found
 
 
 def _image_summary(img: ImageRow | None) -> dict[str, Any] | None:
