@@ -467,12 +467,12 @@ class Engine:
             else:
                 info = LabelInfo(model=image.model or "unknown", prompt="(not recorded)", seed=image.seed,
                                  sandbox=image.sandbox, width=image.width, height=image.height)
-        sha = write_labelled(Path(image.path), target, info, self.labels, ingredient_from=parent_path,
-                             secrets=self.secrets)
+        sha, record = write_labelled(Path(image.path), target, info, self.labels, ingredient_from=parent_path,
+                                     secrets=self.secrets)
         self.ledger.record_file(target, sha, image.id, kind=kind, labelled=True)
-        self.ledger.record_label(image.image_sha256, {**info.model_dump(mode="json"), "file": str(target)},
-                                 "signed" if getattr(self.labels, "c2pa", None) and getattr(self.labels.c2pa, "cert_chain", None)
-                                 else "unsigned")
+        data = record.model_dump(mode="json")
+        self.ledger.record_label(image.image_sha256, {**data, "path": str(target)},
+                                 "signed" if record.c2pa is not None else "unsigned")
         return image
 
     def work_path(self, name: str) -> Path:
@@ -510,9 +510,9 @@ def _warm_checklist(checker: Any) -> None:
 
 
 def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingredient_from: str | None = None,
-                   secrets: Sequence[str] = ()) -> str:
+                   secrets: Sequence[str] = ()) -> tuple[str, Any]:
     """Copy `source` to `target` with the AI labels written (and the sidecar next to it), atomically:
-    the labels are written on a private copy that is renamed into place last. Returns the sha256."""
+    the labels are written on a private copy that is renamed into place last. Returns (sha256, label record)."""
     import hashlib
 
     from .labels import label_image
@@ -524,13 +524,13 @@ def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingred
         tmp = staging / target.name
         shutil.copyfile(source, tmp)
         c2pa = getattr(labels, "c2pa", None) if labels is not None else None
-        label_image(tmp, info, c2pa, ingredient_from=ingredient_from, sidecar=True, secrets=secrets)
+        record = label_image(tmp, info, c2pa, ingredient_from=ingredient_from, sidecar=True, secrets=secrets)
         for f in (tmp, staging / (target.name + ".json")):
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(staging / (target.name + ".json"), target.parent / (target.name + ".json"))
         os.replace(tmp, target)
-        return hashlib.sha256(target.read_bytes()).hexdigest()
+        return hashlib.sha256(target.read_bytes()).hexdigest(), record.model_copy(update={"path": str(target)})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
