@@ -472,7 +472,7 @@ class Engine:
         self.ledger.record_file(target, sha, image.id, kind=kind, labelled=True)
         data = record.model_dump(mode="json")
         self.ledger.record_label(image.image_sha256, {**data, "path": str(target)},
-                                 "signed" if record.c2pa is not None else "unsigned")
+                                 "signed" if record.c2pa is not None else "missing")
         return image
 
     def work_path(self, name: str) -> Path:
