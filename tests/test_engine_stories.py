@@ -102,3 +102,28 @@ def test_an_identity_reference_without_a_rights_record_is_not_sent(cli, tmp_path
         assert code == 2 and "rights" in err, err
     with Ledger(studio_home / "ledger.db") as ledger:
         assert ledger.runs() == [] and ledger.spent(sandbox=None).usd == 0
+
+
+def test_a_truncated_run_folder_copy_is_repaired_by_resume(cli) -> None:
+    """A full disk or a kill mid-write must not break the run: resume writes the copy again, labelled."""
+    shot = _shoot(cli, "--seeds", "2")
+    damaged = Path(shot["images"][0]["out_path"])
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    missing = Path(shot["images"][1]["out_path"])
+    missing.unlink()
+    code, out, err = cli("resume", shot["run_id"], "--json")
+    assert code == 0, err
+    for f in (damaged, missing):
+        assert verify(f).labelled, f
+    with Ledger(Path(shot["out_dir"]).parents[1] / "ledger.db") as ledger:
+        assert ledger.run(shot["run_id"]).status == "done"
+        assert ledger.spent(shot["run_id"], sandbox=True).usd == pytest.approx(0.08)  # nothing paid again
+
+
+def test_resume_of_a_finished_run_pays_nothing_and_counts_right(cli) -> None:
+    shot = _shoot(cli, "--seeds", "2")
+    code, out, err = cli("resume", shot["run_id"])
+    assert code == 0, err
+    said = " ".join((out + err).split())
+    assert "2/2" in said and "4/2" not in said
+    assert "$0.080" in said  # what the run cost, sandbox — not paid again
