@@ -36,6 +36,7 @@ __all__ = [
     "DeliveryPlan",
     "delivery_modes",
     "delivery_size",
+    "max_native_mp",
     "native_size",
     "parse_delivery",
     "plan_delivery",
@@ -110,7 +111,7 @@ def native_size(spec: ModelSpec, provider: str, aspect: str | float,
         mp = rules.fixed_mp or 1.0
         width = math.sqrt(mp * MEGAPIXEL * ratio)
         return _snap(width, rules.multiple), _snap(width / ratio, rules.multiple), True
-    cap = _max_mp(spec, rules)
+    cap = max_native_mp(spec, provider)
     if wanted is not None:
         m = rules.multiple
         cover = (math.ceil(wanted[0] / m) * m, math.ceil(wanted[1] / m) * m)
@@ -179,8 +180,11 @@ def _snap(value: float, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
-def _max_mp(spec: ModelSpec, rules: SizeRules) -> float:
+def max_native_mp(spec: ModelSpec, provider: str) -> float:
     """The model's largest megapixel mode, within its size rules (schnell: 2MP though 4MP fits the grid)."""
+    rules = spec.size_on(provider)
+    if rules.kind == "aspect":
+        return rules.fixed_mp or 1.0
     modes = [_MODE_MP[m] for m in spec.resolution_modes if m in _MODE_MP]
     caps = [c for c in (rules.max_mp, max(modes) if modes else None) if c]
     return min(caps) if caps else 4.0
