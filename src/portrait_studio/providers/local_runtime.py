@@ -277,7 +277,7 @@ def karras_on_flow_sigmas() -> bool:
     """Does this diffusers compute Karras sigmas on the flow schedule? (0.42.1: no — σ_max ≈ 157.)"""
     from diffusers import DPMSolverMultistepScheduler
 
-    probe = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+    probe: Any = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         use_karras_sigmas=True, use_dynamic_shifting=True)
     probe.set_timesteps(8, mu=0.5)
     return float(probe.sigmas.max()) <= 1.0 + 1e-6
@@ -305,7 +305,7 @@ def make_scheduler(sampler: str | None, base: Any) -> tuple[Any, dict[str, Any]]
         raise CapabilityError(f"{chosen.label} needs FLUX's exponential time shift; these weights use "
                               f"{config.get('time_shift_type')}", hint="use the Euler sampler with these weights")
     karras = chosen.karras and karras_on_flow_sigmas()
-    scheduler = DPMSolverMultistepScheduler(
+    scheduler: Any = DPMSolverMultistepScheduler(
         num_train_timesteps=config.get("num_train_timesteps", 1000), algorithm_type="dpmsolver++", solver_order=2,
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=config.get("shift", 1.0),
         use_dynamic_shifting=True, time_shift_type="exponential", use_karras_sigmas=karras)
