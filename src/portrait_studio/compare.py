@@ -32,7 +32,7 @@ def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, p
             f"{len(models)} models chosen", field="--model",
             hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)",
         )
-    requests = []
+    requests: list[Request] = []
     for route in parse_model_refs(list(models), default_provider=provider):
         requests.extend(plan_shoot(brief, [route.model], seeds, provider=route.provider, kind="compare").requests)
     return ShootPlan(kind="compare", brief=brief, requests=tuple(requests))
