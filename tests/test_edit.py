@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,35 @@ def test_compile_edit_is_pure(headshot: Path) -> None:
     b = compile_edit(headshot, "soften the fill light", "flux-2-pro", "bfl", seed=9)
     assert a.idempotency_key == b.idempotency_key
     assert a.idempotency_key != compile_edit(headshot, "soften the key light", "flux-2-pro", "bfl", seed=9).idempotency_key
+
+
+@pytest.mark.parametrize("provider", ["bfl", "fal", "replicate"])
+def test_every_hosted_edit_route_is_accepted_by_its_sandbox(provider: str, headshot: Path, style_image: Path) -> None:
+    """The planned requests follow each provider's contract: the sandbox validates them and returns the edit."""
+    import asyncio
+
+    from portrait_studio.providers import bfl, fal, replicate
+    from portrait_studio.testing.sandbox import start_sandbox
+
+    cls = {"bfl": bfl.BflProvider, "fal": fal.FalProvider, "replicate": replicate.ReplicateProvider}[provider]
+    requests = [compile_edit(headshot, "soften the fill light", model, provider, seed=4)
+                for model, route in EDIT_ROUTES if route == provider]
+    requests.append(compile_restyle(headshot, "flux-2-pro", provider, seed=4, look="cinematic", style_ref=style_image))
+
+    async def run_all() -> list[tuple[int, int]]:
+        with start_sandbox(provider, latency=0.01) as sandbox:
+            client = cls.for_sandbox(sandbox, poll_interval_s=0.02)
+            try:
+                results = [await client.submit(r) for r in requests]
+            finally:
+                await client.aclose()
+        sizes = []
+        for result in results:
+            with Image.open(io.BytesIO(result.image)) as im:
+                sizes.append(im.size)
+        return sizes
+
+    sizes = asyncio.run(run_all())
+    assert len(sizes) == len(requests) >= 2
+    for request, (w, h) in zip(requests, sizes, strict=True):
+        assert abs(w / h - 0.75) < 0.02, (request.model, w, h)  # the photo's 3:4 framing comes back
