@@ -122,3 +122,10 @@ def test_compile_with_a_delivery_plan_renders_at_the_native_size_and_says_so() -
     assert ultra.aspect_ratio == "3:4" and ultra.width is None
     with pytest.raises(UsageError, match="flux-2-pro@bfl"):
         compile_brief(brief, "flux-2-max", provider="bfl", seed=7, delivery=plan)
+
+
+def test_an_edit_plans_its_delivery_from_the_photos_own_proportions() -> None:
+    plan = plan_delivery("flux-kontext-pro", "bfl", "2k", 1200 / 1600)
+    assert plan.aspect_ratio == "3:4" and (plan.final_w, plan.final_h) == (1536, 2048)
+    odd = plan_delivery("flux-2-pro", "bfl", "4k", 1000 / 1500)
+    assert odd.aspect_ratio == "2:3" and (odd.final_w, odd.final_h) == (2560, 3840)

@@ -129,7 +129,7 @@ def plan_delivery(model: str, provider: str | None, deliver: str, aspect: str | 
     final_w, final_h = delivery_size(tier, aspect)
     native_w, native_h, estimated = native_size(spec, provider, aspect, (final_w, final_h))
     factor = _cover(native_w, native_h, final_w, final_h)
-    aspect_text = aspect if isinstance(aspect, str) else f"{final_w}:{final_h}"
+    aspect_text = aspect if isinstance(aspect, str) else _ratio_text(_ratio(aspect))
     notes = []
     if factor > 1.0 + 1e-6:
         notes.append(f"{tier}: {spec.name} renders at most {native_w}×{native_h} "
@@ -170,6 +170,14 @@ def _ratio(aspect: str | float) -> float:
         raise LimitError(f"aspect ratio {aspect} is not a photo's", field="output.aspect_ratio",
                          hint="use a ratio between 1:10 and 10:1, like 3:4 or 16:9")
     return ratio
+
+
+def _ratio_text(ratio: float) -> str:
+    """0.75 → '3:4': the short form providers take (an edit's photo gives a float)."""
+    from fractions import Fraction
+
+    frac = Fraction(ratio).limit_denominator(21)
+    return f"{frac.numerator}:{frac.denominator}"
 
 
 def _cover(width: int, height: int, final_w: int, final_h: int) -> float:
