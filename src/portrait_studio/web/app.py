@@ -66,6 +66,7 @@ from ..gallery import (
 from ..jobs import JobManager, execute_recorded_run, record_plan
 from ..ledger import ImageRow, Ledger
 from ..preview import preview_brief, save_brief, store_reference
+from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
 from .security import MAX_BODY, StudioGuard
 
@@ -201,7 +202,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             request, "brief.html", models=models, examples=example_briefs(), lighting=list(preset("lighting")),
             compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
             backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
-            cues=preset("quality")["default_cues"],
+            cues=preset("quality")["default_cues"], samplers=[s for s in SAMPLERS if s != DEFAULT_SAMPLER],
         )
 
     @app.get("/api/examples/{name}")
