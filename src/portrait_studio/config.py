@@ -4,13 +4,15 @@ Read once at the edge (CLI, web, tests) and passed down as a `Studio`; library c
 never reads the environment on its own.
 
     <home>/
-      config.toml     creator, credit, default budget, C2PA certificate and key, provider options
+      config.toml     creator, credit, default budget, C2PA certificate and key, provider options;
+                      for a team studio: database (a postgresql:// URL), token (your API token)
       keys.json       API keys (never logged, never written to the ledger or image metadata)
-      ledger.db       the SQLite ledger
+      ledger.db       the SQLite ledger (unless `database` names a shared one)
       images/ab/<sha256>.<ext>   content-addressed images
       runs/<run id>/  a folder per run: images, contact sheet, run.json
 
 `PORTRAIT_STUDIO_HOME` (or `--home`) moves the folder; the default is `~/.portrait-studio`.
+`PORTRAIT_DATABASE` and `PORTRAIT_TOKEN` override `database` and `token` (scripts, CI).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import NotConfigured, StudioError
 
-__all__ = ["HOME_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
+__all__ = ["DATABASE_ENV", "HOME_ENV", "TOKEN_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
 
 HOME_ENV = "PORTRAIT_STUDIO_HOME"
+DATABASE_ENV = "PORTRAIT_DATABASE"
+TOKEN_ENV = "PORTRAIT_TOKEN"
 
 KEY_ENV_VARS = {
     "bfl": "BFL_API_KEY",
@@ -58,6 +62,10 @@ class StudioConfig(BaseModel):
     bfl_host: str = "https://api.bfl.ai"
     c2pa: C2paConfig = Field(default_factory=C2paConfig)
     providers: dict[str, dict[str, object]] = Field(default_factory=dict)
+    database: str | None = None
+    """Where the ledger lives when not in ledger.db: a postgresql:// URL shared by a team."""
+    token: str | None = None
+    """Your API token for a team studio ('portrait team token create'): who the CLI acts as."""
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -72,19 +80,37 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mappin
 class Studio:
     """A studio folder, its config and its keys. Cheap to create; nothing heavy is loaded."""
 
-    def __init__(self, home: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, home: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
+                 *, database: str | None = None) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self._environ = dict(os.environ if environ is None else environ)
         self.config = self._load_config()
+        self._database = database
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None) -> Studio:
         return cls(resolve_home(home))
 
     @property
-    def ledger_path(self) -> Path:
-        return self.home / "ledger.db"
+    def database(self) -> str | None:
+        """The shared database, if any: `--database`, else $PORTRAIT_DATABASE, else config.toml's `database`."""
+        return self._database or self._environ.get(DATABASE_ENV) or self.config.database or None
+
+    @property
+    def ledger_url(self) -> str:
+        """Where the ledger lives: the shared database's URL, else the path of <home>/ledger.db."""
+        return self.database or str(self.home / "ledger.db")
+
+    @property
+    def ledger_path(self) -> Path | str:
+        """Where the ledger lives, for `Ledger(...)`: <home>/ledger.db, or the shared database's URL."""
+        return self.database or self.home / "ledger.db"
+
+    @property
+    def token(self) -> str | None:
+        """The API token the CLI acts with in a team studio ($PORTRAIT_TOKEN, else config.toml's `token`)."""
+        return self._environ.get(TOKEN_ENV) or self.config.token or None
 
     @property
     def images_dir(self) -> Path:
@@ -144,4 +170,12 @@ class Studio:
         found = [self._environ[v] for v in KEY_ENV_VARS.values() if self._environ.get(v)]
         if self.keys_path.exists():
             found += [str(v) for v in json.loads(self.keys_path.read_text()).values() if v]
+        if self.token:
+            found.append(self.token)
+        if self.database and "://" in self.database:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.database).password
+            if password and len(password) >= 12:  # a short one would match ordinary words in prompts
+                found.append(password)
         return found

@@ -8,6 +8,10 @@
     ├── BudgetExceeded               the plan or the next request would go over the budget
     ├── ConsentRequired              a reference image of a real person has no rights record
     ├── LedgerError                  the ledger cannot find or store what was asked
+    ├── AccessError                  a team studio refused who is asking
+    │   ├── LoginRequired            nobody signed in (no session, no token) where accounts exist
+    │   ├── Forbidden                signed in, but the role may not do this: names the role that may
+    │   └── TooManyAttempts          too many failed logins; carries retry_after
     ├── CheckError                   an image could not be analysed at all
     └── ProviderError                a provider call failed
         ├── NotConfigured            no API key / weights: names the env var or command that fixes it
@@ -28,16 +32,19 @@ The CLI turns these into one-line messages; the web layer into HTTP answers.
 from __future__ import annotations
 
 __all__ = [
+    "AccessError",
     "AuthenticationError",
     "BriefError",
     "BudgetExceeded",
     "CapabilityError",
     "CheckError",
     "ConsentRequired",
+    "Forbidden",
     "GenerationFailed",
     "InsufficientCredits",
     "LedgerError",
     "LimitError",
+    "LoginRequired",
     "Moderated",
     "NetworkError",
     "NotConfigured",
@@ -47,6 +54,7 @@ __all__ = [
     "ResultExpired",
     "StudioError",
     "TaskNotFound",
+    "TooManyAttempts",
     "UncertainSubmission",
     "UsageError",
 ]
@@ -120,6 +128,26 @@ class ConsentRequired(StudioError):
 
 class LedgerError(StudioError):
     """The ledger has no such run/image, or cannot be written."""
+
+
+class AccessError(StudioError):
+    """A team studio refused who is asking (the one-person studio never raises these)."""
+
+
+class LoginRequired(AccessError):
+    """No one is signed in: no session cookie, no API token (HTTP 401)."""
+
+
+class Forbidden(AccessError):
+    """The signed-in person's role may not do this (HTTP 403); the hint names the role that may."""
+
+
+class TooManyAttempts(AccessError):
+    """Too many failed logins for this account or address (HTTP 429); wait `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class CheckError(StudioError):

@@ -1,0 +1,61 @@
+"""The ledger: one database of everything the studio made, spent, decided and queued.
+
+It is the provenance record and the gallery's index — runs, requests, results, files (sha256),
+checks, labels, rights, identity — and, for a team studio, its accounts, budgets, approvals
+and background jobs. `Ledger(location)` opens it:
+
+    Ledger(home / "ledger.db")                     SQLite, WAL: the one-person default
+    Ledger("postgresql://user:pw@host/studio")     PostgreSQL (psycopg 3): a shared team ledger
+
+One schema (`schema.py`), one set of Alembic migrations (`migrations/`), for both; existing
+SQLite ledgers migrate forward in place. The ledger owns its SQL: nothing outside this package
+writes a query. A ledger seen by an `Actor` (`ledger.as_actor(actor)`) reads only that
+actor's team's rows and signs every row it writes with the actor's user and team.
+"""
+
+from __future__ import annotations
+
+from .accounts import AccountsLedger, LoginThrottle
+from .core import RequestStatus, store_image, window_start
+from .database import database_url, describe_url
+from .jobs import MAX_ATTEMPTS, JobsLedger
+from .reviews import DECISIONS, ReviewsLedger
+from .rows import (
+    BudgetRow,
+    ImageRow,
+    JobRow,
+    MemberRow,
+    RequestRow,
+    ReviewRow,
+    RunRow,
+    TeamRow,
+    TokenRow,
+    UserRow,
+)
+
+__all__ = [
+    "DECISIONS",
+    "MAX_ATTEMPTS",
+    "BudgetRow",
+    "ImageRow",
+    "JobRow",
+    "Ledger",
+    "LoginThrottle",
+    "MemberRow",
+    "RequestRow",
+    "RequestStatus",
+    "ReviewRow",
+    "RunRow",
+    "TeamRow",
+    "TokenRow",
+    "UserRow",
+    "database_url",
+    "describe_url",
+    "store_image",
+    "window_start",
+]
+
+
+class Ledger(ReviewsLedger, AccountsLedger, JobsLedger):
+    """The studio's ledger (SQLite file or PostgreSQL URL). Safe to share between threads and to
+    open from several processes at once."""
