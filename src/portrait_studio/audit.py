@@ -48,7 +48,7 @@ def _library_versions() -> dict[str, str]:
 
 def image_record(ledger: Ledger, image: ImageRow) -> dict[str, Any]:
     """Everything the ledger knows about one image, for an auditor."""
-    request = None
+    request: dict[str, Any] | None = None
     if image.request_id:
         row = ledger.request(image.request_id)
         request = {"request": row.request.model_dump(mode="json"), "provider_task_id": row.task_id, "status": row.status,

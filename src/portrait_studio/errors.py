@@ -11,7 +11,8 @@
     ├── AccessError                  a team studio refused who is asking
     │   ├── LoginRequired            nobody signed in (no session, no token) where accounts exist
     │   ├── Forbidden                signed in, but the role may not do this: names the role that may
-    │   └── TooManyAttempts          too many failed logins; carries retry_after
+    │   ├── TooManyAttempts          too many failed logins; carries retry_after
+    │   └── NotApproved              a team studio ships only approved images
     ├── CheckError                   an image could not be analysed at all
     └── ProviderError                a provider call failed
         ├── NotConfigured            no API key / weights: names the env var or command that fixes it
@@ -47,6 +48,7 @@ __all__ = [
     "LoginRequired",
     "Moderated",
     "NetworkError",
+    "NotApproved",
     "NotConfigured",
     "ProviderError",
     "ProviderValidationError",
@@ -148,6 +150,10 @@ class TooManyAttempts(AccessError):
     def __init__(self, message: str, *, retry_after: float, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class NotApproved(AccessError):
+    """A team studio exports only images a reviewer approved (HTTP 409)."""
 
 
 class CheckError(StudioError):

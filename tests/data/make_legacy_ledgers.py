@@ -6,19 +6,20 @@
 
     cd <checkout at b04656b> && PYTHONPATH=src python tests/data/make_legacy_ledgers.py tests/data /tmp/home
 """
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from portrait_studio.config import Studio
-from portrait_studio.ledger import Ledger, MIGRATIONS
-from portrait_studio.records import Cost, Result, Ticket
-from portrait_studio.brief import example_brief_path, load_brief
-from portrait_studio.prompting import compile_brief
-from portrait_studio.engine import Engine
-from portrait_studio.shoot import plan_shoot
 from _engine_helpers import on_engine
 from _web_helpers import portrait_png
+from portrait_studio.brief import example_brief_path, load_brief
+from portrait_studio.config import Studio
+from portrait_studio.ledger import MIGRATIONS, Ledger
+from portrait_studio.prompting import compile_brief
+from portrait_studio.records import Cost, Result, Ticket
+from portrait_studio.shoot import plan_shoot
 
 out = Path(sys.argv[1])
 home = Path(sys.argv[2])
@@ -51,15 +52,20 @@ with Ledger(studio.ledger_path) as led:
     led.record_image(res, images_dir=studio.images_dir, run_id=None, request_id=None, parent_sha256=imgs[0].image_sha256, operation="fix", operation_details={"region": "eyes"})
     led.record_file(home / "exports" / "x.png", "f" * 64, imgs[0].id, kind="export", labelled=True)
     led.record_label(imgs[0].image_sha256, {"path": "exports/x.png"}, "signed")
-db = sqlite3.connect(studio.ledger_path); db.execute("PRAGMA wal_checkpoint(TRUNCATE)"); db.execute("VACUUM"); db.close()
-import shutil; shutil.copyfile(studio.ledger_path, out / "ledger-v2-engine.db")
+db = sqlite3.connect(studio.ledger_path)
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+db.execute("VACUUM")
+db.close()
+shutil.copyfile(studio.ledger_path, out / "ledger-v2-engine.db")
 
 # v1: only the first migration, with money on results (before the engine)
 p = out / "ledger-v1.db"
 p.unlink(missing_ok=True)
 db = sqlite3.connect(p, isolation_level=None)
 db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-db.execute("BEGIN"); MIGRATIONS[0](db); db.execute("INSERT INTO _migrations VALUES ('m001_initial', 1700000000)")
+db.execute("BEGIN")
+MIGRATIONS[0](db)
+db.execute("INSERT INTO _migrations VALUES ('m001_initial', 1700000000)")
 db.execute("INSERT INTO runs (id, kind, created_at, name, budget_usd, status) VALUES ('run_old', 'shoot', 1700000001, 'first shoot', 1.0, 'done')")
 for n, st in enumerate(["done", "done", "failed"]):
     req = compile_brief(brief, "flux-1.1-pro", seed=n).model_copy(update={"run_id": "run_old", "request_id": f"req_old{n}"})
@@ -73,5 +79,7 @@ db.execute("INSERT INTO checks (image_sha256, overall, score, checklist_json, cr
 db.execute("INSERT INTO labels (image_sha256, info_json, c2pa_status, created_at) VALUES (?,?,?,?)", ("0" * 64, "{}", "missing", 1700000005))
 db.execute("INSERT INTO rights (id, image_sha256, who, source, permission, recorded_by, recorded_at) VALUES ('rights_old', 'cafe', 'Ann', 'own photo', 'model release', 'cli', 1700000006)")
 db.execute("INSERT INTO identity (run_id, image_sha256, shot, distance, status, created_at) VALUES ('run_old', ?, 0, 0.2, 'ok', 1700000007)", ("0" * 64,))
-db.execute("COMMIT"); db.execute("VACUUM"); db.close()
+db.execute("COMMIT")
+db.execute("VACUUM")
+db.close()
 print("ok")

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import CapabilityError, LedgerError
-from ..ledger import Ledger
+from ..ledger import Ledger, open_ledger
 from ._common import HomeOption, JsonOption, console, print_json, renamed_option, studio
 
 T = TypeVar("T")
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         pid = provider or default_provider(model)
         options: dict[str, Any] = dict(model=model, provider=pid, denoise=denoise, prompt_add=prompt_add, steps=steps,
                                        weights=weights)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             record_consent(ledger, image, who, source, permission)
 
         if auto:
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
 
             report = run_with_engine(s, [pid], work_auto, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                      accept_licence=model if accept_licence else None)
-            with Ledger(s.ledger_path) as ledger:
+            with open_ledger(s) as ledger:
                 if json_out:
                     print_json({**report.model_dump(mode="json"), "lineage": _chain_json(ledger, report.final_sha256)})
                     return
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
 
         outcome = run_with_engine(s, [pid], work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                   accept_licence=model if accept_licence else None)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
 
         outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                   checker=None, accept_licence=model if accept_licence and detail else None)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
 
         s = studio(home)
         ref = file_sha256(image) if Path(image).is_file() else image
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             try:
                 row = ledger.image(ref)
             except LedgerError as exc:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..ledger import Ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, print_json, studio
 
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the images in the ledger: run, model, seed, cost, checks, lineage."""
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             run_id = ledger.run(run).id if run else None
             rows = ledger.images(run_id=run_id, limit=n)
             real = ledger.spent(run_id)

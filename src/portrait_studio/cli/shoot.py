@@ -13,7 +13,7 @@ from rich.table import Table
 from ..brief import load_brief
 from ..config import Studio
 from ..engine import Engine, Plan, failure_summary
-from ..ledger import Ledger
+from ..ledger import open_ledger
 from ..runner import Outcome, RunReport
 from ..shoot import ShootPlan, check_budget, choose_seeds, plan_shoot, plan_vary, ranked_images
 from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
@@ -96,7 +96,7 @@ def record_and_execute(s: Studio, plan: Plan, *, sandbox: str, budget: float | N
 
 
 def _summarise(s: Studio, report: RunReport, json_out: bool) -> None:
-    with Ledger(s.ledger_path) as ledger:
+    with open_ledger(s) as ledger:
         run = ledger.run(report.run_id)
         out = Path(run.out_dir or "")
         ranked = ranked_images(ledger, run.id)
@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
         report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
                                     out=out, quiet=json_out)
         if not json_out:  # the engine's compare step wrote the grid and the tables
-            with Ledger(s.ledger_path) as ledger:
+            with open_ledger(s) as ledger:
                 folder = Path(ledger.run(report.run_id).out_dir or "")
             console.print((folder / "comparison.md").read_text(), highlight=False, markup=False)
             for name in [*sorted(folder.glob("compare-grid*.png")), folder / "comparison.html"]:
@@ -213,7 +213,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Mark the chosen candidate; its seed and settings become the locked baseline."""
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             row = ledger.pick(ledger.run(run).id, image)
         console.print(f"picked {row.id} ({row.model}, seed {row.seed}) — vary it with: portrait vary {row.run_id} --lighting clamshell")
 
@@ -244,7 +244,7 @@ def register(app: typer.Typer) -> None:
         }.items() if v is not None}
         s = studio(home)
         limit = _budget(s, budget)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             plan = plan_vary(ledger, run, changes, force=force)
         if not json_out:
             _print_plan(plan, limit)
@@ -268,7 +268,7 @@ def register(app: typer.Typer) -> None:
         """Finish an interrupted run of any kind without paying twice: re-poll accepted tasks, send only
         what never went out, then apply its finishing steps (labels, checks, composites, next shots)."""
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             row = ledger.run(run)
             rows = ledger.requests(row.id)
             statuses = [r.status for r in rows]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..ledger import Ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, console, studio
 
 
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from ..finishing.lineage import LabelSettings
 
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             row = ledger.run(run)
             engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
                             labels=LabelSettings.from_studio(s), secrets=s.secrets())

@@ -15,6 +15,8 @@ actor's team's rows and signs every row it writes with the actor's user and team
 
 from __future__ import annotations
 
+from typing import Any
+
 from .accounts import AccountsLedger, LoginThrottle
 from .core import RequestStatus, store_image, window_start
 from .database import database_url, describe_url
@@ -51,6 +53,7 @@ __all__ = [
     "UserRow",
     "database_url",
     "describe_url",
+    "open_ledger",
     "store_image",
     "window_start",
 ]
@@ -59,3 +62,29 @@ __all__ = [
 class Ledger(ReviewsLedger, AccountsLedger, JobsLedger):
     """The studio's ledger (SQLite file or PostgreSQL URL). Safe to share between threads and to
     open from several processes at once."""
+
+
+def open_ledger(studio: Any) -> Ledger:
+    """The studio's ledger as the CLI and scripts see it: acting as the owner of the configured API
+    token (`token` in config.toml or $PORTRAIT_TOKEN) when there is one. A studio with accounts
+    and no token is refused — every row records who did it — unless it has no accounts at all
+    (the one-person studio, unchanged)."""
+    from ..errors import LoginRequired
+
+    ledger = Ledger(studio.ledger_path)
+    try:
+        token = studio.token
+        if token:
+            view: Ledger = ledger.as_actor(ledger.authenticate_token(token))
+            view._owns_engine = True
+            return view
+        if ledger.has_users():
+            raise LoginRequired(
+                f"the studio at {ledger.location} has accounts, so commands need your API token",
+                hint="ask an owner for one ('portrait team token create --user EMAIL'), then put it in config.toml "
+                "as token = \"pst_...\" or set PORTRAIT_TOKEN",
+            )
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger

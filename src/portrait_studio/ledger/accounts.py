@@ -150,6 +150,21 @@ class AccountsLedger(CoreLedger):
                                             created_by=self.user_id))
         return MemberRow(user_id=row.id, email=row.email, name=row.name, team_id=team.id, role=role)
 
+    def add_person(self, team_ref: str, email: str, role: str, *, password: str | None = None,
+                   name: str | None = None) -> tuple[MemberRow, bool]:
+        """Add `email` to the team with `role`, making their account first when they have none;
+        returns (membership, whether the account was made)."""
+        team = self.team(team_ref)
+        self._admin(team.id)
+        key = normalise_email(email)
+        with self._read() as c:
+            exists = c.execute(sa.select(s.users.c.id).where(s.users.c.email == key)).first() is not None
+        if not exists:
+            if role not in ROLES:
+                raise UsageError(f"'{role}' is not a role", field="role", hint=f"choose one of: {', '.join(ROLES)}")
+            self.as_actor(None).create_user(key, password=password, name=name)
+        return self.add_member(team.id, key, role), not exists
+
     @staticmethod
     def _keep_an_owner(c: sa.Connection, team_id: str) -> None:
         m = s.memberships

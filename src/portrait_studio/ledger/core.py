@@ -25,7 +25,7 @@ from .rows import ImageRow, RequestRow, RunRow
 __all__ = ["CoreLedger", "RequestStatus", "store_image", "window_start"]
 
 RequestStatus = Literal["planned", "submitting", "accepted", "done", "failed", "skipped"]
-R, I, Q, U = s.results, s.images, s.requests, s.runs
+R, IMG, Q, U = s.results, s.images, s.requests, s.runs
 
 
 def store_image(images_dir: Path, data: bytes, ext: str) -> tuple[str, Path]:
@@ -72,19 +72,21 @@ def _review_of(result_id: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
 
 def _image_select(*, latest_checks: sa.Subquery | None = None) -> sa.Select[Any]:
     """Results joined with their stored image, the latest check and the latest review."""
+    overall: Any
+    score: Any
     if latest_checks is None:
         c1, c2 = s.checks.alias("c1"), s.checks.alias("c2")
         overall = (sa.select(c1.c.overall).where(c1.c.image_sha256 == R.c.image_sha256)
                    .order_by(c1.c.created_at.desc()).limit(1).scalar_subquery())
         score = (sa.select(c2.c.score).where(c2.c.image_sha256 == R.c.image_sha256)
                  .order_by(c2.c.created_at.desc()).limit(1).scalar_subquery())
-        source: Any = R.join(I, I.c.sha256 == R.c.image_sha256)
+        source: Any = R.join(IMG, IMG.c.sha256 == R.c.image_sha256)
     else:
         overall, score = latest_checks.c.overall, latest_checks.c.score
-        source = R.join(I, I.c.sha256 == R.c.image_sha256).outerjoin(
+        source = R.join(IMG, IMG.c.sha256 == R.c.image_sha256).outerjoin(
             latest_checks, latest_checks.c.image_sha256 == R.c.image_sha256)
     return sa.select(
-        R, I.c.path, I.c.width, I.c.height, overall.label("check_overall"), score.label("check_score"),
+        R, IMG.c.path, IMG.c.width, IMG.c.height, overall.label("check_overall"), score.label("check_score"),
         _review_of(R.c.id).label("review"),
     ).select_from(source)
 
@@ -437,7 +439,7 @@ class CoreLedger(LedgerBase):
             team = self.team_id
             if run_id:
                 team = c.execute(sa.select(U.c.team_id).where(U.c.id == run_id)).scalar() or team
-            self._insert_ignore(c, I, {"sha256": sha, "path": str(path), "width": width, "height": height,
+            self._insert_ignore(c, IMG, {"sha256": sha, "path": str(path), "width": width, "height": height,
                                        "format": ext, "created_at": now}, ["sha256"])
             c.execute(R.insert().values(
                 id=result_id, run_id=run_id, request_id=request_id, image_sha256=sha, parent_sha256=parent_sha256,
@@ -519,8 +521,8 @@ class CoreLedger(LedgerBase):
         with self._read() as c:
             if c.execute(sa.select(sa.literal(1)).where(s.files.c.path == resolved, *self._visible_files())).first():
                 return True
-            stored = sa.select(sa.literal(1)).select_from(I.join(R, R.c.image_sha256 == I.c.sha256)).where(
-                I.c.path == resolved, *self._scope(R)) if self.team_id else sa.select(sa.literal(1)).where(I.c.path == resolved)
+            stored = sa.select(sa.literal(1)).select_from(IMG.join(R, R.c.image_sha256 == IMG.c.sha256)).where(
+                IMG.c.path == resolved, *self._scope(R)) if self.team_id else sa.select(sa.literal(1)).where(IMG.c.path == resolved)
             return c.execute(stored).first() is not None
 
     # --- the gallery's reads ------------------------------------------------------------------
@@ -536,12 +538,12 @@ class CoreLedger(LedgerBase):
             exact = c.execute(_image_select().where(R.c.id == ref, *scope)).first()
             if exact is not None:  # the common case: an id from the log or the gallery, no table scan
                 return _image_row(exact)
-            rows: list[Any] = []
+            rows: Sequence[Any] = []
             resolved = str(Path(ref).resolve()) if ("/" in ref or "." in ref) else None
             if resolved:
                 rows = c.execute(_image_select().where(
                     sa.or_(R.c.id.in_(sa.select(f.c.result_id).where(f.c.path == resolved)), R.c.out_path == ref,
-                           I.c.path == resolved), *scope).order_by(R.c.created_at.desc())).all()
+                           IMG.c.path == resolved), *scope).order_by(R.c.created_at.desc())).all()
             if not rows and len(ref) >= 6 and all(ch.isalnum() or ch == "_" for ch in ref):
                 rows = c.execute(_image_select().where(
                     sa.or_(_prefix(R.c.image_sha256, ref), _prefix(R.c.id, ref),
@@ -618,7 +620,7 @@ class CoreLedger(LedgerBase):
             where.append(latest.c.overall.is_(None))
         elif check is not None:
             where.append(latest.c.overall == check)
-        source = R.join(I, I.c.sha256 == R.c.image_sha256).outerjoin(latest, latest.c.image_sha256 == R.c.image_sha256)
+        source = R.join(IMG, IMG.c.sha256 == R.c.image_sha256).outerjoin(latest, latest.c.image_sha256 == R.c.image_sha256)
         with self._read() as c:
             total = c.execute(sa.select(sa.func.count()).select_from(source).where(*where)).scalar()
             rows = c.execute(_image_select(latest_checks=latest).where(*where)

@@ -1,15 +1,18 @@
 """The web studio: FastAPI routes that parse, call the library, and render.
 
 Pages: brief builder (/), gallery (/gallery), image detail (/images/ID), run with live
-progress (/runs/ID), compare view (/runs/ID/compare), jobs (/jobs). JSON under /api.
-Long work runs in the `JobManager`; progress streams over SSE and is read from the ledger.
+progress (/runs/ID), compare view (/runs/ID/compare), jobs (/jobs), sign-in (/login, team
+studios only). JSON under /api. Long work runs as jobs in the ledger's database (`JobManager`),
+so they survive a restart; progress streams over SSE and is read from the ledger.
+
+A team studio (one whose ledger has accounts) asks everyone to sign in (`web.accounts`); each
+request then sees the ledger as its person — their team's rows only, every write signed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,29 +48,34 @@ from ..catalog import all_models
 from ..compare import COLUMNS, MAX_MODELS, comparison_rows, plan_compare
 from ..config import Studio
 from ..errors import (
+    AccessError,
     BriefError,
     BudgetExceeded,
     CapabilityError,
     ConsentRequired,
     LedgerError,
     LimitError,
+    LoginRequired,
+    NotApproved,
     NotConfigured,
     ProviderError,
     StudioError,
 )
 from ..gallery import (
     CHECK_STATUSES,
+    REVIEW_STATUSES,
     GalleryFilter,
     gallery_page,
     image_detail,
     run_progress,
     thumbnail,
 )
-from ..jobs import JobManager, execute_recorded_run, record_plan
+from ..jobs import JobManager, record_plan
 from ..ledger import ImageRow, Ledger
 from ..preview import preview_brief, save_brief, store_reference
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
+from .accounts import SESSION_COOKIE, AccountGuard, current_actor, current_csrf, safe_next, session_cookie
 from .security import MAX_BODY, StudioGuard
 
 __all__ = ["create_app", "http_status"]
@@ -78,7 +86,10 @@ SandboxChoice = Literal["auto", "always", "never"]
 
 def http_status(exc: StudioError) -> int:
     """The HTTP answer for each branch of the error tree."""
+    from ..errors import Forbidden, TooManyAttempts
+
     for kind, status in (
+        (LoginRequired, 401), (Forbidden, 403), (TooManyAttempts, 429), (NotApproved, 409), (AccessError, 403),
         (LedgerError, 404), (ConsentRequired, 403), (BudgetExceeded, 402), (NotConfigured, 503),
         (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ProviderError, 502),
     ):
@@ -109,6 +120,7 @@ class ShootForm(_Form):
     seed: int | None = Field(default=None, ge=0, lt=2**32)
     budget: float | None = Field(default=None, ge=0)
     sandbox: SandboxChoice = "auto"
+    project: str | None = Field(default=None, max_length=200)
 
 
 class VaryForm(_Form):
@@ -126,6 +138,21 @@ class FixForm(_Form):
     region: str
 
 
+class ReviewForm(_Form):
+    decision: Literal["approved", "rejected"]
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class ApprovedExportForm(_Form):
+    run_id: str | None = None
+
+
+class LoginForm(_Form):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+    team: str | None = None
+
+
 def _models_chosen(models: list[str]) -> list[str]:
     chosen = list(dict.fromkeys(m for m in models if m))
     if not chosen:
@@ -139,32 +166,41 @@ def _models_chosen(models: list[str]) -> list[str]:
 
 
 def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
-               start_sandbox: Any = None) -> Any:
+               start_sandbox: Any = None, workers: int = 2) -> Any:
     """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist); `start_sandbox`
-    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes."""
-    jobs = JobManager(studio)
+    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes. Jobs
+    left unfinished by an earlier server on the same ledger (stopped, crashed, killed) are picked up."""
+    base = Ledger(studio.ledger_path)
+    jobs = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers, start=False)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        jobs.shutdown(wait=False)
+        jobs_running = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers)
+        app.state.jobs = jobs_running
+        try:
+            yield
+        finally:
+            jobs_running.shutdown(wait=False)
+            base.close()
 
     app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    local = threading.local()
     app.state.studio = studio
     app.state.jobs = jobs
 
     def ledger() -> Ledger:
-        """One connection per worker thread (SQLite connections are not shared across threads)."""
-        found: Ledger | None = getattr(local, "ledger", None)
-        if found is None:
-            found = local.ledger = Ledger(studio.ledger_path)
+        """The ledger as the signed-in person sees it (their team's rows; the whole ledger for one person)."""
+        return base.as_actor(current_actor())
+
+    def job_manager() -> JobManager:
+        found: JobManager = app.state.jobs
         return found
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status)
+        return templates.TemplateResponse(
+            request, name, {"nav": name.split(".")[0], "actor": current_actor(), "csrf": current_csrf(), **context},
+            status_code=status)
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", "")
@@ -235,19 +271,17 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         role: Literal["identity", "style"] = Form("identity"),
     ) -> dict[str, Any]:
         data = file.file.read(max_body + 1)
-        rights = Rights(who=who, source=source, permission=permission, recorded_by="web studio") if (
+        actor = current_actor()
+        by = f"web studio ({actor.label})" if actor else "web studio"
+        rights = Rights(who=who, source=source, permission=permission, recorded_by=by) if (
             who.strip() and source.strip() and permission.strip()) else None
         stored = store_reference(ledger(), studio.images_dir, data, rights)
         return {**stored.model_dump(mode="json"), "role": role}
 
     # --- shoots, compares, varies ------------------------------------------------------------
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
-        def work(ctx: Any) -> str:
-            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker,
-                                 start_sandbox=start_sandbox)
-            return run_id
-
-        return jobs.submit(kind, title, work, run_id=run_id).id
+        spec = {"run_id": run_id, "sandbox": sandbox, "budget": budget}
+        return job_manager().submit(kind, title, spec, actor=current_actor(), run_id=run_id).id
 
     @app.post("/api/shoot")
     def shoot(form: ShootForm) -> dict[str, Any]:
@@ -263,7 +297,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             plan = plan_shoot(brief, chosen, seeds)
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
-        run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
+        run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox,
+                             ledger=ledger(), project=form.project)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
         job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
         return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}",
@@ -279,7 +314,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         plan = plan_vary(ledger(), run_id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
-        new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
+        new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox,
+                              ledger=ledger(), project=ledger().run(run_id).project)
         job_id = start_job(new_run, "vary", f"vary {form.element} → {value}", form.sandbox, budget)
         return {"run_id": new_run, "job_id": job_id, "url": f"/runs/{new_run}"}
 
@@ -293,14 +329,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         row = db.pick(image.run_id, image.id)
         return {"image": row.model_dump(mode="json"), "vary_url": f"/images/{row.id}#vary"}
 
-    def image_job(kind: str, image_id: str, title: str, fn: Any) -> dict[str, Any]:
+    def image_job(kind: str, image_id: str, title: str, spec: dict[str, Any]) -> dict[str, Any]:
         image = ledger().image(image_id)  # 404 before queueing anything
-
-        def work(ctx: Any) -> str | None:
-            with Ledger(studio.ledger_path) as own:
-                return fn(ctx, own, image.id)
-
-        job = jobs.submit(kind, title, work, run_id=None, image_id=image.id)
+        job = job_manager().submit(kind, title, {**spec, "image_id": image.id}, actor=current_actor(), image_id=image.id)
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     @app.post("/api/images/{image_id}/upscale")
@@ -308,35 +339,50 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if not 1.0 < form.scale <= 4.0:
             raise LimitError(f"scale {form.scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
 
-        def work(ctx: Any, own: Ledger, ref: str) -> str:
-            made = actions.upscale_image(studio, own, ref, form.scale,
-                                         progress=lambda done, total, *_: ctx.say(f"tile {done} of {total}"),
-                                         start_sandbox=start_sandbox)
-            return made.id
-
-        return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
+        return image_job("upscale", image_id, f"upscale ×{form.scale:g}", {"scale": form.scale})
 
     @app.post("/api/images/{image_id}/fix")
     def fix(image_id: str, form: FixForm) -> dict[str, Any]:
         if form.region not in actions.FIX_REGIONS:
             raise LimitError(f"unknown region '{form.region}'", field="region", hint=f"choose one of: {', '.join(actions.FIX_REGIONS)}")
-        return image_job("fix", image_id, f"fix {form.region}",
-                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region,
-                                                                  start_sandbox=start_sandbox).id)
+        return image_job("fix", image_id, f"fix {form.region}", {"region": form.region})
 
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
-        def work(ctx: Any, own: Ledger, ref: str) -> str:
-            path, status = actions.export_labelled(studio, own, ref)
-            ctx.say(f"labelled; C2PA {status}")
-            return str(path.relative_to(studio.home))
+        db = ledger()
+        if db.actor is not None:  # refuse now, not in the job: a team ships only approved images
+            from ..approvals import require_approved
 
-        return image_job("export", image_id, "export with labels", work)
+            require_approved(db, db.image(image_id))
+        return image_job("export", image_id, "export with labels", {})
+
+    # --- review: approve or reject, and ship what was approved -----------------------------------------
+    @app.post("/api/images/{image_id}/review")
+    def review(image_id: str, form: ReviewForm) -> dict[str, Any]:
+        from ..approvals import review_image
+
+        row = review_image(ledger(), image_id, form.decision, form.comment)
+        return {"review": row.model_dump(mode="json"), "image": ledger().image(row.result_id).model_dump(mode="json")}
+
+    @app.get("/api/images/{image_id}/reviews")
+    def reviews(image_id: str) -> list[dict[str, Any]]:
+        return [r.model_dump(mode="json") for r in ledger().reviews(image_id)]
+
+    @app.post("/api/exports/approved")
+    def export_approved(form: ApprovedExportForm) -> dict[str, Any]:
+        db = ledger()
+        if form.run_id:
+            db.run(form.run_id)  # 404 before queueing
+        if not db.images(run_id=form.run_id, review="approved", limit=1):
+            raise NotApproved("no approved images to export", hint="a reviewer approves images first")
+        job = job_manager().submit("export_approved", "export approved images", {"run_id": form.run_id},
+                                   actor=current_actor(), run_id=None)
+        return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     # --- jobs and progress ------------------------------------------------------------------------
     @app.get("/api/jobs/{job_id}")
     def job_state(job_id: str) -> dict[str, Any]:
-        return jobs.get(job_id).model_dump(mode="json")
+        return job_manager().get(job_id, current_actor()).model_dump(mode="json")
 
     def sse(snapshot: Any) -> StreamingResponse:
         async def stream() -> Any:
@@ -356,18 +402,19 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/jobs/{job_id}/events")
     def job_events(job_id: str) -> StreamingResponse:
-        jobs.get(job_id)
+        actor = current_actor()
+        job_manager().get(job_id, actor)
 
         def snapshot() -> tuple[dict[str, Any], bool]:
-            job = jobs.get(job_id)
+            job = job_manager().get(job_id, actor)
             return job.model_dump(mode="json"), job.finished
 
         return sse(snapshot)
 
-    def run_snapshot(run_id: str) -> tuple[dict[str, Any], bool]:
-        db = ledger()
+    def run_snapshot(run_id: str, actor: Any = None) -> tuple[dict[str, Any], bool]:
+        db = base.as_actor(actor) if actor is not None else ledger()
         progress = run_progress(db, run_id)
-        job = jobs.for_run(progress.run_id)
+        job = job_manager().for_run(progress.run_id, db.actor)
         images = db.images(run_id=progress.run_id, limit=200)
         data = {
             "progress": progress.model_dump(mode="json"),
@@ -384,23 +431,27 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     @app.get("/api/runs/{run_id}/events")
     def run_events(run_id: str) -> StreamingResponse:
         ledger().run(run_id)
-        return sse(lambda: run_snapshot(run_id))
+        actor = current_actor()
+        return sse(lambda: run_snapshot(run_id, actor))
 
     # --- pages ---------------------------------------------------------------------------------
     @app.get("/gallery", response_class=HTMLResponse)
     def gallery(
         request: Request, run: str | None = None, model: str | None = None, seed: str | None = None,
         check: str | None = None, picked: str | None = None, page_no: int = 1, page: int | None = None,
+        review: str | None = None,
     ) -> Response:
         f = GalleryFilter.model_validate({
             "run": run or None, "model": model or None, "seed": int(seed) if seed and seed.isdigit() else None,
             "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
+            "review": review or None,
         })
         result = gallery_page(ledger(), f)
         return _page_gallery(request, result)
 
     def _page_gallery(request: Request, result: Any) -> Response:
-        return render(request, "gallery.html", result=result, f=result.filter, checks=CHECK_STATUSES)
+        return render(request, "gallery.html", result=result, f=result.filter, checks=CHECK_STATUSES,
+                      reviews=REVIEW_STATUSES)
 
     @app.get("/images/{image_id}", response_class=HTMLResponse)
     def detail(request: Request, image_id: str) -> Response:
@@ -425,9 +476,11 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         """Files the studio wrote (run folders, exports) — and nothing outside them."""
         home = studio.home.resolve()
         target = (home / path).resolve()
-        allowed = [home / "runs", home / "exports"]
-        run_dirs = [Path(r.out_dir).resolve() for r in ledger().runs(limit=100_000) if r.out_dir]
-        if not any(target.is_relative_to(a) for a in allowed + run_dirs) or not target.is_file():
+        db = ledger()
+        allowed = [home / "runs", home / "exports"] if db.actor is None else []  # a team sees its own files only
+        run_dirs = [Path(r.out_dir).resolve() for r in db.runs(limit=100_000) if r.out_dir]
+        recorded = db.actor is not None and db.file(target) is not None
+        if not (recorded or any(target.is_relative_to(a) for a in allowed + run_dirs)) or not target.is_file():
             raise LedgerError(f"no studio file '{path}'", hint="files are served from the studio's runs/ and exports/ folders")
         return FileResponse(target)
 
@@ -450,17 +503,69 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs_page(request: Request) -> Response:
-        return render(request, "jobs.html", jobs=jobs.jobs())
+        return render(request, "jobs.html", jobs=job_manager().jobs(current_actor()))
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: str) -> Response:
-        return render(request, "jobs.html", jobs=[jobs.get(job_id)], single=True)
+        return render(request, "jobs.html", jobs=[job_manager().get(job_id, current_actor())], single=True)
+
+    # --- signing in (team studios) -----------------------------------------------------------------
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str | None = None) -> Response:
+        return render(request, "login.html", next=safe_next(next), error=None)
+
+    def _client(request: Request) -> str:
+        return request.client.host if request.client else ""
+
+    def _signed_in(request: Request, form: LoginForm) -> tuple[Any, str, str]:
+        from ..ledger.accounts import SESSION_TTL_S
+
+        actor, secret, csrf = base.login(form.email, form.password, client=_client(request), team=form.team)
+        return actor, session_cookie(secret, host=request.url.hostname or "", max_age=SESSION_TTL_S), csrf
+
+    @app.post("/login")
+    def login(request: Request, email: str = Form(...), password: str = Form(...), next: str = Form("/"),
+              team: str | None = Form(None)) -> Response:
+        try:
+            _, cookie, _ = _signed_in(request, LoginForm(email=email, password=password, team=team or None))
+        except (LoginRequired, AccessError) as exc:
+            status = http_status(exc)
+            response: Response = render(request, "login.html", status=status, next=safe_next(next), error=exc.message,
+                              hint=exc.hint, email=email)
+            if status == 429:
+                response.headers["retry-after"] = str(int(getattr(exc, "retry_after", 60)) + 1)
+            return response
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.headers["set-cookie"] = cookie
+        return response
+
+    @app.post("/api/login")
+    def api_login(request: Request, form: LoginForm) -> Response:
+        actor, cookie, csrf = _signed_in(request, form)
+        response = JSONResponse({"user": actor.email, "team": actor.team_name, "role": actor.role, "csrf": csrf})
+        response.headers["set-cookie"] = cookie
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request) -> Response:
+        secret = request.cookies.get(SESSION_COOKIE)
+        if secret:
+            base.end_session(secret)
+        response = RedirectResponse("/login", status_code=303)
+        response.headers["set-cookie"] = f"{SESSION_COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+        return response
+
+    @app.get("/api/me")
+    def me() -> dict[str, Any]:
+        actor = current_actor()
+        return {"user": None} if actor is None else {**actor.model_dump(mode="json"), "csrf": current_csrf()}
 
     @app.get("/favicon.ico")
     def favicon() -> Response:
         return RedirectResponse("/static/favicon.svg")
 
-    guarded = StudioGuard(app, token=token, max_body=max_body)
+    accounts = AccountGuard(app, base)
+    guarded = StudioGuard(accounts, token=token, max_body=max_body, accounts=accounts.accounts)
     guarded.fastapi = app  # type: ignore[attr-defined]  # tests reach app.state.jobs through it
     return guarded
 

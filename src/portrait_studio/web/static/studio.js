@@ -4,8 +4,11 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
+const csrfToken = () => (document.querySelector('meta[name="csrf-token"]') || {}).content;
+
 async function api(url, body, method = "POST") {
   const opts = { method, headers: { Accept: "application/json" } };
+  if (method !== "GET" && csrfToken()) opts.headers["X-CSRF-Token"] = csrfToken();
   if (body instanceof FormData) opts.body = body;
   else if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
   const res = await fetch(url, opts);
@@ -265,6 +268,15 @@ function detailPage() {
   for (const button of $$(".job-action")) button.addEventListener("click", async () => {
     try { watchJob((await api(button.dataset.url, JSON.parse(button.dataset.body || "{}"))).job_id); }
     catch (err) { $("#job-status").textContent = explain(err); }
+  });
+  const review = $("#review-form");
+  if (review) review.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const decision = (e.submitter && e.submitter.value) || "approved";
+    try {
+      await api(review.dataset.url, { decision, comment: review.elements.comment.value || null });
+      window.location.reload();
+    } catch (err) { $("#job-status").textContent = explain(err); }
   });
   const toggle = $("#show-overlay");
   if (toggle) toggle.addEventListener("change", () => { $("#overlay").hidden = !toggle.checked; });

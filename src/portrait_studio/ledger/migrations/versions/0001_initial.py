@@ -12,7 +12,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-T, D, I, B = sa.Text, sa.Double, sa.Integer, sa.BigInteger
+T, D, Int, B = sa.Text, sa.Double, sa.Integer, sa.BigInteger
 
 
 def upgrade() -> None:
@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("budget_usd", D),
         sa.Column("parent_run_id", T, sa.ForeignKey("runs.id")),
         sa.Column("varied_json", T),
-        sa.Column("forced", I, nullable=False, server_default="0"),
+        sa.Column("forced", Int, nullable=False, server_default="0"),
         sa.Column("out_dir", T),
         sa.Column("status", T, nullable=False, server_default="planned"),
         sa.Column("versions_json", T),
@@ -37,7 +37,7 @@ def upgrade() -> None:
         "requests",
         sa.Column("id", T, primary_key=True),
         sa.Column("run_id", T, sa.ForeignKey("runs.id"), nullable=False),
-        sa.Column("position", I, nullable=False),
+        sa.Column("position", Int, nullable=False),
         sa.Column("idempotency_key", T, nullable=False),
         sa.Column("model", T, nullable=False),
         sa.Column("provider", T, nullable=False),
@@ -55,8 +55,8 @@ def upgrade() -> None:
         "images",
         sa.Column("sha256", T, primary_key=True),
         sa.Column("path", T, nullable=False),
-        sa.Column("width", I),
-        sa.Column("height", I),
+        sa.Column("width", Int),
+        sa.Column("height", Int),
         sa.Column("format", T),
         sa.Column("created_at", D, nullable=False),
     )
@@ -78,8 +78,8 @@ def upgrade() -> None:
         sa.Column("timings_json", T),
         sa.Column("metadata_json", T),
         sa.Column("versions_json", T),
-        sa.Column("sandbox", I, nullable=False, server_default="0"),
-        sa.Column("picked", I, nullable=False, server_default="0"),
+        sa.Column("sandbox", Int, nullable=False, server_default="0"),
+        sa.Column("picked", Int, nullable=False, server_default="0"),
         sa.Column("out_path", T),
         sa.Column("created_at", D, nullable=False),
     )
@@ -115,10 +115,10 @@ def upgrade() -> None:
         "identity",
         sa.Column("run_id", T, nullable=False),
         sa.Column("image_sha256", T),
-        sa.Column("shot", I, nullable=False),
+        sa.Column("shot", Int, nullable=False),
         sa.Column("distance", D),
         sa.Column("status", T, nullable=False),
-        sa.Column("reset_applied", I, nullable=False, server_default="0"),
+        sa.Column("reset_applied", Int, nullable=False, server_default="0"),
         sa.Column("details_json", T),
         sa.Column("created_at", D, nullable=False),
     )

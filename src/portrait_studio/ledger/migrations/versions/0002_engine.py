@@ -14,14 +14,14 @@ down_revision = "0001_initial"
 branch_labels = None
 depends_on = None
 
-T, D, I = sa.Text, sa.Double, sa.Integer
+T, D, Int = sa.Text, sa.Double, sa.Integer
 
 
 def upgrade() -> None:
     op.add_column("requests", sa.Column("reserved_usd", D, nullable=False, server_default="0"))
     op.add_column("requests", sa.Column("charged_usd", D))
     op.add_column("requests", sa.Column("charged_credits", D))
-    op.add_column("requests", sa.Column("sandbox", I, nullable=False, server_default="0"))
+    op.add_column("requests", sa.Column("sandbox", Int, nullable=False, server_default="0"))
     op.add_column("runs", sa.Column("steps_json", T))
     op.add_column("runs", sa.Column("lock_owner", T))
     op.add_column("runs", sa.Column("lock_until", D))
@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("sha256", T, nullable=False),       # of the file as written (labelled bytes)
         sa.Column("result_id", T, sa.ForeignKey("results.id"), nullable=False),
         sa.Column("kind", T, nullable=False),         # output | export | sheet | grid | ...
-        sa.Column("labelled", I, nullable=False, server_default="0"),
+        sa.Column("labelled", Int, nullable=False, server_default="0"),
         sa.Column("created_at", D, nullable=False),
     )
     op.create_index("files_sha", "files", ["sha256"])

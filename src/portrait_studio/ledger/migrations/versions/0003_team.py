@@ -17,7 +17,7 @@ down_revision = "0002_engine"
 branch_labels = None
 depends_on = None
 
-T, D, I = sa.Text, sa.Double, sa.Integer
+T, D, Int = sa.Text, sa.Double, sa.Integer
 
 
 def upgrade() -> None:
@@ -68,7 +68,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "login_failures",
-        sa.Column("id", I, primary_key=True, autoincrement=True),
+        sa.Column("id", Int, primary_key=True, autoincrement=True),
         sa.Column("subject", T, nullable=False),
         sa.Column("at", D, nullable=False),
     )
@@ -116,7 +116,7 @@ def upgrade() -> None:
         sa.Column("finished_at", D),
         sa.Column("lease_owner", T),
         sa.Column("lease_until", D),
-        sa.Column("attempts", I, nullable=False, server_default="0"),
+        sa.Column("attempts", Int, nullable=False, server_default="0"),
     )
     op.create_index("jobs_status", "jobs", ["status", "created_at"])
     op.create_index("jobs_team", "jobs", ["team_id", "created_at"])
@@ -133,8 +133,8 @@ def upgrade() -> None:
         for column in columns:
             op.add_column(table, sa.Column(column, T))
     op.add_column("requests", sa.Column("reserved_at", D))
-    op.add_column("requests", sa.Column("attempts", I, nullable=False, server_default="0"))
-    op.add_column("requests", sa.Column("settled_attempt", I))
+    op.add_column("requests", sa.Column("attempts", Int, nullable=False, server_default="0"))
+    op.add_column("requests", sa.Column("settled_attempt", Int))
     op.create_index("runs_team", "runs", ["team_id", "created_at"])
     op.create_index("requests_team_spend", "requests", ["team_id", "reserved_at"])
     op.create_index("requests_user_spend", "requests", ["user_id", "reserved_at"])
