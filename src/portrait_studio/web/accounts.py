@@ -38,7 +38,7 @@ SESSION_COOKIE = "portrait_session"
 _actor: ContextVar[Actor | None] = ContextVar("portrait_actor", default=None)
 _csrf: ContextVar[str | None] = ContextVar("portrait_csrf", default=None)
 
-OPEN_PATHS = re.compile(r"^/(login|static/.*|favicon\.ico)$")
+OPEN_PATHS = re.compile(r"^/(login|api/login|static/.*|favicon\.ico)$")
 WRITE_RULES: list[tuple[re.Pattern[str], Permission | None]] = [
     (re.compile(r"^/logout$"), None),
     (re.compile(r"^/api/brief/preview$"), "view"),                      # computes; changes nothing
