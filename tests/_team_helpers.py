@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from portrait_studio.accounts import Actor
+from portrait_studio.config import Studio
 from portrait_studio.ledger import Ledger
 from portrait_studio.records import Cost, Result
 
@@ -65,3 +67,28 @@ def record_shoot(ledger: Ledger, images_dir: Path, n: int = 2, *, shade: int = 0
                                           charge=result.cost,
                                           out_path=(out_dir / f"{k:02d}.png") if out_dir else None))
     return run, images
+
+
+def team_shoot(studio: Studio, actor: Actor, seeds: list[int]) -> tuple[str, list[Any]]:
+    """A finished shoot made by `actor` (results stored directly, as a provider would; delivered and labelled)."""
+    from _web_helpers import BRIEF, portrait_png
+    from portrait_studio.engine import Engine
+    from portrait_studio.shoot import plan_shoot
+
+    plan = plan_shoot(BRIEF, ["flux-1.1-pro"], seeds).to_plan()
+    with Ledger(studio.ledger_path) as base:
+        ledger = base.as_actor(actor)
+        engine = Engine(ledger=ledger, images_dir=studio.images_dir, runs_dir=studio.runs_dir, providers={})
+        engine.preflight = lambda plan: None  # type: ignore[method-assign]
+        run_id = engine.record(plan)
+        out = Path(ledger.run(run_id).out_dir or "")
+        made = []
+        for n, row in enumerate(ledger.requests(run_id)):
+            ledger.reserve(row.id, 0.04, limit_usd=None, run_id=run_id, sandbox=True)
+            result = Result(request_id=row.id, provider="bfl", model=row.model, seed=row.seed, sandbox=True,
+                            image=portrait_png(shade=(seeds[0] * 7 + n) % 200 + 1), cost=Cost(credits=4, usd=0.04))
+            image = ledger.record_image(result, images_dir=studio.images_dir, run_id=run_id, request_id=row.id,
+                                        out_path=out / f"{n + 1:02d}.png", charge=result.cost)
+            made.append(engine.deliver(image))
+        ledger.set_run_status(run_id, "done")
+    return run_id, made

@@ -13,38 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from _engine_helpers import starter
-from _team_helpers import PASSWORD, Team, make_team
-from _web_helpers import BRIEF, portrait_png
-from portrait_studio.accounts import Actor
+from _team_helpers import PASSWORD, Team, make_team, team_shoot
+from _web_helpers import BRIEF
 from portrait_studio.config import Studio
-from portrait_studio.engine import Engine
 from portrait_studio.ledger import Ledger
-from portrait_studio.records import Cost, Result
-from portrait_studio.shoot import plan_shoot
 from portrait_studio.web import create_app
 
 HTML = {"accept": "text/html"}
-
-
-def team_shoot(studio: Studio, actor: Actor, seeds: list[int]) -> tuple[str, list[Any]]:
-    """A finished two-model shoot made by `actor` (results stored directly; delivered and labelled)."""
-    plan = plan_shoot(BRIEF, ["flux-1.1-pro"], seeds).to_plan()
-    with Ledger(studio.ledger_path) as base:
-        ledger = base.as_actor(actor)
-        engine = Engine(ledger=ledger, images_dir=studio.images_dir, runs_dir=studio.runs_dir, providers={})
-        engine.preflight = lambda plan: None  # type: ignore[method-assign]
-        run_id = engine.record(plan)
-        out = Path(ledger.run(run_id).out_dir or "")
-        made = []
-        for n, row in enumerate(ledger.requests(run_id)):
-            ledger.reserve(row.id, 0.04, limit_usd=None, run_id=run_id, sandbox=True)
-            result = Result(request_id=row.id, provider="bfl", model=row.model, seed=row.seed, sandbox=True,
-                            image=portrait_png(shade=(seeds[0] * 7 + n) % 200 + 1), cost=Cost(credits=4, usd=0.04))
-            image = ledger.record_image(result, images_dir=studio.images_dir, run_id=run_id, request_id=row.id,
-                                        out_path=out / f"{n + 1:02d}.png", charge=result.cost)
-            made.append(engine.deliver(image))
-        ledger.set_run_status(run_id, "done")
-    return run_id, made
 
 
 class World:

@@ -150,13 +150,15 @@ function briefBuilder(form) {
     const body = { brief: collect(), models: chosen(), kind, sandbox: $("#shoot-sandbox").value,
       seeds: seedText ? null : parseInt($("#shoot-seeds").value || "3", 10),
       seed: seedText ? parseInt(seedText, 10) : null, budget: budgetText ? parseFloat(budgetText) : null };
+    const project = $("#shoot-project") && $("#shoot-project").value.trim();
+    if (project) body.project = project;
     try {
       const started = await api("/api/shoot", body);
       window.location.href = started.url;
     } catch (err) { $("#shoot-error").textContent = explain(err); }
   }
-  $("#shoot").addEventListener("click", () => start("shoot"));
-  $("#compare").addEventListener("click", () => start("compare"));
+  if ($("#shoot")) $("#shoot").addEventListener("click", () => start("shoot"));
+  if ($("#compare")) $("#compare").addEventListener("click", () => start("compare"));
 
   form.addEventListener("input", schedule);
   form.addEventListener("change", schedule);
