@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
     @app.command("reject")
     def reject(
         image: Annotated[str, typer.Argument(help="Image id or sha256 prefix.")],
-        comment: Annotated[str, typer.Option("--comment", help="What to change (required).")],
+        comment: Annotated[str | None, typer.Option("--comment", help="What to change (required).")] = None,
         home: HomeOption = None,
     ) -> None:
         """Reject an image, saying what to change (reviewers and owners)."""

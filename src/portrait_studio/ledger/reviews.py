@@ -28,7 +28,7 @@ class ReviewsLedger(CoreLedger):
         comment = (comment or "").strip() or None
         if decision == "rejected" and not comment:
             raise UsageError("a rejection needs a comment", field="comment",
-                             hint="say what to change, so the producer can fix it")
+                             hint="say what to change, so the producer can fix it (--comment in the CLI)")
         image = self.image(image_ref)
         review_id = new_id("review_")
         with self._write() as c:
