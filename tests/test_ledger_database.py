@@ -46,6 +46,12 @@ def test_a_new_ledger_is_at_the_newest_revision_and_reopening_changes_nothing(le
         assert [r[0] for r in ledger.db.execute("SELECT version_num FROM alembic_version")] == [head()]
 
 
+def test_the_newest_revision_the_ledger_expects_is_alembics_head() -> None:
+    from portrait_studio.ledger.database import HEAD, alembic_head
+
+    assert alembic_head() == HEAD
+
+
 def test_the_migrated_schema_is_the_declared_schema(ledger_url: str) -> None:
     """The queries are built from `schema.py`; the migrations must make exactly that, on both databases."""
     with Ledger(ledger_url) as ledger:

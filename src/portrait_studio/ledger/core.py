@@ -55,36 +55,20 @@ def _prefix(column: sa.ColumnElement[Any], ref: str) -> sa.ColumnElement[bool]:
     return sa.func.substr(column, 1, len(ref)) == ref
 
 
-def _latest_check() -> sa.Subquery:
-    ranked = sa.select(
-        s.checks.c.image_sha256, s.checks.c.overall, s.checks.c.score,
-        sa.func.row_number().over(partition_by=s.checks.c.image_sha256,
-                                  order_by=s.checks.c.created_at.desc()).label("rn"),
-    ).subquery("ranked_checks")
-    return sa.select(ranked.c.image_sha256, ranked.c.overall, ranked.c.score).where(ranked.c.rn == 1).subquery("c")
-
-
 def _review_of(result_id: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
     v = s.reviews.alias("v")
     return (sa.select(v.c.decision).where(v.c.result_id == result_id)
             .order_by(v.c.created_at.desc(), v.c.id.desc()).limit(1).scalar_subquery())
 
 
-def _image_select(*, latest_checks: sa.Subquery | None = None) -> sa.Select[Any]:
+def _image_select() -> sa.Select[Any]:
     """Results joined with their stored image, the latest check and the latest review."""
-    overall: Any
-    score: Any
-    if latest_checks is None:
-        c1, c2 = s.checks.alias("c1"), s.checks.alias("c2")
-        overall = (sa.select(c1.c.overall).where(c1.c.image_sha256 == R.c.image_sha256)
-                   .order_by(c1.c.created_at.desc()).limit(1).scalar_subquery())
-        score = (sa.select(c2.c.score).where(c2.c.image_sha256 == R.c.image_sha256)
-                 .order_by(c2.c.created_at.desc()).limit(1).scalar_subquery())
-        source: Any = R.join(IMG, IMG.c.sha256 == R.c.image_sha256)
-    else:
-        overall, score = latest_checks.c.overall, latest_checks.c.score
-        source = R.join(IMG, IMG.c.sha256 == R.c.image_sha256).outerjoin(
-            latest_checks, latest_checks.c.image_sha256 == R.c.image_sha256)
+    c1, c2 = s.checks.alias("c1"), s.checks.alias("c2")
+    overall = (sa.select(c1.c.overall).where(c1.c.image_sha256 == R.c.image_sha256)
+               .order_by(c1.c.created_at.desc()).limit(1).scalar_subquery())
+    score = (sa.select(c2.c.score).where(c2.c.image_sha256 == R.c.image_sha256)
+             .order_by(c2.c.created_at.desc()).limit(1).scalar_subquery())
+    source = R.join(IMG, IMG.c.sha256 == R.c.image_sha256)
     return sa.select(
         R, IMG.c.path, IMG.c.width, IMG.c.height, overall.label("check_overall"), score.label("check_score"),
         _review_of(R.c.id).label("review"),
@@ -614,16 +598,15 @@ class CoreLedger(LedgerBase):
     ) -> tuple[list[ImageRow], int]:
         """One page of images, newest first, and the total matching (the gallery's query).
         `review`: 'approved', 'rejected' or 'unreviewed'."""
-        latest = _latest_check()
         where = [R.c.operation != "raw", *self._filters(run_id=run_id, model=model, seed=seed, picked=picked, review=review)]
-        if check == "unchecked":
-            where.append(latest.c.overall.is_(None))
-        elif check is not None:
-            where.append(latest.c.overall == check)
-        source = R.join(IMG, IMG.c.sha256 == R.c.image_sha256).outerjoin(latest, latest.c.image_sha256 == R.c.image_sha256)
+        if check is not None:
+            k = s.checks.alias("k")
+            latest = (sa.select(k.c.overall).where(k.c.image_sha256 == R.c.image_sha256)
+                      .order_by(k.c.created_at.desc()).limit(1).scalar_subquery())
+            where.append(latest.is_(None) if check == "unchecked" else latest == check)
         with self._read() as c:
-            total = c.execute(sa.select(sa.func.count()).select_from(source).where(*where)).scalar()
-            rows = c.execute(_image_select(latest_checks=latest).where(*where)
+            total = c.execute(sa.select(sa.func.count()).select_from(R).where(*where)).scalar()
+            rows = c.execute(_image_select().where(*where)
                              .order_by(R.c.created_at.desc(), R.c.id).limit(limit).offset(offset)).all()
         return [_image_row(r) for r in rows], int(total or 0)
 

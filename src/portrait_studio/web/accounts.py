@@ -44,7 +44,6 @@ WRITE_RULES: list[tuple[re.Pattern[str], Permission | None]] = [
     (re.compile(r"^/api/brief/preview$"), "view"),                      # computes; changes nothing
     (re.compile(r"^/api/images/[^/]+/(pick|export|review)$"), "review"),
     (re.compile(r"^/api/exports/approved$"), "review"),
-    (re.compile(r"^/api/team(/.*)?$"), "admin"),
 ]
 """State-changing routes that need something other than 'spend' (the default, so a route added
 later is closed to viewers and reviewers until it is listed here)."""
@@ -90,20 +89,23 @@ def _error(exc: AccessError) -> tuple[int, dict[str, Any], list[tuple[bytes, byt
 class AccountGuard:
     """ASGI middleware: resolves the acting person (team studios only), checks their role and CSRF."""
 
-    def __init__(self, app: ASGIApp, ledger: Ledger, *, refresh_s: float = 2.0) -> None:
+    def __init__(self, app: ASGIApp, ledger: Ledger, *, refresh_s: float = 1.0) -> None:
         self.app = app
         self.ledger = ledger
         self.refresh_s = refresh_s
         self._accounts: tuple[float, bool] = (0.0, False)
 
     def accounts(self) -> bool:
-        """Whether the studio has accounts (checked at most every `refresh_s`)."""
+        """Whether the studio has accounts (asked of the database at most every `refresh_s`)."""
+        known = self._known()
+        if known is None:
+            known = self.ledger.has_users()
+            self._accounts = (time.monotonic(), known)
+        return known
+
+    def _known(self) -> bool | None:
         at, value = self._accounts
-        now = time.monotonic()
-        if now - at > self.refresh_s or (not value and now - at > 0.2):
-            value = self.ledger.has_users()
-            self._accounts = (now, value)
-        return value
+        return value if time.monotonic() - at <= self.refresh_s else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,7 +113,10 @@ class AccountGuard:
             return
         from fastapi.concurrency import run_in_threadpool
 
-        if not await run_in_threadpool(self.accounts):
+        accounts = self._known()
+        if accounts is None:
+            accounts = await run_in_threadpool(self.accounts)
+        if not accounts:
             _actor.set(None)
             _csrf.set(None)
             await self.app(scope, receive, send)
