@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from portrait_studio.config import DATABASE_ENV, HOME_ENV, TOKEN_ENV, Studio
+from portrait_studio.config import DATABASE_ENV, HOME_ENV, SERVER_ENV, TOKEN_ENV, Studio
 
 KEY_VARS = ("BFL_API_KEY", "FAL_KEY", "REPLICATE_API_TOKEN")
 REQUIRE_POSTGRES_ENV = "PORTRAIT_TEST_REQUIRE_POSTGRES"
@@ -55,7 +55,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def studio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
     home = tmp_path / "studio"
     monkeypatch.setenv(HOME_ENV, str(home))
-    for var in (*KEY_VARS, DATABASE_ENV, TOKEN_ENV):
+    for var in (*KEY_VARS, DATABASE_ENV, TOKEN_ENV, SERVER_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if request.config.getoption("--ledger") == "postgresql" and "ledger_url" not in request.fixturenames:

@@ -103,3 +103,49 @@ def test_serving_off_loopback_is_allowed_once_everyone_signs_in(studio: Studio) 
     with pytest.raises(StudioError, match="anyone on that network"):
         check_bind("0.0.0.0", None)
     check_bind("0.0.0.0", None, accounts=True)
+
+
+def test_the_cli_works_through_a_team_studios_server_with_a_token(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Someone who reaches the server but not its database: `server` + `token`, and `portrait remote`."""
+    from _engine_helpers import starter
+    from _team_helpers import make_team
+    from portrait_studio.config import SERVER_ENV
+    from portrait_studio.web import create_app
+    from portrait_studio.web.server import ServerThread
+
+    served = Studio(tmp_path / "server-studio", environ={})
+    with Ledger(served.ledger_path) as ledger:
+        team = make_team(ledger, "Acme")
+        tokens = {role: ledger.create_token(team.email(role), team.id) for role in team.people}
+    with ServerThread(create_app(served, checker=None, start_sandbox=starter(latency=0.05))) as server:
+        monkeypatch.setenv(SERVER_ENV, server.url)
+        monkeypatch.setenv(TOKEN_ENV, tokens["producer"])
+        code, out, err = cli("remote", "whoami")
+        assert code == 0 and "producer@acme.test · producer · Acme" in out, err
+        code, out, err = cli("remote", "shoot", BRIEF, "-m", "flux-1.1-pro", "--seeds", "2", "--sandbox", "always",
+                             "--project", "spring", "--json")
+        assert code == 0, err
+        shot = json.loads(out)
+        assert shot["job"]["status"] == "done" and len(shot["progress"]["images"]) == 2
+        code, out, err = cli("remote", "jobs", "--json")
+        assert [j["id"] for j in json.loads(out)] == [shot["job_id"]]
+
+        monkeypatch.setenv(TOKEN_ENV, tokens["viewer"])
+        code, out, err = cli("remote", "shoot", BRIEF, "-m", "flux-1.1-pro", "--seeds", "1")
+        assert code == 2 and "viewer in Acme and may not spend" in err
+
+        monkeypatch.setenv(TOKEN_ENV, tokens["reviewer"])
+        first = shot["progress"]["images"][0]["id"]
+        assert cli("remote", "approve", first, "--comment", "yes")[0] == 0
+        code, out, err = cli("remote", "export-approved", "--run", shot["run_id"])
+        assert code == 0 and "shipped into the studio's exports/approved-" in out, err
+
+        monkeypatch.setenv(TOKEN_ENV, "pst_not-a-real-token")
+        code, out, err = cli("remote", "whoami")
+        assert code == 2 and "unknown or revoked" in err
+    with Ledger(served.ledger_path) as ledger:
+        run = ledger.run(shot["run_id"])
+        assert run.project == "spring" and run.created_by == team.people["producer"].user_id
+        assert ledger.image(first).approved

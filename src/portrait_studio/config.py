@@ -5,14 +5,16 @@ never reads the environment on its own.
 
     <home>/
       config.toml     creator, credit, default budget, C2PA certificate and key, provider options;
-                      for a team studio: database (a postgresql:// URL), token (your API token)
+                      for a team studio: database (a postgresql:// URL) or server (its web
+                      address, for `portrait remote`), and token (your API token)
       keys.json       API keys (never logged, never written to the ledger or image metadata)
       ledger.db       the SQLite ledger (unless `database` names a shared one)
       images/ab/<sha256>.<ext>   content-addressed images
       runs/<run id>/  a folder per run: images, contact sheet, run.json
 
 `PORTRAIT_STUDIO_HOME` (or `--home`) moves the folder; the default is `~/.portrait-studio`.
-`PORTRAIT_DATABASE` and `PORTRAIT_TOKEN` override `database` and `token` (scripts, CI).
+`PORTRAIT_DATABASE`, `PORTRAIT_TOKEN` and `PORTRAIT_SERVER` override `database`, `token` and
+`server` (scripts, CI).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import NotConfigured, StudioError
 
-__all__ = ["DATABASE_ENV", "HOME_ENV", "TOKEN_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
+__all__ = ["DATABASE_ENV", "HOME_ENV", "SERVER_ENV", "TOKEN_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
 
 HOME_ENV = "PORTRAIT_STUDIO_HOME"
 DATABASE_ENV = "PORTRAIT_DATABASE"
 TOKEN_ENV = "PORTRAIT_TOKEN"
+SERVER_ENV = "PORTRAIT_SERVER"
 
 KEY_ENV_VARS = {
     "bfl": "BFL_API_KEY",
@@ -66,6 +69,8 @@ class StudioConfig(BaseModel):
     """Where the ledger lives when not in ledger.db: a postgresql:// URL shared by a team."""
     token: str | None = None
     """Your API token for a team studio ('portrait team token create'): who the CLI acts as."""
+    server: str | None = None
+    """A team studio's web address, for `portrait remote` (when you reach its server, not its database)."""
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -106,6 +111,11 @@ class Studio:
     def ledger_path(self) -> Path | str:
         """Where the ledger lives, for `Ledger(...)`: <home>/ledger.db, or the shared database's URL."""
         return self.database or self.home / "ledger.db"
+
+    @property
+    def server(self) -> str | None:
+        """A team studio's web address for `portrait remote` ($PORTRAIT_SERVER, else config.toml's `server`)."""
+        return self._environ.get(SERVER_ENV) or self.config.server or None
 
     @property
     def token(self) -> str | None:

@@ -39,6 +39,7 @@ COMMAND_MODULES: list[str] = [
     "series",
     "web",
     "team",
+    "remote",
 ]
 
 for _name in COMMAND_MODULES:

@@ -380,6 +380,10 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     # --- jobs and progress ------------------------------------------------------------------------
+    @app.get("/api/jobs")
+    def job_list(limit: int = 100) -> list[dict[str, Any]]:
+        return [j.model_dump(mode="json") for j in job_manager().jobs(current_actor(), limit=min(max(limit, 1), 500))]
+
     @app.get("/api/jobs/{job_id}")
     def job_state(job_id: str) -> dict[str, Any]:
         return job_manager().get(job_id, current_actor()).model_dump(mode="json")
