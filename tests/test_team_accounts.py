@@ -79,6 +79,10 @@ def test_a_viewer_cannot_spend_and_a_producer_cannot_approve(ledger_url: str, tm
         producer.add_requests(run, [req])
         with pytest.raises(Forbidden, match="viewer in Acme and may not spend"):
             viewer.reserve(req.request_id, 0.04, limit_usd=None, run_id=run)
+        with pytest.raises(Forbidden, match="may not spend"):
+            viewer.create_run("shoot")  # refused before anything is recorded
+        with pytest.raises(Forbidden, match="may not spend"):
+            viewer.add_requests(run, [req])
         with pytest.raises(Forbidden, match="may not pick, approve"):
             producer.review(images[0].id, "approved")
         with pytest.raises(Forbidden):

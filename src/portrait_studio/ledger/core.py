@@ -138,6 +138,8 @@ class CoreLedger(LedgerBase):
         run_id: str | None = None,
         project: str | None = None,
     ) -> str:
+        if self.actor is not None:  # a run is planned spending: refused before anything is recorded
+            self.actor.require("spend")
         run_id = run_id or new_id("run_")
         with self._write() as c:
             c.execute(U.insert().values(
@@ -213,6 +215,8 @@ class CoreLedger(LedgerBase):
     def add_requests(self, run_id: str, requests: list[Request]) -> None:
         """Append requests to a run; positions continue after the run's last one (a series adds shot
         by shot). Each is signed by whoever adds it, and belongs to the run's team."""
+        if self.actor is not None:
+            self.actor.require("spend")
         now = time.time()
         with self._write() as c:
             run = c.execute(sa.select(U.c.team_id, U.c.created_by).where(U.c.id == run_id).with_for_update()).first()
