@@ -144,6 +144,8 @@ def register(app: typer.Typer) -> None:
         sandbox: SandboxOption = "auto",
         diversify: Annotated[str | None, typer.Option("--diversify", help="Spread over declared attributes, e.g. "
                                                       "'skin_tone=light,medium,deep;age=25,45,65'.")] = None,
+        deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k: render at the model's best "
+                                                    "native size, then upscale to the exact size.")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; spend nothing.")] = False,
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -159,7 +161,7 @@ def register(app: typer.Typer) -> None:
             from ..shoot import diversify_brief
 
             variations = diversify_brief(brief, diversify)
-        plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations)
+        plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations, deliver=deliver)
         limit = _budget(s, budget)
         if not json_out:
             _print_plan(plan, limit)
@@ -179,6 +181,7 @@ def register(app: typer.Typer) -> None:
         budget: BudgetOption = None,
         out: Annotated[Path | None, typer.Option("--out")] = None,
         provider: ProviderOption = None,
+        deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k for every model.")] = None,
         sandbox: SandboxOption = "auto",
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -190,7 +193,7 @@ def register(app: typer.Typer) -> None:
         brief = load_brief(brief_path)
         if seed is None and seeds is None and brief.output.seed != "random":
             seed = int(brief.output.seed)
-        plan = plan_compare(brief, model, choose_seeds(seeds, seed), provider=provider)
+        plan = plan_compare(brief, model, choose_seeds(seeds, seed), provider=provider, deliver=deliver)
         limit = _budget(s, budget)
         if not json_out:
             _print_plan(plan, limit)
