@@ -91,3 +91,26 @@ def test_portrait_restyle_on_the_sandbox_writes_a_restyle_sheet(cli, headshot: P
 def test_an_edit_on_a_model_without_an_edit_mode_is_refused_naming_those_that_can(cli, headshot: Path) -> None:
     code, out, err = cli("edit", headshot, "warmer light", "-m", "flux-1.1-pro")
     assert code == 2 and "flux-2-pro" in " ".join(err.split())
+
+
+def test_a_mixed_local_and_hosted_comparison_through_the_cli(cli, studio: Studio, tmp_path: Path) -> None:
+    """`-m flux-1-dev@local -m flux-1.1-pro@bfl -m flux-2-pro@fal`: each on its own provider, one grid,
+    one cost table."""
+    from _finishing_helpers import tiny_pipeline
+    from portrait_studio.providers.local import LocalProvider
+
+    weights = tiny_pipeline("flux1-dev", tmp_path)
+    LocalProvider(studio=studio).accept_licence("flux-1-dev")
+    brief = tmp_path / "small.yaml"
+    brief.write_text("subject:\n  description: a woman in her forties, confident\n"
+                     "output:\n  width: 256\n  height: 256\nquality:\n  steps: 2\n")
+    code, out, err = cli("compare", brief, "-m", "flux-1-dev@local", "-m", "flux-1.1-pro@bfl", "-m", "flux-2-pro@fal",
+                         "--seed", "7", "--weights", weights, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    made = {(i["model"], i["provider"]) for i in data["images"]}
+    assert made == {("flux-1-dev", "local"), ("flux-1.1-pro", "bfl"), ("flux-2-pro", "fal")}
+    folder = Path(data["out_dir"])
+    assert (folder / "compare-grid.png").is_file()
+    table = (folder / "comparison.md").read_text()
+    assert table.count("\n| FLUX") == 3 and "This comparison cost" in table

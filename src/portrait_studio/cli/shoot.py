@@ -181,6 +181,7 @@ def register(app: typer.Typer) -> None:
         budget: BudgetOption = None,
         out: Annotated[Path | None, typer.Option("--out")] = None,
         provider: ProviderOption = None,
+        weights: WeightsOption = None,
         deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k for every model.")] = None,
         sandbox: SandboxOption = "auto",
         json_out: JsonOption = False,
@@ -199,7 +200,7 @@ def register(app: typer.Typer) -> None:
             _print_plan(plan, limit)
         check_budget(plan, limit)
         report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
-                                    out=out, quiet=json_out)
+                                    weights=weights, out=out, quiet=json_out)
         if not json_out:  # the engine's compare step wrote the grid and the tables
             with Ledger(s.ledger_path) as ledger:
                 folder = Path(ledger.run(report.run_id).out_dir or "")
