@@ -31,7 +31,7 @@ def test_compile_json_has_the_promised_fields(cli, example_brief_file: Path) -> 
     data = json.loads(out)
     for key in ("model", "provider", "prompt", "width", "height", "steps", "guidance", "seed", "warnings", "estimated_cost"):
         assert key in data
-    assert data["seed"] == 1234 and data["negative_prompt"]
+    assert data["seed"] == 1234 and data["negative_prompt"] is None  # positive rewrites unless quality.true_cfg
 
 
 def test_compile_error_is_one_line_with_the_fix(cli, tmp_path: Path) -> None:

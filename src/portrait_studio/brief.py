@@ -229,6 +229,8 @@ class Quality(_Part):
     cfg: float = Field(default=5.0, ge=1.0, le=10.0, description="the guide's CFG scale; 4.5–6.0 recommended")
     steps: int | None = Field(default=None, ge=1, le=100)
     plastic_skin_remedy: bool = False
+    true_cfg: bool = Field(default=False, description="local FLUX.1: send the avoid list as a true-CFG negative "
+                                                      "prompt (twice the transformer calls per step)")
     true_cfg_scale: float = Field(default=4.0, gt=1.0, le=10.0)
     sampler: str | None = Field(default=None, description="e.g. 'DPM++ 2M Karras'; local FLUX only (samplers.py)")
 
