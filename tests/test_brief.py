@@ -83,7 +83,7 @@ def test_more_than_four_identity_anchors_is_refused() -> None:
 
 
 def test_defaults_carry_the_light_negative_list() -> None:
-    brief = parse_brief({"subject": {}})
+    brief = parse_brief({"subject": {"description": "a man in his fifties"}})
     assert "plastic skin" in brief.avoid and "watermark" in brief.avoid
     assert brief.hands.visible is False
 

@@ -450,6 +450,7 @@ def parse_brief(data: Any, source: str = "<brief>", lines: dict[tuple[Any, ...],
 def _brief_error(exc: ValidationError, source: str, lines: dict[tuple[Any, ...], int]) -> BriefError:
     first = exc.errors()[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    hint: str | None
     if first["type"] == "brief_screen":
         ctx = first.get("ctx") or {}
         loc = tuple(int(p) if p.isdigit() else p for p in str(ctx["field"]).split("."))

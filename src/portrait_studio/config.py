@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import NotConfigured, StudioError
+from .errors import NotConfigured, StudioError, UsageError
+from .files import atomic_write_text
 
-__all__ = ["HOME_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
+__all__ = ["HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
+
+MAX_CONFIG_BYTES = 64 * 1024
 
 HOME_ENV = "PORTRAIT_STUDIO_HOME"
 
@@ -50,7 +55,7 @@ class C2paConfig(BaseModel):
 class StudioConfig(BaseModel):
     """config.toml, validated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     creator: str | None = None
     credit: str | None = None
@@ -70,17 +75,31 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mappin
 
 
 class Studio:
-    """A studio folder, its config and its keys. Cheap to create; nothing heavy is loaded."""
+    """A studio folder, its config and its keys. Cheap to create; nothing heavy is loaded.
+
+    Opening a studio creates nothing: read-only commands work on a read-only (or not yet
+    existing) folder. Writers create what they need (`ensure_home`).
+    """
 
     def __init__(self, home: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> None:
         self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
+        if self.home.exists() and not self.home.is_dir():
+            raise StudioError(f"the studio folder {self.home} is a file", hint="point --home / PORTRAIT_STUDIO_HOME at a folder")
         self._environ = dict(os.environ if environ is None else environ)
         self.config = self._load_config()
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None) -> Studio:
         return cls(resolve_home(home))
+
+    def ensure_home(self) -> Path:
+        """Create the studio folder (for commands that write); a clear error when it cannot be."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudioError(f"cannot create the studio folder {self.home}: {exc.strerror}",
+                              hint="check the path and its permissions (--home / PORTRAIT_STUDIO_HOME)") from None
+        return self.home
 
     @property
     def ledger_path(self) -> Path:
@@ -102,25 +121,60 @@ class Studio:
     def keys_path(self) -> Path:
         return self.home / "keys.json"
 
+    def _read(self, path: Path, what: str, fix: str) -> str | None:
+        """A small text file of the studio, None if absent; a StudioError naming it if unreadable."""
+        try:
+            if path.is_dir():
+                raise StudioError(f"{path}: the {what} is a folder", hint=fix)
+            if not path.exists():
+                return None
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise StudioError(f"{path}: the {what} is larger than {MAX_CONFIG_BYTES:,} bytes", hint=fix)
+            return path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise StudioError(f"{path}: the {what} is not UTF-8 text", hint=fix) from None
+        except OSError as exc:
+            raise StudioError(f"{path}: cannot read the {what} ({exc.strerror})", hint=fix) from None
+
     def _load_config(self) -> StudioConfig:
-        if not self.config_path.exists():
+        fix = "fix or delete the config file ('portrait doctor' checks it)"
+        text = self._read(self.config_path, "config", fix)
+        if text is None:
             return StudioConfig()
         try:
-            data = tomllib.loads(self.config_path.read_text())
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise StudioError(f"{self.config_path}: not valid TOML: {exc}", hint=fix) from None
+        try:
             return StudioConfig.model_validate(data)
-        except (tomllib.TOMLDecodeError, ValueError) as exc:
-            raise StudioError(f"{self.config_path}: {exc}", hint="fix or delete the config file") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "config"
+            more = len(exc.errors()) - 1
+            extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+            raise StudioError(f"{self.config_path}: field '{field}': {first['msg']}{extra}", hint=fix) from None
 
     # --- keys -------------------------------------------------------------------------
+    def _keys(self) -> dict[str, str]:
+        """keys.json as {provider: key}; a StudioError with the way out if it is damaged."""
+        fix = "run 'portrait doctor --repair' (moves it aside), then 'portrait keys set PROVIDER'"
+        text = self._read(self.keys_path, "keys file", fix)
+        if text is None:
+            return {}
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StudioError(f"{self.keys_path}: the keys file is damaged (line {exc.lineno}: {exc.msg})", hint=fix) from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise StudioError(f"{self.keys_path}: the keys file must map provider names to key strings", hint=fix)
+        return {str(k): v for k, v in data.items() if v}
+
     def key(self, provider: str) -> str | None:
         """The API key for `provider`: environment variable first, then keys.json."""
         env_var = KEY_ENV_VARS.get(provider)
         if env_var and self._environ.get(env_var):
             return self._environ[env_var]
-        if self.keys_path.exists():
-            value = json.loads(self.keys_path.read_text()).get(provider)
-            return str(value) if value else None
-        return None
+        return self._keys().get(provider)
 
     def require_key(self, provider: str) -> str:
         value = self.key(provider)
@@ -134,14 +188,29 @@ class Studio:
         return value
 
     def set_key(self, provider: str, value: str) -> None:
-        keys = json.loads(self.keys_path.read_text()) if self.keys_path.exists() else {}
+        """Store a key in keys.json: written atomically, readable only by the owner (0600) from the start."""
+        if provider not in KEY_ENV_VARS:
+            raise UsageError(f"unknown provider '{provider}'", field="provider",
+                             hint=f"keys are for: {', '.join(KEY_ENV_VARS)} (the local provider needs none)")
+        value = value.strip()
+        if not value or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+            raise UsageError("an API key is one word of printable ASCII characters", field="key",
+                             hint="paste the key exactly as the provider's dashboard shows it")
+        keys = self._keys()
         keys[provider] = value
-        self.keys_path.write_text(json.dumps(keys, indent=2))
-        self.keys_path.chmod(0o600)
+        self.ensure_home()
+        atomic_write_text(self.keys_path, json.dumps(keys, indent=2) + "\n", mode=0o600)
+
+    def keys_mode_problem(self) -> str | None:
+        """Why keys.json's permissions are unsafe (readable by others), or None."""
+        if not self.keys_path.is_file():
+            return None
+        mode = stat.S_IMODE(self.keys_path.stat().st_mode)
+        if mode & 0o077:
+            return f"{self.keys_path} is readable by others (mode {mode:o}; should be 600)"
+        return None
 
     def secrets(self) -> list[str]:
         """Every key value known to this studio, so writers can prove none leaks."""
         found = [self._environ[v] for v in KEY_ENV_VARS.values() if self._environ.get(v)]
-        if self.keys_path.exists():
-            found += [str(v) for v in json.loads(self.keys_path.read_text()).values() if v]
-        return found
+        return found + list(self._keys().values())

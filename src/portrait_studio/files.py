@@ -90,9 +90,8 @@ def atomic_replace(path: str | os.PathLike[str], *, mode: int | None = None) -> 
 
 
 def _write(path: str | os.PathLike[str], data: bytes, mode: int | None) -> Path:
-    with atomic_replace(path, mode=mode) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+    with atomic_replace(path, mode=mode) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
     return Path(path)
 
 
