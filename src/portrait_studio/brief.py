@@ -576,8 +576,9 @@ def parse_yaml(text: str, *, source: str = "<yaml>") -> tuple[Any, dict[tuple[An
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
         raise BriefError(f"is larger than {MAX_YAML_BYTES:,} bytes", file=source, hint="check that this is the right text")
-    loader = _LimitedLoader(text)
+    loader: _LimitedLoader | None = None
     try:
+        loader = _LimitedLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -587,6 +588,11 @@ def parse_yaml(text: str, *, source: str = "<yaml>") -> tuple[Any, dict[tuple[An
     except _YamlLimit as exc:
         raise BriefError(f"refused: {exc.message}", file=source, line=exc.line,
                          hint="write the values out instead of using anchors and aliases") from None
+    except yaml.reader.ReaderError as exc:  # a control character or similar, before any parsing
+        raise BriefError(
+            f"not valid YAML: character #x{exc.character:04x} is not allowed", file=source,
+            line=text[: exc.position].count("\n") + 1, hint="remove control characters (save the file as plain text)",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise BriefError(
@@ -598,7 +604,8 @@ def parse_yaml(text: str, *, source: str = "<yaml>") -> tuple[Any, dict[tuple[An
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. an unhashable key
         raise BriefError(f"not valid YAML: {exc}", file=source, hint="check the file's structure") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 
