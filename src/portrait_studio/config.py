@@ -28,7 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import NotConfigured, StudioError, UsageError
 from .files import atomic_write_text
 
-__all__ = ["HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
+__all__ = [
+    "HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "C2paConfig", "Studio", "StudioConfig", "read_config", "read_keys",
+    "resolve_home",
+]
 
 MAX_CONFIG_BYTES = 64 * 1024
 
@@ -72,6 +75,59 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mappin
     if env.get(HOME_ENV):
         return Path(env[HOME_ENV]).expanduser()
     return Path.home() / ".portrait-studio"
+
+
+CONFIG_FIX = "fix or delete the config file ('portrait doctor' checks it)"
+KEYS_FIX = "run 'portrait doctor --repair' (moves it aside), then 'portrait keys set PROVIDER'"
+
+
+def _read_small(path: Path, what: str, fix: str) -> str | None:
+    """A small text file of the studio, None if absent; a StudioError naming it if unreadable."""
+    try:
+        if path.is_dir():
+            raise StudioError(f"{path}: the {what} is a folder", hint=fix)
+        if not path.exists():
+            return None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise StudioError(f"{path}: the {what} is larger than {MAX_CONFIG_BYTES:,} bytes", hint=fix)
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise StudioError(f"{path}: the {what} is not UTF-8 text", hint=fix) from None
+    except OSError as exc:
+        raise StudioError(f"{path}: cannot read the {what} ({exc.strerror})", hint=fix) from None
+
+
+def read_config(path: Path) -> StudioConfig:
+    """config.toml, validated (defaults when absent); a StudioError naming the file and field."""
+    text = _read_small(path, "config", CONFIG_FIX)
+    if text is None:
+        return StudioConfig()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudioError(f"{path}: not valid TOML: {exc}", hint=CONFIG_FIX) from None
+    try:
+        return StudioConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        more = len(exc.errors()) - 1
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise StudioError(f"{path}: field '{field}': {first['msg']}{extra}", hint=CONFIG_FIX) from None
+
+
+def read_keys(path: Path) -> dict[str, str]:
+    """keys.json as {provider: key} ({} when absent); a StudioError with the way out if it is damaged."""
+    text = _read_small(path, "keys file", KEYS_FIX)
+    if text is None:
+        return {}
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StudioError(f"{path}: the keys file is damaged (line {exc.lineno}: {exc.msg})", hint=KEYS_FIX) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise StudioError(f"{path}: the keys file must map provider names to key strings", hint=KEYS_FIX)
+    return {str(k): v for k, v in data.items() if v}
 
 
 class Studio:
@@ -121,53 +177,11 @@ class Studio:
     def keys_path(self) -> Path:
         return self.home / "keys.json"
 
-    def _read(self, path: Path, what: str, fix: str) -> str | None:
-        """A small text file of the studio, None if absent; a StudioError naming it if unreadable."""
-        try:
-            if path.is_dir():
-                raise StudioError(f"{path}: the {what} is a folder", hint=fix)
-            if not path.exists():
-                return None
-            if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise StudioError(f"{path}: the {what} is larger than {MAX_CONFIG_BYTES:,} bytes", hint=fix)
-            return path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise StudioError(f"{path}: the {what} is not UTF-8 text", hint=fix) from None
-        except OSError as exc:
-            raise StudioError(f"{path}: cannot read the {what} ({exc.strerror})", hint=fix) from None
-
     def _load_config(self) -> StudioConfig:
-        fix = "fix or delete the config file ('portrait doctor' checks it)"
-        text = self._read(self.config_path, "config", fix)
-        if text is None:
-            return StudioConfig()
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise StudioError(f"{self.config_path}: not valid TOML: {exc}", hint=fix) from None
-        try:
-            return StudioConfig.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "config"
-            more = len(exc.errors()) - 1
-            extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-            raise StudioError(f"{self.config_path}: field '{field}': {first['msg']}{extra}", hint=fix) from None
+        return read_config(self.config_path)
 
-    # --- keys -------------------------------------------------------------------------
     def _keys(self) -> dict[str, str]:
-        """keys.json as {provider: key}; a StudioError with the way out if it is damaged."""
-        fix = "run 'portrait doctor --repair' (moves it aside), then 'portrait keys set PROVIDER'"
-        text = self._read(self.keys_path, "keys file", fix)
-        if text is None:
-            return {}
-        try:
-            data: Any = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StudioError(f"{self.keys_path}: the keys file is damaged (line {exc.lineno}: {exc.msg})", hint=fix) from None
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise StudioError(f"{self.keys_path}: the keys file must map provider names to key strings", hint=fix)
-        return {str(k): v for k, v in data.items() if v}
+        return read_keys(self.keys_path)
 
     def key(self, provider: str) -> str | None:
         """The API key for `provider`: environment variable first, then keys.json."""

@@ -14,6 +14,7 @@ process with `is_temp_file`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -22,10 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import StudioError
+
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "FileWriteError",
     "atomic_copy",
     "atomic_replace",
     "atomic_save_image",
@@ -35,6 +39,24 @@ __all__ = [
 ]
 
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[^.]+)?$")
+
+
+class FileWriteError(StudioError, OSError):
+    """A file could not be written (disk full, read-only folder, permissions). The old file, if any,
+    is untouched. Also an OSError, so code that handles OSError keeps working."""
+
+    def __init__(self, message: str, *, hint: str | None = None, code: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.errno = code  # type: ignore[misc]
+
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and run the command again (nothing already written was lost)",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the command again",
+    errno.EROFS: "the folder is on a read-only disk: use a writable studio (--home) or output folder",
+    errno.EACCES: "no permission to write there: check the folder's permissions",
+    errno.EPERM: "no permission to write there: check the folder's permissions",
+}
 
 
 def is_temp_file(path: str | os.PathLike[str]) -> bool:
@@ -71,9 +93,9 @@ def atomic_replace(path: str | os.PathLike[str], *, mode: int | None = None) -> 
     folders are created. On an exception the temporary file is removed and `path` is untouched.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         if mode is not None:  # create it with the final permissions before any byte is written
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
         yield tmp
@@ -82,9 +104,11 @@ def atomic_replace(path: str | os.PathLike[str], *, mode: int | None = None) -> 
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, FileWriteError) and exc.errno in _HINTS:
+            raise FileWriteError(f"cannot write {target}: {exc.strerror}", hint=_HINTS[exc.errno], code=exc.errno) from exc
         raise
     _fsync_dir(target.parent)
 

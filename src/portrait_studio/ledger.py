@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from .errors import LedgerError
 from .records import Cost, Request, Result, Ticket, new_id
 
-__all__ = ["ImageRow", "Ledger", "RequestRow", "RunRow", "store_image"]
+__all__ = ["ImageRow", "Ledger", "RequestRow", "RunRow", "StoredFile", "store_image"]
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 migration = MIGRATIONS.append
@@ -225,6 +225,16 @@ def store_image(images_dir: Path, data: bytes, ext: str) -> tuple[str, Path]:
     return sha, path
 
 
+class StoredFile(_Row):
+    """An image file the ledger knows: the content-addressed original and its run-folder copy."""
+
+    sha256: str
+    path: str
+    out_path: str | None
+    run_id: str | None
+    sandbox: bool
+
+
 class Ledger:
     """The studio's SQLite ledger. Safe to open from several processes (WAL).
 
@@ -347,12 +357,42 @@ class Ledger:
         problems += [f"foreign key: {tuple(r)}" for r in fk]
         return problems
 
-    def stored_files(self) -> list[tuple[str, str, str | None]]:
-        """(sha256, content-addressed path, run-folder copy or None) of every image the ledger lists."""
+    def stored_files(self) -> list[StoredFile]:
+        """Every image file the ledger lists: its content-addressed copy and its run-folder copy."""
         rows = self.db.execute(
-            "SELECT i.sha256, i.path, r.out_path FROM images i LEFT JOIN results r ON r.image_sha256 = i.sha256"
+            "SELECT i.sha256, i.path, r.out_path, r.run_id, COALESCE(r.sandbox, 0) FROM images i"
+            " LEFT JOIN results r ON r.image_sha256 = i.sha256 ORDER BY i.created_at"
         ).fetchall()
-        return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+        return [StoredFile(sha256=r[0], path=r[1], out_path=r[2], run_id=r[3], sandbox=bool(r[4])) for r in rows]
+
+    @staticmethod
+    def salvage(damaged: Path, into: Path) -> dict[str, int]:
+        """Copy every readable row of a damaged ledger file into a new ledger at `into`.
+
+        Table by table, so one unreadable table does not lose the others; returns rows per table
+        (-1 where a table could not be read). `portrait doctor --repair` uses it.
+        """
+        with Ledger(into) as fresh:
+            tables = [r[0] for r in fresh.db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            fresh.db.execute("ATTACH DATABASE ? AS old", (str(damaged),))
+            counts: dict[str, int] = {}
+            for table in tables:
+                if table == "_migrations":
+                    continue
+                try:
+                    cols = [r[1] for r in fresh.db.execute(f"PRAGMA old.table_info({table})")]
+                    keep = [c for c in cols if c in {r[1] for r in fresh.db.execute(f"PRAGMA main.table_info({table})")}]
+                    if not keep:
+                        counts[table] = -1
+                        continue
+                    names = ", ".join(keep)
+                    with fresh.transaction() as db:
+                        db.execute(f"INSERT OR IGNORE INTO main.{table} ({names}) SELECT {names} FROM old.{table}")
+                    counts[table] = fresh.db.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
+                except sqlite3.DatabaseError:
+                    counts[table] = -1
+            fresh.db.execute("DETACH DATABASE old")
+        return counts
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

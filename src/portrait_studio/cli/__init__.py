@@ -38,6 +38,7 @@ COMMAND_MODULES: list[str] = [
     "finishing",
     "series",
     "web",
+    "doctor",
 ]
 
 for _name in COMMAND_MODULES:

@@ -36,6 +36,6 @@ def register(app: typer.Typer) -> None:
         from ..audit import build_audit_bundle
 
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with Ledger(s.ledger_path, read_only=True) as ledger:
             path = build_audit_bundle(ledger, ledger.run(run).id, out, secrets=s.secrets())
         console.print(f"wrote {path}")
