@@ -13,18 +13,24 @@ import os
 from pathlib import Path
 
 import pytest
-from _studio_helpers import tmpfs
 from PIL import Image
-from test_runner import CountingProvider
 
+from _studio_helpers import tmpfs
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.doctor import examine
 from portrait_studio.errors import StudioError
-from portrait_studio.files import FileWriteError, atomic_save_image, atomic_write_bytes, atomic_write_text, is_temp_file
+from portrait_studio.files import (
+    FileWriteError,
+    atomic_save_image,
+    atomic_write_bytes,
+    atomic_write_text,
+    is_temp_file,
+)
 from portrait_studio.grids import Tile, contact_sheet
 from portrait_studio.ledger import Ledger
 from portrait_studio.runner import run_plan
 from portrait_studio.shoot import plan_shoot, start_run
+from test_runner import CountingProvider
 
 NO_MOUNT = "this machine does not allow mounting a tmpfs (needs root / CAP_SYS_ADMIN)"
 

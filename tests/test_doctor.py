@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _studio_helpers import make_studio, remount, tmpfs
 
+from _studio_helpers import make_studio, remount, tmpfs
 from portrait_studio.doctor import examine
 from portrait_studio.ledger import Ledger
 
@@ -37,7 +37,7 @@ def test_truncated_and_missing_run_copies_are_restored_from_the_store(cli, studi
     assert code == 1 and out.count("problem") >= 2 and "--repair" in out
     code, out, _ = cli("doctor", "--repair", "--home", studio_home)
     assert code == 0 and out.count("fixed") == 2
-    for sha, store, copy in made[:2]:
+    for _, store, copy in made[:2]:
         assert copy.read_bytes() == store.read_bytes()
     assert cli("doctor", "--home", studio_home)[0] == 0
 
