@@ -70,7 +70,7 @@ def _garble(text: str, rng: random.Random) -> str:
         if op == "cut":
             del chars[i: i + rng.randint(1, 40)]
         elif op == "insert":
-            chars[i:i] = rng.choices(list(":-[]{}&*!|>'\"#%@`\t\n ,?\\") + ["a", "\x00", "\ufeff"], k=rng.randint(1, 8))
+            chars[i:i] = rng.choices([*":-[]{}&*!|>'\"#%@`\t\n ,?\\", "a", "\x00", "\ufeff"], k=rng.randint(1, 8))
         elif chars:
             j = rng.randrange(len(chars))
             k = i % len(chars)

@@ -67,7 +67,7 @@ def garbled(draw: st.DrawFn, text: str) -> str:
         if op == "cut":
             del chars[i: i + draw(st.integers(1, 40))]
         elif op == "insert":
-            chars[i:i] = draw(st.text(alphabet=st.sampled_from(list(":-[]{}&*!|>'\"#%@`\t\n ,?\\\x00\x85\ufeff") + ["a"]),
+            chars[i:i] = draw(st.text(alphabet=st.sampled_from([*":-[]{}&*!|>'\"#%@`\t\n ,?\\\x00\x85\ufeff", "a"]),
                                       min_size=1, max_size=8))
         elif chars:
             j = draw(st.integers(0, len(chars) - 1))
