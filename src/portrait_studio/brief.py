@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -320,7 +320,7 @@ class Brief(_Part):
             )
         texts = brief_texts(self)
         for field, text, _ in texts:
-            what = find_key(text)
+            what = _key_in(text)
             if what is not None:
                 raise _screen_error(
                     field, f"holds what looks like {what}; it would be sent to the provider and stored in the ledger",
@@ -346,6 +346,11 @@ class Brief(_Part):
             node = node[key]
         node[path[-1]] = value
         return parse_brief(data, source=f"vary --{element}")
+
+
+@lru_cache(maxsize=4096)
+def _key_in(text: str) -> str | None:
+    return find_key(text)
 
 
 def _screen_error(field: str, message: str, hint: str) -> PydanticCustomError:
