@@ -141,3 +141,10 @@ def test_malformed_yaml_is_a_brief_error(tmp_path: Path, text: str) -> None:
 def test_parse_yaml_refuses_text_over_the_limit() -> None:
     with pytest.raises(BriefError, match="larger than"):
         parse_yaml("a: b\n" * (MAX_YAML_BYTES // 4), source="pasted")
+
+
+def test_a_lens_preset_that_is_not_a_name_is_a_brief_error() -> None:
+    """Found by the property tests: `lens: {preset: [..]}` crashed in the did-you-mean lookup."""
+    with pytest.raises(BriefError) as err:
+        parse_brief({"subject": {"description": "a woman"}, "lens": {"preset": ["85mm"]}})
+    assert err.value.field == "lens.preset"

@@ -155,7 +155,7 @@ class Lens(_Part):
     def _from_preset(cls, data: Any) -> Any:
         if isinstance(data, str):
             data = {"preset": data}
-        if isinstance(data, dict) and data.get("preset"):
+        if isinstance(data, dict) and data.get("preset") and isinstance(data["preset"], str):
             name = _one_of(data["preset"], list(preset("lenses")), "lens preset")
             data = {**preset("lenses")[name], **data, "preset": name}
         return data
