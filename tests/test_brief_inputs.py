@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from portrait_studio.brief import MAX_YAML_BYTES, load_brief, parse_brief, parse_yaml
 from portrait_studio.errors import BriefError
@@ -105,7 +106,7 @@ def test_an_empty_subject_is_refused_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_an_identity_reference_is_enough_of_a_subject(tmp_path: Path) -> None:
-    (tmp_path / "face.png").write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "face.png")
     brief = load_brief(write(tmp_path, "subject: {}\nreferences:\n  - path: face.png\n    role: identity\n"))
     assert brief.references[0].role == "identity"
 
@@ -148,3 +149,19 @@ def test_a_lens_preset_that_is_not_a_name_is_a_brief_error() -> None:
     with pytest.raises(BriefError) as err:
         parse_brief({"subject": {"description": "a woman"}, "lens": {"preset": ["85mm"]}})
     assert err.value.field == "lens.preset"
+
+
+@pytest.mark.parametrize("make", ["missing", "folder", "yaml", "bomb"])
+def test_a_reference_that_is_not_an_image_names_the_field_and_line(tmp_path: Path, make: str) -> None:
+    """A missing or non-image reference was a FileNotFoundError / UnidentifiedImageError traceback."""
+    target = tmp_path / "face.png"
+    if make == "folder":
+        target.mkdir()
+    elif make == "yaml":
+        target.write_text("subject: {description: a woman}\n")
+    elif make == "bomb":
+        Image.new("1", (12_000, 12_000)).save(target)
+    path = write(tmp_path, "subject: {description: a woman}\nreferences:\n  - role: identity\n    path: face.png\n")
+    with pytest.raises(BriefError) as err:
+        load_brief(path)
+    assert err.value.field == "references.0.path" and err.value.line == 4 and "face.png" in str(err.value)

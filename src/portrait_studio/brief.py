@@ -624,7 +624,31 @@ def load_brief(path: str | Path) -> Brief:
     """Load and validate a brief file; errors name the file, line and field."""
     path = Path(path)
     data, lines = read_yaml(path, missing_hint="check the path, or run 'portrait brief new'")
-    return _resolve_references(parse_brief(data, source=str(path), lines=lines), path.parent)
+    brief = _resolve_references(parse_brief(data, source=str(path), lines=lines), path.parent)
+    _check_reference_files(brief, source=str(path), lines=lines)
+    return brief
+
+
+def _check_reference_files(brief: Brief, *, source: str, lines: dict[tuple[Any, ...], int]) -> None:
+    """Every reference is a readable image (header only): a missing file, a folder or a YAML file
+    given as a photo is named here, not as a traceback when the request is compiled."""
+    import warnings
+
+    from PIL import Image
+
+    from .imaging import ImageInputError, image_size
+
+    for i, ref in enumerate(brief.references):
+        field, line = f"references.{i}.path", _line_for(("references", i, "path"), lines)
+        try:
+            with warnings.catch_warnings():  # a huge image is refused below, not warned about
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image_size(ref.path)
+        except ImageInputError as exc:
+            raise BriefError(exc.message, hint=exc.hint, field=field, file=source, line=line) from None
+        except Image.DecompressionBombError:
+            raise BriefError(f"'{ref.path}' has far too many pixels to be a photo", hint="downscale it first",
+                             field=field, file=source, line=line) from None
 
 
 def example_briefs() -> list[str]:
