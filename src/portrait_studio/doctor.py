@@ -276,7 +276,7 @@ def _check_files(report: DoctorReport, ledger: Ledger, can_fix: bool) -> None:
         if can_fix and store_ok.get(sha):
             atomic_copy(Path(next(f.path for f in files if f.sha256 == sha)), out)
             report.add("files", "fixed", f"run copy {out} {what}: restored from the content-addressed original",
-                       "the restored copy carries no labels: export it again ('portrait export') to label it")
+                       "the restored copy carries no labels yet: label it again with 'portrait label FILE'")
         else:
             report.add("files", "problem", f"run copy {out} {what}",
                        "run 'portrait doctor --repair'" if store_ok.get(sha) else "the original is damaged too")
