@@ -159,3 +159,9 @@ def test_read_commands_work_on_a_read_only_studio(cli, tmp_path: Path) -> None:
         code, _, err = cli("keys", "set", "fal", "--value", "abc-def:0123456789abcdef0123456789", "--home", home)
         assert code == 2 and ("read-only" in err.lower() or "Read-only" in err) and "Traceback" not in err
         assert sorted(str(p) for p in home.rglob("*")) == before
+
+
+def test_log_on_a_studio_that_does_not_exist_yet_creates_nothing(cli, tmp_path: Path) -> None:
+    home = tmp_path / "fresh"
+    code, out, _ = cli("log", "--home", home)
+    assert code == 0 and "the ledger is empty" in out and not home.exists()
