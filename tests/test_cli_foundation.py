@@ -36,7 +36,7 @@ def test_compile_json_has_the_promised_fields(cli, example_brief_file: Path) -> 
 
 def test_compile_error_is_one_line_with_the_fix(cli, tmp_path: Path) -> None:
     path = tmp_path / "b.yaml"
-    path.write_text("subject: {}\noutput:\n  resolution: 4MP\n")
+    path.write_text("subject: {description: a woman in her forties}\noutput:\n  resolution: 4MP\n")
     code, _, err = cli("compile", path, "--model", "flux-1.1-pro", "--seed", "1")
     assert code == 2 and "output.resolution" in err and "fix:" in err
 

@@ -10,9 +10,9 @@ from PIL import Image
 
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.compare import comparison_rows, plan_compare, write_comparison
+from portrait_studio.engine import Engine
 from portrait_studio.errors import CapabilityError
 from portrait_studio.ledger import Ledger
-from portrait_studio.engine import Engine
 from test_runner import CountingProvider
 
 BRIEF = load_brief(example_brief_path("rembrandt-studio-headshot"))

@@ -167,7 +167,7 @@ def parse_shots(data: Any, source: str = "<shots>", lines: dict[tuple[Any, ...],
             msg, hint = f"unknown field '{loc[-1]}'", f"a shot can change: name, {', '.join(ELEMENTS)}"
         field = ".".join(str(p) for p in loc)
         raise BriefError(msg, field=field, file=source, line=_line_for(loc_of(loc), lines), hint=hint) from None
-    probe = Brief(subject=Subject())
+    probe = Brief(subject=Subject(description="an adult"))
     for i, shot in enumerate(shots):
         try:
             apply_changes(probe, shot.changes)

@@ -39,6 +39,7 @@ COMMAND_MODULES: list[str] = [
     "series",
     "edit",
     "web",
+    "doctor",
 ]
 
 for _name in COMMAND_MODULES:
