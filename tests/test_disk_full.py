@@ -18,6 +18,7 @@ from PIL import Image
 from _studio_helpers import tmpfs
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.doctor import examine
+from portrait_studio.engine import Engine
 from portrait_studio.errors import StudioError
 from portrait_studio.files import (
     FileWriteError,
@@ -28,7 +29,6 @@ from portrait_studio.files import (
 )
 from portrait_studio.grids import Tile, contact_sheet
 from portrait_studio.ledger import Ledger
-from portrait_studio.engine import Engine
 from portrait_studio.shoot import plan_shoot
 from test_runner import CountingProvider
 
@@ -75,7 +75,7 @@ def truncated_files(root: Path) -> list[str]:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    with tmpfs(tmp_path / "disk", "2m") as mount:
+    with tmpfs(tmp_path / "disk", "16m") as mount:
         if mount is None:
             pytest.skip(NO_MOUNT)
         yield mount
@@ -121,5 +121,12 @@ def test_a_full_disk_mid_shoot_loses_nothing_made_and_truncates_nothing(small_di
         assert ledger.integrity_errors() == []
     bad = truncated_files(home)
     assert bad == [], "\n".join(bad)
+    # space is back: resume writes what is missing (the labelled copies) and pays for nothing again
+    with Ledger(home / "ledger.db") as ledger:
+        engine = Engine(ledger=ledger, images_dir=home / "images", runs_dir=home / "runs", providers={"bfl": provider})
+        asyncio.run(engine.execute(run_id))
+        assert len(ledger.images(run_id=run_id)) == 8
+        assert sorted(provider.paid) == list(range(1, 9))  # every image paid exactly once: the rest re-collected
     report = examine(home)
     assert [f.message for f in report.problems] == []
+    assert truncated_files(home) == []

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from .config import KEY_ENV_VARS, StudioConfig, read_config, read_keys
@@ -99,7 +99,7 @@ def examine(
     ledger = _check_ledger(report, root, can_fix, when)
     if ledger is not None:
         with ledger:
-            _check_files(report, ledger, can_fix)
+            _check_files(report, ledger, can_fix, root, config)
     _check_temp_files(report, root, can_fix, when, temp_age_s)
     return report
 
@@ -177,7 +177,7 @@ def _check_ledger(report: DoctorReport, root: Path, can_fix: bool, when: float) 
     problem: str | None = None
     ledger: Ledger | None = None
     try:
-        ledger = Ledger(path, read_only=True)
+        ledger = Ledger(path, read_only=not can_fix)  # --repair writes what it restores (labelled copies)
         errors = ledger.integrity_errors()
         if errors:
             problem = f"the ledger fails SQLite's integrity check: {'; '.join(errors[:3])}"
@@ -219,7 +219,7 @@ def _check_ledger(report: DoctorReport, root: Path, can_fix: bool, when: float) 
             note += f"; unreadable: {', '.join(lost)}"
     report.add("ledger", "fixed", f"{problem}: moved it aside to {moved.name} and started a new ledger; {note}",
                "keep the .damaged file until you are sure nothing else is needed from it")
-    return Ledger(path, read_only=True)
+    return Ledger(path, read_only=not can_fix)
 
 
 def _sha256(path: Path) -> str | None:
@@ -245,7 +245,7 @@ def _decodes(path: Path) -> bool:
         return False
 
 
-def _check_files(report: DoctorReport, ledger: Ledger, can_fix: bool) -> None:
+def _check_files(report: DoctorReport, ledger: Ledger, can_fix: bool, root: Path, config: Any = None) -> None:
     files = ledger.stored_files()
     if not files:
         return
@@ -255,7 +255,7 @@ def _check_files(report: DoctorReport, ledger: Ledger, can_fix: bool) -> None:
             continue
         path = Path(f.path)
         good = _sha256(path) == f.sha256
-        if not good:
+        if not good:  # only a byte-identical file can stand in (an import's own file; labelled copies differ)
             donor = next((Path(g.out_path) for g in files if g.sha256 == f.sha256 and g.out_path
                           and _sha256(Path(g.out_path)) == f.sha256), None)
             what = "is missing" if not path.exists() else "does not match its sha256 (truncated or changed)"
@@ -264,22 +264,32 @@ def _check_files(report: DoctorReport, ledger: Ledger, can_fix: bool) -> None:
                 report.add("files", "fixed", f"image {f.sha256[:12]} {what}: restored {path} from {donor}")
                 good = True
             else:
-                report.add("files", "problem", f"image {f.sha256[:12]} {what}: {path}",
-                           "run 'portrait doctor --repair'" if donor else "restore the studio's images/ folder from a backup")
+                labelled = next((g.out_path for g in files if g.sha256 == f.sha256 and g.out_path
+                                 and Path(g.out_path).exists()), None)
+                hint = ("run 'portrait doctor --repair'" if donor else "restore the studio's images/ folder from a backup"
+                        + (f"; the labelled copy {labelled} still holds the picture" if labelled else ""))
+                report.add("files", "problem", f"image {f.sha256[:12]} {what}: {path}", hint)
         store_ok[f.sha256] = good
-    copies = {(f.out_path, f.sha256) for f in files if f.out_path}
-    for out_path, sha in sorted(copies):
+    copies = {(f.out_path, f.sha256, f.result_id, f.operation) for f in files if f.out_path}
+    engine = None
+    for out_path, sha, result_id, operation in sorted(copies, key=lambda c: c[0] or ""):
         out = Path(out_path)
-        if out.exists() and _decodes(out):
+        if operation == "import":
+            continue  # the user's own file: not the studio's to restore
+        recorded = ledger.file(out)
+        intact = out.exists() and _decodes(out) and (recorded is None or _sha256(out) == recorded["sha256"])
+        if intact:
             continue
-        what = "is missing" if not out.exists() else "is truncated or unreadable"
-        if can_fix and store_ok.get(sha):
-            atomic_copy(Path(next(f.path for f in files if f.sha256 == sha)), out)
-            report.add("files", "fixed", f"run copy {out} {what}: restored from the content-addressed original",
-                       "the restored copy carries no labels yet: label it again with 'portrait label FILE'")
+        what = "is missing" if not out.exists() else "is truncated or damaged"
+        if can_fix and store_ok.get(sha) and result_id:
+            engine = engine or _engine(ledger, root, config)
+            engine.deliver(ledger.image(result_id))
+            report.add("files", "fixed", f"run copy {out} {what}: written again from the content-addressed original, "
+                                         "labelled")
         else:
             report.add("files", "problem", f"run copy {out} {what}",
-                       "run 'portrait doctor --repair'" if store_ok.get(sha) else "the original is damaged too")
+                       "run 'portrait doctor --repair' (or 'portrait resume RUN')" if store_ok.get(sha)
+                       else "the original is damaged too")
     bad = sum(1 for f in report.findings if f.area == "files")
     if not bad:
         report.add("files", "ok", f"{len(store_ok)} image{'s' if len(store_ok) != 1 else ''} and "
@@ -288,6 +298,16 @@ def _check_files(report: DoctorReport, ledger: Ledger, can_fix: bool) -> None:
     if sandboxed:
         report.add("sandbox", "info", f"{len(sandboxed)} image{'s' if len(sandboxed) != 1 else ''} in the ledger came "
                                       "from a sandbox (placeholder pictures, not FLUX)")
+
+
+def _engine(ledger: Ledger, root: Path, config: Any) -> Any:
+    """Just enough engine to write labelled copies again (no provider, nothing paid)."""
+    from .engine import Engine
+    from .finishing.lineage import LabelSettings
+
+    labels = LabelSettings(creator=getattr(config, "creator", None), credit=getattr(config, "credit", None),
+                           c2pa=getattr(config, "c2pa", None))
+    return Engine(ledger=ledger, images_dir=root / "images", runs_dir=root / "runs", providers={}, labels=labels)
 
 
 def _check_temp_files(report: DoctorReport, root: Path, can_fix: bool, when: float, temp_age_s: float) -> None:

@@ -515,11 +515,17 @@ def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingred
     the labels are written on a private copy that is renamed into place last. Returns (sha256, label record)."""
     import hashlib
 
+    from .files import atomic_replace
     from .labels import label_image
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.{os.getpid()}.{new_id()}"
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError:  # let the files module turn it into a clear error (disk full, read-only, permissions)
+        with atomic_replace(target):
+            pass
+        raise
     try:
         tmp = staging / target.name
         shutil.copyfile(source, tmp)
@@ -531,6 +537,14 @@ def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingred
         os.replace(staging / (target.name + ".json"), target.parent / (target.name + ".json"))
         os.replace(tmp, target)
         return hashlib.sha256(target.read_bytes()).hexdigest(), record.model_copy(update={"path": str(target)})
+    except OSError as exc:
+        from .files import FileWriteError
+
+        if isinstance(exc, FileWriteError) or exc.errno is None:
+            raise
+        raise FileWriteError(f"cannot write {target}: {exc.strerror}",
+                             hint="free some space or fix the folder's permissions, then 'portrait resume' writes it",
+                             code=exc.errno) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

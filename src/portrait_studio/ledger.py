@@ -281,6 +281,9 @@ class StoredFile(_Row):
     out_path: str | None
     run_id: str | None
     sandbox: bool
+    result_id: str | None = None
+    operation: str | None = None
+    """'import': the out path is the user's own file (the same bytes); otherwise a labelled copy."""
 
 
 class Ledger:
@@ -408,10 +411,11 @@ class Ledger:
     def stored_files(self) -> list[StoredFile]:
         """Every image file the ledger lists: its content-addressed copy and its run-folder copy."""
         rows = self.db.execute(
-            "SELECT i.sha256, i.path, r.out_path, r.run_id, COALESCE(r.sandbox, 0) FROM images i"
+            "SELECT i.sha256, i.path, r.out_path, r.run_id, COALESCE(r.sandbox, 0), r.id, r.operation FROM images i"
             " LEFT JOIN results r ON r.image_sha256 = i.sha256 ORDER BY i.created_at"
         ).fetchall()
-        return [StoredFile(sha256=r[0], path=r[1], out_path=r[2], run_id=r[3], sandbox=bool(r[4])) for r in rows]
+        return [StoredFile(sha256=r[0], path=r[1], out_path=r[2], run_id=r[3], sandbox=bool(r[4]), result_id=r[5],
+                           operation=r[6]) for r in rows]
 
     @staticmethod
     def salvage(damaged: Path, into: Path) -> dict[str, int]:
