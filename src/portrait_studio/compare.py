@@ -24,11 +24,12 @@ MAX_MODELS = 4
 
 
 def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None) -> ShootPlan:
-    if not 2 <= len(models) <= MAX_MODELS:
-        raise BriefError(
-            f"{len(models)} models chosen", field="--model",
-            hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)",
-        )
+    if len(models) < 2:
+        raise BriefError("only one model chosen" if models else "no model chosen", field="--model",
+                         hint=f"compare 2 to {MAX_MODELS} models: add another --model (see 'portrait models')")
+    if len(models) > MAX_MODELS:
+        raise BriefError(f"{len(models)} models chosen", field="--model",
+                         hint=f"compare at most {MAX_MODELS} models side by side (a fifth does not fit the grid)")
     if len(set(models)) != len(models):
         raise BriefError("the same model is listed twice", field="--model")
     return plan_shoot(brief, models, seeds, provider=provider, kind="compare")

@@ -298,9 +298,14 @@ class Ledger:
         self.db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id))
 
     def run(self, run_id: str) -> RunRow:
+        """A run by its exact id or a unique prefix of it (never a substring, never a wildcard)."""
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        if row is None:
-            row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY created_at DESC", (f"%{run_id}%",)).fetchone()
+        if row is None and run_id.strip():
+            rows = self.db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2",
+                                   (len(run_id), run_id)).fetchall()
+            if len(rows) > 1:
+                raise LedgerError(f"'{run_id}' is the start of several runs", hint="give more characters of the run id")
+            row = rows[0] if rows else None
         if row is None:
             raise LedgerError(f"no run '{run_id}' in the ledger", hint="run 'portrait log' to list runs")
         return RunRow(
@@ -443,10 +448,11 @@ class Ledger:
         exact = self.db.execute(self._IMAGE_SQL + " WHERE r.id=?", (ref,)).fetchone()
         if exact is not None:  # the common case: an id from the log or the gallery, no table scan
             return self._image_row(exact)
-        rows = self.db.execute(
-            self._IMAGE_SQL + " WHERE r.id=? OR r.image_sha256 LIKE ? OR r.id LIKE ? OR r.out_path=? OR i.path=?"
-            " ORDER BY r.created_at DESC",
-            (ref, f"{ref}%", f"{ref}%", ref, ref),
+        n = len(ref)
+        rows = [] if not ref.strip() else self.db.execute(
+            self._IMAGE_SQL + " WHERE r.id=? OR substr(r.image_sha256, 1, ?)=? OR substr(r.id, 1, ?)=?"
+            " OR r.out_path=? OR i.path=? ORDER BY r.created_at DESC",
+            (ref, n, ref, n, ref, ref, ref),
         ).fetchall()
         if not rows:
             raise LedgerError(f"no image '{ref}' in the ledger", hint="use an id or sha256 prefix from 'portrait log'")

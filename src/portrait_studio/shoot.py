@@ -18,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from . import ranking
 from .brief import VARIABLE_ELEMENTS, Brief, parse_brief
 from .errors import BriefError, BudgetExceeded, StudioError
-from .grids import Tile, contact_sheet
+from .grids import candidate_tile, contact_sheet
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
 from .records import Cost, Request
@@ -61,14 +62,10 @@ class ShootPlan(BaseModel):
 
 
 def choose_seeds(count: int | None, seed: int | None, rng: random.Random | None = None) -> list[int]:
-    """`--seed S` locks one seed; `--seeds N` explores N random ones (3–5 recommended)."""
-    if seed is not None:
-        return [seed]
-    count = count or 3
-    if not 1 <= count <= 16:
-        raise BriefError(f"{count} seeds", field="--seeds", hint="explore 3–5 seeds (at most 16)")
-    rng = rng or random.SystemRandom()
-    return [rng.randrange(2**32) for _ in range(count)]
+    """`--seed S` locks one seed; `--seeds N` explores N random ones (the policy is in seeds.py)."""
+    from .seeds import check_seed, random_seeds
+
+    return [check_seed(seed)] if seed is not None else random_seeds(count, rng)
 
 
 def plan_shoot(
@@ -306,23 +303,10 @@ def finish_run(
             if ledger.checks(img.image_sha256) is None:
                 overall, score, data = checker(Path(img.out_path or img.path), brief)
                 ledger.record_checks(img.image_sha256, overall, score, data)
-    ranked = sorted(
-        (ledger.image(i.id) for i in images), key=lambda r: (-(r.check_score if r.check_score is not None else -1), r.created_at)
-    )
+    ranked = ranking.rank(ledger.image(i.id) for i in images)
     sheet = None
     if ranked:
-        tiles = [
-            Tile(
-                path=r.out_path or r.path,
-                lines=(
-                    f"#{rank} {r.model} · seed {r.seed}",
-                    f"${r.cost_usd:.3f} · {r.timings.get('total_s', 0):.1f}s · check {r.check_overall or 'n/a'}",
-                ),
-                status=r.check_overall,
-                badge="SANDBOX" if r.sandbox else None,
-            )
-            for rank, r in enumerate(ranked, 1)
-        ]
+        tiles = [candidate_tile(r, n, ledger.checks(r.image_sha256)) for n, r in enumerate(ranked, 1)]
         title = f"{run.name or run.kind} · {run.id} · {time.strftime('%Y-%m-%d')}"
         sheet = contact_sheet(tiles, out / "contact-sheet.png", title=title)
     write_run_json(ledger, run_id, out)

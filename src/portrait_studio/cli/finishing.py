@@ -9,25 +9,28 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.markup import escape
 
 from ..config import Studio
-from ..errors import CapabilityError, LedgerError
+from ..errors import LedgerError, UsageError
 from ..ledger import Ledger
 from ..providers import SandboxMode, open_providers
 from ..providers.base import Provider
-from ._common import HomeOption, JsonOption, console, err_console, print_json, renamed_option, studio
+from ._common import HomeOption, JsonOption, console, err_console, plain, print_json, renamed_option, studio
+from ._options import (
+    BudgetOption,
+    ImageArg,
+    ProviderOption,
+    SandboxOption,
+    WeightsOption,
+    check_id,
+    finite,
+    seed_option,
+)
+from ._progress import progress_bars
 
 T = TypeVar("T")
 
-ImageArg = Annotated[Path, typer.Argument(help="The image file.", exists=True, dir_okay=False)]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Output file or folder (default: next to the input).")]
-SandboxOption = Annotated[
-    str, typer.Option("--sandbox", help="auto: use the provider's sandbox when no API key is set; always; never.")
-]
-ProviderOption = Annotated[str | None, typer.Option("--provider", help="bfl, fal, replicate or local.")]
-WeightsOption = Annotated[str | None, typer.Option("--weights", help="local: a diffusers folder or HF repo id.")]
-BudgetOption = Annotated[float | None, typer.Option("--budget", help="Most this command may spend, in USD.")]
 LicenceOption = Annotated[bool, typer.Option("--accept-licence", help="Accept a local model's licence (non-commercial "
                                              "FLUX.1 [dev] weights) for this run.")]
 
@@ -38,8 +41,6 @@ def _with_provider(
 ) -> T:
     """Open one provider (a sandbox when there is no key), run `work` with it, close it."""
     mode: SandboxMode = sandbox  # type: ignore[assignment]
-    if mode not in ("auto", "always", "never"):
-        raise CapabilityError(f"--sandbox {sandbox} is not auto, always or never", hint="use --sandbox auto")
     with ExitStack() as stack:
         if provider_id == "local":
             # built with the studio so licences accepted with 'portrait local licence' count
@@ -68,7 +69,7 @@ def _print_chain(ledger: Ledger, sha: str) -> None:
 
     console.print("[bold]lineage[/] (oldest first):")
     for n, line in enumerate(describe_chain(ledger.lineage(sha))):
-        console.print(("  " if n == 0 else "  └─ ") + escape(line), highlight=False)
+        console.print(plain(("  " if n == 0 else "  └─ ") + line))
 
 
 def _chain_json(ledger: Ledger, sha: str) -> list[dict[str, Any]]:
@@ -82,17 +83,18 @@ def register(app: typer.Typer) -> None:
         region: Annotated[str | None, typer.Option("--region", help="mouth, teeth, eyes, face, skin or hands "
                                                    "(also eye_left, eye_right, hand_0 ...).")] = None,
         auto: Annotated[bool, typer.Option("--auto", help="Run the checklist and fix the regions that failed.")] = False,
-        max_tries: Annotated[int, typer.Option("--max-tries", help="--auto: most fix-and-recheck rounds.")] = 2,
-        denoise: Annotated[float | None, typer.Option("--denoise", help="How much the region may change (0–1); default "
-                                                      "per model (FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
+        max_tries: Annotated[int, typer.Option("--max-tries", min=1, max=10, help="--auto: most fix-and-recheck rounds.")] = 2,
+        denoise: Annotated[float | None, typer.Option("--denoise", callback=finite(0.0, 1.0),
+                                                      help="How much the region may change (0–1); default per model "
+                                                      "(FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
         strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="An inpainting model: flux-fill-pro, "
                                            "flux-1-fill-dev, flux-1-dev, flux-1-schnell.")] = "flux-fill-pro",
         provider: ProviderOption = None,
         prompt_add: Annotated[str | None, typer.Option("--prompt-add", help="Added to the region's repair cue, "
                                                        "e.g. 'even teeth, natural shade'.")] = None,
-        seed: Annotated[int | None, typer.Option("--seed", help="Default: derived from the image and region.")] = None,
-        steps: Annotated[int | None, typer.Option("--steps")] = None,
+        seed: Annotated[int | None, seed_option("Default: derived from the image and region.")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", min=1, max=100, help="Inference steps (local models).")] = None,
         weights: WeightsOption = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
@@ -108,7 +110,7 @@ def register(app: typer.Typer) -> None:
 
         renamed_option("--strength", strength, "--denoise", "how much the region may change")
         if auto == (region is not None):
-            raise CapabilityError("give either --region or --auto", hint="e.g. portrait fix IMG --region teeth")
+            raise UsageError("give either --region or --auto", field="--region", hint="e.g. portrait fix IMG --region teeth")
         s = studio(home)
         pid = provider or default_provider(model)
         limit = budget if budget is not None else s.config.default_budget_usd
@@ -124,7 +126,7 @@ def register(app: typer.Typer) -> None:
                                       f"failed before: {', '.join(r.failed_before) or '-'} → after: "
                                       f"{', '.join(r.failed_after) or '-'} (score {r.score_before:g} → {r.score_after:g})")
                         for e in r.errors:
-                            console.print(f"  [red]✗[/] {escape(e)}", highlight=False)
+                            console.print("  [red]✗[/]", plain(e), highlight=False)
 
                 report = _with_provider(
                     s, pid, sandbox=sandbox, model=model, accept_licence=accept_licence,
@@ -137,7 +139,7 @@ def register(app: typer.Typer) -> None:
                               f"still failing: {', '.join(report.remaining) or '-'} · spent ${report.spent_usd:.3f}")
                 if report.unfixable:
                     console.print(f"not region fixes (re-shoot or vary instead): {', '.join(report.unfixable)}")
-                console.print(f"final: {escape(report.final)}", highlight=False)
+                console.print("final:", plain(report.final), highlight=False)
                 _print_chain(ledger, report.final_sha256)
                 return
             assert region is not None
@@ -149,26 +151,28 @@ def register(app: typer.Typer) -> None:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             for w in outcome.warnings:
-                console.print(f"[yellow]note:[/] {escape(w)}", highlight=False)
+                console.print("[yellow]note:[/]", plain(w), highlight=False)
             denoise_text = f" at denoise {outcome.denoise:g}" if outcome.denoise is not None else ""
             console.print(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
                           f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
-                          f"feathered mask · ${outcome.cost_usd:.3f}")
-            console.print(f"wrote {escape(outcome.path)}", highlight=False)
+                          f"feathered mask · ${outcome.cost_usd:.3f}", highlight=False)
+            console.print("wrote", plain(outcome.path), highlight=False)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("upscale")
     def upscale(
         image: ImageArg,
-        scale: Annotated[float, typer.Option("--scale", help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
-        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", help="Add a light image-to-image "
-                                                             "detail pass at this denoise (0.1-0.3).")] = None,
+        scale: Annotated[float, typer.Option("--scale", callback=finite(1.0, 4.0, low_open=True),
+                                             help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
+        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", callback=finite(0.0, 1.0),
+                                                             help="Add a light image-to-image detail pass at this "
+                                                             "denoise (0.1-0.3).")] = None,
         detail_strength: Annotated[float | None, typer.Option("--detail-strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Detail-pass model.")] = "flux-1-dev",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
-        gpu: Annotated[int | None, typer.Option("--gpu", help="Vulkan device index (default: CPU).")] = None,
-        tile: Annotated[int, typer.Option("--tile", help="Tile size in input pixels (bounds memory).")] = 192,
+        gpu: Annotated[int | None, typer.Option("--gpu", min=0, max=64, help="Vulkan device index (default: CPU).")] = None,
+        tile: Annotated[int, typer.Option("--tile", min=32, max=4096, help="Tile size in input pixels (bounds memory).")] = 192,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
         out: OutOption = None,
@@ -186,9 +190,10 @@ def register(app: typer.Typer) -> None:
         s = studio(home)
         labels = LabelSettings.from_studio(s, sign=sign)
         limit = budget if budget is not None else s.config.default_budget_usd
-        with Ledger(s.ledger_path) as ledger:
+        with Ledger(s.ledger_path) as ledger, progress_bars(quiet=json_out) as bars:
+            bar = bars.bar(f"upscale ×{scale:g}", None, unit="tiles")
             common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, out=out, labels=labels, gpu=gpu,
-                                          tile=tile, budget_usd=limit)
+                                          tile=tile, budget_usd=limit, progress=bar.update)
             if detail_denoise is not None:
                 detail = DetailPass(model=model, denoise=detail_denoise, weights=weights)
                 outcome = _with_provider(
@@ -198,18 +203,20 @@ def register(app: typer.Typer) -> None:
                 )
             else:
                 outcome = asyncio.run(upscale_image(image, scale, **common))
+            bars.view.stop()
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             console.print(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
-                          + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else ""))
-            console.print(f"wrote {escape(outcome.path)}", highlight=False)
+                          + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else ""), highlight=False)
+            console.print("wrote", plain(outcome.path), highlight=False)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("masks")
     def masks(
         image: ImageArg,
-        out: Annotated[Path, typer.Option("--out", help="Folder for the mask PNGs.")] = Path("masks"),
+        out: Annotated[Path, typer.Option("--out", help="Folder for the mask PNGs.", file_okay=False,
+                                          metavar="FOLDER")] = Path("masks"),
         json_out: JsonOption = False,
     ) -> None:
         """Write the region masks a fix would use (mouth, teeth, eyes, face, skin, hands) and an overlay."""
@@ -227,21 +234,24 @@ def register(app: typer.Typer) -> None:
         for name, p in paths.items():
             m = found.get(name)
             extra = f"  {m.area} px, feather {m.feather_px} px" if m else ""
-            console.print(f"{name:10s} {escape(str(p))}{extra}", highlight=False)
+            console.print(plain(f"{name:10s} {p}{extra}"))
         if not found:
             console.print("[yellow]no face or hands found[/]: nothing to mask")
 
     @app.command("lineage")
     def lineage(
-        image: Annotated[str, typer.Argument(help="Image file, or an id / sha256 prefix from 'portrait log'.")],
+        image: Annotated[str, typer.Argument(help="Image file, or an id / sha256 prefix from 'portrait log'.",
+                                             metavar="IMAGE")],
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Print an image's chain: generation → fixes → upscale, with models, settings and costs."""
         from ..finishing.lineage import describe_chain, file_sha256
 
+        if Path(image).is_dir():
+            raise typer.BadParameter(f"'{image}' is a folder, not an image file or id", param_hint="IMAGE")
+        ref = file_sha256(image) if Path(image).is_file() else check_id(image, "image id or file") or image
         s = studio(home)
-        ref = file_sha256(image) if Path(image).is_file() else image
         with Ledger(s.ledger_path) as ledger:
             try:
                 row = ledger.image(ref)
@@ -258,7 +268,7 @@ def register(app: typer.Typer) -> None:
             total = sum(r.cost_usd for r in chain)
             console.print(f"{len(chain)} step(s), ${total:.3f} in all")
             if children:
-                console.print("made from it: " + ", ".join(describe_chain([c])[0] for c in children), highlight=False)
+                console.print(plain("made from it: " + ", ".join(describe_chain([c])[0] for c in children)))
 
 
 __all__ = ["register"]

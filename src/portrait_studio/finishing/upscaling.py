@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import tempfile
 import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,12 @@ async def upscale_image(
     gpu: int | None = None,
     tile: int | None = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
+    progress: Callable[[int, int], None] | None = None,
 ) -> UpscaleOutcome:
-    """Upscale to exactly round(w*scale) x round(h*scale), label it, record it as a child of the input."""
+    """Upscale to exactly round(w*scale) x round(h*scale), label it, record it as a child of the input.
+
+    `progress(tiles done, tiles in all)` is called from a worker thread after each tile.
+    """
     image_path = Path(image_path)
     if detail is not None and provider is None:
         raise CapabilityError("the detail pass needs a provider", hint="pass --provider (local for flux-1-dev)")
@@ -138,7 +143,7 @@ async def upscale_image(
     started = time.perf_counter()
     await asyncio.to_thread(
         upscale_file, image_path, path, scale, tile=tile, overlap=overlap, gpu=gpu,
-        detail_pass=run_detail if detail is not None else None,
+        detail_pass=run_detail if detail is not None else None, progress=progress,
     )
     seconds = round(time.perf_counter() - started, 3)
     with Image.open(path) as im:

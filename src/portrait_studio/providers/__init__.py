@@ -18,7 +18,7 @@ from ..config import Studio
 from ..errors import CapabilityError, NotConfigured
 from .base import Provider
 
-__all__ = ["Provider", "SandboxMode", "open_providers", "provider_class", "provider_ids"]
+__all__ = ["Provider", "SandboxMode", "open_providers", "provider_class", "provider_ids", "require_configured"]
 
 SandboxMode = Literal["auto", "always", "never"]
 
@@ -49,6 +49,13 @@ def provider_class(provider_id: str) -> type[Provider]:
     cls = getattr(importlib.import_module(module), name)
     assert issubclass(cls, Provider)
     return cls
+
+
+def require_configured(studio: Studio, ids: Iterable[str], *, sandbox: SandboxMode = "auto") -> None:
+    """Raise NotConfigured now if `open_providers` would, so nothing is recorded before the error."""
+    for pid in dict.fromkeys(ids):
+        if provider_class(pid).hosted and sandbox == "never" and not studio.key(pid):
+            studio.require_key(pid)
 
 
 @contextmanager
