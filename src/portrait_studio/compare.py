@@ -29,7 +29,7 @@ def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, p
                          hint=f"compare 2 to {MAX_MODELS} models: add another --model (see 'portrait models')")
     if len(models) > MAX_MODELS:
         raise BriefError(f"{len(models)} models chosen", field="--model",
-                         hint=f"compare at most {MAX_MODELS} models side by side (a fifth does not fit the grid)")
+                         hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)")
     if len(set(models)) != len(models):
         raise BriefError("the same model is listed twice", field="--model")
     return plan_shoot(brief, models, seeds, provider=provider, kind="compare")

@@ -168,8 +168,10 @@ def run_cli(app: typer.Typer, args: list[str] | None = None) -> None:
         _err().print("interrupted")
         _exit(130)
     except ce.NoArgsIsHelpError as exc:
-        # the help is already printed; a bare group is a usage error (click's convention)
-        _exit(exc.exit_code)
+        # a bare group: show its help; exit 2 like any usage error (click's convention)
+        if exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())
+        _exit(2)
     except ce.UsageError as exc:
         error, fix = _usage_error(exc)
         _say(error, fix)

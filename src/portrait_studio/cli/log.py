@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
                               highlight=False)
                 return
             # two lines per image: the ids you type next (never cut) over what the image is
-            table = new_table(("image / run", ID), ("model / seed / op", {}), ("cost / check", {}),
-                              ("when / parent", {}), spaced=True)
+            table = new_table(("image / run", ID), ("model", {}), ("cost", {}),
+                              ("when", {}), spaced=True)
             for r in rows:
                 table.add_row(
                     plain(r.id + (" ★" if r.picked else ""), "bold") + plain(f"\n{r.run_id or '-'}", "dim"),
