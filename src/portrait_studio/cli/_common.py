@@ -22,7 +22,7 @@ from ._run import EXIT_CODES_HELP, run_cli
 
 __all__ = [
     "HomeOption", "JsonOption", "console", "err_console", "escape", "new_app", "plain", "print_json",
-    "renamed_option", "run_cli", "studio",
+    "renamed_option", "run_cli", "say_command", "say_path", "studio",
 ]
 
 console = Console()
@@ -57,6 +57,18 @@ def studio(home: Path | None) -> Studio:
 def plain(value: object, style: str = "") -> Text:
     """A table cell or message part shown exactly as written (no markup, no highlighting)."""
     return Text(str(value), style=style)
+
+
+def say_path(label: str, path: object) -> None:
+    """A label, then the path on a line of its own, never cut or wrapped (so it can be copied)."""
+    console.print(label, highlight=False)
+    console.print(plain(f"  {path}"), soft_wrap=True)
+
+
+def say_command(label: str, command: str) -> None:
+    """'next:' and the command to type on its own line, unwrapped."""
+    console.print(label, highlight=False)
+    console.print(plain(f"  {command}"), soft_wrap=True)
 
 
 def renamed_option(old: str, value: object, new: str, meaning: str) -> None:

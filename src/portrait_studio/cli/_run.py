@@ -131,7 +131,7 @@ def _strip_invalid(message: str) -> str:
     """click's 'Invalid value for ...:' prefix repeats the option name we already print."""
     if message.startswith("Invalid value for") and ": " in message:
         message = message.split(": ", 1)[1]
-    return message.rstrip(".")
+    return message.removeprefix("Value error, ").rstrip(".")
 
 
 def _usage_line(ctx: Any) -> str:

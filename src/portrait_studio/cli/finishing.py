@@ -15,7 +15,17 @@ from ..errors import LedgerError, UsageError
 from ..ledger import Ledger
 from ..providers import SandboxMode, open_providers
 from ..providers.base import Provider
-from ._common import HomeOption, JsonOption, console, err_console, plain, print_json, renamed_option, studio
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    err_console,
+    plain,
+    print_json,
+    renamed_option,
+    say_path,
+    studio,
+)
 from ._options import (
     BudgetOption,
     ImageArg,
@@ -87,7 +97,7 @@ def register(app: typer.Typer) -> None:
         denoise: Annotated[float | None, typer.Option("--denoise", callback=finite(0.0, 1.0),
                                                       help="How much the region may change (0–1); default per model "
                                                       "(FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
-        strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
+        strength: Annotated[str | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="An inpainting model: flux-fill-pro, "
                                            "flux-1-fill-dev, flux-1-dev, flux-1-schnell.")] = "flux-fill-pro",
         provider: ProviderOption = None,
@@ -156,7 +166,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
                           f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
                           f"feathered mask · ${outcome.cost_usd:.3f}", highlight=False)
-            console.print("wrote", plain(outcome.path), highlight=False)
+            say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("upscale")
@@ -167,7 +177,7 @@ def register(app: typer.Typer) -> None:
         detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", callback=finite(0.0, 1.0),
                                                              help="Add a light image-to-image detail pass at this "
                                                              "denoise (0.1-0.3).")] = None,
-        detail_strength: Annotated[float | None, typer.Option("--detail-strength", hidden=True)] = None,
+        detail_strength: Annotated[str | None, typer.Option("--detail-strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Detail-pass model.")] = "flux-1-dev",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
@@ -209,7 +219,7 @@ def register(app: typer.Typer) -> None:
                 return
             console.print(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
                           + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else ""), highlight=False)
-            console.print("wrote", plain(outcome.path), highlight=False)
+            say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("masks")

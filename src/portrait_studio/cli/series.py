@@ -15,7 +15,17 @@ from ..config import Studio
 from ..errors import BriefError
 from ..ledger import Ledger
 from ..providers import Provider, SandboxMode, open_providers
-from ._common import HomeOption, JsonOption, console, err_console, plain, print_json, renamed_option, studio
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    err_console,
+    plain,
+    print_json,
+    renamed_option,
+    say_path,
+    studio,
+)
 from ._options import (
     BriefArg,
     BudgetOption,
@@ -90,7 +100,7 @@ def register(app: typer.Typer) -> None:
                           typer.Option("--method", help="How identity is held.")] = "seed",
         reference_weight: Annotated[float, typer.Option("--reference-weight", callback=finite(0.0, 1.0),
                                                         help="How strongly the anchor steers (0.25–0.35 holds a face).")] = 0.3,
-        strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
+        strength: Annotated[str | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id.")] = "flux-1.1-pro-ultra",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
@@ -153,8 +163,8 @@ def register(app: typer.Typer) -> None:
         th = report.thresholds
         console.print(f"same person if distance <= {th.same_person_max:g} (drift warning above {th.drift_warn:g}); "
                       f"rights record {report.rights_id}; spent ${report.spent_usd:.3f}", highlight=False)
-        console.print("series sheet:", plain(str(report.sheet)), highlight=False)
-        console.print("identity plot:", plain(str(report.plot)), highlight=False)
+        say_path("series sheet:", report.sheet)
+        say_path("identity plot:", report.plot)
         if report.stopped:
             console.print("[yellow]stopped:[/]", plain(str(report.stopped)), highlight=False)
         if not report.all_passed:
@@ -196,7 +206,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"identity distance to the anchor: {_dist(report.distance_before)} before → "
                       f"{_dist(report.distance)} after ({report.status}) · {report.model} · ${report.spent_usd:.3f}",
                       highlight=False)
-        console.print("image:", plain(str(report.path)), highlight=False)
+        say_path("image:", report.path)
         console.print(plain(f"run {report.run_id} · rights record {report.rights_id}"))
         if not report.passed:
             raise typer.Exit(1)

@@ -24,7 +24,18 @@ from ..shoot import (
     plan_vary,
     start_run,
 )
-from ._common import HomeOption, JsonOption, console, err_console, escape, plain, print_json, studio
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    err_console,
+    escape,
+    plain,
+    print_json,
+    say_command,
+    say_path,
+    studio,
+)
 from ._options import (
     BriefArg,
     BudgetOption,
@@ -180,16 +191,16 @@ def _summarise(s: Studio, report: RunReport, json_out: bool, *, spent_before: fl
                       highlight=False)
     else:
         console.print(f"spent ${report.spent_usd:.3f} in {report.seconds:.1f}s", highlight=False)
-    console.print("folder:", plain(str(out)), highlight=False)
+    say_path("folder:", out)
     if (out / "contact-sheet.png").exists():
-        console.print("contact sheet:", plain(str(out / "contact-sheet.png")), highlight=False)
+        say_path("contact sheet:", out / "contact-sheet.png")
     if report.failed:
         console.print(f"[yellow]{len(report.failed)} not done[/] — finish with: portrait resume {run.id}", highlight=False)
     elif ranked:
         nxt = suggest_vary(run.brief, run.varied)
-        console.print(plain(f"next: portrait pick {run.id} {ranked[0].id}"), soft_wrap=True)
+        say_command("next:", f"portrait pick {run.id} {ranked[0].id}")
         if nxt:
-            console.print(plain(f"then: portrait vary {run.id} {nxt}"), soft_wrap=True)
+            say_command("then:", f"portrait vary {run.id} {nxt}")
 
 
 def _require_providers(s: Studio, plan: ShootPlan, sandbox: str) -> None:
@@ -321,7 +332,7 @@ def register(app: typer.Typer) -> None:
         if not json_out:  # execute_recorded_run wrote the grid and the tables
             _print_comparison(s, run_id)
             for name in [*sorted(folder.glob("compare-grid*.png")), folder / "comparison.html", folder / "comparison.md"]:
-                console.print("wrote", plain(str(name)), highlight=False)
+                say_path("wrote", name)
         _summarise(s, report, json_out)
 
     @app.command("pick")
