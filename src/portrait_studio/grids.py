@@ -147,7 +147,11 @@ def _render(tiles: Sequence[Tile], columns: int, tile_height: int, title: str | 
     title_h = int(getattr(title_font, "size", 14) * 2) if title else 0
     legend_h = line_h * (bool(legend) + bool(note)) + pad if (legend or note) else 0
     rows = math.ceil(len(tiles) / columns)
-    sheet_w = max(pad + columns * (cell_w + pad), 36 * size)
+    texts = [(title, title_font)] if title else []
+    texts += [(note, font)] if note else []
+    texts += [("    ".join(m for st, m in legend if st in {t.status for t in tiles}), font)] if legend else []
+    widest = max((int(scratch.textlength(t, font=f)) + 6 * size for t, f in texts), default=0)
+    sheet_w = max(pad + columns * (cell_w + pad), widest + 2 * pad)
     sheet = Image.new("RGB", (sheet_w, pad + title_h + rows * (tile_height + caption_h + pad) + legend_h),
                       (250, 250, 248))
     draw = ImageDraw.Draw(sheet)

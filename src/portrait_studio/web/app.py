@@ -31,7 +31,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import actions
+from .. import actions, ranking
 from ..brief import (
     VARIABLE_ELEMENTS,
     Rights,
@@ -366,7 +366,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         data = {
             "progress": progress.model_dump(mode="json"),
             "job": job.model_dump(mode="json") if job else None,
-            "images": [_tile(i) for i in sorted(images, key=lambda i: i.created_at)],
+            "images": [_tile(i) for i in ranking.rank(images)],
         }
         finished = job.finished if job else progress.finished
         return data, finished
