@@ -115,7 +115,8 @@ def _usage_error(exc: Any) -> tuple[str, str]:
         name = _param_name(exc.param) if exc.param is not None else (exc.param_hint or "value")
         if isinstance(name, (list, tuple)):
             name = " / ".join(name)
-        return f"{name}: {_strip_invalid(exc.message)}", help_hint
+        about = (getattr(exc.param, "help", None) or "").strip()
+        return f"{name}: {_strip_invalid(exc.message)}", (f"{name}: {about} ({help_hint})" if about else help_hint)
     message = exc.format_message()
     if message.startswith("No such command"):
         # typer adds "Did you mean 'shoot'?": keep it as the fix
@@ -131,7 +132,7 @@ def _strip_invalid(message: str) -> str:
     """click's 'Invalid value for ...:' prefix repeats the option name we already print."""
     if message.startswith("Invalid value for") and ": " in message:
         message = message.split(": ", 1)[1]
-    return message.removeprefix("Value error, ").rstrip(".")
+    return message.removeprefix("Value error, ").replace("Input should be", "must be").rstrip(".")
 
 
 def _usage_line(ctx: Any) -> str:

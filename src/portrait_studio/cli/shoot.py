@@ -151,8 +151,10 @@ def execute_run(
 
 
 def _unchecked(s: Studio, run_id: str) -> int:
+    """Images still to check (the checklist runs once per distinct picture: equal bytes, one check)."""
     with Ledger(s.ledger_path) as ledger:
-        return sum(ledger.checks(i.image_sha256) is None for i in ledger.images(run_id=run_id, limit=10_000))
+        shas = {i.image_sha256 for i in ledger.images(run_id=run_id, limit=10_000)}
+        return sum(ledger.checks(sha) is None for sha in shas)
 
 
 def _image_table(run_id: str, ranked: list[ImageRow]) -> Any:
