@@ -61,5 +61,26 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
 
 
+def _own_stderr() -> None:
+    """Give the CLI's own messages and progress bars a private copy of stderr.
+
+    Native libraries are silenced by pointing file descriptor 2 at /dev/null while they load
+    (quiet.native_quiet); a progress bar drawing to fd 2 at that moment would lose frames and
+    garble. Writing to a duplicate of the original descriptor keeps our output whole.
+    """
+    import os
+    import sys
+
+    from ._common import err_console
+
+    try:
+        stream = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                           errors="replace")
+    except (OSError, ValueError):
+        return
+    err_console.file = stream
+
+
 def main() -> None:
+    _own_stderr()
     run_cli(app)

@@ -55,6 +55,11 @@ def _click_exceptions() -> ModuleType:
     return exceptions
 
 
+def debug() -> bool:
+    """PORTRAIT_DEBUG=1: tracebacks, and the native libraries' own log lines."""
+    return _debug()
+
+
 def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
 

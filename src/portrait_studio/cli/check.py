@@ -12,6 +12,7 @@ from ..errors import CheckError
 from ._common import JsonOption, plain, print_json
 from ._options import finite, image_files, input_argument, input_option, text_file
 from ._progress import progress_bars
+from ._run import debug
 from ._tables import new_table
 
 __all__ = ["register"]
@@ -68,13 +69,15 @@ def register(app: typer.Typer) -> None:
         else:
             context = CheckContext(**fields)
         from ..analysis import analyze
+        from ..quiet import native_quiet
 
         results = []
         with progress_bars(quiet=json_out or len(images) < 2) as bars:
             bar = bars.bar("checklist", len(images), unit="images")
             for path in images:
-                analysis = analyze(path)
-                checklist = run_checklist(path, context, analysis=analysis)
+                with native_quiet(enabled=not debug()):  # mediapipe/TFLite set-up chatter on fd 2
+                    analysis = analyze(path)
+                    checklist = run_checklist(path, context, analysis=analysis)
                 results.append(checklist)
                 if annotate is not None:
                     annotate.mkdir(parents=True, exist_ok=True)
@@ -93,13 +96,13 @@ def register(app: typer.Typer) -> None:
 def _render(path: Path, checklist: Any, annotate: Path | None) -> Any:
     from rich.console import Group
 
-    table = new_table(("item", {"ratio": 2}), ("status", {}), ("measured", {"justify": "right"}),
-                      ("limit", {"justify": "right"}), ("why", {"ratio": 4}),
-                      title=f"{path.name}  {checklist.width}×{checklist.height}")
+    table = new_table(("item", {}), ("status", {}), ("measured\n(limit)", {"justify": "right"}),
+                      ("why", {"ratio": 1}), title=f"{path.name}  {checklist.width}×{checklist.height}")
     for it in checklist.items:
-        table.add_row(plain(it.item), plain(it.status, _STYLE[it.status]),
-                      "" if it.measured is None else f"{it.measured:g}",
-                      "" if it.threshold is None else f"{it.threshold:g}", plain(it.explanation))
+        value = "" if it.measured is None else f"{it.measured:.3g}"
+        limit = "" if it.threshold is None else f"({it.threshold:.3g})"
+        table.add_row(plain(it.item), plain(it.status.replace("not_applicable", "n/a"), _STYLE[it.status]),
+                      plain(f"{value}\n{limit}".strip()), plain(it.explanation))
     summary = plain("overall ") + plain(checklist.overall, _STYLE[checklist.overall]) + plain(
         f"  score {checklist.score:g}  ({checklist.seconds:.2f} s)" + (f"  annotated -> {annotate}" if annotate else ""))
     return Group(table, summary, plain(str(path), "dim"))

@@ -15,6 +15,7 @@ from ..errors import LedgerError, UsageError
 from ..ledger import Ledger
 from ..providers import SandboxMode, open_providers
 from ..providers.base import Provider
+from ..quiet import native_quiet
 from ._common import (
     HomeOption,
     JsonOption,
@@ -37,6 +38,7 @@ from ._options import (
     seed_option,
 )
 from ._progress import progress_bars
+from ._run import debug
 
 T = TypeVar("T")
 
@@ -71,7 +73,8 @@ def _with_provider(
             finally:
                 await provider.aclose()
 
-        return asyncio.run(go())
+        with native_quiet(enabled=not debug()):  # the checklist's mediapipe/TFLite set-up chatter
+            return asyncio.run(go())
 
 
 def _print_chain(ledger: Ledger, sha: str) -> None:
@@ -233,7 +236,8 @@ def register(app: typer.Typer) -> None:
         from ..analysis import analyze
         from ..finishing.masks import region_masks, save_masks
 
-        analysis = analyze(image)
+        with native_quiet(enabled=not debug()):
+            analysis = analyze(image)
         paths = save_masks(analysis, out)
         found = region_masks(analysis)
         if json_out:

@@ -110,7 +110,12 @@ def register(app: typer.Typer) -> None:
             items = [
                 ReviewItem(path=str(p), declared=declared_map.get(p.name, DeclaredAttributes())) for p in images
             ]
-        report = review_set(items, parse_target_mix(target_mix or []))
+        from ..quiet import native_quiet
+        from ._run import debug
+
+        mix = parse_target_mix(target_mix or [])
+        with native_quiet(enabled=not debug()):
+            report = review_set(items, mix)
         if json_out:
             print_json({**report.model_dump(mode="json"), "flagged": report.flagged})
         else:

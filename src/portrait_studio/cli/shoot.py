@@ -163,7 +163,7 @@ def _image_table(run_id: str, ranked: list[ImageRow]) -> Any:
     for i, r in enumerate(ranked, 1):
         score = "" if r.check_score is None else f"\n{r.check_score:.0f}"
         table.add_row(str(i), plain(r.id + (" ★" if r.picked else ""), "bold"),
-                      plain(f"{r.model or '-'} · seed {r.seed}\n{Path(r.out_path or r.path).name}"),
+                      plain(f"{r.model or '-'}\nseed {r.seed}\n{Path(r.out_path or r.path).name}"),
                       f"${r.cost_usd:.3f}", plain(f"{r.check_overall or '-'}{score}"))
     return table
 
