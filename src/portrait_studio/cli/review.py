@@ -113,9 +113,9 @@ def register(app: typer.Typer) -> None:
         from ..quiet import native_quiet
         from ._run import debug
 
-        mix = parse_target_mix(target_mix or [])
+        targets = parse_target_mix(target_mix or [])
         with native_quiet(enabled=not debug()):
-            report = review_set(items, mix)
+            report = review_set(items, targets)
         if json_out:
             print_json({**report.model_dump(mode="json"), "flagged": report.flagged})
         else:
