@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,10 +53,19 @@ class _StatusColumn(TextColumn):
         return Text(tracker.state().describe() if tracker else "", style="dim")
 
 
+def _stdout_is_a_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 @contextmanager
 def progress_bars(*, quiet: bool = False) -> Iterator[_Bars]:
     """A live display on stderr (nothing when `quiet`, e.g. with --json); labels shown verbatim."""
+    # stdout printed meanwhile goes above the bars when it is the same terminal, straight out when piped
     view = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
-                    _StatusColumn(""), console=err_console, disable=quiet, transient=False)
+                    _StatusColumn(""), console=err_console, disable=quiet, transient=False,
+                    redirect_stdout=_stdout_is_a_terminal())
     with view:
         yield _Bars(view)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import CheckError
-from ._common import JsonOption, plain, print_json
+from ._common import JsonOption, console, plain, print_json
 from ._options import finite, image_files, input_argument, input_option, text_file
 from ._progress import progress_bars
 from ._run import debug
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
                     out = annotate / f"{path.stem}.checked.png"
                     draw_annotations(analysis, checklist).save(out)
                 if not json_out:
-                    bars.console.print(_render(path, checklist, annotate))
+                    console.print(_render(path, checklist, annotate))
                 bar.advance()
         if json_out:
             data = [c.model_dump() for c in results]
