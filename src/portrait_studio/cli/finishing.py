@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..config import Studio
-from ..errors import LedgerError, UsageError
+from ..errors import CapabilityError, LedgerError
 from ..ledger import Ledger
 from ..providers import SandboxMode, open_providers
 from ..providers.base import Provider
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
 
         renamed_option("--strength", strength, "--denoise", "how much the region may change")
         if auto == (region is not None):
-            raise UsageError("give either --region or --auto", field="--region", hint="e.g. portrait fix IMG --region teeth")
+            raise CapabilityError("give either --region or --auto", hint="e.g. portrait fix IMG --region teeth")
         s = studio(home)
         pid = provider or default_provider(model)
         limit = budget if budget is not None else s.config.default_budget_usd
@@ -148,8 +148,8 @@ def register(app: typer.Typer) -> None:
                 if json_out:
                     print_json({**report.model_dump(mode="json"), "lineage": _chain_json(ledger, report.final_sha256)})
                     return
-                console.print(f"stopped: {report.stopped} · resolved: {', '.join(report.resolved) or '-'} · "
-                              f"still failing: {', '.join(report.remaining) or '-'} · spent ${report.spent_usd:.3f}")
+                console.print(plain(f"stopped: {report.stopped} · resolved: {', '.join(report.resolved) or '-'} · "
+                                    f"still failing: {', '.join(report.remaining) or '-'} · spent ${report.spent_usd:.3f}"))
                 if report.unfixable:
                     console.print(f"not region fixes (re-shoot or vary instead): {', '.join(report.unfixable)}")
                 console.print("final:", plain(report.final), highlight=False)
@@ -166,9 +166,9 @@ def register(app: typer.Typer) -> None:
             for w in outcome.warnings:
                 console.print("[yellow]note:[/]", plain(w), highlight=False)
             denoise_text = f" at denoise {outcome.denoise:g}" if outcome.denoise is not None else ""
-            console.print(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
-                          f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
-                          f"feathered mask · ${outcome.cost_usd:.3f}", highlight=False)
+            console.print(plain(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
+                                f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
+                                f"feathered mask · ${outcome.cost_usd:.3f}"))
             say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 

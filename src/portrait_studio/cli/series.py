@@ -132,9 +132,9 @@ def register(app: typer.Typer) -> None:
                            provider=provider, seed=seed, lora_weight=lora_weight)
         limit = budget if budget is not None else s.config.default_budget_usd
         if not json_out:
-            console.print(f"series of {len(plan.shots)} · method {plan.method} · {plan.model} on {plan.provider} · "
+            console.print(plain(f"series of {len(plan.shots)} · method {plan.method} · {plan.model} on {plan.provider} · "
                           f"seed {plan.seed} · estimated ${plan.estimated.usd:.3f} before any reset"
-                          + (f" (budget ${limit:.2f})" if limit is not None else ""), highlight=False)
+                          + (f" (budget ${limit:.2f})" if limit is not None else "")))
         provider_id = plan.provider or get_model(plan.model).default_provider
 
         with (Ledger(s.ledger_path) as ledger, _providers(s, provider_id, sandbox, weights) as providers,
@@ -203,9 +203,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(report.model_dump(mode="json"))
             return
-        console.print(f"identity distance to the anchor: {_dist(report.distance_before)} before → "
-                      f"{_dist(report.distance)} after ({report.status}) · {report.model} · ${report.spent_usd:.3f}",
-                      highlight=False)
+        console.print(plain(f"identity distance to the anchor: {_dist(report.distance_before)} before → "
+                      f"{_dist(report.distance)} after ({report.status}) · {report.model} · ${report.spent_usd:.3f}"))
         say_path("image:", report.path)
         console.print(plain(f"run {report.run_id} · rights record {report.rights_id}"))
         if not report.passed:

@@ -66,6 +66,7 @@ from ..gallery import (
 from ..jobs import JobManager, execute_recorded_run
 from ..ledger import ImageRow, Ledger
 from ..preview import preview_brief, save_brief, store_reference
+from ..seeds import EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary, start_run
 from .security import MAX_BODY, StudioGuard
 
@@ -104,8 +105,8 @@ class ShootForm(_Form):
     brief: dict[str, Any]
     models: list[str]
     kind: Literal["shoot", "compare"] = "shoot"
-    seeds: int | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    seeds: int | None = Field(default=None, ge=EXPLORE_MIN, le=EXPLORE_MAX)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     budget: float | None = Field(default=None, ge=0)
     sandbox: SandboxChoice = "auto"
 
