@@ -230,6 +230,14 @@ class Quality(_Part):
     steps: int | None = Field(default=None, ge=1, le=100)
     plastic_skin_remedy: bool = False
     true_cfg_scale: float = Field(default=4.0, gt=1.0, le=10.0)
+    sampler: str | None = Field(default=None, description="e.g. 'DPM++ 2M Karras'; local FLUX only (samplers.py)")
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str | None) -> str | None:
+        from .samplers import sampler_id
+
+        return None if value is None else sampler_id(value)
 
 
 class Output(_Part):

@@ -79,7 +79,7 @@ def candidate_tile(image: Any, rank: int, checklist: dict[str, Any] | None = Non
     """The contact-sheet tile of a ranked candidate (an ImageRow): rank, model, seed, cost, time, verdict."""
     seconds = (image.timings or {}).get("total_s", 0)
     return Tile(
-        path=image.out_path or image.path,
+        path=image.out_path if image.out_path and Path(image.out_path).is_file() else image.path,
         lines=(f"#{rank} {image.model} · seed {image.seed}",
                f"${image.cost_usd:.3f} · {seconds:.1f}s · check {image.check_overall or 'n/a'}"),
         status=image.check_overall,

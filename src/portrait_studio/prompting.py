@@ -13,7 +13,11 @@ the user sees) when it changes something:
 - the avoid list becomes positive cues on models without negative prompts (reported), and a
   true-CFG negative prompt on local models that support it;
 - anything outside a model's limits is a LimitError naming the limit; only snapping to the
-  size multiple is done silently-but-reported.
+  size multiple is done silently-but-reported;
+- the brief's sampler reaches local FLUX pipelines that can run it (`options["sampler"]`);
+  hosted APIs and pipelines that cannot take it get a note instead;
+- a delivery plan (`--deliver 4k`) replaces the brief's size with the model's best native
+  size for the delivery; the engine upscales to the exact size afterwards.
 """
 
 from __future__ import annotations
@@ -24,17 +28,21 @@ from typing import Any
 
 from .brief import Brief, preset
 from .catalog import ModelSpec, estimate_cost, get_model, megapixels, parse_aspect
-from .errors import BriefError, CapabilityError, LimitError
+from .delivery import DeliveryPlan
+from .errors import BriefError, CapabilityError, LimitError, UsageError
 from .records import InputImage, Mode, Request
+from .samplers import DEFAULT_SAMPLER, SAMPLERS
 
 __all__ = [
     "BASELINE_CFG",
     "BASELINE_STEPS",
     "HANDS_MAX_CFG",
     "HANDS_MIN_STEPS",
+    "at_native_size",
     "compile_brief",
     "plastic_skin_recipe",
     "resolve_size",
+    "sampler_options",
 ]
 
 BASELINE_CFG = 5.0  # middle of the guide's 4.5–6.0
@@ -352,6 +360,54 @@ def _references(
     raise CapabilityError(f"{spec.name} cannot take reference images", hint="remove references, or pick flux-1.1-pro-ultra, flux-2-pro or flux-kontext-pro")
 
 
+# --- sampler and delivery ---------------------------------------------------------------------
+
+
+def sampler_options(sampler: str | None, spec: ModelSpec, provider: str, mode: Mode, notes: list[str]) -> dict[str, Any]:
+    """`{"sampler": id}` for a local pipeline that can run it; otherwise {} and a note saying why.
+
+    Euler is FLUX's own sampler and the default everywhere, so it is never sent.
+    """
+    if sampler is None:
+        return {}
+    chosen = SAMPLERS[sampler]
+    route = spec.route(provider)
+    if not route.samplers:
+        notes.append(f"the {provider} API takes no sampler: '{chosen.label}' not sent (the service runs its own)")
+        return {}
+    if sampler == DEFAULT_SAMPLER:
+        return {}
+    if sampler not in route.samplers:
+        why = f" ({route.sampler_note})" if route.sampler_note else ""
+        runs = ", ".join(SAMPLERS[s].label for s in route.samplers)
+        notes.append(f"the local {spec.name} pipeline runs only the {runs} sampler: '{chosen.label}' not sent{why}")
+        return {}
+    if mode in ("image-to-image", "inpaint"):
+        notes.append(f"'{chosen.label}' cannot start from a partly noised init image in diffusers "
+                     f"(the DPM-Solver has no scale_noise); this {mode} runs with Euler")
+        return {}
+    karras = (" Karras spacing is used where the installed diffusers computes it on flow sigmas "
+              "(0.42.1 does not; the run records the sigmas it used)." if chosen.karras else "")
+    notes.append(f"sampler '{chosen.label}' → diffusers {chosen.scheduler} (DPM-Solver++, order 2) "
+                 f"on flow-matching sigmas with FLUX's resolution shift.{karras}")
+    return {"sampler": sampler}
+
+
+def at_native_size(brief: Brief, spec: ModelSpec, provider: str, plan: DeliveryPlan) -> Brief:
+    """The brief with its size replaced by the delivery plan's native render size."""
+    if (plan.model, plan.provider) != (spec.id, provider):
+        raise UsageError(f"the delivery plan is for {plan.model}@{plan.provider}, not {spec.id}@{provider}",
+                         field="--deliver", hint="plan the delivery for each model and provider")
+    if spec.size_on(provider).kind == "aspect":
+        fixed = spec.size_on(provider).fixed_mp or 1.0
+        output = brief.output.model_copy(update={"aspect_ratio": plan.aspect_ratio, "width": None, "height": None,
+                                                 "resolution": f"{fixed:g}MP"})
+    else:
+        output = brief.output.model_copy(update={"aspect_ratio": plan.aspect_ratio, "width": plan.native_w,
+                                                 "height": plan.native_h})
+    return brief.model_copy(update={"output": output})
+
+
 # --- compile ----------------------------------------------------------------------------------
 
 
@@ -362,8 +418,13 @@ def compile_brief(
     provider: str | None = None,
     seed: int | None = None,
     structured: bool | None = None,
+    delivery: DeliveryPlan | None = None,
 ) -> Request:
-    """Brief + model → Request. `seed` overrides the brief's; one of them must be a number."""
+    """Brief + model → Request. `seed` overrides the brief's; one of them must be a number.
+
+    With `delivery` (from `delivery.plan_delivery`), the image is rendered at the plan's
+    native size instead of the brief's; the engine upscales it to the delivery size.
+    """
     spec = get_model(model)
     provider = provider or spec.default_provider
     spec.route(provider)
@@ -380,11 +441,15 @@ def compile_brief(
         brief = plastic_skin_recipe(brief)
 
     notes: list[str] = []
+    if delivery is not None:
+        brief = at_native_size(brief, spec, provider, delivery)
+        notes.extend(delivery.notes)
     mode, images, denoise, reference_weight = _references(brief, spec, notes)
     width, height, aspect = resolve_size(brief, spec, notes, provider)
     steps = _steps(brief, spec, notes)
     guidance = _guidance(brief, spec, notes)
     avoid_cues, negative = _avoid(brief, spec, provider, notes)
+    options = sampler_options(brief.quality.sampler, spec, provider, mode, notes)
 
     lo, hi = PORTRAIT_LENS_MM
     if not lo <= brief.lens.focal_length_mm <= hi:
@@ -437,6 +502,7 @@ def compile_brief(
         images=images,
         denoise=denoise,
         reference_weight=reference_weight,
+        options=options,
         warnings=tuple(notes),
         estimated_cost=estimate_cost(spec, provider, width, height, input_mp),
     )

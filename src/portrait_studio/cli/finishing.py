@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..config import Studio
 from ..errors import CapabilityError, LedgerError
 from ..ledger import Ledger
-from ..providers import SandboxMode, open_providers
-from ..providers.base import Provider
 from ..quiet import native_quiet
-from ._common import (
-    HomeOption,
-    JsonOption,
-    console,
-    err_console,
-    plain,
-    print_json,
-    renamed_option,
-    say_path,
-    studio,
-)
+from ._common import HomeOption, JsonOption, console, plain, print_json, renamed_option, say_path, studio
 from ._options import (
     BudgetOption,
     ImageArg,
@@ -47,34 +31,19 @@ LicenceOption = Annotated[bool, typer.Option("--accept-licence", help="Accept a 
                                              "FLUX.1 [dev] weights) for this run.")]
 
 
-def _with_provider(
-    s: Studio, provider_id: str, *, sandbox: str, model: str, accept_licence: bool,
-    work: Callable[[Provider], Awaitable[T]],
-) -> T:
-    """Open one provider (a sandbox when there is no key), run `work` with it, close it."""
-    mode: SandboxMode = sandbox  # type: ignore[assignment]
-    with ExitStack() as stack:
-        if provider_id == "local":
-            # built with the studio so licences accepted with 'portrait local licence' count
-            from ..providers.local import LocalProvider
+def record_consent(ledger: Ledger, image: Path, who: str | None, source: str | None, permission: str | None) -> None:
+    """--who/--source/--permission given: record the rights for the photo before anything is sent."""
+    if not any((who, source, permission)):
+        return
+    from ..brief import Rights
+    from ..consent import require_rights
+    from ..errors import BriefError
 
-            provider: Provider = LocalProvider(s.config.providers.get("local", {}), studio=s)
-        else:
-            provider = stack.enter_context(open_providers(s, [provider_id], sandbox=mode))[provider_id]
-        if getattr(provider, "sandbox", False):
-            err_console.print("[bold magenta]SANDBOX[/]: no API key set, so the repair comes from a local sandbox that "
-                              "follows the provider's API contract")
-        if accept_licence and hasattr(provider, "accept_licence"):
-            provider.accept_licence(model)
-
-        async def go() -> T:
-            try:
-                return await work(provider)
-            finally:
-                await provider.aclose()
-
-        with native_quiet(enabled=not debug()):  # the checklist's mediapipe/TFLite set-up chatter
-            return asyncio.run(go())
+    missing = [k for k, v in (("--who", who), ("--source", source), ("--permission", permission)) if not v]
+    if missing:
+        raise BriefError(f"consent needs all three of --who, --source and --permission; missing {', '.join(missing)}",
+                         field=missing[0], hint="e.g. --who 'Ana Ruiz' --source 'own photo' --permission 'model release'")
+    require_rights(ledger, image, Rights(who=who, source=source, permission=permission))  # type: ignore[arg-type]
 
 
 def _print_chain(ledger: Ledger, sha: str) -> None:
@@ -97,9 +66,8 @@ def register(app: typer.Typer) -> None:
                                                    "(also eye_left, eye_right, hand_0 ...).")] = None,
         auto: Annotated[bool, typer.Option("--auto", help="Run the checklist and fix the regions that failed.")] = False,
         max_tries: Annotated[int, typer.Option("--max-tries", min=1, max=10, help="--auto: most fix-and-recheck rounds.")] = 2,
-        denoise: Annotated[float | None, typer.Option("--denoise", callback=finite(0.0, 1.0),
-                                                      help="How much the region may change (0–1); default per model "
-                                                      "(FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
+        denoise: Annotated[float | None, typer.Option("--denoise", callback=finite(0.0, 1.0), help="How much the region may change (0–1); default "
+                                                      "per model (FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
         strength: Annotated[str | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="An inpainting model: flux-fill-pro, "
                                            "flux-1-fill-dev, flux-1-dev, flux-1-schnell.")] = "flux-fill-pro",
@@ -108,6 +76,9 @@ def register(app: typer.Typer) -> None:
                                                        "e.g. 'even teeth, natural shade'.")] = None,
         seed: Annotated[int | None, seed_option("Default: derived from the image and region.")] = None,
         steps: Annotated[int | None, typer.Option("--steps", min=1, max=100, help="Inference steps (local models).")] = None,
+        who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make: the person shown.")] = None,
+        source: Annotated[str | None, typer.Option("--source", help="Consent: where the photo comes from.")] = None,
+        permission: Annotated[str | None, typer.Option("--permission", help="Consent: what they agreed to.")] = None,
         weights: WeightsOption = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
@@ -118,74 +89,86 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
     ) -> None:
         """Repaint one region with a light masked inpaint; everything outside the feathered mask stays byte for byte."""
+        from ..engine import Engine
         from ..finishing.fix import auto_fix, default_provider, fix_region
-        from ..finishing.lineage import LabelSettings
+        from ._engine import run_with_engine
 
         renamed_option("--strength", strength, "--denoise", "how much the region may change")
         if auto == (region is not None):
             raise CapabilityError("give either --region or --auto", hint="e.g. portrait fix IMG --region teeth")
         s = studio(home)
         pid = provider or default_provider(model)
-        limit = budget if budget is not None else s.config.default_budget_usd
-        labels = LabelSettings.from_studio(s, sign=sign)
+        options: dict[str, Any] = dict(model=model, provider=pid, denoise=denoise, prompt_add=prompt_add, steps=steps,
+                                       weights=weights)
         with Ledger(s.ledger_path) as ledger:
-            common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, model=model, denoise=denoise,
-                                          prompt_add=prompt_add, out=out, mask_dir=s.home / "masks", labels=labels,
-                                          budget_usd=limit, weights=weights, steps=steps)
-            if auto:
-                def on_round(r: Any) -> None:
-                    if not json_out:
-                        console.print(f"round {r.round}: fixed {', '.join(f.region for f in r.fixes) or 'nothing'}; "
-                                      f"failed before: {', '.join(r.failed_before) or '-'} → after: "
-                                      f"{', '.join(r.failed_after) or '-'} (score {r.score_before:g} → {r.score_after:g})")
-                        for e in r.errors:
-                            console.print("  [red]✗[/]", plain(e), highlight=False)
+            record_consent(ledger, image, who, source, permission)
 
-                report = _with_provider(
-                    s, pid, sandbox=sandbox, model=model, accept_licence=accept_licence,
-                    work=lambda p: auto_fix(image, provider=p, max_tries=max_tries, on_round=on_round, **common),
-                )
+        if auto:
+            def on_round(r: Any) -> None:
+                if not json_out:
+                    console.print(f"round {r.round}: fixed {', '.join(f.region for f in r.fixes) or 'nothing'}; "
+                                  f"failed before: {', '.join(r.failed_before) or '-'} → after: "
+                                  f"{', '.join(r.failed_after) or '-'} (score {r.score_before:g} → {r.score_after:g})"
+                                  + ("" if r.kept else " — not better, not kept"))
+                    for e in r.errors:
+                        console.print("  [red]✗[/]", plain(e), highlight=False)
+
+            async def work_auto(engine: Engine) -> Any:
+                return await auto_fix(engine, image, max_tries=max_tries, on_round=on_round, budget_usd=budget, out=out,
+                                      **{k: v for k, v in options.items() if k not in ("provider",)}, provider=pid)
+
+            with native_quiet(enabled=not debug()):  # the checklist's mediapipe/TFLite set-up chatter
+                report = run_with_engine(s, [pid], work_auto, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                         accept_licence=model if accept_licence else None)
+            with Ledger(s.ledger_path) as ledger:
                 if json_out:
                     print_json({**report.model_dump(mode="json"), "lineage": _chain_json(ledger, report.final_sha256)})
                     return
+                money = (f"spent ${report.spent_usd:.3f}" if not report.sandbox_usd
+                         else f"sandbox ${report.sandbox_usd:.3f} (no real money)")
                 console.print(plain(f"stopped: {report.stopped} · resolved: {', '.join(report.resolved) or '-'} · "
-                                    f"still failing: {', '.join(report.remaining) or '-'} · spent ${report.spent_usd:.3f}"))
+                                    f"still failing: {', '.join(report.remaining) or '-'} · {money}"))
                 if report.unfixable:
                     console.print(f"not region fixes (re-shoot or vary instead): {', '.join(report.unfixable)}")
-                console.print("final:", plain(report.final), highlight=False)
+                if report.kept_original:
+                    console.print("[yellow]kept the original[/]: no round improved the checklist score")
+                say_path("final:", report.final)
                 _print_chain(ledger, report.final_sha256)
-                return
-            assert region is not None
-            outcome = _with_provider(
-                s, pid, sandbox=sandbox, model=model, accept_licence=accept_licence,
-                work=lambda p: fix_region(image, region, provider=p, seed=seed, **common),
-            )
+            return
+        assert region is not None
+
+        async def work(engine: Engine) -> Any:
+            return await fix_region(engine, image, region, seed=seed, budget_usd=budget, out=out, **options)
+
+        with native_quiet(enabled=not debug()):
+            outcome = run_with_engine(s, [pid], work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                      accept_licence=model if accept_licence else None)
+        with Ledger(s.ledger_path) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             for w in outcome.warnings:
                 console.print("[yellow]note:[/]", plain(w), highlight=False)
             denoise_text = f" at denoise {outcome.denoise:g}" if outcome.denoise is not None else ""
+            money = "sandbox, no real money" if outcome.sandbox else f"${outcome.cost_usd:.3f}"
             console.print(plain(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
                                 f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
-                                f"feathered mask · ${outcome.cost_usd:.3f}"))
+                                f"feathered mask · {money}"))
             say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("upscale")
     def upscale(
         image: ImageArg,
-        scale: Annotated[float, typer.Option("--scale", callback=finite(1.0, 4.0, low_open=True),
-                                             help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
-        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", callback=finite(0.0, 1.0),
-                                                             help="Add a light image-to-image detail pass at this "
-                                                             "denoise (0.1-0.3).")] = None,
+        scale: Annotated[float, typer.Option("--scale", callback=finite(1.0, 4.0, low_open=True), help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
+        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", callback=finite(0.0, 1.0), help="Add a light image-to-image "
+                                                             "detail pass at this denoise (0.1-0.3).")] = None,
         detail_strength: Annotated[str | None, typer.Option("--detail-strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Detail-pass model.")] = "flux-1-dev",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
         gpu: Annotated[int | None, typer.Option("--gpu", min=0, max=64, help="Vulkan device index (default: CPU).")] = None,
-        tile: Annotated[int, typer.Option("--tile", min=32, max=4096, help="Tile size in input pixels (bounds memory).")] = 192,
+        tile: Annotated[int | None, typer.Option("--tile", min=32, max=4096, help="Tile size in input pixels (bounds memory).")] = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
         out: OutOption = None,
@@ -194,34 +177,37 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Upscale 1.5–2x with Real-ESRGAN x4plus to the exact size; keeps metadata; records the lineage."""
+        """Upscale 1.5–4x to the exact size; keeps the lineage; an optional paid detail pass runs on the engine."""
+        from ..engine import Engine
         from ..finishing.fix import default_provider
-        from ..finishing.lineage import LabelSettings
         from ..finishing.upscaling import DetailPass, upscale_image
+        from ._engine import run_with_engine
 
         renamed_option("--detail-strength", detail_strength, "--detail-denoise", "how much the detail pass may change")
         s = studio(home)
-        labels = LabelSettings.from_studio(s, sign=sign)
-        limit = budget if budget is not None else s.config.default_budget_usd
-        with Ledger(s.ledger_path) as ledger, progress_bars(quiet=json_out) as bars:
-            bar = bars.bar(f"upscale ×{scale:g}", None, unit="tiles")
-            common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, out=out, labels=labels, gpu=gpu,
-                                          tile=tile, budget_usd=limit, progress=bar.update)
-            if detail_denoise is not None:
-                detail = DetailPass(model=model, denoise=detail_denoise, weights=weights)
-                outcome = _with_provider(
-                    s, provider or default_provider(model), sandbox=sandbox, model=model,
-                    accept_licence=accept_licence,
-                    work=lambda p: upscale_image(image, scale, detail=detail, provider=p, **common),
-                )
-            else:
-                outcome = asyncio.run(upscale_image(image, scale, **common))
-            bars.view.stop()
+        detail = None
+        ids: list[str] = []
+        if detail_denoise is not None:
+            pid = provider or default_provider(model)
+            detail = DetailPass(model=model, denoise=detail_denoise, weights=weights, provider=pid)
+            ids = [pid]
+
+        with progress_bars(quiet=json_out) as bars:
+            tiles = bars.bar(f"upscale ×{scale:g}", None, unit="tiles")
+
+            async def work(engine: Engine) -> Any:
+                engine.progress = tiles.update  # type: ignore[attr-defined]  # (tiles done, tiles in all)
+                return await upscale_image(engine, image, scale, detail=detail, gpu=gpu, tile=tile, out=out,
+                                           budget_usd=budget)
+
+            outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                      checker=None, accept_licence=model if accept_licence and detail else None)
+        with Ledger(s.ledger_path) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
-            console.print(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
-                          + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else ""), highlight=False)
+            console.print(plain(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
+                                + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else "")))
             say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 
@@ -262,10 +248,10 @@ def register(app: typer.Typer) -> None:
         """Print an image's chain: generation → fixes → upscale, with models, settings and costs."""
         from ..finishing.lineage import describe_chain, file_sha256
 
+        s = studio(home)
         if Path(image).is_dir():
             raise typer.BadParameter(f"'{image}' is a folder, not an image file or id", param_hint="IMAGE")
         ref = file_sha256(image) if Path(image).is_file() else check_id(image, "image id or file") or image
-        s = studio(home)
         with Ledger(s.ledger_path) as ledger:
             try:
                 row = ledger.image(ref)

@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         with Ledger(s.ledger_path) as ledger:
             run_id = ledger.run(run).id if run else None
             rows = ledger.images(run_id=run_id, limit=n)
+            real = ledger.spent(run_id)
+            sandbox = ledger.spent(run_id, sandbox=True)
             if json_out:
                 print_json([r.model_dump(mode="json") for r in rows])
                 return
@@ -41,10 +43,12 @@ def register(app: typer.Typer) -> None:
                 table.add_row(
                     plain(r.id + (" ★" if r.picked else ""), "bold") + plain(f"\n{r.run_id or '-'}", "dim"),
                     plain(f"{r.model or '-'}\n{r.seed if r.seed is not None else '-'}\n{r.operation}"),
-                    plain(f"${r.cost_usd:.3f}\n{r.check_overall or '-'}"),
+                    plain(f"${r.cost_usd:.3f}" + (" SANDBOX" if r.sandbox else "") + f"\n{r.check_overall or '-'}"),
                     plain(dt.datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M")
                           + f"\n{(r.parent_sha256 or '')[:10] or '-'}"),
                 )
             console.print(table)
-            console.print(f"spent in total: ${ledger.spent().usd:.3f} · ★ picked · parent = sha256 prefix of the "
-                          "image it was made from", highlight=False)
+            scope = f"run {run_id}" if run_id else "in total"
+            console.print(f"spent {scope}: ${real.usd:.3f} real money"
+                          + (f" · sandbox (test, not money): ${sandbox.usd:.3f}" if sandbox.usd else ""), highlight=False)
+            console.print("★ picked · second line: run id; seed; operation", style="dim", highlight=False)

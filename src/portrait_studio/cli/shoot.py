@@ -11,19 +11,10 @@ import typer
 from .. import ranking
 from ..brief import VARIABLE_ELEMENTS, load_brief
 from ..config import Studio
+from ..engine import Engine, Plan, failure_summary
 from ..ledger import ImageRow, Ledger
-from ..providers import require_configured
 from ..runner import Outcome, RunReport
-from ..shoot import (
-    ShootPlan,
-    check_budget,
-    choose_seeds,
-    default_checker,
-    execute_recorded_run,
-    plan_shoot,
-    plan_vary,
-    start_run,
-)
+from ..shoot import ShootPlan, check_budget, choose_seeds, plan_shoot, plan_vary, ranked_images
 from ._common import (
     HomeOption,
     JsonOption,
@@ -36,6 +27,7 @@ from ._common import (
     say_path,
     studio,
 )
+from ._engine import run_with_engine
 from ._options import (
     BriefArg,
     BudgetOption,
@@ -53,10 +45,10 @@ from ._progress import progress_bars
 from ._tables import ID, new_table
 from ._vary import element_help, option_name, suggest_vary
 
-__all__ = ["execute_run", "register"]
+__all__ = ["execute_with_progress", "record_and_execute", "register"]
 
 
-def _print_plan(plan: ShootPlan, budget: float | None) -> None:
+def _print_plan(plan: ShootPlan | Plan, budget: float | None) -> None:
     from .brief import describe_size
 
     table = new_table(("#", {"justify": "right"}), ("model", {"ratio": 3}), ("seed", {}), ("size", {"ratio": 2}),
@@ -83,30 +75,19 @@ def _budget(s: Studio, budget: float | None) -> float | None:
     return budget if budget is not None else s.config.default_budget_usd
 
 
-def _sandbox_banner(providers: dict[str, Any]) -> None:
-    used = [pid for pid, p in providers.items() if getattr(p, "sandbox", False)]
-    if used:
-        from ..config import KEY_ENV_VARS
-
-        keys = " / ".join(KEY_ENV_VARS.get(p, p) for p in used)
-        err_console.print(f"[bold magenta]SANDBOX[/]: no API key set, so images come from a local sandbox that "
-                          f"follows the provider's API contract (set {keys} for real images)", highlight=False)
-
-
-def execute_run(
-    s: Studio, run_id: str, *, sandbox: str, budget: float | None, weights: str | None = None,
-    resubmit_uncertain: bool = False, quiet: bool = False,
+async def execute_with_progress(
+    engine: Engine, run_id: str, *, budget: float | None = None, resubmit_uncertain: bool = False,
+    retry_failed: bool = False, quiet: bool = False,
 ) -> RunReport:
-    """Run (or resume) a recorded run with progress and ETA; Ctrl-C says how to resume."""
-    with Ledger(s.ledger_path) as ledger:
-        rows = ledger.requests(run_id)
+    """Run (or resume) a recorded run with progress and an ETA (images, diffusion steps, the checklist);
+    Ctrl-C says how to resume; a run where nothing was made raises with the real cause and fix."""
+    rows = engine.ledger.requests(run_id)
     finished = {r.position for r in rows if r.status == "done"}
-    checker = default_checker()
     with progress_bars(quiet=quiet) as bars:
-        made = bars.bar(f"run {run_id}", len(rows), done=len(finished), unit="images")
+        made = bars.bar(f"run {run_id}", max(len(rows), 1), done=len(finished), unit="images")
         steps: dict[str, Any] = {}
 
-        def on_step(step: int, total: int) -> None:  # local diffusion steps, from the worker thread
+        def on_step_done(step: int, total: int) -> None:  # local diffusion steps, from the worker thread
             if "bar" not in steps:
                 steps.update(bar=bars.bar("diffusion steps", None, unit="steps"), offset=0, last=0)
             if step < steps["last"]:
@@ -115,12 +96,9 @@ def execute_run(
             remaining = len(rows) - len(finished)
             steps["bar"].update(steps["offset"] + step, steps["offset"] + max(remaining, 1) * total)
 
-        def on_providers(providers: dict[str, Any]) -> None:
-            if len(finished) < len(rows):  # a finished run sends nothing: no banner
-                _sandbox_banner(providers)
-            for p in providers.values():
-                if hasattr(p, "on_step") and getattr(p, "on_step", None) is None:
-                    p.on_step = on_step
+        for p in engine.providers.values():
+            if hasattr(p, "on_step") and getattr(p, "on_step", None) is None:
+                p.on_step = on_step_done
 
         def on_outcome(o: Outcome) -> None:
             if o.status == "done":
@@ -129,32 +107,51 @@ def execute_run(
             if o.error:
                 bars.console.print(f"[red]✗[/] request {o.position + 1}: {escape(o.error)}", highlight=False)
 
-        checking: dict[str, Any] = {}
+        def on_step(name: str) -> None:
+            made.label(f"run {run_id} · {name}")
 
-        def check(path: Path, brief: Any) -> tuple[str, float, dict[str, Any]]:
-            assert checker is not None
-            if "bar" not in checking:
-                checking["bar"] = bars.bar("checklist", _unchecked(s, run_id), unit="images")
-            result = checker(path, brief)
-            checking["bar"].advance()
-            return result
+        checker = engine.checker
+        if checker is not None:
+            checking: dict[str, Any] = {}
 
+            def check(path: Path, brief: Any) -> tuple[str, float, dict[str, Any]]:
+                if "bar" not in checking:
+                    checking["bar"] = bars.bar("checklist", _unchecked(engine.ledger, run_id), unit="images")
+                result = checker(path, brief)
+                checking["bar"].advance()
+                return result  # type: ignore[no-any-return]
+
+            engine.checker = check
         try:
-            return execute_recorded_run(
-                s, run_id, sandbox=sandbox, budget=budget, weights=weights, resubmit_uncertain=resubmit_uncertain,
-                checker=check if checker is not None else None, on_outcome=on_outcome, on_providers=on_providers,
-            )
+            report = await engine.execute(run_id, budget_usd=budget, resubmit_uncertain=resubmit_uncertain,
+                                          retry_failed=retry_failed, on_outcome=on_outcome, on_step=on_step)
         except KeyboardInterrupt:
             bars.view.stop()
             err_console.print(f"interrupted — nothing paid is lost. Finish it with: [bold]portrait resume {run_id}[/]")
             raise SystemExit(130) from None
+        finally:
+            engine.checker = checker
+    failure = failure_summary(report)
+    if failure is not None:
+        raise failure
+    return report
 
 
-def _unchecked(s: Studio, run_id: str) -> int:
+def record_and_execute(s: Studio, plan: Plan, *, sandbox: str, budget: float | None, weights: str | None = None,
+                       out: Path | None = None, quiet: bool = False) -> RunReport:
+    """Record the plan (nothing sent before it is in the ledger), run it, finish it."""
+
+    async def work(engine: Engine) -> RunReport:
+        run_id = engine.record(plan, budget_usd=budget, out_dir=out)
+        return await execute_with_progress(engine, run_id, budget=budget, quiet=quiet)
+
+    return run_with_engine(s, plan.provider_ids, work, sandbox=sandbox, weights=weights, quiet=quiet)
+
+
+def _unchecked(ledger: Ledger, run_id: str) -> int:
     """Images still to check (the checklist runs once per distinct picture: equal bytes, one check)."""
-    with Ledger(s.ledger_path) as ledger:
-        shas = {i.image_sha256 for i in ledger.images(run_id=run_id, limit=10_000)}
-        return sum(ledger.checks(sha) is None for sha in shas)
+    shas = {i.image_sha256 for i in ledger.images(run_id=run_id, limit=100_000) if i.operation == "generate"}
+    return sum(ledger.checks(sha) is None for sha in shas)
 
 
 def _image_table(run_id: str, ranked: list[ImageRow]) -> Any:
@@ -168,45 +165,52 @@ def _image_table(run_id: str, ranked: list[ImageRow]) -> Any:
     return table
 
 
+def _money(report: RunReport, spent_usd: float) -> str:
+    if report.sandbox and not spent_usd:
+        return f"sandbox ${report.sandbox_usd:.3f} (test images, no real money)"
+    return f"spent ${spent_usd:.3f}" + (f" + sandbox ${report.sandbox_usd:.3f} (not money)" if report.sandbox_usd else "")
+
+
 def _summarise(s: Studio, report: RunReport, json_out: bool, *, spent_before: float = 0.0, was_complete: bool = False) -> None:
     with Ledger(s.ledger_path) as ledger:
         run = ledger.run(report.run_id)
         out = Path(run.out_dir or "")
-        ranked = ranking.rank(ledger.images(run_id=run.id, limit=1000))
+        ranked = ranked_images(ledger, run.id)
+        others = [i for i in ledger.images(run_id=run.id, limit=100_000) if i.operation != "generate"]
     spent_now = max(0.0, report.spent_usd - spent_before)
     if json_out:
         print_json({
-            "run_id": run.id, "out_dir": str(out), "spent_usd": report.spent_usd, "spent_now_usd": round(spent_now, 6),
-            "seconds": report.seconds, "already_complete": was_complete, "ranking": ranking.RULE,
-            "images": [r.model_dump(mode="json") for r in ranked],
+            "run_id": run.id, "kind": run.kind, "status": run.status, "out_dir": str(out),
+            "spent_usd": report.spent_usd, "spent_now_usd": round(spent_now, 6), "sandbox_usd": report.sandbox_usd,
+            "sandbox": report.sandbox, "seconds": report.seconds, "already_complete": was_complete,
+            "ranking": ranking.RULE, "images": [r.model_dump(mode="json") for r in ranked + others],
             "failed": [o.model_dump(mode="json") for o in report.failed],
         })
         return
     if ranked:
         console.print(_image_table(run.id, ranked))
         console.print(f"[dim]{ranking.RULE}[/]", highlight=False)
+    for r in others:
+        say_path(f"{r.operation}:", r.out_path or r.path)
     if was_complete:
         console.print(f"run {run.id} was already complete: nothing sent, nothing spent now "
-                      f"(${report.spent_usd:.3f} in all)", highlight=False)
+                      f"({_money(report, report.spent_usd)} in all)", highlight=False)
     elif spent_before:
-        console.print(f"spent ${spent_now:.3f} now in {report.seconds:.1f}s (${report.spent_usd:.3f} for the run in all)",
-                      highlight=False)
+        console.print(f"{_money(report, spent_now)} now in {report.seconds:.1f}s "
+                      f"(${report.spent_usd:.3f} for the run in all)", highlight=False)
     else:
-        console.print(f"spent ${report.spent_usd:.3f} in {report.seconds:.1f}s", highlight=False)
+        console.print(f"{_money(report, report.spent_usd)} in {report.seconds:.1f}s", highlight=False)
     say_path("folder:", out)
     if (out / "contact-sheet.png").exists():
         say_path("contact sheet:", out / "contact-sheet.png")
     if report.failed:
-        console.print(f"[yellow]{len(report.failed)} not done[/] — finish with: portrait resume {run.id}", highlight=False)
-    elif ranked:
+        console.print(f"[yellow]{len(report.failed)} not done[/] — see the notes above; "
+                      f"'portrait resume {run.id}' continues it", highlight=False)
+    elif ranked and run.kind in ("shoot", "vary", "compare"):
         nxt = suggest_vary(run.brief, run.varied)
         say_command("next:", f"portrait pick {run.id} {ranked[0].id}")
         if nxt:
             say_command("then:", f"portrait vary {run.id} {nxt}")
-
-
-def _require_providers(s: Studio, plan: ShootPlan, sandbox: str) -> None:
-    require_configured(s, {r.provider for r in plan.requests}, sandbox=sandbox)  # type: ignore[arg-type]
 
 
 def _vary_command(app: typer.Typer) -> None:
@@ -219,12 +223,10 @@ def _vary_command(app: typer.Typer) -> None:
         limit = _budget(s, budget)
         with Ledger(s.ledger_path) as ledger:
             plan = plan_vary(ledger, run, changes, force=force)
-            if not json_out:
-                _print_plan(plan, limit)
-            check_budget(plan, limit)
-            _require_providers(s, plan, sandbox)
-            run_id, _ = start_run(plan, ledger, s.runs_dir, budget_usd=limit)
-        report = execute_run(s, run_id, sandbox=sandbox, budget=limit, weights=weights, quiet=json_out)
+        if not json_out:
+            _print_plan(plan, limit)
+        check_budget(plan, limit)
+        report = record_and_execute(s, plan.to_plan(), sandbox=sandbox, budget=limit, weights=weights, quiet=json_out)
         _summarise(s, report, json_out)
 
     fixed = [
@@ -298,10 +300,8 @@ def register(app: typer.Typer) -> None:
                 print_json({"plan": [r.model_dump(mode="json") for r in plan.requests],
                             "estimated_usd": plan.estimated.usd, "budget_usd": limit})
             return
-        _require_providers(s, plan, sandbox)
-        with Ledger(s.ledger_path) as ledger:
-            run_id, _ = start_run(plan, ledger, s.runs_dir, budget_usd=limit, brief_path=str(brief_path), out_dir=out)
-        report = execute_run(s, run_id, sandbox=sandbox, budget=limit, weights=weights, quiet=json_out)
+        report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
+                                    weights=weights, out=out, quiet=json_out)
         _summarise(s, report, json_out)
 
     @app.command("compare")
@@ -327,12 +327,12 @@ def register(app: typer.Typer) -> None:
         if not json_out:
             _print_plan(plan, limit)
         check_budget(plan, limit)
-        _require_providers(s, plan, sandbox)
-        with Ledger(s.ledger_path) as ledger:
-            run_id, folder = start_run(plan, ledger, s.runs_dir, budget_usd=limit, brief_path=str(brief_path), out_dir=out)
-        report = execute_run(s, run_id, sandbox=sandbox, budget=limit, quiet=json_out)
-        if not json_out:  # execute_recorded_run wrote the grid and the tables
-            _print_comparison(s, run_id)
+        report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
+                                    out=out, quiet=json_out)
+        if not json_out:  # the engine's compare step wrote the grid and the tables
+            with Ledger(s.ledger_path) as ledger:
+                folder = Path(ledger.run(report.run_id).out_dir or "")
+            _print_comparison(s, report.run_id)
             for name in [*sorted(folder.glob("compare-grid*.png")), folder / "comparison.html", folder / "comparison.md"]:
                 say_path("wrote", name)
         _summarise(s, report, json_out)
@@ -367,22 +367,30 @@ def register(app: typer.Typer) -> None:
         weights: WeightsOption = None,
         resubmit_uncertain: Annotated[bool, typer.Option("--resubmit-uncertain", help="Re-send requests whose "
                                       "acceptance is unknown (may pay twice for them).")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send again requests the provider accepted "
+                                "and that then failed (moderated, error, expired): they may have been charged.")] = False,
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Finish an interrupted run without paying twice: re-poll accepted tasks, send only unsent ones."""
+        """Finish an interrupted run of any kind without paying twice: re-poll accepted tasks, send only
+        what never went out, then apply its finishing steps (labels, checks, composites, next shots)."""
         s = studio(home)
         with Ledger(s.ledger_path) as ledger:
             row = ledger.run(run)
-            limit = budget if budget is not None else row.budget_usd
-            statuses = [r.status for r in ledger.requests(row.id)]
+            rows = ledger.requests(row.id)
+            statuses = [r.status for r in rows]
+            providers = list(dict.fromkeys([*(row.plan or {}).get("providers", []), *(r.provider for r in rows)]))
             spent_before = ledger.spent(row.id).usd
-        complete = bool(statuses) and all(st == "done" for st in statuses)
+        complete = bool(statuses) and all(st == "done" for st in statuses) and row.status == "done"
         if not json_out:
-            console.print(f"run {row.id}: " + ", ".join(f"{statuses.count(k)} {k}" for k in sorted(set(statuses))),
-                          highlight=False)
-        report = execute_run(s, row.id, sandbox=sandbox, budget=limit, weights=weights,
-                             resubmit_uncertain=resubmit_uncertain, quiet=json_out or complete)
+            counts = ", ".join(f"{statuses.count(k)} {k}" for k in sorted(set(statuses))) or "no requests yet"
+            console.print(plain(f"run {row.id} ({row.kind}, {row.status}): {counts}"))
+
+        async def work(engine: Engine) -> RunReport:
+            return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
+                                               retry_failed=retry_failed, quiet=json_out or complete)
+
+        report = run_with_engine(s, providers, work, sandbox=sandbox, weights=weights, quiet=json_out or complete)
         _summarise(s, report, json_out, spent_before=spent_before, was_complete=complete)
 
 

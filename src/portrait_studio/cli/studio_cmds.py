@@ -61,11 +61,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an audit bundle: images, a record per image, CSV, summary page — no secrets."""
         from ..audit import build_audit_bundle
+        from ..engine import Engine
+        from ..finishing.lineage import LabelSettings
 
         check_id(run)
         s = studio(home)
         with Ledger(s.ledger_path) as ledger:
             run_id = ledger.run(run).id
+            engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
+                            labels=LabelSettings.from_studio(s), secrets=s.secrets())
+            for image in ledger.images(run_id=run_id, limit=100_000):  # every delivered copy present and labelled
+                if image.operation == "generate" and image.out_path:
+                    engine.deliver(image)
             path = build_audit_bundle(ledger, run_id, out, secrets=s.secrets())
         if json_out:
             print_json({"run_id": run_id, "bundle": str(path)})

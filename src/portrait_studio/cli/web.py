@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Open the web studio: brief builder, live shoots, gallery and compare view."""
         from ..web.server import check_bind, serve
+        from ._engine import sandbox_starter
 
         check_bind(host, token)  # before anything starts, so the error is one line
 
@@ -31,7 +32,9 @@ def register(app: typer.Typer) -> None:
             else:
                 console.print(plain(text), soft_wrap=True)
 
-        serve(studio(home), host=host, port=port, token=token, open_browser=not no_open, announce=announce)
+        s = studio(home)
+        serve(s, host=host, port=port, token=token, open_browser=not no_open, announce=announce,
+              start_sandbox=sandbox_starter(s))
 
 
 __all__ = ["register"]
