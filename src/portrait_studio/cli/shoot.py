@@ -193,7 +193,8 @@ def _summarise(s: Studio, report: RunReport, json_out: bool, *, spent_before: fl
     for r in others:
         say_path(f"{r.operation}:", r.out_path or r.path)
     if was_complete:
-        console.print(f"run {run.id} was already complete: nothing sent, nothing spent now "
+        n = len(report.outcomes)
+        console.print(f"run {run.id} was already complete ({n}/{n} done): nothing sent, nothing spent now "
                       f"({_money(report, report.spent_usd)} in all)", highlight=False)
     elif spent_before:
         console.print(f"{_money(report, spent_now)} now in {report.seconds:.1f}s "
