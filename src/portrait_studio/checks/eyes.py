@@ -6,7 +6,7 @@ import numpy as np
 
 from ..analysis import Analysis, Face
 from ._face import face_view
-from ._pixels import box_of, disk_mask, lab, laplacian_rms, luma
+from ._pixels import clip_box, disk_mask, lab, laplacian_rms, luma, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_eyes"]
@@ -102,7 +102,7 @@ def _iris_pixels(
     sub_shape = (box[3] - box[1], box[2] - box[0])
     local_c: np.ndarray = c - np.array(box[:2], np.float32)
     disk = disk_mask(sub_shape, local_c, r * inner)
-    lids = face.mask(face.eye(side), (image.shape[0], image.shape[1]))[box[1]:box[3], box[0]:box[2]]
+    lids = poly_mask(face.points(face.eye(side)), box)
     e = max(1, round(r * 0.2))
     lids = cv2.erode(lids.astype(np.uint8), np.ones((2 * e + 1, 2 * e + 1), np.uint8)).astype(bool)
     return disk & lids, local_c, r, box
@@ -195,8 +195,9 @@ def _pair(image: np.ndarray, face: Face) -> CheckResult:
         if r >= IRIS_MIN_RADIUS and m.sum() >= 12:
             colours[s] = np.median(lab(image[box[1]:box[3], box[0]:box[2]])[m], axis=0)
     delta = float(np.linalg.norm(colours["left"] - colours["right"])) if len(colours) == 2 else 0.0
-    analysis_shape = (image.shape[0], image.shape[1])
-    region = box_of(face.mask(face.eye("left"), analysis_shape) | face.mask(face.eye("right"), analysis_shape), 4)
+    eyes = np.concatenate([face.points(face.eye("left")), face.points(face.eye("right"))])
+    b = points_box(eyes, image.shape[1], image.shape[0])
+    region = clip_box([b[0] - 4, b[1] - 4, b[2] + 4, b[3] + 4], image.shape[1], image.shape[0])
     problems = []
     if size_ratio > IRIS_SIZE_RATIO_MAX:
         problems.append(f"one iris is {size_ratio:.2f}x the size of the other")

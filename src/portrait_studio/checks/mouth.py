@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import INNER_MOUTH_IDX, Analysis
-from ._pixels import box_of, lab
+from ._pixels import clip_box, lab, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_mouth"]
@@ -22,10 +22,14 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
     face = analysis.face
     if face is None or face.landmarks is None:
         return CheckResult(item="mouth.teeth", status="not_applicable", explanation="No face with landmarks was found.")
-    inner = analysis.region_mask(INNER_MOUTH_IDX)
-    region = box_of(inner, 3)
-    opening = int(inner.sum())
     pts = face.points(INNER_MOUTH_IDX)
+    h, w = image.shape[:2]
+    box = points_box(pts, w, h, pad=0.05)
+    region = clip_box([box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3], w, h)
+    image = image[box[1]:box[3], box[0]:box[2]]
+    inner = poly_mask(pts, box)
+    pts = pts - np.array(box[:2], np.float32)
+    opening = int(inner.sum())
     width = float(np.ptp(pts[:, 0]))
     if opening < 40 or width < 12:
         teeth_share = 0.0

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, CHIN, FACE_OVAL_IDX, FOREHEAD_IDX, Analysis
 from ._face import face_view
-from ._pixels import box_of, lab
+from ._pixels import box_of, clip_box, lab, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_skin"]
@@ -34,7 +34,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
 
     face = analysis.face
     assert face is not None
-    region = box_of(analysis.region_mask(FACE_OVAL_IDX))
+    region = points_box(face.points(FACE_OVAL_IDX), analysis.shape[1], analysis.shape[0])
     if face.width < TEXTURE_MIN_FACE_WIDTH:
         return CheckResult(item="skin.texture", status="not_applicable", region=region,
                            explanation=f"The face is {face.width:.0f} px wide, too small to resolve skin texture.")
@@ -57,24 +57,43 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
 
 
 def _tone(image: np.ndarray, analysis: Analysis) -> CheckResult:
+    import cv2
+
     face = analysis.face
     assert face is not None and face.landmarks is not None
-    shape = analysis.shape
-    cheeks = analysis.region_mask(CHEEK_L_IDX) | analysis.region_mask(CHEEK_R_IDX)
-    oval = analysis.region_mask(FACE_OVAL_IDX)
+    h, w = analysis.shape
     chin_y = float(face.landmarks[CHIN, 1])
-    xs = face.points(FACE_OVAL_IDX)[:, 0]
+    oval_pts = face.points(FACE_OVAL_IDX)
+    xs = oval_pts[:, 0]
     fw = float(xs.max() - xs.min())
     cx = float(face.landmarks[CHIN, 0])
-    y0, y1 = int(chin_y + 0.08 * fw), int(chin_y + 0.45 * fw)
-    x0, x1 = int(cx - 0.25 * fw), int(cx + 0.25 * fw)
+    # work on a crop around face and neck, scaled so the face is at most 240 px wide
+    box = clip_box([int(min(xs.min(), cx - 0.25 * fw)) - 2, int(oval_pts[:, 1].min()) - 2,
+                    int(max(xs.max(), cx + 0.25 * fw)) + 3, int(chin_y + 0.45 * fw) + 3], w, h)
+    s = min(1.0, 240.0 / max(1.0, fw))
+    crop = image[box[1]:box[3], box[0]:box[2]]
+    if s < 1.0:
+        crop = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    shape = crop.shape[:2]
+
+    def poly(group: tuple[int, ...]) -> np.ndarray:
+        m = poly_mask(face.points(group), box, s)
+        return m[:shape[0], :shape[1]] if m.shape == shape else cv2.resize(
+            m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    cheeks = poly(CHEEK_L_IDX) | poly(CHEEK_R_IDX)
+    oval = poly(FACE_OVAL_IDX)
+    y0, y1 = int((chin_y + 0.08 * fw - box[1]) * s), int((chin_y + 0.45 * fw - box[1]) * s)
+    x0, x1 = int((cx - 0.25 * fw - box[0]) * s), int((cx + 0.25 * fw - box[0]) * s)
     neck = np.zeros(shape, bool)
-    neck[max(0, y0):min(shape[0], y1), max(0, x0):min(shape[1], x1)] = True
+    neck[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
     # the neck is whatever below the chin has skin-like colour (a looser model than the face's own)
-    L = lab(image)
+    L = lab(crop)
     neck &= ~oval & _skin_hue(L)
-    region = box_of(neck | cheeks)
-    if neck.sum() < max(30, 0.02 * fw * fw) or cheeks.sum() < 20:
+    both = box_of(neck | cheeks)
+    region = None if both is None else [box[0] + int(both[0] / s), box[1] + int(both[1] / s),
+                                        box[0] + int(both[2] / s), box[1] + int(both[3] / s)]
+    if neck.sum() < max(30, 0.02 * (fw * s) ** 2) or cheeks.sum() < 20:
         return CheckResult(item="skin.tone", status="not_applicable", region=region,
                            explanation="Not enough neck skin is visible to compare with the face.")
     face_ab = np.median(L[cheeks][:, 1:], axis=0)
