@@ -64,7 +64,9 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
     false_alarms: list[str] = []
     clean_fails: list[str] = []
     skipped: dict[str, int] = defaultdict(int)
-    warn_only: set[str] = set()
+    from portrait_studio.checks import WARN_ONLY
+
+    warn_only: set[str] = set(WARN_ONLY)
     n_images = 0
     for p in corpus.portraits(None if split == "all" else split):
         rgb = corpus.load(p)
@@ -72,9 +74,8 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
         clean = run_checklist(rgb, analysis=an)
         n_images += 1
         clean_status = {it.item: it.status for it in clean.items}
-        warn_only |= {it.item for it in clean.items if "warns instead of failing" in it.explanation}
         for it in clean.items:
-            if it.status == "fail":
+            if it.status == "fail" or (it.item in warn_only and it.status == "warn"):
                 fp[it.item] += 1
                 clean_fails.append(f"{p.name}: {it.item} ({it.measured}) {it.explanation}")
         cases = [(n, d, s) for n, d in DEFECTS.items() for s in SEVERITIES if only is None or n in only]
@@ -105,6 +106,8 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
                       and it.item not in SIDE_EFFECTS.get(name, set())):
                     fp[it.item] += 1
                     false_alarms.append(f"{p.name}/{name}/{severity}: {it.item} ({it.measured}) {it.explanation}")
+        if memo:
+            memo.save()
         if verbose:
             print(f"  {p.name}: done", flush=True)
     if memo:

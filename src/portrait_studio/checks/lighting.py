@@ -10,8 +10,9 @@ from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_lighting"]
 
-FACE_CLIP_MAX = 0.01
-"""Share of the face's skin at 0-3 (shadows) or 252-255 (highlights) before it fails."""
+FACE_CLIP_MAX = 0.08
+"""Share of the face's skin at 0-3 (shadows) or 252-255 (highlights) before it fails: hard light
+leaves a few clipped specular spots on a clean face (up to ~6% on the training photos)."""
 IMAGE_CLIP_WARN = 0.25
 """Share of the whole frame clipped before a warning (low-key backdrops legitimately go black)."""
 SYMMETRIC_MAX = 1.35
