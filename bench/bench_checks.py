@@ -28,7 +28,6 @@ import json
 import pickle
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,7 +49,8 @@ def _seed(*parts: str) -> int:
     return int(hashlib.sha256("/".join(parts).encode()).hexdigest()[:8], 16)
 
 
-def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbose: bool = False) -> dict:
+def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbose: bool = False,
+             limit: int | None = None) -> dict:
     from portrait_studio.analysis import analyze
     from portrait_studio.checks import CheckContext, run_checklist
     from portrait_studio.testing import corpus
@@ -68,7 +68,7 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
 
     warn_only: set[str] = set(WARN_ONLY)
     n_images = 0
-    for p in corpus.portraits(None if split == "all" else split):
+    for p in corpus.portraits(None if split == "all" else split)[:limit]:
         rgb = corpus.load(p)
         an = analyze(rgb)
         clean = run_checklist(rgb, analysis=an)
@@ -233,6 +233,7 @@ def main() -> None:
     ap.add_argument("--split", default="validation", choices=["train", "validation", "all"])
     ap.add_argument("--memo", type=Path, default=None, help="cache analyses/OCR here (tuning only)")
     ap.add_argument("--only", default=None, help="comma-separated defect names")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     ap.add_argument("--speed-only", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -243,7 +244,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     result: dict = {}
     if not args.speed_only:
-        res = evaluate(args.split, args.memo, set(args.only.split(",")) if args.only else None, args.v)
+        res = evaluate(args.split, args.memo, set(args.only.split(",")) if args.only else None, args.v, args.limit)
         print_table(res)
         result["evaluation"] = res
     if not args.no_speed:

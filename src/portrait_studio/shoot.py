@@ -253,7 +253,7 @@ def default_checker() -> Checker | None:
     def check(path: Path, brief: Brief) -> tuple[str, float, dict[str, Any]]:
         from PIL import Image
 
-        from .review import _native_stderr_silenced as _quiet_stderr
+        from .quiet import native_quiet as _quiet_stderr
 
         with Image.open(path) as im, _quiet_stderr():
             checklist = run_checklist(im.convert("RGB"), context=CheckContext.from_brief(brief))

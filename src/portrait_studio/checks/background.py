@@ -244,7 +244,8 @@ def _text(work: np.ndarray, person_p: np.ndarray, s: float, analysis: Analysis) 
         return CheckResult(item="background.text", status="pass", measured=0.0, threshold=TEXT_MIN_SCORE,
                            explanation="No readable text, logo lettering or watermark was found.")
     face = analysis.face
-    overlays, scene = [], []
+    overlays: list[tuple[str, float, list[int], str | None]] = []
+    scene: list[tuple[str, float, list[int], str | None]] = []
     for t, sc, b in found:
         why = _overlay_reason(t, b, found, work.shape[:2], person_p, face, s)
         (overlays if why else scene).append((t, sc, b, why))

@@ -47,7 +47,7 @@ class _FaceSkin:
         box = points_box(face.points(FACE_OVAL_IDX), analysis.shape[1], analysis.shape[0], pad=0.02)
         step = max(1, int(face.width // 400))
         y = luma(image[box[1]:box[3]:step, box[0]:box[2]:step])
-        skin = face_skin(face, y.shape, offset=(box[0], box[1]), scale=1.0 / step)
+        skin = face_skin(face, (int(y.shape[0]), int(y.shape[1])), offset=(box[0], box[1]), scale=1.0 / step)
         if skin.sum() < 50:
             skin = np.zeros(y.shape, bool)
         return cls(y, skin, box, step, face)
