@@ -102,7 +102,7 @@ CASES = [
 ]
 # Crushing the blacks also darkens the gaps between teeth and can isolate a dark speck: known overlaps.
 SIDE_EFFECTS = {
-    "blurred_eyes": {"eyes.catchlights"},
+    "blurred_eyes": {"eyes.catchlights", "eyes.pupils"},
     "clipped_shadows": {"lighting.pattern", "mouth.teeth", "background.artifacts"},
 }
 

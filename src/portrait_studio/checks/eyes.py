@@ -20,6 +20,8 @@ IRIS_MIN_RADIUS = 3.5
 """Irises smaller than this (pixels) are too small to judge catchlights."""
 PUPIL_MIN_RADIUS = 6.0
 """Irises smaller than this (pixels) are too small to separate two pupils."""
+PUPIL_ABSENT_MIN_RADIUS = 8.0
+"""A missing pupil is only judged on irises at least this big (pixels) and not too dark (median luma 60)."""
 PUPIL_MIN_AREA = 0.04
 """A dark blob counts as a pupil when it covers at least this share of the iris disk."""
 PUPIL_ELONGATION_MAX = 2.5
@@ -172,8 +174,8 @@ def _pupils(image: np.ndarray, face: Face) -> CheckResult:
             bw, bh = stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]
             if max(bw, bh) / max(1, min(bw, bh)) > PUPIL_ELONGATION_MAX and max(bw, bh) > 1.3 * r:
                 count = 2
-        if count == 0 and med < 60:
-            continue  # a dark iris hides its pupil: absence proves nothing
+        if count == 0 and (med < 60 or r < PUPIL_ABSENT_MIN_RADIUS):
+            continue  # a dark or small iris hides its pupil: absence proves nothing
         counts[s] = count
         boxes.append(box)
     if not counts:
