@@ -10,9 +10,10 @@ from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_lighting"]
 
-FACE_CLIP_MAX = 0.08
+FACE_CLIP_MAX = {"shadows": 0.01, "highlights": 0.08}
 """Share of the face's skin at 0-3 (shadows) or 252-255 (highlights) before it fails: hard light
-leaves a few clipped specular spots on a clean face (up to ~6% on the training photos)."""
+leaves clipped specular spots on a clean face (up to ~6% on the training photos); skin is almost
+never pure black."""
 IMAGE_CLIP_WARN = 0.25
 """Share of the whole frame clipped before a warning (low-key backdrops legitimately go black)."""
 SYMMETRIC_MAX = 1.35
@@ -78,15 +79,15 @@ def _clip(frame: np.ndarray, view: _FaceSkin, which: str) -> CheckResult:
         clipped = (view.y <= 3) if which == "shadows" else (view.y >= 252)
         share = float(clipped[skin].mean())
         region = view.to_image(box_of(clipped & skin) or box_of(skin))
-        if share > FACE_CLIP_MAX:
-            return CheckResult(item=item, status="fail", measured=round(share, 4), threshold=FACE_CLIP_MAX, region=region,
+        if share > FACE_CLIP_MAX[which]:
+            return CheckResult(item=item, status="fail", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=region,
                                explanation=f"{share * 100:.1f}% of the face's skin is clipped to pure {word}: detail there is lost.")
     else:
         share, region = overall, None
     if overall > IMAGE_CLIP_WARN:
-        return CheckResult(item=item, status="warn", measured=round(share, 4), threshold=FACE_CLIP_MAX, region=None,
+        return CheckResult(item=item, status="warn", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=None,
                            explanation=f"The face is fine but {overall * 100:.0f}% of the frame is pure {word}; check it is intended.")
-    return CheckResult(item=item, status="pass", measured=round(share, 4), threshold=FACE_CLIP_MAX, region=region,
+    return CheckResult(item=item, status="pass", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=region,
                        explanation=f"{share * 100:.1f}% of the face and {overall * 100:.1f}% of the frame are clipped to {word}.")
 
 

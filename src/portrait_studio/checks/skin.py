@@ -21,6 +21,10 @@ TEXTURE_REL_MIN = 0.6
 """The same measure relative to the photo's own noise floor around the face (20th percentile of the
 fine detail of 8 px blocks of hair, clothes and backdrop at the same scale): real skin carries at
 least the grain of the rest of the picture (clean: 0.66 and up), retouched skin falls below it."""
+TEXTURE_BODY_MIN = 0.5
+"""The same measure relative to the person's other skin (neck, chest, arms, hands: pixels coloured
+like the cheeks, outside the face) at the same scale: a retouched face is smoother than its own
+body (clean training portraits: 0.54 and up). Judged when at least 200 such pixels are visible."""
 NOISE_FLOOR_MIN = 0.3
 """The noise floor never counts as lower than this (noise-free synthetic backdrops would make any
 skin look detailed by comparison)."""
@@ -57,16 +61,22 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
                            explanation="Too little plain skin is visible on the cheeks and forehead.")
     detail = np.abs(_fine(view.gray))
     mad = float(np.median(detail[skin]))
-    noise = max(NOISE_FLOOR_MIN, _noise_floor(image, face, view.scale))
+    cheeks = view.mask(CHEEK_L_IDX) | view.mask(CHEEK_R_IDX)
+    noise_floor, body = _surroundings(image, face, view.scale, view.rgb[cheeks])
+    noise = max(NOISE_FLOOR_MIN, noise_floor)
     rel = mad / noise
     score = min(mad / TEXTURE_ABS_MIN, rel / TEXTURE_REL_MIN)
+    body_txt = ""
+    if body is not None:
+        score = min(score, mad / max(body, NOISE_FLOOR_MIN) / TEXTURE_BODY_MIN)
+        body_txt = f", {mad / max(body, NOISE_FLOOR_MIN):.2f}x the detail of the person's other skin (≥ {TEXTURE_BODY_MIN})"
     status: Status = "pass" if score >= 1.0 else "fail"
     del cv2
     return CheckResult(
         item="skin.texture", status=status, measured=round(score, 3), threshold=1.0, region=region,
         explanation=(f"Fine skin detail on the cheeks and forehead is {mad:.2f} (at a standard face size; "
                      f"real skin ≥ {TEXTURE_ABS_MIN}), {rel:.2f}x the photo's own grain around the face "
-                     f"(real skin ≥ {TEXTURE_REL_MIN}); "
+                     f"(real skin ≥ {TEXTURE_REL_MIN}){body_txt}; "
                      + ("pores and texture are visible." if status == "pass"
                         else "the skin looks waxy or plastic: restore texture.")))
 
@@ -77,8 +87,10 @@ def _fine(gray: np.ndarray) -> np.ndarray:
     return gray - cv2.GaussianBlur(gray, (0, 0), 1.0)
 
 
-def _noise_floor(image: np.ndarray, face: Any, scale: float) -> float:
-    """Fine detail of the flattest 8 px blocks (20th percentile) around the face, outside it."""
+def _surroundings(image: np.ndarray, face: Any, scale: float, cheek_rgb: np.ndarray) -> tuple[float, float | None]:
+    """Around the face, outside it, at the face view's scale: the photo's grain (fine detail of the
+    flattest 8 px blocks, 20th percentile) and the fine detail of the person's other skin
+    (pixels coloured like the cheeks; None when fewer than 200 are visible)."""
     import cv2
 
     x0, y0, x1, y1 = face.box
@@ -95,17 +107,38 @@ def _noise_floor(image: np.ndarray, face: Any, scale: float) -> float:
         oval = np.pad(oval, ((0, g.shape[0] - oval.shape[0]), (0, g.shape[1] - oval.shape[1])))
     oval = cv2.dilate(oval.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     b = np.abs(_fine(g))
+    body = _body_skin(crop, cheek_rgb, oval)
+    body_mad = float(np.median(b[body])) if body.sum() >= 200 else None
     ok = ~oval & (g > 15) & (g < 240)
     bs = 8
     hh, ww = (g.shape[0] // bs) * bs, (g.shape[1] // bs) * bs
     if hh == 0 or ww == 0:
-        return 0.0
+        return 0.0, body_mad
 
     def blocks(a: np.ndarray) -> np.ndarray:
         return a[:hh, :ww].reshape(hh // bs, bs, ww // bs, bs).transpose(0, 2, 1, 3).reshape(hh // bs, ww // bs, -1)
 
     meds = np.median(blocks(b), -1)[blocks(ok).all(-1)]
-    return float(np.percentile(meds, 20)) if meds.size > 10 else 0.0
+    return (float(np.percentile(meds, 20)) if meds.size > 10 else 0.0), body_mad
+
+
+def _body_skin(crop: np.ndarray, cheek_rgb: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """Pixels of `crop` coloured like the cheeks (YCrCb chroma within 2 sigma, similar lightness),
+    away from the face oval, eroded so no edge of them counts."""
+    import cv2
+
+    if len(cheek_rgb) < 30:
+        return np.zeros(crop.shape[:2], bool)
+    ref = cv2.cvtColor(cheek_rgb.reshape(-1, 1, 3).astype(np.uint8), cv2.COLOR_RGB2YCrCb).reshape(-1, 3).astype(np.float32)
+    ycc = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    mu = ref[:, 1:].mean(0)
+    inv = np.linalg.inv(np.cov(ref[:, 1:].T) + np.eye(2) * 4.0)
+    d = ycc[..., 1:] - mu
+    dist = np.einsum("...i,ij,...j->...", d, inv, d)
+    lo, hi = np.percentile(ref[:, 0], 5), np.percentile(ref[:, 0], 95)
+    away = ~cv2.dilate(oval.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4).astype(bool)
+    body = (dist < 4) & (ycc[..., 0] > lo * 0.8) & (ycc[..., 0] < min(245.0, hi * 1.1)) & away
+    return cv2.erode(body.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
 
 
 def _tone(image: np.ndarray, analysis: Analysis) -> CheckResult:

@@ -155,15 +155,16 @@ def double_pupil(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: 
     """A second dark pupil beside the real one in the iris (both irises when obvious)."""
     import cv2
 
+    seeded = rng is not None
     rng = _rng(rng)
     f = _face(an)
     out = rgb.copy()
-    sides = ("left", "right") if severity == "obvious" else (str(rng.choice(["left", "right"])),)
+    sides = ("left", "right") if severity == "obvious" or not seeded else (str(rng.choice(["left", "right"])),)
     for s in sides:
         c, r = f.iris(s)
-        off = _pick(rng, severity, (0.5, 0.6), (0.52, 0.62))
-        angle = rng.uniform(-0.5, 0.5)
-        rad = max(1, round(r * _pick(rng, severity, (0.2, 0.24), (0.22, 0.28))))
+        off = _pick(rng, severity, (0.5, 0.6), (0.52, 0.62)) if seeded else 0.55
+        angle = rng.uniform(-0.5, 0.5) if seeded else 0.0
+        rad = max(1, round(r * (_pick(rng, severity, (0.2, 0.24), (0.2, 0.25)) if seeded else 0.22)))
         for sign in (-1, 1):
             x = c[0] + sign * off * r * np.cos(angle)
             y = c[1] + sign * off * r * np.sin(angle)
