@@ -63,6 +63,7 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
     misses: list[str] = []
     false_alarms: list[str] = []
     clean_fails: list[str] = []
+    clean_warns: list[str] = []
     skipped: dict[str, int] = defaultdict(int)
     from portrait_studio.checks import WARN_ONLY
 
@@ -77,7 +78,8 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
         for it in clean.items:
             if it.status == "fail" or (it.item in warn_only and it.status == "warn"):
                 fp[it.item] += 1
-                clean_fails.append(f"{p.name}: {it.item} ({it.measured}) {it.explanation}")
+                (clean_fails if it.status == "fail" else clean_warns).append(
+                    f"{p.name}: {it.item} ({it.measured}) {it.explanation}")
         cases = [(n, d, s) for n, d in DEFECTS.items() for s in SEVERITIES if only is None or n in only]
         cases += [(n, d, "obvious") for n, d in SCENE.items() if only is None or n in only]
         for name, d, severity in cases:
@@ -120,7 +122,7 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
         rows[item] = {"tp": tp[item], "fp": fp[item], "fn": fn[item], "precision": prec, "recall": rec,
                       "warn_only": item in warn_only}
     return {"split": split, "images": n_images, "rows": rows, "misses": misses, "false_alarms": false_alarms,
-            "clean_fails": clean_fails, "skipped": dict(skipped)}
+            "clean_fails": clean_fails, "clean_warns": clean_warns, "skipped": dict(skipped)}
 
 
 class _memo:
@@ -185,6 +187,9 @@ def print_table(res: dict) -> None:
         print(f"{item:22s} {r['tp']:4d} {r['fp']:4d} {r['fn']:4d} {p:>9s} {rc:>7s}  {'warn only' if r['warn_only'] else 'fails'}")
     print(f"\nfalse fails on the clean photos: {len(res['clean_fails'])}")
     for line in res["clean_fails"]:
+        print("  " + line)
+    print(f"warn-only items flagged on the clean photos: {len(res['clean_warns'])}")
+    for line in res["clean_warns"]:
         print("  " + line)
     print(f"\nmisses ({len(res['misses'])}):", *res["misses"], sep="\n  ")
     print(f"\nfalse alarms on defective images ({len(res['false_alarms'])}):", *res["false_alarms"], sep="\n  ")
