@@ -15,7 +15,7 @@ from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_background", "find_text"]
 
-BANDING_MAX = 0.012
+BANDING_MAX = 0.009
 """Share of the smooth background that is a hard step (2-40 levels, denoised) between plateaus that
 continue along the step: the staircase of a posterised gradient or sky. Natural 8-bit gradients
 step by 1 level at a time and are not counted."""
