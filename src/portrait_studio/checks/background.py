@@ -44,7 +44,7 @@ def check_background(image: np.ndarray, analysis: Analysis, context: CheckContex
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1, 2 * pad + 1))
     background = ~cv2.dilate(person.astype(np.uint8), k).astype(bool)
     # banding needs the exact pixel values (area averaging blurs a step into a ramp): decimate
-    step = max(1, round(1 / s))
+    step = max(1, int(np.ceil((image.shape[0] * image.shape[1] / 1.1e6) ** 0.5)))
     native = image[::step, ::step]
     bg_native = cv2.resize(background.astype(np.uint8), (native.shape[1], native.shape[0]),
                            interpolation=cv2.INTER_NEAREST).astype(bool)
