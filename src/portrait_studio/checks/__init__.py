@@ -38,13 +38,19 @@ def _checks() -> list[CheckFn]:
 
 CHECKS = ("eyes", "skin", "mouth", "hands", "lighting", "background", "export")
 
-WARN_ONLY: dict[str, float] = {
-    "export.sharpening": 0.0,
-    "eyes.catchlights": 0.0,
-    "hands.pose": 0.0,
+WARN_ONLY: dict[str, str] = {
+    "background.artifacts": "its precision on the validation split is 0.59, below 0.8",
+    "eyes.pupils": "its precision on the validation split is 0.29, below 0.8",
+    "hands.fingers": "its precision on the validation split is 0.00, below 0.8",
+    "skin.tone": "its precision on the validation split is 0.62, below 0.8",
+    "hands.pose": "no defect in the calibration corpus tests it, so its precision is unknown",
+    "eyes.catchlights": "its precision on the validation split is 0.82, but clean photos lit without a frontal "
+                        "light have no catchlight (4 of 11 validation portraits)",
+    "export.sharpening": "its precision on the validation split is 0.87, but it flags already-sharpened "
+                         "press photos (2 of 11 validation portraits)",
 }
-"""Items whose precision on the validation split (bench/bench_checks.py) is below 0.8, with that
-precision: they warn instead of failing, and say so, until their measure earns trust."""
+"""Items that warn instead of failing, and why (measured by bench/bench_checks.py on the validation
+split): an item fails only once its validation precision is at least 0.8 and clean photos pass it."""
 
 
 def warm_up(ocr: bool = True) -> None:
@@ -62,8 +68,7 @@ def _soften(it: CheckResult) -> CheckResult:
         return it
     return it.model_copy(update={
         "status": "warn",
-        "explanation": it.explanation + f" This item warns instead of failing: its precision on the validation "
-                       f"split is {WARN_ONLY[it.item]:.2f}, below 0.8.",
+        "explanation": it.explanation + f" This item warns instead of failing: {WARN_ONLY[it.item]}.",
     })
 
 
