@@ -58,7 +58,7 @@ def _hand_skin(image: np.ndarray, hand: Hand) -> tuple[np.ndarray, list[int], fl
         crop = cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     palm = np.zeros(crop.shape[:2], np.uint8)
-    pts: np.ndarray = (hand.landmarks[[0, 1, 5, 9, 13, 17], :2] - np.array(box[:2], np.float32)) * k
+    pts = np.multiply(hand.landmarks[[0, 1, 5, 9, 13, 17], :2] - np.array(box[:2], np.float32), k)
     cv2.fillConvexPoly(palm, np.round(pts).astype(np.int32), (1,))
     sample = lab[palm.astype(bool)]
     if len(sample) < 20:
@@ -117,8 +117,8 @@ def _extra_fingers(image: np.ndarray, hand: Hand) -> int:
     if not mask.any():
         return 0
     s = hand.palm_size * k
-    c: np.ndarray = (hand.palm_center - np.array(box[:2], np.float32)) * k
-    wrist: np.ndarray = (hand.landmarks[0, :2] - np.array(box[:2], np.float32)) * k
+    c = np.multiply(hand.palm_center - np.array(box[:2], np.float32), k)
+    wrist = np.multiply(hand.landmarks[0, :2] - np.array(box[:2], np.float32), k)
     wrist_angle = math.degrees(math.atan2(wrist[1] - c[1], wrist[0] - c[0]))
     extras = []
     for k in RADII:

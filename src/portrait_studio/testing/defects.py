@@ -279,24 +279,25 @@ def waxy_beauty(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: R
     f = _face(an)
     d = max(5, int(f.width * _pick(rng, severity, (0.03, 0.04), (0.05, 0.06))))
     smooth = cv2.bilateralFilter(rgb, d, _pick(rng, severity, (30, 45), (50, 80)), d).astype(np.float32)
-    smooth = cv2.GaussianBlur(smooth, (0, 0), max(0.8, f.width * _pick(rng, severity, (0.003, 0.005), (0.006, 0.01))))
+    soft = cv2.GaussianBlur(smooth, (0, 0), max(0.8, f.width * _pick(rng, severity, (0.003, 0.005), (0.006, 0.01))))
     glow = _pick(rng, severity, (1.03, 1.06), (1.06, 1.12))
-    smooth = smooth * np.array([glow * 1.02, glow, glow * 0.99], np.float32) + 6
-    return _skin_blend(rgb, smooth, an, f)
+    return _skin_blend(rgb, soft * np.array([glow * 1.02, glow, glow * 0.99], np.float32) + 6, an, f)
 
 
 def tint_face(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
     """A face that does not match its neck: the face oval shifted towards orange, pink or yellow."""
     f = _face(an)
     m = f.mask(FACE_OVAL_IDX, an.shape)
+    gain: np.ndarray
+    add: np.ndarray
     if rng is None:
-        gain, add = np.array([1.18, 0.92, 0.78]), np.array([18, 0, 0])
+        gain, add = np.array([1.18, 0.92, 0.78]), np.array([18.0, 0.0, 0.0])
     else:
         k = _pick(rng, severity, (0.6, 0.75), (1.0, 1.3))
         gain, add = [
-            (np.array([1.18, 0.92, 0.78]), np.array([18, 0, 0])),   # orange
-            (np.array([1.15, 0.85, 0.95]), np.array([15, 0, 5])),   # pink
-            (np.array([1.08, 1.02, 0.72]), np.array([8, 6, 0])),    # yellow
+            (np.array([1.18, 0.92, 0.78]), np.array([18.0, 0.0, 0.0])),   # orange
+            (np.array([1.15, 0.85, 0.95]), np.array([15.0, 0.0, 5.0])),   # pink
+            (np.array([1.08, 1.02, 0.72]), np.array([8.0, 6.0, 0.0])),    # yellow
         ][int(rng.integers(3))]
         gain, add = 1 + (gain - 1) * k, add * k
     tinted = np.clip(rgb.astype(np.float32) * gain + add, 0, 255)
