@@ -79,12 +79,17 @@ def _banding(image: np.ndarray, background: np.ndarray, step: int = 1) -> CheckR
             st = (np.abs(d) >= 2) & (np.abs(d) <= 40) & before & after
             # JPEG's 8x8 blocks make flat tiles with steps on the block grid; where steps crowd onto
             # that grid they are compression, not banding (a band edge crosses it like any column)
-            if step == 1:
-                idx = [slice(None)] * 2
-                idx[axis] = slice(7, None, 8)
-                on_grid = float(st[tuple(idx)].mean())
-                if on_grid > 3 * float(st.mean()) + 1e-4:
-                    st[tuple(idx)] = False
+            # (the grid's phase is found, not assumed: a crop of a JPEG moves it)
+            if step == 1 and st.any():
+                per_line = st.sum(axis=1 - axis).astype(np.float64)
+                n8 = len(per_line) // 8 * 8
+                if n8 >= 16:
+                    phase = per_line[:n8].reshape(-1, 8).sum(0)
+                    p = int(np.argmax(phase))
+                    if phase[p] > 3 * (phase.sum() - phase[p]) / 7 + 2:
+                        idx = [slice(None)] * 2
+                        idx[axis] = slice(p, None, 8)
+                        st[tuple(idx)] = False
             # a band edge is a contour: the step continues in the neighbouring rows/columns
             other = 1 - axis
             ksize = (1, 7) if axis == 1 else (7, 1)
