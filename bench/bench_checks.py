@@ -104,7 +104,7 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
                     else:
                         fn[it.item] += 1
                         misses.append(f"{p.name}/{name}/{severity}: {it.item} {it.status} ({it.measured})")
-                elif (it.status == "fail" and clean_status.get(it.item) != "fail"
+                elif (flagged and clean_status.get(it.item) != it.status
                       and it.item not in SIDE_EFFECTS.get(name, set())):
                     fp[it.item] += 1
                     false_alarms.append(f"{p.name}/{name}/{severity}: {it.item} ({it.measured}) {it.explanation}")
