@@ -195,6 +195,19 @@ def test_bombs_folders_and_non_images_get_a_clear_error(tmp_path: Path) -> None:
         assert err.value.hint
 
 
+def test_portrait_check_names_a_folder_or_a_bomb_in_one_line(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 12_000)).save(bomb)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    for path, words in ((folder, "is a folder"), (bomb, "MP")):
+        res = subprocess.run([sys.executable, "-m", "portrait_studio", "check", str(path)],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert words in res.stderr and path.name in res.stderr and "Traceback" not in res.stderr
+
+
 # --- quiet ------------------------------------------------------------------------------------------
 NATIVE_LOG = re.compile(r"^[IWEF]\d{4} |XNNPACK|TensorFlow Lite|inference_feedback_manager|absl::|onnxruntime", re.M)
 

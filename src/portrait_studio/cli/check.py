@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the final checklist (eyes, skin, mouth, hands, lighting, background, export) on each image."""
         from ..checks import CheckContext, run_checklist
+        from ..imaging import image_size
 
         tw, th = _parse_target(target)
         fields: dict[str, Any] = {"target_width": tw, "target_height": th, "expected_upscale": upscale,
@@ -52,8 +53,7 @@ def register(app: typer.Typer) -> None:
             context = CheckContext(**fields)
         results = []
         for path in images:
-            if not path.is_file():
-                raise CheckError(f"no such image: {path}", hint="pass existing PNG or JPEG files")
+            image_size(path)  # missing files, folders, non-images and bombs: a clear error naming the file
             from ..analysis import analyze
 
             analysis = analyze(path)
