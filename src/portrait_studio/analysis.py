@@ -16,8 +16,13 @@ Landmark groups (the public `*_IDX` tuples) are ordered outlines in mediapipe's 
 numbering; mediapipe's LEFT means the subject's left, which is on the image's right.
 Build polygon masks with `Face.mask(group, shape)` or `Analysis.region_mask(group)`.
 
-Models load once per process (module-level cache); `analyze` is thread-compatible but not
-re-entrant per model, so run checklists one at a time per process.
+Big photos cost what a small one does: faces, hands and the person are found on a working copy
+of at most `WORK_SIDE` pixels a side, each face's mesh is fitted on a crop of the native pixels,
+and every coordinate stays in native pixels.
+
+Models load once per process; `warm_up()` starts loading them in a daemon thread (the first
+`analyze` then waits for it). Native log lines are silenced with `quiet.native_quiet()`.
+`analyze` is thread-compatible but not re-entrant per model (a lock serialises the model runs).
 """
 
 from __future__ import annotations

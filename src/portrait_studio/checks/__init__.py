@@ -3,7 +3,9 @@
 `run_checklist(image)` analyses the image once (`portrait_studio.analysis`) and runs every
 check on that shared analysis. Each check returns `CheckResult`s with the measured value,
 the threshold, a sentence of explanation and the region of evidence; the `Checklist` adds
-an overall status and a score for ranking candidates.
+an overall status and a score for ranking candidates (unchanged). Items listed in `WARN_ONLY`
+(validation precision below 0.8, see docs/checklist.md) warn instead of failing and say why.
+`warm_up()` starts loading the models in the background so the first check does not wait.
 """
 
 from __future__ import annotations
