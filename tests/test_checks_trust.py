@@ -85,7 +85,8 @@ def test_the_astronauts_normal_teeth_have_no_gap() -> None:
 def test_debris_is_looked_for_on_the_backdrop_not_on_the_subject() -> None:
     c = made("stray_artifacts", "astronaut")
     item = c.item("background.artifacts")
-    assert item.status == "fail" and item.region is not None
+    assert item.status == ("warn" if "background.artifacts" in WARN_ONLY else "fail") and item.region is not None
+    assert item.measured is not None and item.measured >= 2
     person = analysis("astronaut").person_mask > 0.5
     x0, y0, x1, y1 = item.region
     assert person[y0:y1, x0:x1].mean() < 0.5
