@@ -82,6 +82,18 @@ def test_the_astronauts_normal_teeth_have_no_gap() -> None:
     assert item.status == "pass", item.explanation
 
 
+@pytest.mark.parametrize("seed", [2, 3])
+def test_the_sandbox_astronauts_teeth_have_no_gap(seed: int) -> None:
+    """The sandbox's crops of the astronaut (seeds 2 and 3) read as 'a dark gap ... missing tooth' before."""
+    import io
+
+    from portrait_studio.testing.sandbox_images import render
+
+    data = render(seed=seed, prompt="portrait", width=1024, height=1024)
+    item = run_checklist(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).item("mouth.teeth")
+    assert item.status == "pass", item.explanation
+
+
 def test_debris_is_looked_for_on_the_backdrop_not_on_the_subject() -> None:
     c = made("stray_artifacts", "astronaut")
     item = c.item("background.artifacts")
