@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from portrait_studio.brief import example_brief_path, example_briefs, load_brief, parse_brief
 from portrait_studio.errors import BriefError
@@ -83,7 +84,7 @@ def test_more_than_four_identity_anchors_is_refused() -> None:
 
 
 def test_defaults_carry_the_light_negative_list() -> None:
-    brief = parse_brief({"subject": {}})
+    brief = parse_brief({"subject": {"description": "a man in his fifties"}})
     assert "plastic skin" in brief.avoid and "watermark" in brief.avoid
     assert brief.hands.visible is False
 
@@ -98,11 +99,24 @@ def test_vary_changes_exactly_one_element(example_brief_file: Path) -> None:
 
 
 def test_reference_paths_resolve_next_to_the_brief(tmp_path: Path) -> None:
-    (tmp_path / "head.png").write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "head.png")
     path = write(
         tmp_path,
         "subject: {}\nreferences:\n  - path: head.png\n    rights: {who: Ana, source: shoot, permission: release}\n",
     )
     brief = load_brief(path)
     assert brief.references[0].path == str(tmp_path / "head.png")
-    assert brief.references[0].strength == 0.3
+    assert brief.references[0].weight == 0.3
+
+
+def test_a_reference_strength_is_refused_with_the_word_that_replaces_it(tmp_path: Path) -> None:
+    """`strength` meant denoise on dev img2img and reference weight on Ultra: one meaning per word now."""
+    (tmp_path / "head.png").write_bytes(b"x")
+    path = write(
+        tmp_path,
+        "subject: {}\nreferences:\n  - path: head.png\n    strength: 0.3\n"
+        "    rights: {who: Ana, source: shoot, permission: release}\n",
+    )
+    with pytest.raises(BriefError) as err:
+        load_brief(path)
+    assert "references" in str(err.value) and "'weight'" in str(err.value)

@@ -117,11 +117,21 @@ def test_unknown_avoid_term_is_reported_not_silently_dropped() -> None:
     assert any("'purple umbrellas'" in w and "not sent" in w for w in req.warnings)
 
 
-def test_avoid_list_is_a_true_cfg_negative_prompt_on_local_dev() -> None:
+def test_local_dev_rewrites_the_avoid_list_as_positive_cues_by_default() -> None:
+    """The guide calls the avoid list light: no doubled transformer calls unless asked for."""
     req = compile_brief(brief(), "flux-1-dev", provider="local")
+    assert req.negative_prompt is None and req.true_cfg_scale is None
+    assert "natural skin texture with visible pores" in req.prompt
+    assert any("quality.true_cfg: true" in w and "×2 transformer calls" in w for w in req.warnings)
+
+
+def test_true_cfg_negatives_on_local_dev_are_an_explicit_choice_with_their_cost_stated() -> None:
+    b = brief()
+    b = b.model_copy(update={"quality": b.quality.model_copy(update={"true_cfg": True})})
+    req = compile_brief(b, "flux-1-dev", provider="local")
     assert req.negative_prompt and "plastic skin" in req.negative_prompt
     assert req.true_cfg_scale == 4.0
-    assert any("doubles the transformer calls" in w for w in req.warnings)
+    assert any("×2 transformer calls per step" in w for w in req.warnings)
 
 
 def test_size_beyond_a_models_limit_is_an_error_naming_it() -> None:
@@ -193,8 +203,10 @@ def test_reference_image_becomes_ultra_image_prompt_or_dev_img2img(tmp_path: Pat
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(tmp_path / "ref.png")
-    refs = [{"path": str(tmp_path / "ref.png"), "strength": 0.3, "rights": {"who": "a", "source": "b", "permission": "c"}}]
+    refs = [{"path": str(tmp_path / "ref.png"), "weight": 0.3, "rights": {"who": "a", "source": "b", "permission": "c"}}]
     ultra = compile_brief(brief(references=refs), "flux-1.1-pro-ultra")
-    assert ultra.mode == "reference" and ultra.strength == 0.3 and len(ultra.images) == 1
+    assert ultra.mode == "reference" and ultra.reference_weight == 0.3 and ultra.denoise is None and len(ultra.images) == 1
     dev = compile_brief(brief(references=refs), "flux-1-dev", provider="local")
     assert dev.mode == "image-to-image" and dev.images[0].role == "init"
+    # one meaning per word: the weight becomes the opposite-direction denoise, and the notes say so
+    assert dev.denoise == 0.7 and dev.reference_weight is None and any("1 − weight" in w for w in dev.warnings)

@@ -61,10 +61,13 @@ def sandbox() -> Iterator[SandboxHandle]:
 
 
 def _run(plan: Any, tmp_path: Path, ledger: Ledger, provider: Provider, **kw: Any) -> SeriesReport:
+    from portrait_studio.engine import Engine
+
     async def go() -> SeriesReport:
+        engine = Engine(ledger=ledger, images_dir=tmp_path / "img", runs_dir=tmp_path / "runs",
+                        providers={provider.provider_id: provider})
         try:
-            return await run_series(plan, ledger=ledger, providers={provider.provider_id: provider},
-                                    images_dir=tmp_path / "img", runs_dir=tmp_path / "runs", **kw)
+            return await run_series(engine, plan, **kw)
         finally:
             await provider.aclose()
 
@@ -125,8 +128,8 @@ def test_anchors_method_repeats_every_descriptor_anchor_verbatim_in_every_shot(a
         plan_series(two, SHOTS, "anchors", anchor)
 
 
-def test_reference_method_sends_the_anchor_at_the_users_strength(anchor: Path) -> None:
-    ultra = plan_series(BRIEF, SHOTS, "reference", anchor, strength=0.35).shots[2].request
+def test_reference_method_sends_the_anchor_at_the_users_reference_weight(anchor: Path) -> None:
+    ultra = plan_series(BRIEF, SHOTS, "reference", anchor, reference_weight=0.35).shots[2].request
     endpoint, body = request_body(ultra)
     assert endpoint == "flux-pro-1.1-ultra" and body["image_prompt_strength"] == 0.35 and body["image_prompt"]
     assert ultra.images[0].sha256 == plan_series(BRIEF, SHOTS, "reference", anchor).anchor_sha256
@@ -134,9 +137,9 @@ def test_reference_method_sends_the_anchor_at_the_users_strength(anchor: Path) -
         _, body = request_body(plan_series(BRIEF, SHOTS, "reference", anchor, model=model).shots[0].request)
         assert body[field]
     local = plan_series(BRIEF, SHOTS, "reference", anchor, model="flux-1-dev", provider="local").shots[0].request
-    assert (local.mode, local.strength, local.images[0].role) == ("image-to-image", 0.3, "init")
+    assert (local.mode, local.denoise, local.images[0].role) == ("image-to-image", 0.7, "init")
     redux = plan_series(BRIEF, SHOTS, "reference", anchor, model="flux-1-dev", provider="local", local_reference="redux")
-    assert redux.shots[0].request.mode == "reference" and redux.shots[0].request.strength is None
+    assert redux.shots[0].request.mode == "reference" and redux.shots[0].request.denoise is None
     kontext = plan_series(BRIEF, SHOTS, "reference", anchor, model="flux-1-kontext-dev", provider="local")
     assert kontext.shots[0].request.mode == "edit"
 
@@ -182,7 +185,7 @@ def test_a_series_without_a_rights_record_is_refused_before_anything_is_paid(
 
 @pytest.mark.parametrize(("method", "kw"), [
     ("seed", {"model": "flux-1.1-pro"}),
-    ("reference", {"model": "flux-1.1-pro-ultra", "strength": 0.3}),
+    ("reference", {"model": "flux-1.1-pro-ultra", "reference_weight": 0.3}),
     ("anchors", {"model": "flux-2-pro"}),
     ("lora", {"model": "flux-1.1-pro-ultra", "finetune_id": "ft-person-1"}),
 ])
@@ -293,10 +296,16 @@ def test_swap_places_the_anchor_identity_and_reports_the_distance(
     astronaut().resize((384, 512)).save(portrait)
     provider = BflProvider.for_sandbox(sandbox, **FAST)
     with Ledger(tmp_path / "l.db") as ledger:
+        from portrait_studio.consent import require_rights
+        from portrait_studio.engine import Engine
+
+        require_rights(ledger, portrait, CONSENT)  # the portrait shows a real person too
+
         async def go() -> Any:
+            engine = Engine(ledger=ledger, images_dir=tmp_path / "img", runs_dir=tmp_path / "runs",
+                            providers={"bfl": provider})
             try:
-                return await transfer_identity(portrait, anchor, model, ledger=ledger, providers={"bfl": provider},
-                                               images_dir=tmp_path / "img", runs_dir=tmp_path / "runs", rights=CONSENT)
+                return await transfer_identity(engine, portrait, anchor, model, rights=CONSENT)
             finally:
                 await provider.aclose()
 
@@ -312,9 +321,11 @@ def test_swap_places_the_anchor_identity_and_reports_the_distance(
 
 def test_swap_without_consent_or_on_a_one_image_model_is_refused(anchor: Path, tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.db") as ledger:
+        from portrait_studio.engine import Engine
+
+        engine = Engine(ledger=ledger, images_dir=tmp_path, runs_dir=tmp_path, providers={})
         with pytest.raises(ConsentRequired):
-            asyncio.run(transfer_identity(anchor, anchor, ledger=ledger, providers={}, images_dir=tmp_path,
-                                          runs_dir=tmp_path))
+            asyncio.run(transfer_identity(engine, anchor, anchor))
         assert ledger.runs() == []
     with pytest.raises(CapabilityError, match="two images"):
         plan_swap(anchor, anchor, model="flux-1-kontext-dev", provider="local")

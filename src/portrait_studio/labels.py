@@ -81,7 +81,8 @@ class LabelInfo(BaseModel):
     steps: int | None = None
     guidance: float | None = None
     true_cfg_scale: float | None = None
-    strength: float | None = None
+    denoise: float | None = None
+    reference_weight: float | None = None
     width: int | None = None
     height: int | None = None
     sampler: str | None = None
@@ -96,6 +97,7 @@ class LabelInfo(BaseModel):
     is_composite: bool = False  # after a fix, upscale or composite
     edit: str | None = None  # what the fix/upscale/composite did, e.g. "eyes inpainted"
     parent_sha256: str | None = None
+    sandbox: bool = False  # made by a provider sandbox: a test image, not the real API's output
     software: str = f"Portrait Studio {__version__}"
 
     @model_validator(mode="after")
@@ -133,7 +135,8 @@ class LabelInfo(BaseModel):
             "steps": request.steps,
             "guidance": request.guidance,
             "true_cfg_scale": request.true_cfg_scale,
-            "strength": request.strength,
+            "denoise": request.denoise,
+            "reference_weight": request.reference_weight,
             "width": request.width,
             "height": request.height,
             "loras": tuple(lora.name or Path(lora.path).name for lora in request.loras),
@@ -149,6 +152,8 @@ def caption_for(info: LabelInfo) -> str:
     if info.caption:
         return info.caption
     day = info.created.date().isoformat()
+    if info.sandbox:
+        return f"SANDBOX test image (not from the real API): {caption_for(info.model_copy(update={'sandbox': False}))}"
     if info.is_composite:
         what = f", AI-edited ({info.edit})" if info.edit else ", AI-edited"
         return f"AI-generated portrait via {info.ai_system}{what}, {day}"
@@ -171,6 +176,7 @@ def sidecar_record(info: LabelInfo) -> dict[str, Any]:
         "is_composite": info.is_composite,
         "edit": info.edit,
         "parent_sha256": info.parent_sha256,
+        "sandbox": info.sandbox,
         "request_id": info.request_id,
         "run_id": info.run_id,
         "created": info.created.isoformat(),
@@ -197,11 +203,13 @@ def format_parameters(info: LabelInfo) -> str:
         ("Size", f"{info.width}x{info.height}" if info.width and info.height else None),
         ("Model", info.model),
         ("Provider", info.provider),
-        ("Denoising strength", info.strength),
+        ("Denoising strength", info.denoise),
+        ("Reference weight", info.reference_weight),
         ("Lora", ", ".join(info.loras) if info.loras else None),
         ("Source type", "composite" if info.is_composite else "generated"),
         ("Edit", info.edit),
         ("Parent", info.parent_sha256),
+        ("Sandbox", "yes (test image, not the real API)" if info.sandbox else None),
         ("Request id", info.request_id),
         ("Run id", info.run_id),
         ("Version", info.software),
@@ -410,7 +418,8 @@ def _generation_assertion(info: LabelInfo) -> dict[str, Any]:
         "steps": info.steps,
         "guidance": info.guidance,
         "true_cfg_scale": info.true_cfg_scale,
-        "strength": info.strength,
+        "denoise": info.denoise,
+        "reference_weight": info.reference_weight,
         "width": info.width,
         "height": info.height,
         "sampler": info.sampler,

@@ -8,7 +8,7 @@ The method decides how identity is held, from light-touch to locked-down:
 
 - `seed`: one seed for every shot and one prompt skeleton; a shot's compiled prompt differs
   from the skeleton only in the sentences of the elements it changes.
-- `reference`: the anchor headshot conditions every shot at the user's strength (default
+- `reference`: the anchor headshot conditions every shot at the user's reference weight (default
   0.3): FLUX1.1 Ultra `image_prompt` + `image_prompt_strength`, Kontext / FLUX.2 input
   images, locally img2img (or the Redux prior with `local_reference="redux"`).
 - `anchors`: the brief's 3–4 descriptor anchors, verbatim in every compiled prompt (checked).
@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
@@ -47,10 +47,8 @@ from .identity import (
 )
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
-from .providers.base import Provider
-from .records import Cost, LoraWeight, Request, new_id
-from .runner import run_plan
-from .shoot import ShootPlan, check_budget, write_run_json
+from .records import Cost, LoraWeight, Request
+from .shoot import ShootPlan, check_budget
 
 __all__ = [
     "METHODS",
@@ -108,6 +106,16 @@ class Shot(BaseModel):
     pose: str | None = None
     expression: str | None = None
     mouth: str | None = None
+
+    @model_validator(mode="after")
+    def _no_minor(self) -> Shot:
+        from .minors import refuse_minor_fields
+
+        try:
+            refuse_minor_fields({k: v for k, v in (("name", self.name), *self.changes.items()) if isinstance(v, str)})
+        except BriefError as exc:  # located by parse_shots (file, line, field)
+            raise ValueError(exc.message if not exc.hint else f"{exc.message} ({exc.hint})") from None
+        return self
 
     @property
     def changes(self) -> dict[str, str]:
@@ -169,7 +177,7 @@ def parse_shots(data: Any, source: str = "<shots>", lines: dict[tuple[Any, ...],
             msg, hint = f"unknown field '{loc[-1]}'", f"a shot can change: name, {', '.join(ELEMENTS)}"
         field = ".".join(str(p) for p in loc)
         raise BriefError(msg, field=field, file=source, line=_line_for(loc_of(loc), lines), hint=hint) from None
-    probe = Brief(subject=Subject())
+    probe = Brief(subject=Subject(description="an adult"))
     for i, shot in enumerate(shots):
         try:
             apply_changes(probe, shot.changes)
@@ -219,7 +227,7 @@ class SeriesPlan(BaseModel):
     anchor: str
     anchor_sha256: str
     seed: int
-    strength: float
+    reference_weight: float
     lora: LoraWeight | None = None
     finetune_id: str | None = None
     finetune_strength: float | None = None
@@ -237,20 +245,24 @@ class SeriesPlan(BaseModel):
     def shoot_plan(self) -> ShootPlan:
         return ShootPlan(kind="series", brief=self.brief, requests=tuple(s.request for s in self.shots))
 
+    @property
+    def provider_ids(self) -> list[str]:
+        return [self.provider]
+
     def shot_seed(self, index: int) -> int:
         return self.seed if self.method == "seed" else (self.seed + index) % 2**32
 
     def request_for(self, changes: Mapping[str, str], seed: int) -> Request:
         """The request for the brief with `changes`, held by this plan's method, at `seed`."""
         return _compile(self.brief, changes, seed, method=self.method, model=self.model, provider=self.provider,
-                        anchor=self.anchor, strength=self.strength, lora=self.lora, finetune_id=self.finetune_id,
+                        anchor=self.anchor, reference_weight=self.reference_weight, lora=self.lora, finetune_id=self.finetune_id,
                         finetune_strength=self.finetune_strength, local_reference=self.local_reference)
 
     def summary(self) -> dict[str, Any]:
         return {
             "method": self.method, "model": self.model, "provider": self.provider, "series_seed": self.seed,
             "anchor": {"path": self.anchor, "sha256": self.anchor_sha256},
-            "strength": self.strength if self.method == "reference" else None,
+            "reference_weight": self.reference_weight if self.method == "reference" else None,
             "lora": self.lora.model_dump() if self.lora else None, "finetune_id": self.finetune_id,
             "shots": [{"index": s.index, "name": s.shot.label, "changes": s.shot.changes} for s in self.shots],
             "estimated_usd": self.estimated.usd, "requests": len(self.shots),
@@ -259,14 +271,14 @@ class SeriesPlan(BaseModel):
 
 def _compile(
     brief: Brief, changes: Mapping[str, str], seed: int, *, method: Method, model: str, provider: str, anchor: str,
-    strength: float, lora: LoraWeight | None, finetune_id: str | None, finetune_strength: float | None,
+    reference_weight: float, lora: LoraWeight | None, finetune_id: str | None, finetune_strength: float | None,
     local_reference: str,
 ) -> Request:
     varied = apply_changes(brief, changes, source="series shot") if changes else brief
     spec = get_model(model)
     if method == "reference":
         others = tuple(r for r in varied.references if r.role != "identity")
-        ref = Reference(path=anchor, role="identity", strength=strength, rights=reference_rights(brief, anchor))
+        ref = Reference(path=anchor, role="identity", weight=reference_weight, rights=reference_rights(brief, anchor))
         varied = varied.model_copy(update={"references": (ref, *others)[: max(1, spec.max_references)]})
     request = compile_brief(varied, model, provider=provider, seed=seed)
     update: dict[str, Any] = {}
@@ -274,7 +286,7 @@ def _compile(
         if spec.family == "kontext":  # the local Kontext pipeline conditions on its image as an edit
             update["mode"] = "edit"
         elif spec.family == "dev" and local_reference == "redux":
-            update.update(mode="reference", strength=None,
+            update.update(mode="reference", denoise=None, reference_weight=None,
                           images=tuple(i.model_copy(update={"role": "identity"}) for i in request.images))
     if method == "lora":
         if lora is not None:
@@ -321,7 +333,7 @@ def plan_series(
     shots: Sequence[Shot],
     method: Method,
     anchor: str | Path,
-    strength: float = 0.3,
+    reference_weight: float = 0.3,
     lora: str | Path | LoraWeight | None = None,
     finetune_id: str | None = None,
     *,
@@ -336,8 +348,8 @@ def plan_series(
     anchor_path = Path(anchor)
     if not anchor_path.is_file():
         raise BriefError(f"anchor image not found: {anchor}", field="--anchor", hint="give a clear, front-facing headshot")
-    if not 0.0 <= strength <= 1.0:
-        raise BriefError(f"strength {strength} is outside 0–1", field="--strength", hint="0.25–0.35 holds a face and lets the shot change")
+    if not 0.0 <= reference_weight <= 1.0:
+        raise BriefError(f"reference_weight {reference_weight} is outside 0–1", field="--reference-weight", hint="0.25–0.35 holds a face and lets the shot change")
     if not shots:
         raise BriefError("the series has no shots", field="shots", hint="list shots in SHOTS.yaml")
     spec = get_model(model)
@@ -354,7 +366,7 @@ def plan_series(
         seed = int(brief.output.seed)
     plan = SeriesPlan(
         brief=brief, method=method, model=spec.id, provider=provider, anchor=str(anchor_path.resolve()),
-        anchor_sha256=file_sha256(anchor_path), seed=seed, strength=strength, lora=lora, finetune_id=finetune_id,
+        anchor_sha256=file_sha256(anchor_path), seed=seed, reference_weight=reference_weight, lora=lora, finetune_id=finetune_id,
         finetune_strength=finetune_strength, local_reference=local_reference, shots=(),
     )
     planned = tuple(
@@ -407,6 +419,12 @@ class SeriesShot(BaseModel):
     attempts: tuple[Attempt, ...]
     sandbox: bool = False
 
+    @field_validator("changes", mode="after")
+    @classmethod
+    def _in_element_order(cls, value: dict[str, str]) -> dict[str, str]:
+        """The order the reset rule reintroduces elements (JSON storage may have sorted the keys)."""
+        return {k: value[k] for k in sorted(value, key=lambda k: list(ELEMENTS).index(k) if k in ELEMENTS else 99)}
+
     @property
     def passed(self) -> bool:
         return self.status in ("pass", "warn")
@@ -457,31 +475,31 @@ def series_consent(plan: SeriesPlan, ledger: Ledger, rights: Rights | None = Non
 
 
 class _Maker:
-    """Sends one request at a time through the runner (recorded, budgeted) and measures it."""
+    """Makes one image at a time through the engine (recorded, budgeted, memoised in the ledger, so a
+    replay after a kill pays for nothing twice) and measures it."""
 
-    def __init__(self, run_id: str, *, ledger: Ledger, providers: Mapping[str, Provider], images_dir: Path,
-                 out_dir: Path, budget_usd: float | None, rights: Mapping[str, str], anchor: FaceEmbedding,
-                 thresholds: IdentityThresholds) -> None:
-        self.run_id, self.ledger, self.providers = run_id, ledger, providers
-        self.images_dir, self.out_dir, self.budget_usd = images_dir, out_dir, budget_usd
+    def __init__(self, run_id: str, *, engine: Any, budget_usd: float | None, rights: Mapping[str, str],
+                 anchor: FaceEmbedding, thresholds: IdentityThresholds) -> None:
+        self.run_id, self.engine, self.ledger = run_id, engine, engine.ledger
+        self.budget_usd = budget_usd
         self.rights, self.anchor, self.thresholds = rights, anchor, thresholds
         self.made: dict[str, tuple[ImageRow, ShotIdentity]] = {}
 
     async def make(self, request: Request, shot_index: int, parent_id: str | None = None) -> tuple[ImageRow, ShotIdentity]:
-        request = _with_rights(request, self.rights).model_copy(update={"run_id": self.run_id, "parent_id": parent_id})
+        request = _with_rights(request, self.rights).model_copy(update={"parent_id": parent_id})
         if request.idempotency_key in self.made:  # the same image again (a reset's skeleton): never pay twice
             return self.made[request.idempotency_key]
-        self.ledger.add_requests(self.run_id, [request])
-        report = await run_plan(self.run_id, ledger=self.ledger, providers=self.providers, images_dir=self.images_dir,
-                                out_dir=self.out_dir, budget_usd=self.budget_usd, request_ids={request.request_id})
-        outcome = report.outcomes[0]
-        if outcome.image is None:
+        outcome = await self.engine.make(self.run_id, request, budget_usd=self.budget_usd)
+        if outcome.image is None or outcome.status != "done":
             raise _SeriesStopped(f"shot {shot_index + 1}: {outcome.error or outcome.status}")
         identity = await asyncio.to_thread(measure_shot, self.anchor, outcome.image.path, shot_index, self.thresholds)
         self.made[request.idempotency_key] = (outcome.image, identity)
         return outcome.image, identity
 
     def record(self, shot: int, image: ImageRow, identity: ShotIdentity, *, reset: bool, details: dict[str, Any]) -> None:
+        """An identity row — once: a replayed series finds the rows it wrote before the kill."""
+        if self.ledger.has_identity(self.run_id, shot, image.image_sha256, str(details.get("step"))):
+            return
         self.ledger.record_identity(self.run_id, shot, image.image_sha256, identity.distance, identity.status,
                                     reset_applied=reset, details={**details, "rights_id": self.rights_id})
 
@@ -540,13 +558,23 @@ async def _run_shot(plan: SeriesPlan, planned: PlannedShot, maker: _Maker) -> Se
                       held_back=tuple(held_back), attempts=tuple(attempts))
 
 
+def series_plan_for_engine(plan: SeriesPlan, rights_ids: Mapping[str, str], *, thresholds: IdentityThresholds,
+                           brief_path: str | None = None) -> Any:
+    """The engine's plan of a series: no request up front; the `series` step makes the shots one by
+    one (each measured before the next is planned) and is replayed by `portrait resume`."""
+    from .engine import Plan, Step
+
+    summary = {**plan.summary(), "rights_id": rights_ids[plan.anchor_sha256], "thresholds": thresholds.model_dump()}
+    args = {"plan": plan.model_dump(mode="json"), "rights": dict(rights_ids), "thresholds": thresholds.model_dump()}
+    return Plan(kind="series", name=plan.brief.name, brief=plan.brief.model_dump(mode="json"), brief_path=brief_path,
+                steps=(Step(name="deliver"), Step(name="series", args=args)),
+                details={**summary, "providers": [plan.provider]})
+
+
 async def run_series(
+    engine: Any,
     plan: SeriesPlan,
     *,
-    ledger: Ledger,
-    providers: Mapping[str, Provider],
-    images_dir: Path,
-    runs_dir: Path,
     out_dir: Path | None = None,
     budget_usd: float | None = None,
     rights: Rights | None = None,
@@ -554,32 +582,34 @@ async def run_series(
     brief_path: str | None = None,
     on_shot: Callable[[SeriesShot], None] | None = None,
 ) -> SeriesReport:
-    """Run the series shot by shot, measuring identity and applying the reset rule; writes the sheet and plot.
+    """Run the series shot by shot on the engine, measuring identity and applying the reset rule;
+    writes the sheet and plot.
 
     Refuses (before anything is spent) without consent for the anchor, without a face in the
     anchor, or when the planned shots alone exceed the budget.
     """
-    from .series_report import identity_plot, series_sheet
+    anchor_embedding(plan.anchor)  # no face in the anchor: refused before anything is recorded
+    rights_ids = series_consent(plan, engine.ledger, rights)
+    limit = engine.budget(budget_usd)
+    check_budget(plan.shoot_plan, limit)
+    for planned in plan.shots:  # consent, capability, weights, licence: refused before anything is recorded
+        engine.check_request(_with_rights(planned.request, rights_ids))
+    run_id = engine.record(series_plan_for_engine(plan, rights_ids, thresholds=thresholds, brief_path=brief_path),
+                           budget_usd=limit, out_dir=out_dir)
+    engine.series_callbacks = {"on_shot": on_shot}
+    await engine.execute(run_id, budget_usd=limit)
+    return series_report(engine.ledger, run_id)
 
-    anchor = anchor_embedding(plan.anchor)
-    rights_ids = series_consent(plan, ledger, rights)
-    check_budget(plan.shoot_plan, budget_usd)
-    provider = providers.get(plan.provider)
-    if provider is None:
-        raise CapabilityError(f"no provider '{plan.provider}' is open for this series", hint="open it with open_providers")
-    for planned in plan.shots:  # capability, weights, licence: refused here, before anything is recorded or paid
-        provider.check(planned.request)
-    run_id = new_id("run_")
-    out = out_dir or (runs_dir / run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    sheet_path, plot_path = out / "series-sheet.png", out / "identity-plot.png"
-    summary = {**plan.summary(), "rights_id": rights_ids[plan.anchor_sha256], "thresholds": thresholds.model_dump(),
-               "sheet": str(sheet_path), "plot": str(plot_path)}
-    ledger.create_run("series", run_id=run_id, name=plan.brief.name, brief=plan.brief.model_dump(mode="json"),
-                      brief_path=brief_path, plan=summary, budget_usd=budget_usd, out_dir=str(out))
-    ledger.set_run_status(run_id, "running")
-    maker = _Maker(run_id, ledger=ledger, providers=providers, images_dir=images_dir, out_dir=out,
-                   budget_usd=budget_usd, rights=rights_ids, anchor=anchor, thresholds=thresholds)
+
+async def _series_step(ctx: Any) -> None:
+    engine, run = ctx.engine, ctx.run
+    plan = SeriesPlan.model_validate(ctx.args["plan"])
+    thresholds = IdentityThresholds.model_validate(ctx.args["thresholds"])
+    rights_ids: dict[str, str] = dict(ctx.args["rights"])
+    on_shot = (getattr(engine, "series_callbacks", None) or {}).get("on_shot")
+    anchor = await asyncio.to_thread(anchor_embedding, plan.anchor)
+    maker = _Maker(run.id, engine=engine, budget_usd=ctx.budget_usd, rights=rights_ids, anchor=anchor,
+                   thresholds=thresholds)
     shots: list[SeriesShot] = []
     stopped = None
     for planned in plan.shots:
@@ -591,26 +621,48 @@ async def run_series(
         shots.append(shot)
         if on_shot:
             on_shot(shot)
-    ledger.set_run_status(run_id, "done" if stopped is None else "incomplete")
-    report = SeriesReport(run_id=run_id, out_dir=str(out), method=plan.method, anchor=plan.anchor,
+    out = ctx.out_dir
+    sheet_path, plot_path = out / "series-sheet.png", out / "identity-plot.png"
+    report = SeriesReport(run_id=run.id, out_dir=str(out), method=plan.method, anchor=plan.anchor,
                           rights_id=rights_ids[plan.anchor_sha256], thresholds=thresholds, shots=tuple(shots),
-                          spent_usd=ledger.spent(run_id).usd, stopped=stopped)
+                          spent_usd=engine.ledger.spent(run.id, sandbox=None).usd, stopped=stopped)
     if shots:
-        title = f"{plan.brief.name or 'series'} · {plan.method} · {plan.model} · {run_id}"
+        from .series_report import identity_plot, series_sheet
+
+        title = f"{plan.brief.name or 'series'} · {plan.method} · {plan.model} · {run.id}"
         series_sheet(report, sheet_path, title=title)
         identity_plot(report, plot_path, title=title)
         report = report.model_copy(update={"sheet": str(sheet_path), "plot": str(plot_path)})
-    write_series_json(ledger, report, out)
-    return report
+    engine.ledger.set_run_plan(run.id, {**(engine.ledger.run(run.id).plan or {}), "series": report.model_dump(mode="json"),
+                                        "sheet": str(sheet_path), "plot": str(plot_path), "stopped": stopped})
+
+
+def series_report(ledger: Ledger, run_id: str) -> SeriesReport:
+    """The series' report as its last execution wrote it in the run's plan."""
+    run = ledger.run(run_id)
+    data = (run.plan or {}).get("series")
+    if data is None:
+        raise StudioError(f"series {run_id} has not finished a shot yet", hint=f"'portrait resume {run_id}' continues it")
+    return SeriesReport.model_validate(data)
+
+
+def _register() -> None:
+    from .engine import register_step
+
+    register_step("series")(_series_step)
+
+
+_register()
 
 
 def write_series_json(ledger: Ledger, report: SeriesReport, out: Path) -> Path:
     """run.json (as every run writes it) with a `series` block: per-shot identity, resets, sheet and plot."""
-    path = write_run_json(ledger, report.run_id, out)
-    data = json.loads(path.read_text())
+    from .files import atomic_write_text
+    from .shoot import run_json
+
+    data = run_json(ledger, report.run_id)
     data["series"] = report.model_dump(mode="json")
     data["identity"] = ledger.identity(report.run_id)
     for row in data["identity"]:
         row.pop("details_json", None)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
+    return atomic_write_text(out / "run.json", json.dumps(data, indent=2, default=str))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -12,11 +9,9 @@ import typer
 from rich.table import Table
 
 from ..brief import Rights, load_brief
-from ..config import Studio
 from ..errors import BriefError
-from ..ledger import Ledger
-from ..providers import Provider, SandboxMode, open_providers
-from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
+from ._common import HomeOption, JsonOption, console, err_console, print_json, renamed_option, studio
+from ._engine import run_with_engine
 
 T = TypeVar("T")
 
@@ -41,28 +36,6 @@ def _rights(who: str | None, source: str | None, permission: str | None) -> Righ
     return Rights(who=who, source=source, permission=permission)  # type: ignore[arg-type]
 
 
-@contextmanager
-def _providers(s: Studio, provider: str, sandbox: str, weights: str | None) -> Iterator[dict[str, Provider]]:
-    mode: SandboxMode = sandbox  # type: ignore[assignment]
-    options: dict[str, dict[str, Any]] = {"local": {"weights": weights}} if weights else {}
-    with open_providers(s, [provider], sandbox=mode, options=options) as providers:
-        if any(getattr(p, "sandbox", False) for p in providers.values()):
-            err_console.print("[bold magenta]SANDBOX[/]: no API key set, so images come from a local sandbox that "
-                              "follows the provider's API contract (set BFL_API_KEY for real images)")
-        yield providers
-
-
-def _run(providers: dict[str, Provider], work: Callable[[], Awaitable[T]]) -> T:
-    async def go() -> T:
-        try:
-            return await work()
-        finally:
-            for p in providers.values():
-                await p.aclose()
-
-    return asyncio.run(go())
-
-
 def _dist(value: float | None) -> str:
     return "no face" if value is None else f"{value:.3f}"
 
@@ -74,7 +47,9 @@ def register(app: typer.Typer) -> None:
         anchor: AnchorOption,
         shots_path: Annotated[Path, typer.Option("--shots", help="SHOTS.yaml: what each shot changes.")],
         method: Annotated[str, typer.Option("--method", help="seed | reference | anchors | lora")] = "seed",
-        strength: Annotated[float, typer.Option("--strength", help="Reference strength (0.25–0.35 holds a face).")] = 0.3,
+        reference_weight: Annotated[float, typer.Option("--reference-weight", help="How strongly the anchor steers "
+                                                        "(0.25–0.35 holds a face).")] = 0.3,
+        strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id.")] = "flux-1.1-pro-ultra",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
@@ -95,11 +70,12 @@ def register(app: typer.Typer) -> None:
         from ..catalog import get_model
         from ..series import load_shots, plan_series, run_series
 
+        renamed_option("--strength", strength, "--reference-weight", "how strongly the anchor steers")
         s = studio(home)
         brief = load_brief(brief_path)
         shots = load_shots(shots_path)
         rights = _rights(who, source, permission)
-        plan = plan_series(brief, shots, method, anchor, strength, lora, finetune_id, model=model,  # type: ignore[arg-type]
+        plan = plan_series(brief, shots, method, anchor, reference_weight, lora, finetune_id, model=model,  # type: ignore[arg-type]
                            provider=provider, seed=seed, lora_weight=lora_weight)
         limit = budget if budget is not None else s.config.default_budget_usd
         if not json_out:
@@ -113,10 +89,11 @@ def register(app: typer.Typer) -> None:
                 mark = " [red]reset[/]" if shot.reset_applied else ""
                 err_console.print(f"shot {shot.index + 1}: {_dist(shot.distance)} {shot.status}{mark}", highlight=False)
 
-        with Ledger(s.ledger_path) as ledger, _providers(s, provider_id, sandbox, weights) as providers:
-            report = _run(providers, lambda: run_series(
-                plan, ledger=ledger, providers=providers, images_dir=s.images_dir, runs_dir=s.runs_dir, out_dir=out,
-                budget_usd=limit, rights=rights, brief_path=str(brief_path), on_shot=shot_done))
+        async def work(engine: Any) -> Any:
+            return await run_series(engine, plan, out_dir=out, budget_usd=limit, rights=rights,
+                                    brief_path=str(brief_path), on_shot=shot_done)
+
+        report = run_with_engine(s, [provider_id], work, sandbox=sandbox, weights=weights, quiet=json_out)
         if json_out:
             print_json(report.model_dump(mode="json"))
             return
@@ -161,10 +138,11 @@ def register(app: typer.Typer) -> None:
         request = plan_swap(portrait, anchor, model=model, provider=provider, seed=seed)  # fails fast on a wrong model
         limit = budget if budget is not None else s.config.default_budget_usd
         provider_id = provider or get_model(request.model).default_provider
-        with Ledger(s.ledger_path) as ledger, _providers(s, provider_id, sandbox, weights) as providers:
-            report = _run(providers, lambda: transfer_identity(
-                portrait, anchor, model, ledger=ledger, providers=providers, images_dir=s.images_dir,
-                runs_dir=s.runs_dir, provider=provider_id, out_dir=out, seed=seed, rights=rights, budget_usd=limit))
+        async def work(engine: Any) -> Any:
+            return await transfer_identity(engine, portrait, anchor, model, provider=provider_id, out_dir=out, seed=seed,
+                                           rights=rights, budget_usd=limit)
+
+        report = run_with_engine(s, [provider_id], work, sandbox=sandbox, weights=weights, quiet=json_out)
         if json_out:
             print_json(report.model_dump(mode="json"))
             return
