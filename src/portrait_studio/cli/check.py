@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the final checklist (eyes, skin, mouth, hands, lighting, background, export) on each image."""
         from ..checks import CheckContext, run_checklist
+        from ..imaging import image_size
 
         tw, th = _parse_target(target)
         fields: dict[str, Any] = {"target_width": tw, "target_height": th, "expected_upscale": upscale,
@@ -70,6 +71,9 @@ def register(app: typer.Typer) -> None:
             context = CheckContext(**fields)
         from ..analysis import analyze
         from ..quiet import native_quiet
+
+        for path in images:
+            image_size(path)  # missing files, folders, non-images and bombs: a clear error naming the file
 
         results = []
         with progress_bars(quiet=json_out or len(images) < 2) as bars:
