@@ -1,6 +1,6 @@
 """Finishing actions on one ledger image, each recorded with its lineage.
 
-    upscale_image   Real-ESRGAN (finishing.upscale) → a new ledger image, parent = the source
+    upscale_image   SPAN super-resolution (finishing.upscale) → a new ledger image, parent = the source
     export_labelled a copy in <home>/exports/ with XMP/IPTC, parameters, caption and C2PA (signed last)
     fix_region      a masked inpaint of one region, through the finishing module when installed
 
@@ -41,10 +41,10 @@ def upscale_image(
     studio: Studio, ledger: Ledger, image_id: str, scale: float = 2.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImageRow:
-    """Upscale 1.5–4x with Real-ESRGAN; the result is a new image whose parent is the source."""
+    """Upscale 1.5–4x (finishing.upscale); the result is a new image whose parent is the source."""
     if not 1.0 < scale <= 4.0:
         raise LimitError(f"scale {scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
-    from .finishing.upscale import upscale_file
+    from .finishing.upscale import DEFAULT_METHOD, model_for, upscale_file
 
     source = ledger.image(image_id)
     ext = Path(source.path).suffix or ".png"
@@ -52,10 +52,12 @@ def upscale_image(
     upscale_file(source.path, tmp, scale, progress=progress)
     data = tmp.read_bytes()
     tmp.unlink()
+    network = model_for(DEFAULT_METHOD, scale)
+    engine = network.name if network else "lanczos"
     media = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}[ext.lower()]
     result = Result(
-        request_id=source.request_id or source.id, provider="local", model="real-esrgan-x4plus", image=data,
-        media_type=media, seed=source.seed, versions={"upscaler": "realesrgan-x4plus"},
+        request_id=source.request_id or source.id, provider="local", model=engine, image=data,
+        media_type=media, seed=source.seed, versions={"upscaler": engine},
     )
     return ledger.record_image(
         result, images_dir=studio.images_dir, run_id=source.run_id, request_id=None,

@@ -1,6 +1,6 @@
 """Upscale a finished portrait 1.5–2x, optionally add a light detail pass, and record the lineage.
 
-`finishing.upscale` does the pixels (Real-ESRGAN x4plus through ncnn, then an exact resample,
+`finishing.upscale` does the pixels (SPAN through ncnn by default, then an exact resample,
 tiled, metadata carried). This module is the workflow step around it: the parent is found
 or imported in the ledger, the optional detail pass runs as a low-strength image-to-image
 request through a provider, and the result is relabelled as a composite and recorded as an
@@ -30,11 +30,11 @@ from ..ledger import ImageRow, Ledger
 from ..providers.base import Provider
 from ..records import Cost, InputImage, Request, Result
 from .lineage import LabelSettings, derived_path, ensure_recorded, record_derived
-from .upscale import DEFAULT_OVERLAP, DEFAULT_TILE, upscale_file
+from .upscale import DEFAULT_METHOD, DEFAULT_OVERLAP, DEFAULT_TILE, model_for, upscale_file
 
 __all__ = ["DETAIL_PROMPT", "DetailPass", "UpscaleOutcome", "upscale_image"]
 
-ENGINE = "realesrgan-x4plus"
+ENGINE = "span-x2-ch48"  # the default network at 2x; each upscale records the one it ran
 DETAIL_PROMPT = "the same photograph with crisp natural detail, fine skin texture, sharp eyes"
 
 
@@ -145,9 +145,11 @@ async def upscale_image(
         size = im.size
 
     cost = results[0].cost if results else Cost()
-    details: dict[str, Any] = {"scale": scale, "engine": ENGINE, "tile": tile, "overlap": overlap, "gpu": gpu,
+    network = model_for(DEFAULT_METHOD, scale)
+    engine, engine_title = (network.name, network.title) if network else ("lanczos", "Lanczos")
+    details: dict[str, Any] = {"scale": scale, "engine": engine, "tile": tile, "overlap": overlap, "gpu": gpu,
                                "size": list(size), "seconds": seconds}
-    model = ENGINE
+    model = engine
     run_id = request_id = None
     if detail is not None and requests:
         request = requests[0]
@@ -159,7 +161,7 @@ async def upscale_image(
         request = request.model_copy(update={"run_id": run_id, "parent_id": parent.id})
         ledger.add_requests(run_id, [request])
         request_id = request.request_id
-    edit = f"upscaled {scale:g}x with Real-ESRGAN x4plus" + (
+    edit = f"upscaled {scale:g}x with {engine_title}" + (
         f", detail pass by {detail.model} at strength {detail.strength:g}" if detail is not None else "")
     info = LabelInfo(
         model=model, provider=requests[0].provider if requests else "local",
