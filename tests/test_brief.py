@@ -105,4 +105,17 @@ def test_reference_paths_resolve_next_to_the_brief(tmp_path: Path) -> None:
     )
     brief = load_brief(path)
     assert brief.references[0].path == str(tmp_path / "head.png")
-    assert brief.references[0].strength == 0.3
+    assert brief.references[0].weight == 0.3
+
+
+def test_a_reference_strength_is_refused_with_the_word_that_replaces_it(tmp_path: Path) -> None:
+    """`strength` meant denoise on dev img2img and reference weight on Ultra: one meaning per word now."""
+    (tmp_path / "head.png").write_bytes(b"x")
+    path = write(
+        tmp_path,
+        "subject: {}\nreferences:\n  - path: head.png\n    strength: 0.3\n"
+        "    rights: {who: Ana, source: shoot, permission: release}\n",
+    )
+    with pytest.raises(BriefError) as err:
+        load_brief(path)
+    assert "references" in str(err.value) and "'weight'" in str(err.value)

@@ -90,14 +90,14 @@ def tiny_dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_light_detail_pass_through_a_local_pipeline_keeps_the_exact_size(studio: Studio, tmp_path, tiny_dev):
     image = face_file(tmp_path, (36, 28))
-    result = invoke("upscale", image, "--scale", "2", "--detail-strength", "0.2", "--model", "flux-1-dev",
+    result = invoke("upscale", image, "--scale", "2", "--detail-denoise", "0.2", "--model", "flux-1-dev",
                     "--weights", tiny_dev, "--accept-licence", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert Image.open(out["path"]).size == (72, 56)  # the pipeline snaps to 16 px; the result does not
     step = out["lineage"][-1]
     assert step["operation"] == "upscale" and step["model"] == "flux-1-dev" and step["provider"] == "local"
-    assert step["operation_details"]["detail_strength"] == 0.2
+    assert step["operation_details"]["detail_denoise"] == 0.2
     assert step["request_id"] and step["run_id"]
 
 
@@ -106,5 +106,5 @@ def test_a_detail_pass_must_be_light(studio: Studio, tmp_path, tiny_dev):
 
     image = face_file(tmp_path, (20, 20))
     with pytest.raises(CapabilityError, match="outside"):
-        invoke("upscale", image, "--scale", "2", "--detail-strength", "0.8", "--model", "flux-1-dev",
+        invoke("upscale", image, "--scale", "2", "--detail-denoise", "0.8", "--model", "flux-1-dev",
                "--weights", tiny_dev, "--accept-licence")

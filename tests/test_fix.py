@@ -101,7 +101,7 @@ def test_pixels_outside_the_feathered_mask_are_byte_identical_after_a_fill_fix(s
     assert outcome.outside_changed == 0 and outcome.changed_pixels == int(changed.sum())
 
 
-def test_a_fix_is_a_new_ledger_row_with_its_parent_region_strength_model_and_cost(studio, bfl, tmp_path):
+def test_a_fix_is_a_new_ledger_row_with_its_parent_region_denoise_model_and_cost(studio, bfl, tmp_path):
     image = astronaut_file(tmp_path)
     outcome = fix(studio, bfl, image, "eyes", labels=LabelSettings.from_studio(studio))
     with Ledger(studio.ledger_path) as ledger:
@@ -114,28 +114,28 @@ def test_a_fix_is_a_new_ledger_row_with_its_parent_region_strength_model_and_cos
     assert fixed.cost_usd == pytest.approx(0.05) and fixed.sandbox
     details = fixed.operation_details or {}
     assert details["region"] == "eyes" and details["model"] == "flux-fill-pro"
-    assert details["strength"] is None  # Fill takes no strength: the mask bounds the change
+    assert details["denoise"] is None  # Fill takes no denoise: the mask bounds the change
     assert [c.image_sha256 for c in children] == [fixed.image_sha256]
     label = verify(outcome.path)
     assert label.digital_source_type == COMPOSITE_SOURCE_TYPE
     assert "eyes repainted" in (label.caption or "")
 
 
-def test_flux_dev_fixes_default_to_a_measured_high_strength_and_warn_below_it(tmp_path):
+def test_flux_dev_fixes_default_to_a_measured_high_denoise_and_warn_below_it(tmp_path):
     image = astronaut_file(tmp_path)
     an = analyze(image)
     request, mask = plan_fix(image, "mouth", model="flux-1-dev", analysis=an, mask_dir=tmp_path, weights="/w")
-    assert request.provider == "local" and request.mode == "inpaint" and request.strength == 0.85
+    assert request.provider == "local" and request.mode == "inpaint" and request.denoise == 0.85
     assert request.options == {"weights": "/w"}
     assert request.prompt.startswith("natural relaxed lips")
     assert request.mask is not None and Image.open(request.mask.path).getextrema() == (0, 255)
-    weak, _ = plan_fix(image, "mouth", model="flux-1-dev", strength=0.15, analysis=an, mask_dir=tmp_path)
-    assert weak.strength == 0.15 and "barely changes" in weak.warnings[0]
-    hands_default = plan_fix(image, "eyes", model="flux-1-dev", analysis=an, mask_dir=tmp_path)[0].strength
+    weak, _ = plan_fix(image, "mouth", model="flux-1-dev", denoise=0.15, analysis=an, mask_dir=tmp_path)
+    assert weak.denoise == 0.15 and "barely changes" in weak.warnings[0]
+    hands_default = plan_fix(image, "eyes", model="flux-1-dev", analysis=an, mask_dir=tmp_path)[0].denoise
     assert hands_default == 0.85
-    fill, _ = plan_fix(image, "teeth", model="flux-fill-pro", strength=0.3, prompt_add="even teeth", analysis=an,
+    fill, _ = plan_fix(image, "teeth", model="flux-fill-pro", denoise=0.3, prompt_add="even teeth", analysis=an,
                        mask_dir=tmp_path)
-    assert fill.provider == "bfl" and fill.strength is None and "takes no strength" in fill.warnings[0]
+    assert fill.provider == "bfl" and fill.denoise is None and "takes no denoise" in fill.warnings[0]
     assert "even teeth" in fill.prompt and fill.estimated_cost.usd == pytest.approx(0.05)
     again, _ = plan_fix(image, "teeth", model="flux-fill-pro", analysis=an, mask_dir=tmp_path)
     assert again.seed == fill.seed  # same image and region: reproducible
@@ -214,10 +214,10 @@ def test_portrait_fix_auto_runs_end_to_end_against_the_bfl_sandbox(studio, tmp_p
 def test_portrait_fix_region_prints_the_chain(studio, tmp_path):
     image = astronaut_file(tmp_path)
     result = invoke("fix", image, "--region", "teeth", "--prompt-add", "even teeth, natural shade",
-                    "--strength", "0.15", "--sandbox", "always")
+                    "--denoise", "0.15", "--sandbox", "always")
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # rich wraps long lines
-    assert "takes no strength" in said  # Fill ignores it, and says so
+    assert "takes no denoise" in said  # Fill ignores it, and says so
     assert "0 px changed outside the feathered mask" in said
     assert "import" in said and "fix teeth flux-fill-pro" in said
     out = tmp_path / "portrait.fix-teeth.png"
@@ -257,7 +257,7 @@ def test_portrait_fix_auto_runs_end_to_end_on_a_tiny_local_flux_dev_inpaint_pipe
     report = json.loads(result.stdout)
     fixed = report["lineage"][-1]
     assert fixed["operation"] == "fix" and fixed["provider"] == "local" and fixed["model"] == "flux-1-dev"
-    assert fixed["operation_details"]["strength"] == 0.85 and fixed["cost_usd"] == 0
+    assert fixed["operation_details"]["denoise"] == 0.85 and fixed["cost_usd"] == 0
     assert fixed["versions"]["weights"] == str(tiny_dev)
     fix_outcome = report["rounds"][0]["fixes"][0]
     assert fix_outcome["outside_changed"] == 0 and fix_outcome["changed_pixels"] > 0
@@ -273,3 +273,12 @@ def test_a_fix_over_budget_stops_before_paying(studio, tmp_path):
         assert ledger.spent().usd == 0
         assert ledger.images(limit=10) == []
     assert not (tmp_path / "portrait.fix-teeth.png").exists()
+
+
+def test_the_retired_strength_option_names_its_replacement(studio, tmp_path, cli):
+    image = astronaut_file(tmp_path)
+    code, out, err = cli("fix", image, "--region", "teeth", "--strength", "0.8", "--sandbox", "always")
+    assert code == 2
+    said = " ".join(err.split())
+    assert "--strength" in said and "--denoise" in said
+    assert not (tmp_path / "portrait.fix-teeth.png").exists()  # nothing was sent or written

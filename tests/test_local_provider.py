@@ -123,7 +123,7 @@ async def test_low_strength_img2img_keeps_the_photo_high_strength_does_not(tmp_p
 
     async def spread(strength: float) -> tuple[float, int]:
         outs = [await p.submit(request("flux-1-dev", tiny_weights["flux1-dev"], mode="image-to-image",
-                                       images=(img,), strength=strength, steps=10)) for img in (photo, other_photo)]
+                                       images=(img,), denoise=strength, steps=10)) for img in (photo, other_photo)]
         diff = float(np.abs(pixels(outs[0].image) - pixels(outs[1].image)).mean())
         return diff, outs[0].metadata["transformer_calls"]
 

@@ -193,8 +193,10 @@ def test_reference_image_becomes_ultra_image_prompt_or_dev_img2img(tmp_path: Pat
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(tmp_path / "ref.png")
-    refs = [{"path": str(tmp_path / "ref.png"), "strength": 0.3, "rights": {"who": "a", "source": "b", "permission": "c"}}]
+    refs = [{"path": str(tmp_path / "ref.png"), "weight": 0.3, "rights": {"who": "a", "source": "b", "permission": "c"}}]
     ultra = compile_brief(brief(references=refs), "flux-1.1-pro-ultra")
-    assert ultra.mode == "reference" and ultra.strength == 0.3 and len(ultra.images) == 1
+    assert ultra.mode == "reference" and ultra.reference_weight == 0.3 and ultra.denoise is None and len(ultra.images) == 1
     dev = compile_brief(brief(references=refs), "flux-1-dev", provider="local")
     assert dev.mode == "image-to-image" and dev.images[0].role == "init"
+    # one meaning per word: the weight becomes the opposite-direction denoise, and the notes say so
+    assert dev.denoise == 0.7 and dev.reference_weight is None and any("1 − weight" in w for w in dev.warnings)

@@ -93,7 +93,7 @@ def test_every_catalog_family_is_accepted_by_the_documented_schema(sandbox, mode
 
 def test_ultra_sends_aspect_ratio_raw_and_image_prompt_strength(tmp_path: Path) -> None:
     Image.new("RGB", (64, 64), "gray").save(tmp_path / "ref.png")
-    refs = [{"path": str(tmp_path / "ref.png"), "strength": 0.3, "rights": {"who": "a", "source": "b", "permission": "c"}}]
+    refs = [{"path": str(tmp_path / "ref.png"), "weight": 0.3, "rights": {"who": "a", "source": "b", "permission": "c"}}]
     brief = BRIEF.model_copy(update={"references": load_brief(example_brief_path("rembrandt-studio-headshot")).references})
     from portrait_studio.brief import parse_brief
 

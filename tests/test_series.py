@@ -125,8 +125,8 @@ def test_anchors_method_repeats_every_descriptor_anchor_verbatim_in_every_shot(a
         plan_series(two, SHOTS, "anchors", anchor)
 
 
-def test_reference_method_sends_the_anchor_at_the_users_strength(anchor: Path) -> None:
-    ultra = plan_series(BRIEF, SHOTS, "reference", anchor, strength=0.35).shots[2].request
+def test_reference_method_sends_the_anchor_at_the_users_reference_weight(anchor: Path) -> None:
+    ultra = plan_series(BRIEF, SHOTS, "reference", anchor, reference_weight=0.35).shots[2].request
     endpoint, body = request_body(ultra)
     assert endpoint == "flux-pro-1.1-ultra" and body["image_prompt_strength"] == 0.35 and body["image_prompt"]
     assert ultra.images[0].sha256 == plan_series(BRIEF, SHOTS, "reference", anchor).anchor_sha256
@@ -134,9 +134,9 @@ def test_reference_method_sends_the_anchor_at_the_users_strength(anchor: Path) -
         _, body = request_body(plan_series(BRIEF, SHOTS, "reference", anchor, model=model).shots[0].request)
         assert body[field]
     local = plan_series(BRIEF, SHOTS, "reference", anchor, model="flux-1-dev", provider="local").shots[0].request
-    assert (local.mode, local.strength, local.images[0].role) == ("image-to-image", 0.3, "init")
+    assert (local.mode, local.denoise, local.images[0].role) == ("image-to-image", 0.7, "init")
     redux = plan_series(BRIEF, SHOTS, "reference", anchor, model="flux-1-dev", provider="local", local_reference="redux")
-    assert redux.shots[0].request.mode == "reference" and redux.shots[0].request.strength is None
+    assert redux.shots[0].request.mode == "reference" and redux.shots[0].request.denoise is None
     kontext = plan_series(BRIEF, SHOTS, "reference", anchor, model="flux-1-kontext-dev", provider="local")
     assert kontext.shots[0].request.mode == "edit"
 
@@ -182,7 +182,7 @@ def test_a_series_without_a_rights_record_is_refused_before_anything_is_paid(
 
 @pytest.mark.parametrize(("method", "kw"), [
     ("seed", {"model": "flux-1.1-pro"}),
-    ("reference", {"model": "flux-1.1-pro-ultra", "strength": 0.3}),
+    ("reference", {"model": "flux-1.1-pro-ultra", "reference_weight": 0.3}),
     ("anchors", {"model": "flux-2-pro"}),
     ("lora", {"model": "flux-1.1-pro-ultra", "finetune_id": "ft-person-1"}),
 ])

@@ -86,8 +86,20 @@ class Reference(_Part):
 
     path: str
     role: Literal["identity", "style"] = "identity"
-    strength: float = Field(default=0.3, ge=0.0, le=1.0)
+    weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    """How strongly the reference steers (0.25–0.35 holds a face). Not a denoise: on a model that only
+    takes an init image, the compiler sends denoise = 1 − weight and says so."""
     rights: Rights | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "strength" in data:
+            raise ValueError(
+                "'strength' is ambiguous (denoise or reference weight); a reference takes 'weight' "
+                "(how strongly it steers, 0–1, 0.3 holds a face)"
+            )
+        return data
 
 
 class Subject(_Part):

@@ -4,6 +4,7 @@
     ├── BriefError                   a brief (YAML or fields) is invalid: file, line, field, fix
     ├── CapabilityError              the model cannot do what the request asks (checked before paying)
     ├── LimitError                   a value is outside a model's documented limits
+    ├── UsageError                   an option or argument is wrong (or retired): names it and the fix
     ├── BudgetExceeded               the plan or the next request would go over the budget
     ├── ConsentRequired              a reference image of a real person has no rights record
     ├── LedgerError                  the ledger cannot find or store what was asked
@@ -47,6 +48,7 @@ __all__ = [
     "StudioError",
     "TaskNotFound",
     "UncertainSubmission",
+    "UsageError",
 ]
 
 
@@ -89,6 +91,14 @@ class CapabilityError(StudioError):
 
 class LimitError(StudioError):
     """A value lies outside a model's documented limits; names the limit."""
+
+    def __init__(self, message: str, *, field: str, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {message}", hint=hint)
+        self.field = field
+
+
+class UsageError(StudioError):
+    """An option or argument cannot be used as given; names it and what to write instead."""
 
     def __init__(self, message: str, *, field: str, hint: str | None = None) -> None:
         super().__init__(f"{field}: {message}", hint=hint)

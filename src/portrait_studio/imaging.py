@@ -85,7 +85,7 @@ def _finish(im: Image.Image, mode: str | None, orient: bool) -> Image.Image:
     if orient:
         im = ImageOps.exif_transpose(im) or im
     if mode is not None and im.mode != mode:
-        if mode == "RGB" and im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        if (mode == "RGB" and im.mode in ("RGBA", "LA", "PA")) or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             base = Image.new("RGB", rgba.size, (255, 255, 255))
             base.paste(rgba, mask=rgba.getchannel("A"))

@@ -81,7 +81,8 @@ class LabelInfo(BaseModel):
     steps: int | None = None
     guidance: float | None = None
     true_cfg_scale: float | None = None
-    strength: float | None = None
+    denoise: float | None = None
+    reference_weight: float | None = None
     width: int | None = None
     height: int | None = None
     sampler: str | None = None
@@ -133,7 +134,8 @@ class LabelInfo(BaseModel):
             "steps": request.steps,
             "guidance": request.guidance,
             "true_cfg_scale": request.true_cfg_scale,
-            "strength": request.strength,
+            "denoise": request.denoise,
+            "reference_weight": request.reference_weight,
             "width": request.width,
             "height": request.height,
             "loras": tuple(lora.name or Path(lora.path).name for lora in request.loras),
@@ -197,7 +199,8 @@ def format_parameters(info: LabelInfo) -> str:
         ("Size", f"{info.width}x{info.height}" if info.width and info.height else None),
         ("Model", info.model),
         ("Provider", info.provider),
-        ("Denoising strength", info.strength),
+        ("Denoising strength", info.denoise),
+        ("Reference weight", info.reference_weight),
         ("Lora", ", ".join(info.loras) if info.loras else None),
         ("Source type", "composite" if info.is_composite else "generated"),
         ("Edit", info.edit),
@@ -410,7 +413,8 @@ def _generation_assertion(info: LabelInfo) -> dict[str, Any]:
         "steps": info.steps,
         "guidance": info.guidance,
         "true_cfg_scale": info.true_cfg_scale,
-        "strength": info.strength,
+        "denoise": info.denoise,
+        "reference_weight": info.reference_weight,
         "width": info.width,
         "height": info.height,
         "sampler": info.sampler,

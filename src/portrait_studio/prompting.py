@@ -325,9 +325,12 @@ def _structured(brief: Brief, avoid_cues: list[str]) -> dict[str, Any]:
 # --- references ------------------------------------------------------------------------------
 
 
-def _references(brief: Brief, spec: ModelSpec) -> tuple[Mode, tuple[InputImage, ...], float | None]:
+def _references(
+    brief: Brief, spec: ModelSpec, notes: list[str]
+) -> tuple[Mode, tuple[InputImage, ...], float | None, float | None]:
+    """(mode, input images, denoise, reference_weight) for the brief's references on this model."""
     if not brief.references:
-        return "text-to-image", (), None
+        return "text-to-image", (), None, None
     refs = brief.references
     if "reference" in spec.modes and spec.family != "dev":
         if len(refs) > spec.max_references:
@@ -336,11 +339,16 @@ def _references(brief: Brief, spec: ModelSpec) -> tuple[Mode, tuple[InputImage, 
                 field="references",
             )
         images = tuple(InputImage.from_path(r.path, role=r.role) for r in refs)
-        return "reference", images, refs[0].strength
+        return "reference", images, None, refs[0].weight
     if "image-to-image" in spec.modes:
         if len(refs) > 1:
             raise LimitError(f"{spec.name} conditions on one init image; {len(refs)} given", field="references")
-        return "image-to-image", (InputImage.from_path(refs[0].path, role="init"),), refs[0].strength
+        denoise = round(min(1.0, max(0.05, 1.0 - refs[0].weight)), 3)
+        notes.append(
+            f"{spec.name} takes no reference input: the reference is sent as the init image at denoise "
+            f"{denoise:g} (1 − weight {refs[0].weight:g})"
+        )
+        return "image-to-image", (InputImage.from_path(refs[0].path, role="init"),), denoise, None
     raise CapabilityError(f"{spec.name} cannot take reference images", hint="remove references, or pick flux-1.1-pro-ultra, flux-2-pro or flux-kontext-pro")
 
 
@@ -372,7 +380,7 @@ def compile_brief(
         brief = plastic_skin_recipe(brief)
 
     notes: list[str] = []
-    mode, images, strength = _references(brief, spec)
+    mode, images, denoise, reference_weight = _references(brief, spec, notes)
     width, height, aspect = resolve_size(brief, spec, notes, provider)
     steps = _steps(brief, spec, notes)
     guidance = _guidance(brief, spec, notes)
@@ -427,7 +435,8 @@ def compile_brief(
         safety_tolerance=safety,
         raw=raw,
         images=images,
-        strength=strength,
+        denoise=denoise,
+        reference_weight=reference_weight,
         warnings=tuple(notes),
         estimated_cost=estimate_cost(spec, provider, width, height, input_mp),
     )

@@ -27,11 +27,11 @@ __all__ = [
     "new_id",
 ]
 
-Mode = Literal["text-to-image", "image-to-image", "inpaint", "edit", "reference"]
-"""text-to-image: prompt only. image-to-image: an init image at a strength.
+Mode = Literal["text-to-image", "image-to-image", "inpaint", "edit", "reference", "upscale"]
+"""text-to-image: prompt only. image-to-image: an init image at a `denoise`.
 inpaint: an image and a mask (white = repaint). edit: instruction editing (Kontext, FLUX.2).
 reference: prompt plus reference images that guide identity or style (Ultra image_prompt,
-FLUX.2 multi-reference, Redux)."""
+FLUX.2 multi-reference, Redux). upscale: a hosted super-resolution model enlarges the init image."""
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -112,7 +112,10 @@ class Request(_Frozen):
     raw: bool = False
     images: tuple[InputImage, ...] = ()
     mask: InputImage | None = None
-    strength: float | None = None
+    denoise: float | None = None
+    """image-to-image / inpaint: how much of the init image may change (0 keeps it, 1 ignores it)."""
+    reference_weight: float | None = None
+    """reference mode: how strongly the reference images steer (Ultra `image_prompt_strength`)."""
     loras: tuple[LoraWeight, ...] = ()
     finetune_id: str | None = None
     finetune_strength: float | None = None
@@ -129,6 +132,11 @@ class Request(_Frozen):
         """`idempotency_key` is derived, so a dumped Request can be read back."""
         if isinstance(data, dict) and "idempotency_key" in data:
             data = {k: v for k, v in data.items() if k != "idempotency_key"}
+        if isinstance(data, dict) and "strength" in data:  # ledgers written before the split
+            data = dict(data)
+            legacy = data.pop("strength")
+            if legacy is not None:
+                data["reference_weight" if data.get("mode") == "reference" else "denoise"] = legacy
         return data
 
     @computed_field  # type: ignore[prop-decorator]

@@ -8,7 +8,7 @@ The method decides how identity is held, from light-touch to locked-down:
 
 - `seed`: one seed for every shot and one prompt skeleton; a shot's compiled prompt differs
   from the skeleton only in the sentences of the elements it changes.
-- `reference`: the anchor headshot conditions every shot at the user's strength (default
+- `reference`: the anchor headshot conditions every shot at the user's reference weight (default
   0.3): FLUX1.1 Ultra `image_prompt` + `image_prompt_strength`, Kontext / FLUX.2 input
   images, locally img2img (or the Redux prior with `local_reference="redux"`).
 - `anchors`: the brief's 3–4 descriptor anchors, verbatim in every compiled prompt (checked).
@@ -219,7 +219,7 @@ class SeriesPlan(BaseModel):
     anchor: str
     anchor_sha256: str
     seed: int
-    strength: float
+    reference_weight: float
     lora: LoraWeight | None = None
     finetune_id: str | None = None
     finetune_strength: float | None = None
@@ -243,14 +243,14 @@ class SeriesPlan(BaseModel):
     def request_for(self, changes: Mapping[str, str], seed: int) -> Request:
         """The request for the brief with `changes`, held by this plan's method, at `seed`."""
         return _compile(self.brief, changes, seed, method=self.method, model=self.model, provider=self.provider,
-                        anchor=self.anchor, strength=self.strength, lora=self.lora, finetune_id=self.finetune_id,
+                        anchor=self.anchor, reference_weight=self.reference_weight, lora=self.lora, finetune_id=self.finetune_id,
                         finetune_strength=self.finetune_strength, local_reference=self.local_reference)
 
     def summary(self) -> dict[str, Any]:
         return {
             "method": self.method, "model": self.model, "provider": self.provider, "series_seed": self.seed,
             "anchor": {"path": self.anchor, "sha256": self.anchor_sha256},
-            "strength": self.strength if self.method == "reference" else None,
+            "reference_weight": self.reference_weight if self.method == "reference" else None,
             "lora": self.lora.model_dump() if self.lora else None, "finetune_id": self.finetune_id,
             "shots": [{"index": s.index, "name": s.shot.label, "changes": s.shot.changes} for s in self.shots],
             "estimated_usd": self.estimated.usd, "requests": len(self.shots),
@@ -259,14 +259,14 @@ class SeriesPlan(BaseModel):
 
 def _compile(
     brief: Brief, changes: Mapping[str, str], seed: int, *, method: Method, model: str, provider: str, anchor: str,
-    strength: float, lora: LoraWeight | None, finetune_id: str | None, finetune_strength: float | None,
+    reference_weight: float, lora: LoraWeight | None, finetune_id: str | None, finetune_strength: float | None,
     local_reference: str,
 ) -> Request:
     varied = apply_changes(brief, changes, source="series shot") if changes else brief
     spec = get_model(model)
     if method == "reference":
         others = tuple(r for r in varied.references if r.role != "identity")
-        ref = Reference(path=anchor, role="identity", strength=strength, rights=reference_rights(brief, anchor))
+        ref = Reference(path=anchor, role="identity", weight=reference_weight, rights=reference_rights(brief, anchor))
         varied = varied.model_copy(update={"references": (ref, *others)[: max(1, spec.max_references)]})
     request = compile_brief(varied, model, provider=provider, seed=seed)
     update: dict[str, Any] = {}
@@ -274,7 +274,7 @@ def _compile(
         if spec.family == "kontext":  # the local Kontext pipeline conditions on its image as an edit
             update["mode"] = "edit"
         elif spec.family == "dev" and local_reference == "redux":
-            update.update(mode="reference", strength=None,
+            update.update(mode="reference", denoise=None, reference_weight=None,
                           images=tuple(i.model_copy(update={"role": "identity"}) for i in request.images))
     if method == "lora":
         if lora is not None:
@@ -321,7 +321,7 @@ def plan_series(
     shots: Sequence[Shot],
     method: Method,
     anchor: str | Path,
-    strength: float = 0.3,
+    reference_weight: float = 0.3,
     lora: str | Path | LoraWeight | None = None,
     finetune_id: str | None = None,
     *,
@@ -336,8 +336,8 @@ def plan_series(
     anchor_path = Path(anchor)
     if not anchor_path.is_file():
         raise BriefError(f"anchor image not found: {anchor}", field="--anchor", hint="give a clear, front-facing headshot")
-    if not 0.0 <= strength <= 1.0:
-        raise BriefError(f"strength {strength} is outside 0–1", field="--strength", hint="0.25–0.35 holds a face and lets the shot change")
+    if not 0.0 <= reference_weight <= 1.0:
+        raise BriefError(f"reference_weight {reference_weight} is outside 0–1", field="--reference-weight", hint="0.25–0.35 holds a face and lets the shot change")
     if not shots:
         raise BriefError("the series has no shots", field="shots", hint="list shots in SHOTS.yaml")
     spec = get_model(model)
@@ -354,7 +354,7 @@ def plan_series(
         seed = int(brief.output.seed)
     plan = SeriesPlan(
         brief=brief, method=method, model=spec.id, provider=provider, anchor=str(anchor_path.resolve()),
-        anchor_sha256=file_sha256(anchor_path), seed=seed, strength=strength, lora=lora, finetune_id=finetune_id,
+        anchor_sha256=file_sha256(anchor_path), seed=seed, reference_weight=reference_weight, lora=lora, finetune_id=finetune_id,
         finetune_strength=finetune_strength, local_reference=local_reference, shots=(),
     )
     planned = tuple(

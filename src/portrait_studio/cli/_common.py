@@ -14,7 +14,7 @@ from rich.markup import escape
 from ..config import Studio
 from ..errors import StudioError
 
-__all__ = ["HomeOption", "JsonOption", "console", "err_console", "print_json", "run_cli", "studio"]
+__all__ = ["HomeOption", "JsonOption", "console", "err_console", "print_json", "renamed_option", "run_cli", "studio"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,6 +28,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 def studio(home: Path | None) -> Studio:
     return Studio.open(home)
+
+
+def renamed_option(old: str, value: object, new: str, meaning: str) -> None:
+    """A retired option name was used: say which one replaces it (one meaning per word)."""
+    if value is not None:
+        from ..errors import UsageError
+
+        raise UsageError(f"retired: it meant two opposite things; this command takes {new} ({meaning})",
+                         field=old, hint=f"use {new} {value}")
 
 
 def print_json(data: Any) -> None:

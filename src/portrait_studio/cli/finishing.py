@@ -16,7 +16,7 @@ from ..errors import CapabilityError, LedgerError
 from ..ledger import Ledger
 from ..providers import SandboxMode, open_providers
 from ..providers.base import Provider
-from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
+from ._common import HomeOption, JsonOption, console, err_console, print_json, renamed_option, studio
 
 T = TypeVar("T")
 
@@ -83,8 +83,9 @@ def register(app: typer.Typer) -> None:
                                                    "(also eye_left, eye_right, hand_0 ...).")] = None,
         auto: Annotated[bool, typer.Option("--auto", help="Run the checklist and fix the regions that failed.")] = False,
         max_tries: Annotated[int, typer.Option("--max-tries", help="--auto: most fix-and-recheck rounds.")] = 2,
-        strength: Annotated[float | None, typer.Option("--strength", help="Denoise strength; default per model "
-                                                       "(FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
+        denoise: Annotated[float | None, typer.Option("--denoise", help="How much the region may change (0–1); default "
+                                                      "per model (FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
+        strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="An inpainting model: flux-fill-pro, "
                                            "flux-1-fill-dev, flux-1-dev, flux-1-schnell.")] = "flux-fill-pro",
         provider: ProviderOption = None,
@@ -105,6 +106,7 @@ def register(app: typer.Typer) -> None:
         from ..finishing.fix import auto_fix, default_provider, fix_region
         from ..finishing.lineage import LabelSettings
 
+        renamed_option("--strength", strength, "--denoise", "how much the region may change")
         if auto == (region is not None):
             raise CapabilityError("give either --region or --auto", hint="e.g. portrait fix IMG --region teeth")
         s = studio(home)
@@ -112,7 +114,7 @@ def register(app: typer.Typer) -> None:
         limit = budget if budget is not None else s.config.default_budget_usd
         labels = LabelSettings.from_studio(s, sign=sign)
         with Ledger(s.ledger_path) as ledger:
-            common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, model=model, strength=strength,
+            common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, model=model, denoise=denoise,
                                           prompt_add=prompt_add, out=out, mask_dir=s.home / "masks", labels=labels,
                                           budget_usd=limit, weights=weights, steps=steps)
             if auto:
@@ -148,8 +150,8 @@ def register(app: typer.Typer) -> None:
                 return
             for w in outcome.warnings:
                 console.print(f"[yellow]note:[/] {escape(w)}", highlight=False)
-            strength_text = f" at strength {outcome.strength:g}" if outcome.strength is not None else ""
-            console.print(f"fixed {region} with {outcome.model} via {outcome.provider}{strength_text}: "
+            denoise_text = f" at denoise {outcome.denoise:g}" if outcome.denoise is not None else ""
+            console.print(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
                           f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
                           f"feathered mask · ${outcome.cost_usd:.3f}")
             console.print(f"wrote {escape(outcome.path)}", highlight=False)
@@ -159,8 +161,9 @@ def register(app: typer.Typer) -> None:
     def upscale(
         image: ImageArg,
         scale: Annotated[float, typer.Option("--scale", help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
-        detail_strength: Annotated[float | None, typer.Option("--detail-strength", help="Add a light image-to-image "
-                                                              "detail pass at this strength (0.1-0.3).")] = None,
+        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", help="Add a light image-to-image "
+                                                             "detail pass at this denoise (0.1-0.3).")] = None,
+        detail_strength: Annotated[float | None, typer.Option("--detail-strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Detail-pass model.")] = "flux-1-dev",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
@@ -179,14 +182,15 @@ def register(app: typer.Typer) -> None:
         from ..finishing.lineage import LabelSettings
         from ..finishing.upscaling import DetailPass, upscale_image
 
+        renamed_option("--detail-strength", detail_strength, "--detail-denoise", "how much the detail pass may change")
         s = studio(home)
         labels = LabelSettings.from_studio(s, sign=sign)
         limit = budget if budget is not None else s.config.default_budget_usd
         with Ledger(s.ledger_path) as ledger:
             common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, out=out, labels=labels, gpu=gpu,
                                           tile=tile, budget_usd=limit)
-            if detail_strength is not None:
-                detail = DetailPass(model=model, strength=detail_strength, weights=weights)
+            if detail_denoise is not None:
+                detail = DetailPass(model=model, denoise=detail_denoise, weights=weights)
                 outcome = _with_provider(
                     s, provider or default_provider(model), sandbox=sandbox, model=model,
                     accept_licence=accept_licence,

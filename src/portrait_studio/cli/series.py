@@ -16,7 +16,7 @@ from ..config import Studio
 from ..errors import BriefError
 from ..ledger import Ledger
 from ..providers import Provider, SandboxMode, open_providers
-from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
+from ._common import HomeOption, JsonOption, console, err_console, print_json, renamed_option, studio
 
 T = TypeVar("T")
 
@@ -74,7 +74,9 @@ def register(app: typer.Typer) -> None:
         anchor: AnchorOption,
         shots_path: Annotated[Path, typer.Option("--shots", help="SHOTS.yaml: what each shot changes.")],
         method: Annotated[str, typer.Option("--method", help="seed | reference | anchors | lora")] = "seed",
-        strength: Annotated[float, typer.Option("--strength", help="Reference strength (0.25–0.35 holds a face).")] = 0.3,
+        reference_weight: Annotated[float, typer.Option("--reference-weight", help="How strongly the anchor steers "
+                                                        "(0.25–0.35 holds a face).")] = 0.3,
+        strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id.")] = "flux-1.1-pro-ultra",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
@@ -95,11 +97,12 @@ def register(app: typer.Typer) -> None:
         from ..catalog import get_model
         from ..series import load_shots, plan_series, run_series
 
+        renamed_option("--strength", strength, "--reference-weight", "how strongly the anchor steers")
         s = studio(home)
         brief = load_brief(brief_path)
         shots = load_shots(shots_path)
         rights = _rights(who, source, permission)
-        plan = plan_series(brief, shots, method, anchor, strength, lora, finetune_id, model=model,  # type: ignore[arg-type]
+        plan = plan_series(brief, shots, method, anchor, reference_weight, lora, finetune_id, model=model,  # type: ignore[arg-type]
                            provider=provider, seed=seed, lora_weight=lora_weight)
         limit = budget if budget is not None else s.config.default_budget_usd
         if not json_out:

@@ -37,29 +37,29 @@ __all__ = ["CUES", "DEFAULT_FIX_MODEL", "FIX_DEFAULTS", "FixDefaults", "cue_for"
 
 
 class FixDefaults(BaseModel):
-    """How one model repairs a region: its provider, default strength, and where it stops working."""
+    """How one model repairs a region: its provider, default denoise, and where it stops working."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     provider: str
-    strength: float | None = None
-    """None: the model takes no strength (hosted Fill)."""
+    denoise: float | None = None
+    """None: the model takes no denoise (hosted Fill: the mask alone bounds the change)."""
     min_effective: float | None = None
     """Below this the model barely changes the region; a fix warns."""
     regions: dict[str, float] = Field(default_factory=dict)
-    """Per-region strength overrides (hands need their shape changed)."""
+    """Per-region denoise overrides (hands need their shape changed)."""
 
-    def strength_for(self, region: str) -> float | None:
+    def denoise_for(self, region: str) -> float | None:
         key = "hands" if region.startswith("hand") else region
-        return self.regions.get(key, self.strength)
+        return self.regions.get(key, self.denoise)
 
 
 FIX_DEFAULTS: dict[str, FixDefaults] = {
     "flux-fill-pro": FixDefaults(provider="bfl"),
-    "flux-1-fill-dev": FixDefaults(provider="local", strength=1.0),
-    "flux-1-dev": FixDefaults(provider="local", strength=0.85, min_effective=0.75, regions={"hands": 0.95, "skin": 0.8}),
+    "flux-1-fill-dev": FixDefaults(provider="local", denoise=1.0),
+    "flux-1-dev": FixDefaults(provider="local", denoise=0.85, min_effective=0.75, regions={"hands": 0.95, "skin": 0.8}),
     # 4 steps: 0.75 runs 3 of them; below 0.5 only 1-2 steps run and little changes
-    "flux-1-schnell": FixDefaults(provider="local", strength=0.75, min_effective=0.5, regions={"hands": 1.0}),
+    "flux-1-schnell": FixDefaults(provider="local", denoise=0.75, min_effective=0.5, regions={"hands": 1.0}),
 }
 DEFAULT_FIX_MODEL = "flux-fill-pro"
 

@@ -5,7 +5,7 @@
     report = await auto_fix("portrait.png", provider=bfl, ledger=ledger, images_dir=..., max_tries=2)
 
 The flow of one fix: region mask from the analysis (`finishing.masks`) → an inpaint `Request`
-(the region's repair cue + the user's addition; a per-model default strength from
+(the region's repair cue + the user's addition; a per-model default denoise from
 `finishing.defaults`) → any provider that serves the model's inpaint mode → `composite`
 pastes the repair back so every pixel farther than the feather from the mask is the
 original's, byte for byte (FLUX re-encodes the whole picture through its VAE) → the new file
@@ -47,7 +47,7 @@ __all__ = [
     "FixRound",
     "auto_fix",
     "default_provider",
-    "default_strength",
+    "default_denoise",
     "fix_region",
     "plan_fix",
     "regions_for",
@@ -76,10 +76,10 @@ def default_provider(model: str) -> str:
     return spec.default_provider
 
 
-def default_strength(model: str, region: str) -> float | None:
+def default_denoise(model: str, region: str) -> float | None:
     """The measured per-model default (see `finishing.defaults`); None for models without one."""
     known = FIX_DEFAULTS.get(model)
-    return known.strength_for(region) if known is not None else 0.85
+    return known.denoise_for(region) if known is not None else 0.85
 
 
 def _seed(image_sha: str, region: str) -> int:
@@ -93,7 +93,7 @@ def plan_fix(
     *,
     model: str = DEFAULT_FIX_MODEL,
     provider: str | None = None,
-    strength: float | None = None,
+    denoise: float | None = None,
     prompt_add: str | None = None,
     analysis: Any = None,
     seed: int | None = None,
@@ -106,7 +106,7 @@ def plan_fix(
 
     The mask PNG is written to `mask_dir` (default: a temp folder) so the request can be
     re-sent or resumed. `weights` (local provider) names a diffusers folder or repo id and
-    travels in `Request.options`. Strength defaults per model; a strength the model ignores or one
+    travels in `Request.options`. Denoise defaults per model; a denoise the model ignores or one
     below where it changes anything is kept but warned about in `Request.warnings`.
     """
     from ..analysis import analyze
@@ -118,8 +118,8 @@ def plan_fix(
         raise CapabilityError(f"{spec.name} cannot inpaint a region", hint=f"use --model {' or '.join(inpainters)}")
     provider = provider or default_provider(model)
     spec.route(provider)  # raises naming the providers that serve it
-    if strength is not None and not 0.0 < strength <= 1.0:
-        raise CapabilityError(f"strength {strength} is outside (0, 1]", hint="FLUX repairs need 0.75-1.0; see 'portrait fix --help'")
+    if denoise is not None and not 0.0 < denoise <= 1.0:
+        raise CapabilityError(f"denoise {denoise} is outside (0, 1]", hint="FLUX repairs need 0.75-1.0; see 'portrait fix --help'")
     analysis = analysis if analysis is not None else analyze(image_path)
     mask = region_mask(analysis, region)
 
@@ -131,17 +131,17 @@ def plan_fix(
 
     warnings: list[str] = []
     known = FIX_DEFAULTS.get(model)
-    takes_strength = not (known is not None and known.strength is None)
-    if not takes_strength:
-        if strength is not None:
-            warnings.append(f"{spec.name} takes no strength (the mask bounds the change); {strength:g} is not sent")
-        strength = None
-    elif strength is None:
-        strength = default_strength(model, region)
-    elif known is not None and known.min_effective is not None and strength < known.min_effective:
+    takes_denoise = not (known is not None and known.denoise is None)
+    if not takes_denoise:
+        if denoise is not None:
+            warnings.append(f"{spec.name} takes no denoise (the mask bounds the change); {denoise:g} is not sent")
+        denoise = None
+    elif denoise is None:
+        denoise = default_denoise(model, region)
+    elif known is not None and known.min_effective is not None and denoise < known.min_effective:
         warnings.append(
-            f"strength {strength:g} is below {known.min_effective:g}, where {spec.name} barely changes a region "
-            f"(FLUX needs far more denoise than SD detailers); the default is {known.strength_for(region):g}"
+            f"denoise {denoise:g} is below {known.min_effective:g}, where {spec.name} barely changes a region "
+            f"(FLUX needs far more denoise than SD detailers); the default is {known.denoise_for(region):g}"
         )
 
     cue = cue_for(region)
@@ -151,7 +151,7 @@ def plan_fix(
     width, height = analysis.shape[1], analysis.shape[0]
     request = Request(
         model=model, provider=provider, mode="inpaint", prompt=prompt, seed=seed if seed is not None else _seed(sha, region),
-        steps=steps, strength=strength, output_format="png",
+        steps=steps, denoise=denoise, output_format="png",
         images=(InputImage(path=str(image_path), sha256=sha, role="init"),),
         mask=InputImage.from_path(mask_path, role="mask"),
         warnings=tuple(warnings), estimated_cost=estimate_cost(spec, provider, width, height),
@@ -171,7 +171,7 @@ class FixOutcome(BaseModel):
     parent: ImageRow
     model: str
     provider: str
-    strength: float | None
+    denoise: float | None
     seed: int
     cost_usd: float
     mask_area: int
@@ -198,7 +198,7 @@ async def fix_region(
     ledger: Ledger,
     images_dir: Path,
     model: str = DEFAULT_FIX_MODEL,
-    strength: float | None = None,
+    denoise: float | None = None,
     prompt_add: str | None = None,
     analysis: Any = None,
     seed: int | None = None,
@@ -213,7 +213,7 @@ async def fix_region(
     """Repair `region` through `provider`, composite it back, label and record the new image."""
     image_path = Path(image_path)
     request, mask = plan_fix(
-        image_path, region, model=model, provider=provider.provider_id, strength=strength, prompt_add=prompt_add,
+        image_path, region, model=model, provider=provider.provider_id, denoise=denoise, prompt_add=prompt_add,
         analysis=analysis, seed=seed, steps=steps, base_prompt=base_prompt, mask_dir=mask_dir,
         weights=weights,
     )
@@ -257,14 +257,14 @@ async def fix_region(
         params["icc_profile"] = original.info["icc_profile"]
     fixed.save(path, "PNG", **params)
 
-    strength_text = f" at strength {request.strength:g}" if request.strength is not None else ""
+    denoise_text = f" at denoise {request.denoise:g}" if request.denoise is not None else ""
     info = LabelInfo.from_request(
         request, is_composite=True, parent_sha256=parent.image_sha256, width=fixed.width, height=fixed.height,
-        edit=f"{region} repainted by masked inpaint{strength_text}, composited onto the original",
+        edit=f"{region} repainted by masked inpaint{denoise_text}, composited onto the original",
         creator=labels.creator if labels else None, credit=labels.credit if labels else None,
     )
     details = {
-        "region": region, "strength": request.strength, "model": model, "provider": provider.provider_id,
+        "region": region, "denoise": request.denoise, "model": model, "provider": provider.provider_id,
         "prompt": request.prompt, "seed": request.seed, "mask_area": mask.area, "feather_px": mask.feather_px,
         "mask_box": list(mask.box or ()), "changed_pixels": changed_inside, "outside_changed": changed_outside,
         "cost_usd": result.cost.usd, "warnings": list(request.warnings),
@@ -279,7 +279,7 @@ async def fix_region(
     ledger.set_run_status(run_id, "done")
     return FixOutcome(
         region=region, path=str(path), image=row, parent=parent, model=model, provider=provider.provider_id,
-        strength=request.strength, seed=request.seed, cost_usd=result.cost.usd, mask_area=mask.area,
+        denoise=request.denoise, seed=request.seed, cost_usd=result.cost.usd, mask_area=mask.area,
         feather_px=mask.feather_px, changed_pixels=changed_inside, outside_changed=changed_outside,
         sandbox=result.sandbox, warnings=request.warnings,
     )
@@ -351,7 +351,7 @@ async def auto_fix(
     model: str = DEFAULT_FIX_MODEL,
     max_tries: int = 2,
     context: Any = None,
-    strength: float | None = None,
+    denoise: float | None = None,
     prompt_add: str | None = None,
     out: str | Path | None = None,
     mask_dir: str | Path | None = None,
@@ -389,7 +389,7 @@ async def auto_fix(
             try:
                 outcome = await fix_region(
                     current, region, provider=provider, ledger=ledger, images_dir=images_dir, model=model,
-                    strength=strength, prompt_add=prompt_add, analysis=analysis, out=out, mask_dir=mask_dir,
+                    denoise=denoise, prompt_add=prompt_add, analysis=analysis, out=out, mask_dir=mask_dir,
                     labels=labels, budget_usd=left, weights=weights, steps=steps, seed=None if n == 1 else _seed(f"{current}:{n}", region),
                 )
             except BudgetExceeded as exc:
@@ -436,7 +436,7 @@ def fix_image(
     *,
     model: str = DEFAULT_FIX_MODEL,
     provider: str | None = None,
-    strength: float | None = None,
+    denoise: float | None = None,
     prompt_add: str | None = None,
     sandbox: str = "auto",
     weights: str | None = None,
@@ -459,7 +459,7 @@ def fix_image(
             try:
                 return await fix_region(
                     image.out_path or image.path, region, provider=chosen, ledger=ledger, images_dir=studio.images_dir,
-                    model=model, strength=strength, prompt_add=prompt_add, labels=LabelSettings.from_studio(studio),
+                    model=model, denoise=denoise, prompt_add=prompt_add, labels=LabelSettings.from_studio(studio),
                     budget_usd=budget_usd, weights=weights,
                 )
             finally:

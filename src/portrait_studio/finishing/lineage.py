@@ -142,12 +142,12 @@ def describe_chain(rows: list[ImageRow]) -> list[str]:
         d = row.operation_details or {}
         what = row.operation
         if row.operation == "fix":
-            strength = d.get("strength")
-            what += f" {d.get('region')}" + (f" @ {strength:g}" if isinstance(strength, int | float) else "")
+            denoise = d.get("denoise", d.get("strength"))
+            what += f" {d.get('region')}" + (f" @ denoise {denoise:g}" if isinstance(denoise, int | float) else "")
         elif row.operation == "upscale":
             what += f" ×{d.get('scale')}"
             if d.get("detail_model"):
-                what += f" + detail {d['detail_model']} @ {d.get('detail_strength')}"
+                what += f" + detail {d['detail_model']} @ denoise {d.get('detail_denoise', d.get('detail_strength'))}"
         model = f" {row.model}" if row.model and row.model != "import" else ""
         cost = f" ${row.cost_usd:.3f}" if row.cost_usd else ""
         size = f" {row.width}×{row.height}" if row.width else ""

@@ -2,7 +2,7 @@
 
 `finishing.upscale` does the pixels (SPAN through ncnn by default, then an exact resample,
 tiled, metadata carried). This module is the workflow step around it: the parent is found
-or imported in the ledger, the optional detail pass runs as a low-strength image-to-image
+or imported in the ledger, the optional detail pass runs as a low-denoise image-to-image
 request through a provider, and the result is relabelled as a composite and recorded as an
 "upscale" row with its parent's hash.
 
@@ -39,12 +39,12 @@ DETAIL_PROMPT = "the same photograph with crisp natural detail, fine skin textur
 
 
 class DetailPass(BaseModel):
-    """A light image-to-image pass over the upscaled picture (strength 0.1-0.3)."""
+    """A light image-to-image pass over the upscaled picture (denoise 0.1-0.3)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
-    strength: float = 0.2
+    denoise: float = 0.2
     prompt: str = DETAIL_PROMPT
     seed: int | None = None
     steps: int | None = None
@@ -69,13 +69,13 @@ def _detail_request(detail: DetailPass, provider: Provider, path: Path, size: tu
     if "image-to-image" not in spec.modes:
         raise CapabilityError(f"{spec.name} cannot do image-to-image, so it cannot add detail",
                               hint="use --model flux-1-dev or flux-1-schnell for the detail pass")
-    if not 0.0 < detail.strength <= 0.5:
-        raise CapabilityError(f"detail strength {detail.strength} is outside (0, 0.5]",
+    if not 0.0 < detail.denoise <= 0.5:
+        raise CapabilityError(f"detail denoise {detail.denoise} is outside (0, 0.5]",
                               hint="a detail pass is light: 0.1-0.3")
     seed = detail.seed if detail.seed is not None else int(sha[:8], 16)
     return Request(
         model=detail.model, provider=provider.provider_id, mode="image-to-image", prompt=detail.prompt, seed=seed,
-        width=size[0], height=size[1], steps=detail.steps, strength=detail.strength, output_format="png",
+        width=size[0], height=size[1], steps=detail.steps, denoise=detail.denoise, output_format="png",
         images=(InputImage(path=str(path), sha256=sha, role="init"),),
         options={"weights": detail.weights} if detail.weights and provider.provider_id == "local" else {},
         estimated_cost=estimate_cost(spec, provider.provider_id, size[0], size[1]),
@@ -153,7 +153,7 @@ async def upscale_image(
     run_id = request_id = None
     if detail is not None and requests:
         request = requests[0]
-        details.update(detail_model=detail.model, detail_strength=detail.strength, detail_provider=request.provider,
+        details.update(detail_model=detail.model, detail_denoise=detail.denoise, detail_provider=request.provider,
                        detail_prompt=detail.prompt, detail_seed=request.seed, cost_usd=cost.usd)
         model = detail.model
         run_id = ledger.create_run("upscale", name=f"upscale {image_path.name} x{scale:g}",
@@ -162,11 +162,11 @@ async def upscale_image(
         ledger.add_requests(run_id, [request])
         request_id = request.request_id
     edit = f"upscaled {scale:g}x with {engine_title}" + (
-        f", detail pass by {detail.model} at strength {detail.strength:g}" if detail is not None else "")
+        f", detail pass by {detail.model} at denoise {detail.denoise:g}" if detail is not None else "")
     info = LabelInfo(
         model=model, provider=requests[0].provider if requests else "local",
         prompt=detail.prompt if detail else _parent_prompt(ledger, parent),
-        seed=requests[0].seed if requests else None, strength=detail.strength if detail else None,
+        seed=requests[0].seed if requests else None, denoise=detail.denoise if detail else None,
         width=size[0], height=size[1], is_composite=True, edit=edit, parent_sha256=parent.image_sha256,
         creator=labels.creator if labels else None, credit=labels.credit if labels else None,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,9 +20,17 @@ from ..records import Request, Result, Ticket
 if TYPE_CHECKING:
     from ..config import Studio
 
-__all__ = ["OnAccepted", "Provider", "ProviderOptions"]
+__all__ = ["Billing", "OnAccepted", "Provider", "ProviderOptions"]
 
 OnAccepted = Callable[[Ticket], Awaitable[None]]
+
+Billing = Literal["on_accept", "on_success", "free"]
+"""When a provider charges for a task, per its documented billing:
+- `on_accept`: once it accepts the task, whatever the outcome (BFL returns the cost at submission);
+  a task that then ends moderated, in error, lost or expired is still paid for;
+- `on_success`: only for a delivered result;
+- `free`: never (local generation).
+Where a provider's documents are silent, the class says `on_accept`: the budget never under-counts."""
 
 
 class ProviderOptions(BaseModel):
@@ -37,6 +45,10 @@ class Provider(ABC):
     provider_id: ClassVar[str]
     key_env_var: ClassVar[str | None] = None
     hosted: ClassVar[bool] = True
+    billing: ClassVar[Billing] = "on_accept"
+    sandbox: bool = False
+    """True when this instance talks to a sandbox: everything it makes is marked SANDBOX and its
+    spend is kept apart from real money."""
 
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
 

@@ -79,7 +79,7 @@ def request_body(request: Request) -> tuple[str, dict[str, Any]]:
     elif family == "ultra":
         body.update(aspect_ratio=request.aspect_ratio or "3:4", raw=request.raw)
         if refs:
-            body.update(image_prompt=raw_b64(refs[0]), image_prompt_strength=request.strength if request.strength is not None else 0.1)
+            body.update(image_prompt=raw_b64(refs[0]), image_prompt_strength=request.reference_weight if request.reference_weight is not None else 0.1)
         if request.finetune_id:
             endpoint = route.edit_model_id or endpoint
             body.update(finetune_id=request.finetune_id, finetune_strength=request.finetune_strength or 1.2)

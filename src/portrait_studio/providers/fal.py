@@ -58,7 +58,7 @@ class FalProvider(HostedProvider):
             _put(body, raw=request.raw, safety_tolerance=tolerance, output_format=fmt)
             if refs:
                 body["image_url"] = data_uri(refs[0])
-                _put(body, image_prompt_strength=request.strength)
+                _put(body, image_prompt_strength=request.reference_weight)
             if request.finetune_id:
                 model_id = f"{route.model_id}-finetuned"
                 body["finetune_id"] = request.finetune_id
@@ -70,7 +70,7 @@ class FalProvider(HostedProvider):
                 if refs:
                     model_id = route.edit_model_id or f"{route.model_id}/image-to-image"
                     body["image_url"] = data_uri(refs[0])
-                    _put(body, strength=request.strength)
+                    _put(body, strength=request.denoise)
         elif flux2:
             _put(body, image_size=size, output_format=fmt)
             if family != "klein":

@@ -41,7 +41,7 @@ from pydantic import Field
 
 from ..errors import CapabilityError, GenerationFailed, NotConfigured
 from ..records import Cost, LoraWeight, Request, Result
-from .base import OnAccepted, Provider, ProviderOptions
+from .base import Billing, OnAccepted, Provider, ProviderOptions
 
 if TYPE_CHECKING:
     from ..config import Studio
@@ -52,10 +52,10 @@ __all__ = ["GenerationCancelled", "LicenceNotAccepted", "LocalOptions", "LocalPr
 OnStep = Callable[[int, int], None]
 """Progress callback: (steps done, total steps). Runs in the worker thread."""
 
-DEFAULT_IMG2IMG_STRENGTH = 0.3
-"""Denoising strength for image-to-image when the request names none: 0.25-0.35 keeps the
+DEFAULT_IMG2IMG_DENOISE = 0.3
+"""Denoise for image-to-image when the request names none: 0.25-0.35 keeps the
 reference's identity and layout while the prompt restyles it (1.0 ignores the image)."""
-DEFAULT_INPAINT_STRENGTH = 0.85
+DEFAULT_INPAINT_DENOISE = 0.85
 DEFAULT_TRUE_CFG = 4.0
 DEFAULT_REDUX_WEIGHTS = "black-forest-labs/FLUX.1-Redux-dev"
 
@@ -113,6 +113,7 @@ class LocalProvider(Provider):
     provider_id: ClassVar[str] = "local"
     key_env_var: ClassVar[str | None] = None
     hosted: ClassVar[bool] = False
+    billing: ClassVar[Billing] = "free"
     Options: ClassVar[type[ProviderOptions]] = LocalOptions
 
     @classmethod
@@ -328,7 +329,7 @@ def _run(
     true_cfg = bool(request.negative_prompt)
     meta.update({
         "width": kwargs.get("width"), "height": kwargs.get("height"),
-        "guidance": kwargs.get("guidance_scale"), "strength": kwargs.get("strength"),
+        "guidance": kwargs.get("guidance_scale"), "denoise": kwargs.get("strength"),
         "true_cfg": true_cfg,
         "true_cfg_scale": kwargs.get("true_cfg_scale", kwargs.get("guidance_scale")) if true_cfg else None,
         "transformer_calls": calls[0],
@@ -358,13 +359,13 @@ def _call_arguments(pipe: Any, family: _Family, request: Request, options: Local
     name = type(pipe).__name__
     if request.mode == "image-to-image":
         kwargs["image"] = images[0]
-        kwargs["strength"] = request.strength if request.strength is not None else DEFAULT_IMG2IMG_STRENGTH
+        kwargs["strength"] = request.denoise if request.denoise is not None else DEFAULT_IMG2IMG_DENOISE
     elif request.mode == "inpaint":
         assert request.mask is not None
         kwargs["image"] = images[0]
         kwargs["mask_image"] = _open(request.mask.path, "L")
-        if name != "FluxFillPipeline" or request.strength is not None:
-            kwargs["strength"] = request.strength if request.strength is not None else DEFAULT_INPAINT_STRENGTH
+        if name != "FluxFillPipeline" or request.denoise is not None:
+            kwargs["strength"] = request.denoise if request.denoise is not None else DEFAULT_INPAINT_DENOISE
     elif request.mode in ("edit", "reference") and name.startswith("Flux2"):
         kwargs["image"] = images  # multi-reference
     elif name.startswith("FluxKontext") and images:  # Kontext: pin the size, or it resizes to ~1 MP "preferred" resolutions

@@ -69,7 +69,7 @@ class ReplicateProvider(HostedProvider):
             body["raw"] = request.raw
             if refs:
                 body["image_prompt"] = data_uri(refs[0])
-                _put(body, image_prompt_strength=request.strength)
+                _put(body, image_prompt_strength=request.reference_weight)
         elif family in ("dev", "schnell"):
             body["aspect_ratio"] = nearest_ratio(request.width, request.height, _RATIOS, request.aspect_ratio)
             body["num_outputs"] = 1
@@ -79,7 +79,7 @@ class ReplicateProvider(HostedProvider):
                 _put(body, guidance=request.guidance)
                 if refs:
                     body["image"] = data_uri(refs[0])
-                    _put(body, prompt_strength=request.strength)
+                    _put(body, prompt_strength=request.denoise)
             body.pop("safety_tolerance", None)
         elif flux2:
             if refs:
