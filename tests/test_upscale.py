@@ -227,6 +227,23 @@ def test_a_two_argument_progress_callback_still_works():
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] > 1
 
 
+def test_a_progress_callback_that_raises_cancels_the_remaining_tiles():
+    """A cancelled job (the web's cancel button raises from its progress callback) stops early."""
+    calls: list[int] = []
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_after_two(done: int, total: int, eta_s: float | None) -> None:
+        calls.append(done)
+        if done >= 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        upscale(face_crop().resize((256, 128)), 2, tile=32, threads=1, progress=cancel_after_two)
+    assert calls == [0, 1, 2]
+
+
 def test_tiles_are_upscaled_two_at_a_time_on_two_cores(monkeypatch):
     """Both cores work: two tiles are inside the network at once (ncnn releases the GIL)."""
     real_load = upscale_module._load
