@@ -476,3 +476,16 @@ def test_input_that_is_not_an_image_gets_a_clear_error_naming_the_file(tmp_path,
     assert "portrait.png" in info.value.message
     assert info.value.hint
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["text", "bomb"])
+def test_portrait_upscale_refuses_a_non_image_or_a_bomb_in_one_line(cli, tmp_path, kind):
+    src = tmp_path / "portrait.png"
+    if kind == "text":
+        src.write_text("name: not a picture\n")
+    else:
+        _png_bomb(src)
+    code, out, err = cli("upscale", src)
+    assert code != 0
+    assert "portrait.png" in err and "Traceback" not in err + out
+    assert not list(tmp_path.glob("portrait.x2*"))

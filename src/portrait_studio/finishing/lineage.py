@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..config import C2paConfig, Studio
 from ..errors import LedgerError
+from ..imaging import open_image
 from ..labels import LabelInfo, label_image
 from ..ledger import ImageRow, Ledger
 from ..records import Cost, Result
@@ -73,15 +74,15 @@ def derived_path(src: str | Path, tag: str, out: str | Path | None = None) -> Pa
 def ensure_recorded(ledger: Ledger, path: str | Path, images_dir: Path) -> ImageRow:
     """The ledger row of the file at `path`, recording it as an 'import' if the ledger lacks it."""
     path = Path(path)
+    with open_image(path, mode=None, orient=False) as im:  # a folder, a non-image or a bomb: a clear error
+        media = _MEDIA.get(im.format or "", "image/png")
+        size = im.size
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     try:
         return ledger.image(sha)
     except LedgerError:
         pass
-    with Image.open(BytesIO(data)) as im:
-        media = _MEDIA.get(im.format or "", "image/png")
-        size = im.size
     result = Result(request_id="", provider="file", model="import", image=data, media_type=media,
                     metadata={"source": str(path)})
     return ledger.record_image(result, images_dir=images_dir, run_id=None, request_id=None, operation="import",
