@@ -94,7 +94,8 @@ def speed(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 # --- quality ---------------------------------------------------------------------------------------
 
 
-def _portraits(side: int = 384) -> dict[str, Image.Image]:
+def _portraits(side: int = 384) -> dict[str, tuple[Image.Image, tuple[int, int, int, int]]]:
+    """384 px crops around each face, with the face's box inside the crop."""
     import cv2
 
     sources = {"astronaut": photos.astronaut()}
@@ -109,7 +110,8 @@ def _portraits(side: int = 384) -> dict[str, Image.Image]:
         s = min(side, image.width, image.height) // 2 * 2
         left = int(min(max(0, x + w // 2 - s // 2), image.width - s))
         top = int(min(max(0, y + h // 2 - s // 2), image.height - s))
-        crops[name] = image.crop((left, top, left + s, top + s))
+        box = (int(x) - left, int(y) - top, int(x + w) - left, int(y + h) - top)
+        crops[name] = (image.crop((left, top, left + s, top + s)), box)
     return crops
 
 
@@ -127,7 +129,7 @@ def quality(args: argparse.Namespace) -> None:
     crops = _portraits()
     scores: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in METHODS}
     outputs: dict[str, dict[str, Image.Image]] = {}
-    for name, truth in crops.items():
+    for name, (truth, _) in crops.items():
         small = truth.resize((truth.width // 2, truth.height // 2), Image.Resampling.BICUBIC)
         outs = {m: upscale(small, 2, method=m, threads=args.threads) for m in METHODS}  # type: ignore[arg-type]
         outputs[name] = {"truth": truth, **outs}
@@ -141,15 +143,15 @@ def quality(args: argparse.Namespace) -> None:
         a = np.array(scores[m]).mean(axis=0)
         print(f"{m:10} {a[0]:14.2f} {a[1]:14.4f} {a[2]:15.2f} {a[3]:15.4f}")
     if args.crop:
-        _save_crops(outputs["astronaut"], Path(args.crop))
+        _save_crops(outputs["astronaut"], crops["astronaut"][1], Path(args.crop))
 
 
-def _save_crops(images: dict[str, Image.Image], path: Path) -> None:
-    """Eyes and mouth of the astronaut, 3x nearest-neighbour, side by side, with a caption row."""
+def _save_crops(images: dict[str, Image.Image], face: tuple[int, int, int, int], path: Path) -> None:
+    """The face (eyes to mouth), 3x nearest-neighbour, side by side, with a caption row."""
     from PIL import ImageDraw, ImageFont
 
-    truth = images["truth"]
-    box = (truth.width // 2 - 80, truth.height // 2 - 70, truth.width // 2 + 80, truth.height // 2 + 50)
+    x0, y0, x1, y1 = face
+    box = (x0, y0 + (y1 - y0) // 6, x1, y1)
     columns = [("photo", "truth"), ("Lanczos", "lanczos"), ("SPAN x2 (default)", "standard"), ("x4plus (max)", "max")]
     zoom = 3
     w, h = (box[2] - box[0]) * zoom, (box[3] - box[1]) * zoom
