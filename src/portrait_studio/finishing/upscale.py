@@ -290,17 +290,16 @@ def _run_tiles(
     started = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upscale")
     try:
-        with native_quiet(device is not None):
-            pending = {pool.submit(run, piece) for piece in pieces}
-            done_count = 0
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    future.result()  # re-raise a tile's error here, on the caller's thread
-                done_count += len(finished)
-                if progress is not None:
-                    elapsed = time.perf_counter() - started
-                    progress(done_count, len(pieces), elapsed / done_count * (len(pieces) - done_count))
+        pending = {pool.submit(run, piece) for piece in pieces}
+        done_count = 0
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # re-raise a tile's error here, on the caller's thread
+            done_count += len(finished)
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                progress(done_count, len(pieces), elapsed / done_count * (len(pieces) - done_count))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for blob, workspace in allocators.values():
