@@ -103,6 +103,9 @@ def image_size(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
         with Image.open(p) as im:
             w, h = im.size
             orientation = im.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as exc:  # Pillow refuses > 2x its own limit before we see the size
+        raise ImageInputError(f"image {_describe(str(p))} claims more pixels than the {max_pixels / 1e6:.0f} MP "
+                              "the studio opens (a decompression bomb?)", hint="downscale it first") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{_describe(str(p))} is not an image the studio can read",
                               hint="give a PNG, JPEG or WebP file") from exc
