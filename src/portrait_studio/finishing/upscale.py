@@ -8,9 +8,9 @@ system library on the CPU (Vulkan is opened only when a GPU is asked for: `vulka
   Apache-2.0), trained on real photographs. Run at the scale needed: its x2 network for
   scales up to 2, its x4 network above. On a 1 MP portrait at 2x it takes seconds where
   x4plus took minutes, and against ground truth (real portraits downscaled 2x and restored)
-  it is closer than x4plus: +4.8 dB PSNR, +0.06 SSIM (docs/upscaling.md).
+  it is closer than x4plus: +4.7 dB PSNR, +0.06 SSIM (docs/upscaling.md).
 - `max`: Real-ESRGAN x4plus (BSD-3-Clause), a GAN that invents crisper texture; 4x then
-  resampled to the exact size. 30–60x slower on a CPU.
+  resampled to the exact size. About 40x slower on a CPU.
 - `lanczos`: no network; the floor every method is measured against.
 
 Tiling: the image is cut into `tile`-px pieces, each run with `overlap` px of surrounding
