@@ -169,6 +169,11 @@ def register(app: typer.Typer) -> None:
         weights: WeightsOption = None,
         gpu: Annotated[int | None, typer.Option("--gpu", min=0, max=64, help="Vulkan device index (default: CPU).")] = None,
         tile: Annotated[int | None, typer.Option("--tile", min=32, max=4096, help="Tile size in input pixels (bounds memory).")] = None,
+        quality: Annotated[str, typer.Option("--quality", help="standard: SPAN, fast on CPU; max: Real-ESRGAN x4plus "
+                                             "(minutes on CPU, best on JPEG artefacts); lanczos: no network.")] = "standard",
+        who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make (detail pass).")] = None,
+        source: Annotated[str | None, typer.Option("--source", help="Consent: where the photo comes from.")] = None,
+        permission: Annotated[str | None, typer.Option("--permission", help="Consent: what they agreed to.")] = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
         out: OutOption = None,
@@ -177,14 +182,22 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Upscale 1.5–4x to the exact size; keeps the lineage; an optional paid detail pass runs on the engine."""
+        """Upscale 1.5–4x to the exact size (SPAN on the CPU by default); keeps the lineage; an optional paid
+        detail pass runs on the engine."""
         from ..engine import Engine
         from ..finishing.fix import default_provider
         from ..finishing.upscaling import DetailPass, upscale_image
         from ._engine import run_with_engine
 
         renamed_option("--detail-strength", detail_strength, "--detail-denoise", "how much the detail pass may change")
+        methods = {"standard": "standard", "max": "max", "lanczos": "lanczos"}
+        if quality not in methods:
+            from ..errors import UsageError
+
+            raise UsageError(f"unknown quality '{quality}'", field="--quality", hint="choose standard, max or lanczos")
         s = studio(home)
+        with Ledger(s.ledger_path) as ledger:
+            record_consent(ledger, image, who, source, permission)
         detail = None
         ids: list[str] = []
         if detail_denoise is not None:
@@ -198,7 +211,7 @@ def register(app: typer.Typer) -> None:
             async def work(engine: Engine) -> Any:
                 engine.progress = tiles.update  # type: ignore[attr-defined]  # (tiles done, tiles in all)
                 return await upscale_image(engine, image, scale, detail=detail, gpu=gpu, tile=tile, out=out,
-                                           budget_usd=budget)
+                                           budget_usd=budget, method=methods[quality])
 
             outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                       checker=None, accept_licence=model if accept_licence and detail else None)
