@@ -21,6 +21,7 @@ from .accounts import AccountsLedger, LoginThrottle
 from .core import RequestStatus, store_image, window_start
 from .database import database_url, describe_url
 from .jobs import MAX_ATTEMPTS, JobsLedger
+from .maintenance import MaintenanceLedger
 from .reviews import DECISIONS, ReviewsLedger
 from .rows import (
     BudgetRow,
@@ -30,6 +31,7 @@ from .rows import (
     RequestRow,
     ReviewRow,
     RunRow,
+    StoredFile,
     TeamRow,
     TokenRow,
     UserRow,
@@ -48,6 +50,7 @@ __all__ = [
     "RequestStatus",
     "ReviewRow",
     "RunRow",
+    "StoredFile",
     "TeamRow",
     "TokenRow",
     "UserRow",
@@ -59,19 +62,19 @@ __all__ = [
 ]
 
 
-class Ledger(ReviewsLedger, AccountsLedger, JobsLedger):
+class Ledger(ReviewsLedger, AccountsLedger, JobsLedger, MaintenanceLedger):
     """The studio's ledger (SQLite file or PostgreSQL URL). Safe to share between threads and to
-    open from several processes at once."""
+    open from several processes at once. `read_only=True` for commands that only read."""
 
 
-def open_ledger(studio: Any) -> Ledger:
+def open_ledger(studio: Any, *, read_only: bool = False) -> Ledger:
     """The studio's ledger as the CLI and scripts see it: acting as the owner of the configured API
     token (`token` in config.toml or $PORTRAIT_TOKEN) when there is one. A studio with accounts
     and no token is refused — every row records who did it — unless it has no accounts at all
     (the one-person studio, unchanged)."""
     from ..errors import LoginRequired
 
-    ledger = Ledger(studio.ledger_path)
+    ledger = Ledger(studio.ledger_path, read_only=read_only)
     try:
         token = studio.token
         if token:

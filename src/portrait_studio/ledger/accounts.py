@@ -305,8 +305,9 @@ class AccountsLedger(CoreLedger):
             raise LoginRequired("the API token is unknown or revoked",
                                 hint="create one with 'portrait team token create' and put it in config.toml (token = ...)")
         actor = self.actor_for(row.user_id, row.team_id)
-        with self._write() as c:
-            c.execute(tk.update().where(tk.c.id == row.id).values(last_used_at=time.time()))
+        if not self.read_only:
+            with self._write() as c:
+                c.execute(tk.update().where(tk.c.id == row.id).values(last_used_at=time.time()))
         return actor
 
     def tokens(self, user_ref: str | None = None) -> list[TokenRow]:

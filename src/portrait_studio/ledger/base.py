@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..accounts import Actor
+from ..errors import LedgerError
 from . import database
 
 __all__ = ["LedgerBase", "dump_json", "load_json"]
@@ -26,16 +28,26 @@ def load_json(text: str | None) -> Any:
 
 class LedgerBase:
     """A connection pool to the ledger's database, seen by one `actor` (None: the one-person studio,
-    which sees and records everything unscoped)."""
+    which sees and records everything unscoped).
 
-    def __init__(self, location: str | Path, *, actor: Actor | None = None) -> None:
-        self.url = database.database_url(location)
+    `read_only=True` is for commands that only read (log, gallery, audit, review lists): a SQLite
+    ledger is opened with `mode=ro`, nothing is created (a studio without a ledger reads as
+    empty), and it works on a read-only folder or disk; any write is refused with a LedgerError.
+    The default (read-write) refuses a studio it cannot write with a LedgerError instead of
+    failing half-way. A file that is not a ledger, or is damaged, is a LedgerError naming
+    `portrait doctor`.
+    """
+
+    def __init__(self, location: str | Path, *, actor: Actor | None = None, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self.url = database.database_url(location, create=not read_only)
         self.path: Path | None = Path(self.url.database) if self.url.get_backend_name() == "sqlite" and self.url.database else None
-        self._engine = database.connect(self.url)
+        self._engine = database.connect(self.url, read_only=read_only)
         self._owns_engine = True
         self.actor = actor
         try:
-            self.migrate()
+            with database.damage_as_ledger_error(self.location):
+                self.migrate()
         except BaseException:
             self._engine.dispose()
             raise
@@ -70,18 +82,40 @@ class LedgerBase:
 
     # --- schema and transactions -------------------------------------------------------------
     def migrate(self) -> None:
+        """Bring the schema up to date. A read-only SQLite ledger that needs it is upgraded once
+        through a writer when its folder allows, else refused (read-only studio)."""
+        if self.read_only and self.path is not None and self.pending_migrations():
+            if not self.path.exists():
+                database.upgrade(self._engine)  # the empty in-memory stand-in
+                return
+            if os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK):
+                type(self)(self.path).close()  # an older ledger: upgrade it once through a writer
+                return
+            raise LedgerError(
+                f"the ledger {self.path} needs an upgrade ({', '.join(self.pending_migrations())}) "
+                "and the studio is read-only",
+                hint="run any recording command (or 'portrait doctor --repair') on a writable studio first",
+            )
         database.upgrade(self._engine)
+
+    def pending_migrations(self) -> list[str]:
+        """Migrations not yet applied (all of them for a new ledger). Reads only."""
+        with self._read() as conn:
+            return database.pending(conn)
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
         """One transaction that holds SQLite's write lock from its first statement (PostgreSQL:
         READ COMMITTED; lock the rows a decision depends on with FOR UPDATE)."""
-        with database.transaction(self._engine, "write") as conn:
+        if self.read_only:
+            raise LedgerError(f"the ledger {self.location} was opened read-only; this records something",
+                              hint="use a recording command on a writable studio")
+        with database.damage_as_ledger_error(self.location), database.transaction(self._engine, "write") as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        with self._engine.connect() as conn:
+        with database.damage_as_ledger_error(self.location), self._engine.connect() as conn:
             conn.execution_options(ledger_tx="read")
             yield conn
 

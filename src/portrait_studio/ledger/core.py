@@ -30,13 +30,12 @@ R, IMG, Q, U = s.results, s.images, s.requests, s.runs
 
 def store_image(images_dir: Path, data: bytes, ext: str) -> tuple[str, Path]:
     """Write `data` content-addressed (images/ab/<sha256>.<ext>); return (sha256, path)."""
+    from ..files import atomic_write_bytes
+
     sha = hashlib.sha256(data).hexdigest()
     path = images_dir / sha[:2] / f"{sha}.{ext}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{new_id()}.part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if not path.exists() or path.stat().st_size != len(data):  # a unique temp name per writer: no race
+        atomic_write_bytes(path, data)
     return sha, path
 
 

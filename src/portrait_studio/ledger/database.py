@@ -18,6 +18,7 @@ and upgraded from there, rows untouched.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,10 +26,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
 
 from ..errors import LedgerError
 
-__all__ = ["HEAD", "RawSQL", "alembic_head", "connect", "database_url", "describe_url", "head", "transaction", "upgrade"]
+__all__ = [
+    "HEAD", "RawSQL", "alembic_head", "connect", "damage_as_ledger_error", "database_url", "describe_url", "head", "pending",
+    "transaction", "upgrade",
+]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LEGACY = {"m001_initial": "0001_initial", "m002_engine": "0002_engine"}
@@ -36,12 +41,15 @@ LEGACY = {"m001_initial": "0001_initial", "m002_engine": "0002_engine"}
 _LOCK_KEY = 0x706F72747261  # 'portra': the advisory lock PostgreSQL migrations hold
 
 
-def database_url(location: str | Path) -> sa.URL:
-    """A file path (or sqlite:/// URL) or a postgresql:// URL, as SQLAlchemy's URL."""
+def database_url(location: str | Path, *, create: bool = True) -> sa.URL:
+    """A file path (or sqlite:/// URL) or a postgresql:// URL, as SQLAlchemy's URL. For a file that
+    will be written (`create`), its folder is made, and a folder or file that cannot be written is
+    refused now rather than half-way through a command."""
     text = str(location)
     if "://" not in text:
         path = Path(text).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            _writable(path)
         return sa.URL.create("sqlite", database=str(path))
     try:
         url = sa.make_url(text)
@@ -52,11 +60,25 @@ def database_url(location: str | Path) -> sa.URL:
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if url.database and url.database != ":memory:" and create:
+            _writable(Path(url.database).expanduser().resolve())
         return url
     raise LedgerError(f"the ledger cannot live in '{backend}'",
                       hint="use a postgresql:// URL for a shared ledger, or a file path for SQLite")
+
+
+def _writable(path: Path) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(f"cannot create the studio folder {folder}: {exc.strerror}",
+                          hint="check the path and its permissions (--home / PORTRAIT_STUDIO_HOME)") from None
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise LedgerError(
+            f"the studio's ledger {path} is read-only; this command records what it does",
+            hint="make the studio folder writable, or point --home / PORTRAIT_STUDIO_HOME at a writable copy",
+        )
 
 
 def describe_url(url: str | sa.URL) -> str:
@@ -67,9 +89,9 @@ def describe_url(url: str | sa.URL) -> str:
         return "(unreadable database URL)"
 
 
-def connect(url: sa.URL) -> sa.Engine:
+def connect(url: sa.URL, *, read_only: bool = False) -> sa.Engine:
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, read_only=read_only)
     engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20, pool_recycle=1800)
     try:
         with engine.connect() as conn:
@@ -82,15 +104,43 @@ def connect(url: sa.URL) -> sa.Engine:
     return engine
 
 
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                              pool_size=8, max_overflow=24)
+def _sqlite_engine(url: sa.URL, *, read_only: bool = False) -> sa.Engine:
+    path = Path(url.database) if url.database and url.database != ":memory:" else None
+    if read_only and (path is None or not path.exists()):
+        # nothing made yet: an empty ledger in memory (one connection, shared), nothing created on disk
+        return _with_pragmas(sa.create_engine("sqlite://", poolclass=StaticPool,
+                                              connect_args={"check_same_thread": False}), wal=False)
+    if read_only and path is not None:
+        for extra in ({}, {"immutable": "1"}):
+            # A WAL ledger in a folder we cannot write and without its -shm file cannot be opened
+            # 'mode=ro'; nobody can be writing it either, so it may be read as immutable.
+            target = sa.URL.create("sqlite", database=path.resolve().as_uri(),
+                                   query={"mode": "ro", **extra, "uri": "true"})
+            engine = _with_pragmas(sa.create_engine(target, connect_args={"timeout": 30, "check_same_thread": False}),
+                                   wal=False)
+            try:
+                with engine.connect() as conn:
+                    conn.execution_options(ledger_tx="read")
+                    conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+                return engine
+            except sa.exc.OperationalError:
+                engine.dispose()
+                if extra:
+                    raise
+            except sa.exc.DatabaseError as exc:
+                engine.dispose()
+                raise _sqlite_problem(str(path), exc.orig) from None
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8, max_overflow=24)
+    return _with_pragmas(engine, wal=True)
 
+
+def _with_pragmas(engine: sa.Engine, *, wal: bool) -> sa.Engine:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we begin transactions ourselves (below)
         cursor = dbapi_conn.cursor()
-        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "busy_timeout=30000"):
+        pragmas = ("journal_mode=WAL", "synchronous=NORMAL") if wal else ()
+        for pragma in (*pragmas, "foreign_keys=ON", "busy_timeout=30000"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -104,6 +154,46 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         # "read": statements run on their own (autocommit), never holding a lock between them
 
     return engine
+
+
+def _sqlite_problem(where: str, exc: BaseException | None) -> LedgerError | None:
+    """The LedgerError for a SQLite failure that means the file (not the query) is the problem."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.IntegrityError):
+        return None
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return LedgerError(f"the ledger {where} is busy ({text})", hint="another portrait process holds it; try again")
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return LedgerError(f"cannot open the ledger {where} ({text})",
+                           hint="check the studio folder's permissions, or use a read-only command")
+    if any(word in text for word in ("malformed", "not a database", "disk image", "file is encrypted")) or \
+            type(exc) is sqlite3.DatabaseError:
+        return LedgerError(
+            f"the ledger {where} is damaged or not a ledger ({text})",
+            hint="run 'portrait doctor' to check the studio ('portrait doctor --repair' salvages what it can)",
+        )
+    return None
+
+
+@contextmanager
+def damage_as_ledger_error(where: str) -> Iterator[None]:
+    """A damaged, locked or unopenable SQLite file surfaces as a LedgerError with the way out."""
+    import sqlite3
+
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        problem = _sqlite_problem(where, exc.orig)
+        if problem is None:
+            raise
+        raise problem from None
+    except sqlite3.DatabaseError as exc:
+        problem = _sqlite_problem(where, exc)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def _alembic_config(conn: sa.Connection) -> Any:
@@ -138,6 +228,26 @@ def _current(conn: sa.Connection) -> str | None:
     if not sa.inspect(conn).has_table("alembic_version"):
         return None
     return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def pending(conn: sa.Connection) -> list[str]:
+    """The revisions a ledger still needs, oldest first (the pre-Alembic ones count as applied)."""
+    current = _current(conn)
+    if current is None:
+        inspector = sa.inspect(conn)
+        if inspector.has_table("_migrations"):
+            done = {row[0] for row in conn.exec_driver_sql("SELECT name FROM _migrations")}
+            reached = [rev for name, rev in LEGACY.items() if name in done]
+            current = reached[-1] if reached else None
+    if current == HEAD:
+        return []
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    chain = [r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()][::-1]  # oldest first
+    return chain[chain.index(current) + 1:] if current in chain else chain
 
 
 def upgrade(engine: sa.Engine) -> None:

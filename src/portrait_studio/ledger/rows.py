@@ -16,6 +16,7 @@ __all__ = [
     "RequestRow",
     "ReviewRow",
     "RunRow",
+    "StoredFile",
     "TeamRow",
     "TokenRow",
     "UserRow",
@@ -107,6 +108,19 @@ class ImageRow(_Row):
     @property
     def approved(self) -> bool:
         return self.review == "approved"
+
+
+class StoredFile(_Row):
+    """An image file the ledger knows: the content-addressed original and its run-folder copy."""
+
+    sha256: str
+    path: str
+    out_path: str | None
+    run_id: str | None
+    sandbox: bool
+    result_id: str | None = None
+    operation: str | None = None
+    """'import': the out path is the user's own file (the same bytes); otherwise a labelled copy."""
 
 
 class TeamRow(_Row):
