@@ -231,6 +231,10 @@ def test_review_then_ship_only_approved_labelled_images_with_their_audit_record(
         assert verify(shipped).labelled
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             ["manifest.json", shipped.name, shipped.name + ".audit.json", shipped.name + ".json"])
+        served = c.get(f"/files/{job.result_id}/manifest.json", headers=producer)  # the jobs page links it
+        assert served.status_code == 200 and served.json()["images"][0]["image_id"] == approved.id
+        other = {"authorization": "Bearer " + world.tokens["Other/owner"]}
+        assert c.get(f"/files/{job.result_id}/manifest.json", headers=other).status_code == 404
         # a later rejection withdraws the approval
         c.post(f"/api/images/{approved.id}/review", json={"decision": "rejected", "comment": "client changed mind"},
                headers=reviewer)

@@ -483,6 +483,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         target = (home / path).resolve()
         db = ledger()
         allowed = [home / "runs", home / "exports"] if db.actor is None else []  # a team sees its own files only
+        if db.actor is not None:  # and the folders its approved exports shipped into
+            allowed += [(home / j.result_id).resolve() for j in db.jobs(limit=1000)
+                        if j.kind == "export_approved" and j.status == "done" and j.result_id]
         run_dirs = [Path(r.out_dir).resolve() for r in db.runs(limit=100_000) if r.out_dir]
         recorded = db.actor is not None and db.file(target) is not None
         if not (recorded or any(target.is_relative_to(a) for a in allowed + run_dirs)) or not target.is_file():
