@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import Engine
-from ..ledger import Ledger, open_ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, print_json, studio
 from ._engine import run_with_engine
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..ledger import Ledger, open_ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, plain, print_json, studio
 from ._options import check_id
 from ._tables import ID, new_table

@@ -9,7 +9,7 @@ import typer
 
 from ..config import KEY_ENV_VARS
 from ..errors import LedgerError
-from ..ledger import Ledger, open_ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, escape, new_app, print_json, studio
 from ._options import RunArg, check_id
 

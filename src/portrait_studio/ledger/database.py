@@ -129,7 +129,10 @@ def _sqlite_engine(url: sa.URL, *, read_only: bool = False) -> sa.Engine:
                     raise
             except sa.exc.DatabaseError as exc:
                 engine.dispose()
-                raise _sqlite_problem(str(path), exc.orig) from None
+                problem = _sqlite_problem(str(path), exc.orig)
+                if problem is None:
+                    raise
+                raise problem from None
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8, max_overflow=24)
     return _with_pragmas(engine, wal=True)
 
@@ -304,7 +307,7 @@ class RawSQL:
         if self._conn is not None:
             return self._run(self._conn, sql, params)
         with self._engine.connect() as conn:
-            conn.execution_options(ledger_tx="write")
+            conn.execution_options(ledger_tx="read")  # SQLite: the statement commits on its own (PRAGMAs too)
             with conn.begin():
                 return self._run(conn, sql, params)
 
