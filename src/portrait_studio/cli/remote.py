@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from ..errors import UsageError
 from ._common import HomeOption, JsonOption, console, print_json, studio
+from ._options import BriefArg, BudgetOption, ModelsOption, SandboxOption, SeedsOption, check_id, seed_option
 
 __all__ = ["register"]
 
@@ -38,23 +39,26 @@ def register(app: typer.Typer) -> None:
     app.add_typer(remote, name="remote")
 
     @remote.command("whoami")
-    def whoami(home: HomeOption = None) -> None:
+    def whoami(json_out: JsonOption = False, home: HomeOption = None) -> None:
         """Who the token signs you in as, in which team, with which role."""
         with _client(home) as client:
             me = client.me()
+        if json_out:
+            print_json({k: v for k, v in me.items() if k != "csrf"})
+            return
         console.print(f"{escape(me['email'])} · {me['role']} · {escape(me['team_name'])} on {escape(client.server)}",
                       highlight=False)
 
     @remote.command("shoot")
     def shoot(
-        brief_path: Annotated[Path, typer.Argument(help="Brief YAML file.")],
-        model: Annotated[list[str], typer.Option("--model", "-m", help="Model id (repeat to compare, up to 4).")],
-        seeds: Annotated[int | None, typer.Option("--seeds", help="Explore N random seeds.")] = None,
-        seed: Annotated[int | None, typer.Option("--seed", help="Lock one seed.")] = None,
+        brief_path: BriefArg,
+        model: ModelsOption,
+        seeds: SeedsOption = None,
+        seed: Annotated[int | None, seed_option()] = None,
         compare: Annotated[bool, typer.Option("--compare", help="Side by side, one row per model.")] = False,
         project: Annotated[str | None, typer.Option("--project", help="The project it counts against.")] = None,
-        budget: Annotated[float | None, typer.Option("--budget", help="This run's budget in USD.")] = None,
-        sandbox: Annotated[str, typer.Option("--sandbox", help="auto, always or never.")] = "auto",
+        budget: BudgetOption = None,
+        sandbox: SandboxOption = "auto",
         no_wait: Annotated[bool, typer.Option("--no-wait", help="Queue it and return.")] = False,
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -97,35 +101,50 @@ def register(app: typer.Typer) -> None:
 
     @remote.command("approve")
     def approve(
-        image: Annotated[str, typer.Argument(help="Image id.")],
-        comment: Annotated[str | None, typer.Option("--comment")] = None,
+        image: Annotated[str, typer.Argument(help="Image id.", metavar="IMAGE",
+                                             callback=lambda v: check_id(v, "image id"))],
+        comment: Annotated[str | None, typer.Option("--comment", help="Why (kept with the approval).")] = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Approve an image (reviewers and owners)."""
         with _client(home) as client:
-            client.review(image, "approved", comment)
+            done = client.review(image, "approved", comment)
+        if json_out:
+            print_json(done["review"])
+            return
         console.print(f"approved {image}")
 
     @remote.command("reject")
     def reject(
-        image: Annotated[str, typer.Argument(help="Image id.")],
+        image: Annotated[str, typer.Argument(help="Image id.", metavar="IMAGE",
+                                             callback=lambda v: check_id(v, "image id"))],
         comment: Annotated[str | None, typer.Option("--comment", help="What to change (required).")] = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Reject an image, saying what to change (reviewers and owners)."""
         with _client(home) as client:
-            client.review(image, "rejected", comment)
+            done = client.review(image, "rejected", comment)
+        if json_out:
+            print_json(done["review"])
+            return
         console.print(f"rejected {image}")
 
     @remote.command("export-approved")
     def export_approved(
-        run: Annotated[str | None, typer.Option("--run", help="Only this run's images.")] = None,
+        run: Annotated[str | None, typer.Option("--run", help="Only this run's images.", metavar="RUN",
+                                                callback=lambda v: check_id(v, "run id"))] = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Ship the approved images on the server (labelled copies, audit records, a manifest)."""
         with _client(home) as client:
             started = client.export_approved(run)
-            job = client.wait(started["job_id"], on_update=_say_job)
+            job = client.wait(started["job_id"], on_update=None if json_out else _say_job)
+        if json_out:
+            print_json(job)
+        elif job["status"] == "done":
+            console.print(f"shipped into the studio's {escape(str(job['result_id']))}", highlight=False)
         if job["status"] != "done":
             raise SystemExit(1)
-        console.print(f"shipped into the studio's {escape(str(job['result_id']))}", highlight=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets as pysecrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,9 +22,14 @@ from ..config import Studio
 from ..errors import UsageError
 from ..ledger import Ledger, open_ledger
 from ._common import HomeOption, JsonOption, console, print_json, studio
+from ._options import check_id, finite
 
 __all__ = ["register"]
 
+ImageIdArg = Annotated[str, typer.Argument(help="Image id or sha256 prefix (see 'portrait log').", metavar="IMAGE",
+                                           callback=lambda v: check_id(v, "image id"))]
+RunOption = Annotated[str | None, typer.Option("--run", help="Only this run's images.", metavar="RUN",
+                                               callback=lambda v: check_id(v, "run id"))]
 TeamOption = Annotated[str | None, typer.Option("--team", help="Team name or id (default: yours, or the only one).")]
 DatabaseOption = Annotated[
     str | None,
@@ -81,6 +86,15 @@ def write_config(s: Studio, **values: str) -> Path:
     return path
 
 
+def _say(json_out: bool, data: dict[str, Any], *lines: str) -> None:
+    """The command's result: JSON with --json, else its lines for a person."""
+    if json_out:
+        print_json(data)
+        return
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     team_app = typer.Typer(help="A team studio: accounts, roles, API tokens and budgets.", no_args_is_help=True)
     app.add_typer(team_app, name="team")
@@ -97,6 +111,7 @@ def register(app: typer.Typer) -> None:
         password: Annotated[str | None, typer.Option("--password", help="Their password (default: one is made and shown once).")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Their display name.")] = None,
         database: DatabaseOption = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Turn this studio into a team studio: the team, its first owner, and an API token for this CLI
@@ -110,21 +125,24 @@ def register(app: typer.Typer) -> None:
             adopted = ledger.adopt_unowned(row.id)
             token = ledger.create_token(user.id, row.id, name="cli (team init)")
             where = ledger.location
-        values = {"token": token, **({"database": database} if database else {})}
-        path = write_config(s, **values)
-        console.print(f"team [bold]{escape(row.name)}[/] in {escape(where)}; owner {escape(user.email)}"
-                      + (f"; {adopted} earlier run(s) now belong to the team" if adopted else ""), highlight=False)
-        if made:
-            console.print(f"their password (shown once): [bold]{escape(secret)}[/]", highlight=False)
-        console.print(f"this CLI now acts as {escape(user.email)} (token in {escape(str(path))})", highlight=False)
+        path = write_config(s, token=token, **({"database": database} if database else {}))
+        _say(json_out,
+             {"team": row.model_dump(mode="json"), "owner": user.email, "password": secret if made else None,
+              "adopted_runs": adopted, "config": str(path), "ledger": where},
+             f"team [bold]{escape(row.name)}[/] in {escape(where)}; owner {escape(user.email)}"
+             + (f"; {adopted} earlier run(s) now belong to the team" if adopted else ""),
+             *([f"their password (shown once): [bold]{escape(secret)}[/]"] if made else []),
+             f"this CLI now acts as {escape(user.email)} (token in {escape(str(path))})")
 
     @team_app.command("create")
-    def create(team: Annotated[str, typer.Argument(help="The new team's name.")], home: HomeOption = None) -> None:
+    def create(team: Annotated[str, typer.Argument(help="The new team's name.")], json_out: JsonOption = False,
+               home: HomeOption = None) -> None:
         """Another team in the same studio (administrator only: run it with the database, no token)."""
         with Ledger(studio(home).ledger_path) as ledger:
             row = ledger.create_team(team)
-        console.print(f"team {escape(row.name)} ({row.id}); add an owner with: portrait team add EMAIL --role owner "
-                      f"--team {escape(row.name)!r}", highlight=False)
+        _say(json_out, row.model_dump(mode="json"),
+             f"team {escape(row.name)} ({row.id}); add an owner with: portrait team add EMAIL --role owner "
+             f"--team {escape(row.name)!r}")
 
     @team_app.command("list")
     def list_teams(json_out: JsonOption = False, home: HomeOption = None) -> None:
@@ -144,6 +162,7 @@ def register(app: typer.Typer) -> None:
         password: Annotated[str | None, typer.Option("--password", help="Their first password (default: made and shown once).")] = None,
         name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
         team: TeamOption = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Add someone to the team with a role (making their account if they have none), or change their role."""
@@ -152,17 +171,19 @@ def register(app: typer.Typer) -> None:
             team_id = _team(ledger, team)
             member, created = ledger.add_person(team_id, email, role, password=secret, name=name)
             team_name = ledger.team(team_id).name
-        console.print(f"{escape(member.email)} is a {member.role} in {escape(team_name)}", highlight=False)
-        if created and made:
-            console.print(f"their first password (shown once): [bold]{escape(secret)}[/]", highlight=False)
+        shown = secret if (created and made) else None
+        _say(json_out, {**member.model_dump(mode="json"), "created": created, "password": shown},
+             f"{escape(member.email)} is a {member.role} in {escape(team_name)}",
+             *([f"their first password (shown once): [bold]{escape(shown)}[/]"] if shown else []))
 
     @team_app.command("remove")
-    def remove(email: Annotated[str, typer.Argument()], team: TeamOption = None, home: HomeOption = None) -> None:
+    def remove(email: Annotated[str, typer.Argument(help="Their email.")], team: TeamOption = None,
+               json_out: JsonOption = False, home: HomeOption = None) -> None:
         """Take someone out of the team (their sessions end and their tokens for it are revoked)."""
         with _ledger(studio(home)) as ledger:
             team_id = _team(ledger, team)
             ledger.remove_member(team_id, email)
-        console.print(f"removed {escape(email)}", highlight=False)
+        _say(json_out, {"removed": email, "team_id": team_id}, f"removed {escape(email)}")
 
     @team_app.command("members")
     def members(team: TeamOption = None, json_out: JsonOption = False, home: HomeOption = None) -> None:
@@ -179,22 +200,24 @@ def register(app: typer.Typer) -> None:
 
     @team_app.command("password")
     def password_cmd(
-        email: Annotated[str, typer.Argument()],
+        email: Annotated[str, typer.Argument(help="Whose password.")],
         password: Annotated[str | None, typer.Option("--password", help="The new password (default: made and shown once).")] = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Set someone's password (owners; anyone for their own). Signs them out everywhere."""
         secret, made = _password(password)
         with _ledger(studio(home)) as ledger:
             ledger.set_password(email, secret)
-        console.print(f"password set for {escape(email)}" + (f": [bold]{escape(secret)}[/] (shown once)" if made else ""),
-                      highlight=False)
+        _say(json_out, {"email": email, "password": secret if made else None},
+             f"password set for {escape(email)}" + (f": [bold]{escape(secret)}[/] (shown once)" if made else ""))
 
     @token_app.command("create")
     def token_create(
         user: Annotated[str | None, typer.Option("--user", help="Whose token (default: yours).")] = None,
         name: Annotated[str, typer.Option("--name", help="What it is for.")] = "cli",
         team: TeamOption = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """A new API token (printed once): send it as 'Authorization: Bearer …', or put it in config.toml."""
@@ -203,10 +226,14 @@ def register(app: typer.Typer) -> None:
             if who is None:
                 raise UsageError("whose token?", field="--user", hint="--user EMAIL")
             token = ledger.create_token(who, team or (ledger.actor.team_id if ledger.actor else None), name=name)
-        console.print(token, highlight=False, soft_wrap=True)
+        if json_out:
+            print_json({"user": who, "name": name, "token": token})
+            return
+        console.print(token, highlight=False, soft_wrap=True, markup=False)
 
     @token_app.command("list")
     def token_list(json_out: JsonOption = False, home: HomeOption = None) -> None:
+        """The tokens you may see (an owner: the team's; others: their own)."""
         with _ledger(studio(home)) as ledger:
             rows = ledger.tokens()
         if json_out:
@@ -218,28 +245,33 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
     @token_app.command("revoke")
-    def token_revoke(token_id: Annotated[str, typer.Argument()], home: HomeOption = None) -> None:
+    def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id (see 'portrait team token list').",
+                                                             callback=lambda v: check_id(v, "token id"))],
+                     json_out: JsonOption = False, home: HomeOption = None) -> None:
+        """Revoke a token: scripts using it are refused from now on."""
         with _ledger(studio(home)) as ledger:
             ledger.revoke_token(token_id)
-        console.print(f"revoked {token_id}")
+        _say(json_out, {"revoked": token_id}, f"revoked {token_id}")
 
     @budget_app.command("set")
     def budget_set(
-        amount: Annotated[float, typer.Argument(help="Dollars.")],
+        amount: Annotated[float, typer.Argument(help="Dollars (0 or more).", callback=finite(low=0))],
         period: Annotated[str, typer.Option("--period", help="day, month or total.")] = "month",
         user: Annotated[str | None, typer.Option("--user", help="One member's budget (default: the whole team's).")] = None,
         project: Annotated[str | None, typer.Option("--project", help="Only this project's runs.")] = None,
         team: TeamOption = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Set a spending limit; every request is checked against every budget that applies before it is sent."""
         with _ledger(studio(home)) as ledger:
             row = ledger.set_budget(_team(ledger, team), amount, period=period, user=user, project=project)
-        console.print(f"budget {row.id}: ${row.limit_usd:.2f} for the {row.scope} (${row.spent_usd:.2f} spent so far)",
-                      highlight=False)
+        _say(json_out, row.model_dump(mode="json"),
+             f"budget {row.id}: ${row.limit_usd:.2f} for the {row.scope} (${row.spent_usd:.2f} spent so far)")
 
     @budget_app.command("list")
     def budget_list(team: TeamOption = None, json_out: JsonOption = False, home: HomeOption = None) -> None:
+        """The team's budgets with what is spent (or in flight) in each one's current period."""
         with _ledger(studio(home)) as ledger:
             rows = ledger.budgets(_team(ledger, team))
         if json_out:
@@ -251,16 +283,20 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
     @budget_app.command("remove")
-    def budget_remove(budget_id: Annotated[str, typer.Argument()], home: HomeOption = None) -> None:
+    def budget_remove(budget_id: Annotated[str, typer.Argument(help="Budget id (see 'portrait team budget list').",
+                                                               callback=lambda v: check_id(v, "budget id"))],
+                      json_out: JsonOption = False, home: HomeOption = None) -> None:
+        """Remove a budget."""
         with _ledger(studio(home)) as ledger:
             ledger.remove_budget(budget_id)
-        console.print(f"removed {budget_id}")
+        _say(json_out, {"removed": budget_id}, f"removed {budget_id}")
 
     # --- the review step ---------------------------------------------------------------------------
     @app.command("approve")
     def approve(
-        image: Annotated[str, typer.Argument(help="Image id or sha256 prefix.")],
+        image: ImageIdArg,
         comment: Annotated[str | None, typer.Option("--comment", help="Why (kept with the approval).")] = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Approve an image for delivery (reviewers and owners)."""
@@ -268,12 +304,13 @@ def register(app: typer.Typer) -> None:
 
         with open_ledger(studio(home)) as ledger:
             row = review_image(ledger, image, "approved", comment)
-        console.print(f"approved {row.result_id}", highlight=False)
+        _say(json_out, row.model_dump(mode="json"), f"approved {row.result_id}")
 
     @app.command("reject")
     def reject(
-        image: Annotated[str, typer.Argument(help="Image id or sha256 prefix.")],
+        image: ImageIdArg,
         comment: Annotated[str | None, typer.Option("--comment", help="What to change (required).")] = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Reject an image, saying what to change (reviewers and owners)."""
@@ -281,12 +318,13 @@ def register(app: typer.Typer) -> None:
 
         with open_ledger(studio(home)) as ledger:
             row = review_image(ledger, image, "rejected", comment)
-        console.print(f"rejected {row.result_id}: {escape(row.comment or '')}", highlight=False)
+        _say(json_out, row.model_dump(mode="json"), f"rejected {row.result_id}: {escape(row.comment or '')}")
 
     @app.command("export-approved")
     def export_approved_cmd(
-        out: Annotated[Path, typer.Option("--out", help="Folder to ship into.")],
-        run: Annotated[str | None, typer.Option("--run", help="Only this run's images.")] = None,
+        out: Annotated[Path, typer.Option("--out", help="Folder to ship into.", file_okay=False, metavar="FOLDER")],
+        run: RunOption = None,
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Ship the approved images: labelled copies, an audit record each, and a manifest."""
@@ -296,5 +334,6 @@ def register(app: typer.Typer) -> None:
         with open_ledger(s) as ledger:
             run_id = ledger.run(run).id if run else None
             done = export_approved(s, ledger, out, run_id=run_id)
-        console.print(f"shipped {len(done.files)} approved image(s) to {escape(str(done.folder))}"
-                      + (f"; left out {len(done.skipped)} (see manifest.json)" if done.skipped else ""), highlight=False)
+        _say(json_out, done.model_dump(mode="json"),
+             f"shipped {len(done.files)} approved image(s) to {escape(str(done.folder))}"
+             + (f"; left out {len(done.skipped)} (see manifest.json)" if done.skipped else ""))
