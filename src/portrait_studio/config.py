@@ -102,6 +102,23 @@ class Studio:
     def keys_path(self) -> Path:
         return self.home / "keys.json"
 
+    def check_out_dir(self, path: str | os.PathLike[str]) -> Path:
+        """`path` resolved, if a run may write its files there (`--out`); else a StudioError.
+
+        Refused: the studio folder itself, any folder above it (a run folder is served by the web
+        studio, and must never hold the keys or the ledger) and any folder inside it except under
+        runs/ (images/, thumbs/ … belong to the studio).
+        """
+        out = Path(path).expanduser().resolve()
+        home = self.home.resolve()
+        if home.is_relative_to(out):
+            raise StudioError(f"--out {path} {'is' if out == home else 'contains'} the studio folder {home}",
+                              hint="write the run to a folder of its own outside the studio, e.g. --out ./portraits")
+        if out.is_relative_to(home) and not out.is_relative_to(self.runs_dir.resolve()):
+            raise StudioError(f"--out {path} is inside the studio folder {home}",
+                              hint=f"leave --out out (runs go to {self.runs_dir}) or choose a folder outside the studio")
+        return out
+
     def _load_config(self) -> StudioConfig:
         if not self.config_path.exists():
             return StudioConfig()

@@ -7,8 +7,6 @@ Long work runs in the `JobManager`; progress streams over SSE and is read from t
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -28,7 +25,7 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import actions
@@ -54,20 +51,26 @@ from ..errors import (
     NotConfigured,
     ProviderError,
     StudioError,
+    UsageError,
 )
 from ..gallery import (
     CHECK_STATUSES,
     GalleryFilter,
+    clean_thumbnail_parts,
     gallery_page,
     image_detail,
+    output_file,
+    run_file,
     run_progress,
     thumbnail,
 )
+from ..imaging import ImageInputError
 from ..jobs import JobManager, execute_recorded_run
-from ..ledger import ImageRow, Ledger
-from ..preview import preview_brief, save_brief, store_reference
+from ..ledger import ImageRow, Ledger, RunRow
+from ..preview import preview_brief, save_brief, store_reference, studio_references
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary, start_run
 from .security import MAX_BODY, StudioGuard
+from .streams import ProgressStreams
 
 __all__ = ["create_app", "http_status"]
 
@@ -79,7 +82,7 @@ def http_status(exc: StudioError) -> int:
     """The HTTP answer for each branch of the error tree."""
     for kind, status in (
         (LedgerError, 404), (ConsentRequired, 403), (BudgetExceeded, 402), (NotConfigured, 503),
-        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ProviderError, 502),
+        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ImageInputError, 422), (ProviderError, 502),
     ):
         if isinstance(exc, kind):
             return status
@@ -87,7 +90,7 @@ def http_status(exc: StudioError) -> int:
 
 
 class _Form(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PreviewForm(_Form):
@@ -137,9 +140,15 @@ def _models_chosen(models: list[str]) -> list[str]:
     return chosen
 
 
-def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY) -> Any:
-    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist)."""
+def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
+               streams: ProgressStreams | None = None) -> Any:
+    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist);
+    `streams` sets the progress streams' limits (defaults: see `ProgressStreams`)."""
     jobs = JobManager(studio)
+    streams = streams or ProgressStreams()
+    with Ledger(studio.ledger_path):  # create/migrate once, before request threads open their own connections
+        pass
+    clean_thumbnail_parts(studio.home)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -159,6 +168,19 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if found is None:
             found = local.ledger = Ledger(studio.ledger_path)
         return found
+
+    def exact_image(ref: str) -> ImageRow:
+        """The image with this exact id or sha256: links carry whole ids, so no prefix or wildcard acts here."""
+        image = ledger().image(ref) if ref.strip() else None
+        if image is None or ref not in (image.id, image.image_sha256):
+            raise LedgerError(f"no image '{ref}' in the ledger", hint="open it from the gallery")
+        return image
+
+    def exact_run(ref: str) -> RunRow:
+        run = ledger().run(ref) if ref.strip() else None
+        if run is None or run.id != ref:
+            raise LedgerError(f"no run '{ref}' in the ledger", hint="open it from the gallery or the Jobs page")
+        return run
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status)
@@ -215,7 +237,10 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.post("/api/brief/preview")
     def preview(form: PreviewForm) -> dict[str, Any]:
-        return preview_brief(form.brief, form.models).model_dump(mode="json")
+        def vet(brief: Any) -> Any:
+            return studio_references(ledger(), studio.images_dir, brief)
+
+        return preview_brief(form.brief, form.models, check_references=vet).model_dump(mode="json")
 
     @app.post("/api/brief/save")
     def save(form: SaveForm) -> dict[str, Any]:
@@ -247,7 +272,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.post("/api/shoot")
     def shoot(form: ShootForm) -> dict[str, Any]:
-        brief = parse_brief(form.brief, source="brief builder")
+        brief = studio_references(ledger(), studio.images_dir, parse_brief(form.brief, source="brief builder"))
         chosen = _models_chosen(form.models)
         seed = form.seed
         if seed is None and form.seeds is None and brief.output.seed != "random":
@@ -259,6 +284,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             plan = plan_shoot(brief, chosen, seeds)
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
+        studio_references(ledger(), studio.images_dir, brief, record=True)  # rights stated in the brief, kept now
         run_id, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
         job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
@@ -271,8 +297,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             raise BriefError(f"cannot vary '{form.element}'", field="element", hint=f"vary one of: {', '.join(VARIABLE_ELEMENTS)}")
         value: Any = form.value.strip()
         if form.element == "lens":
-            value = int(value) if value.isdigit() else value
-        plan = plan_vary(ledger(), run_id, {form.element: value})
+            value = int(value) if value.isascii() and value.isdigit() else value
+        plan = plan_vary(ledger(), exact_run(run_id).id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
         new_run, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
@@ -283,14 +309,14 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     @app.post("/api/images/{image_id}/pick")
     def pick(image_id: str) -> dict[str, Any]:
         db = ledger()
-        image = db.image(image_id)
+        image = exact_image(image_id)
         if not image.run_id:
             raise LedgerError(f"image {image.id} belongs to no run", hint="only images of a shoot can be picked")
         row = db.pick(image.run_id, image.id)
         return {"image": row.model_dump(mode="json"), "vary_url": f"/images/{row.id}#vary"}
 
     def image_job(kind: str, image_id: str, title: str, fn: Any) -> dict[str, Any]:
-        image = ledger().image(image_id)  # 404 before queueing anything
+        image = exact_image(image_id)  # 404 before queueing anything
 
         def work(ctx: Any) -> str | None:
             with Ledger(studio.ledger_path) as own:
@@ -332,31 +358,15 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def job_state(job_id: str) -> dict[str, Any]:
         return jobs.get(job_id).model_dump(mode="json")
 
-    def sse(snapshot: Any) -> StreamingResponse:
-        async def stream() -> Any:
-            last = None
-            while True:
-                data, finished = await run_in_threadpool(snapshot)
-                text = json.dumps(data, default=str)
-                if text != last:
-                    yield f"data: {text}\n\n"
-                    last = text
-                if finished:
-                    yield "event: end\ndata: {}\n\n"
-                    return
-                await asyncio.sleep(0.25)
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-
-    @app.get("/api/jobs/{job_id}/events")
-    def job_events(job_id: str) -> StreamingResponse:
+    @app.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)
+    def job_events(job_id: str) -> Response:
         jobs.get(job_id)
 
         def snapshot() -> tuple[dict[str, Any], bool]:
             job = jobs.get(job_id)
             return job.model_dump(mode="json"), job.finished
 
-        return sse(snapshot)
+        return streams.response(f"job:{job_id}", snapshot, live=lambda: not jobs.get(job_id).finished)
 
     def run_snapshot(run_id: str) -> tuple[dict[str, Any], bool]:
         db = ledger()
@@ -373,12 +383,17 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/runs/{run_id}/progress")
     def progress(run_id: str) -> dict[str, Any]:
-        return run_snapshot(run_id)[0]
+        return run_snapshot(exact_run(run_id).id)[0]
 
-    @app.get("/api/runs/{run_id}/events")
-    def run_events(run_id: str) -> StreamingResponse:
-        ledger().run(run_id)
-        return sse(lambda: run_snapshot(run_id))
+    @app.get("/api/runs/{run_id}/events", response_class=StreamingResponse)
+    def run_events(run_id: str) -> Response:
+        exact_run(run_id)
+
+        def live() -> bool:
+            job = jobs.for_run(run_id)
+            return job is not None and not job.finished
+
+        return streams.response(f"run:{run_id}", lambda: run_snapshot(run_id), live=live)
 
     # --- pages ---------------------------------------------------------------------------------
     @app.get("/gallery", response_class=HTMLResponse)
@@ -386,10 +401,16 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         request: Request, run: str | None = None, model: str | None = None, seed: str | None = None,
         check: str | None = None, picked: str | None = None, page_no: int = 1, page: int | None = None,
     ) -> Response:
-        f = GalleryFilter.model_validate({
-            "run": run or None, "model": model or None, "seed": int(seed) if seed and seed.isdigit() else None,
-            "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
-        })
+        try:
+            f = GalleryFilter.model_validate({
+                "run": run or None, "model": model or None,
+                "seed": int(seed) if seed and seed.isascii() and seed.isdigit() else None,
+                "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
+            })
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"]) or "filter"
+            raise UsageError(first["msg"], field=name, hint="clear the gallery's filters") from None
         result = gallery_page(ledger(), f)
         return _page_gallery(request, result)
 
@@ -398,44 +419,44 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/images/{image_id}", response_class=HTMLResponse)
     def detail(request: Request, image_id: str) -> Response:
-        d = image_detail(ledger(), image_id)
+        d = image_detail(ledger(), exact_image(image_id).id)
         neighbours = _neighbours(ledger(), d.image)
         return render(request, "image.html", d=d, elements=list(VARIABLE_ELEMENTS), regions=actions.FIX_REGIONS,
                     neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")))
 
     @app.get("/images/{image_id}/file")
     def full_image(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
-        return FileResponse(image.path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+        image = exact_image(image_id)
+        if not Path(image.path).is_file():
+            raise LedgerError(f"the file of image {image.id} is missing: {image.path}", hint="restore the studio's images/ folder")
+        return _file_response(Path(image.path), cache=True)
 
     @app.get("/thumbs/{image_id}.jpg")
     def thumb(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
+        image = exact_image(image_id)
         path = thumbnail(studio.home, image)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/files/{path:path}")
     def studio_file(path: str) -> FileResponse:
-        """Files the studio wrote (run folders, exports) — and nothing outside them."""
-        home = studio.home.resolve()
-        target = (home / path).resolve()
-        allowed = [home / "runs", home / "exports"]
-        run_dirs = [Path(r[0]).resolve() for r in ledger().db.execute("SELECT out_dir FROM runs WHERE out_dir IS NOT NULL")]
-        if not any(target.is_relative_to(a) for a in allowed + run_dirs) or not target.is_file():
-            raise LedgerError(f"no studio file '{path}'", hint="files are served from the studio's runs/ and exports/ folders")
-        return FileResponse(target)
+        """A file the ledger lists as an output (images, run files, exports), by its path in the studio folder."""
+        return _file_response(output_file(ledger(), studio.home, path))
+
+    @app.get("/runs/{run_id}/files/{name}")
+    def run_folder_file(run_id: str, name: str) -> FileResponse:
+        """A run's image, contact sheet, grid or run.json, wherever `--out` put the run's folder."""
+        return _file_response(run_file(ledger(), studio.home, run_id, name))
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> Response:
-        db = ledger()
-        run = db.run(run_id)
+        run = exact_run(run_id)
         data, finished = run_snapshot(run.id)
         return render(request, "run.html", run=run, snap=data, finished=finished)
 
     @app.get("/runs/{run_id}/compare", response_class=HTMLResponse)
     def compare_page(request: Request, run_id: str) -> Response:
         db = ledger()
-        run = db.run(run_id)
+        run = exact_run(run_id)
         rows = comparison_rows(db, run.id)
         seeds = sorted({i.seed for r in rows for i in r["images"] if i.seed is not None})
         grid = [(seed, [(r, next((i for i in r["images"] if i.seed == seed), None)) for r in rows]) for seed in seeds]
@@ -457,6 +478,20 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     guarded = StudioGuard(app, token=token, max_body=max_body)
     guarded.fastapi = app  # type: ignore[attr-defined]  # tests reach app.state.jobs through it
     return guarded
+
+
+FILE_HEADERS = {
+    # A served file is data, never a page that runs in the studio's origin (comparison.html included).
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _file_response(path: Path, *, cache: bool = False) -> FileResponse:
+    headers = dict(FILE_HEADERS)
+    if cache:  # content-addressed: the bytes behind this URL never change
+        headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return FileResponse(path, headers=headers)
 
 
 def _tile(image: ImageRow) -> dict[str, Any]:

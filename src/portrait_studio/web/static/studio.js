@@ -222,6 +222,10 @@ function runLive(box) {
   const source = new EventSource(`/api/runs/${box.dataset.run}/events`);
   source.onmessage = (e) => render(JSON.parse(e.data));
   source.addEventListener("end", () => { source.close(); box.dataset.finished = "true"; document.body.dataset.runFinished = "true"; });
+  source.addEventListener("timeout", (e) => {
+    source.close();
+    $("#run-errors").insertAdjacentHTML("beforeend", `<li>Live progress stopped: ${esc(JSON.parse(e.data).reason)} — reload the page to see where it stands.</li>`);
+  });
   source.onerror = () => { if (box.dataset.finished === "true") source.close(); };
 }
 
@@ -241,6 +245,10 @@ function watchJob(jobId) {
     status.innerHTML = html;
   };
   source.addEventListener("end", () => source.close());
+  source.addEventListener("timeout", (e) => {
+    source.close();
+    status.insertAdjacentHTML("beforeend", `<br><span class="note">Live progress stopped: ${esc(JSON.parse(e.data).reason)} — see the Jobs page.</span>`);
+  });
 }
 function detailPage() {
   const pick = $("#pick");
