@@ -29,12 +29,13 @@ def portrait_png(size: tuple[int, int] = (192, 256), shade: int = 0) -> bytes:
 
 def shoot_into_ledger(
     studio: Studio, models: list[str], seeds: list[int], *, kind: str = "shoot", size: tuple[int, int] = (192, 256),
+    out_dir: Path | None = None,
 ) -> tuple[str, list[ImageRow]]:
     """Record a run the way `portrait shoot` does, with each request's image stored in the ledger."""
     plan = plan_shoot(BRIEF, models, seeds, kind=kind)
     made = []
     with Ledger(studio.ledger_path) as ledger:
-        run_id, out = start_run(plan, ledger, studio.runs_dir, budget_usd=None)
+        run_id, out = start_run(plan, ledger, studio.runs_dir, budget_usd=None, out_dir=out_dir)
         for n, row in enumerate(ledger.requests(run_id)):
             result = Result(request_id=row.id, provider=row.provider, model=row.model, seed=row.seed,
                             image=portrait_png(size, shade=next(_SHADES) % 200), cost=Cost(credits=4, usd=0.04), sandbox=True)

@@ -57,7 +57,12 @@ def _open(fp: str | BytesIO | Path, name: str, max_pixels: int) -> Image.Image:
             im.load()
     except ImageInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageInputError(
+            f"image {_describe(name)} is too large to open safely: {exc}",
+            hint="downscale it first; a file this large is either a decompression bomb or not a portrait",
+        ) from exc
+    except UnidentifiedImageError as exc:
         raise ImageInputError(f"{_describe(name)} is not an image the studio can read ({type(exc).__name__})",
                               hint="give a PNG, JPEG or WebP file") from exc
     except (OSError, SyntaxError, ValueError) as exc:
