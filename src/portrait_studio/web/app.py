@@ -222,6 +222,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
             backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
             cues=preset("quality")["default_cues"],
+            default_seeds=len(choose_seeds(None, None)),  # the seed policy's own default, as the CLI uses it
         )
 
     @app.get("/api/examples/{name}")
