@@ -155,7 +155,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         yield
         jobs.shutdown(wait=False)
 
-    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # The OpenAPI schema is served (for scripts, and so the API is fuzzed from its own description); no docs UI.
+    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     local = threading.local()
@@ -264,12 +265,19 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return {**stored.model_dump(mode="json"), "role": role}
 
     # --- shoots, compares, varies ------------------------------------------------------------
+    def submit(kind: str, title: str, work: Any, **where: str | None) -> Any:
+        try:
+            return jobs.submit(kind, title, work, **where)
+        except RuntimeError:  # the job pool closed: the server is shutting down
+            raise StudioError("the studio server is shutting down; nothing was started",
+                              hint="start 'portrait serve' again; 'portrait resume' finishes a recorded run") from None
+
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
         def work(ctx: Any) -> str:
             execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker)
             return run_id
 
-        return jobs.submit(kind, title, work, run_id=run_id).id
+        return submit(kind, title, work, run_id=run_id).id
 
     @app.post("/api/shoot")
     def shoot(form: ShootForm) -> dict[str, Any]:
@@ -323,7 +331,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             with Ledger(studio.ledger_path) as own:
                 return fn(ctx, own, image.id)
 
-        job = jobs.submit(kind, title, work, run_id=None, image_id=image.id)
+        job = submit(kind, title, work, run_id=None, image_id=image.id)
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     @app.post("/api/images/{image_id}/upscale")
