@@ -65,7 +65,6 @@ def _operations(server: ServerThread) -> list:  # type: ignore[type-arg]
 def test_no_request_gets_a_server_error_or_a_secret(studio_server: tuple[ServerThread, Studio], mode: str) -> None:
     """Every operation, with data that fits its schema (positive) and data that does not (negative)."""
     from hypothesis.errors import Unsatisfiable
-
     from schemathesis.generation.modes import GenerationMode
 
     server, _ = studio_server
@@ -93,7 +92,7 @@ def test_no_request_gets_a_server_error_or_a_secret(studio_server: tuple[ServerT
             pass  # recorded above; keep fuzzing the other operations
         except Unsatisfiable:
             pass  # no data breaks this operation's schema (a page without parameters): nothing negative to send
-        except Exception as exc:  # noqa: BLE001 - a generation problem is reported with the operation
+        except Exception as exc:  # a generation problem is reported with its operation
             failures.append(f"{operation.label}: {type(exc).__name__}: {exc}")
     assert failures == []
 
