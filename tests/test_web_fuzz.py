@@ -27,7 +27,12 @@ from portrait_studio.web.streams import ProgressStreams  # noqa: E402
 
 SECRET = "bfl-fuzz-secret-0123456789"
 EXAMPLES = int(os.environ.get("PORTRAIT_FUZZ_EXAMPLES", "40"))
-COUNTS: Counter[str] = Counter()
+COUNTS: dict[str, Counter[str]] = {}
+"""Answers by status, per fuzzing test: what docs/reliability-web.md reports."""
+
+
+def _count(test: str, status: int) -> None:
+    COUNTS.setdefault(test, Counter())[str(status)] += 1
 REPORT = Path(__file__).resolve().parents[1] / "test-artifacts" / "web-fuzz.json"
 
 
@@ -50,7 +55,8 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     jobs = app.fastapi.state.jobs.jobs()
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps({
-        "cases": sum(COUNTS.values()), "by_status": dict(sorted(COUNTS.items())),
+        "cases": sum(sum(c.values()) for c in COUNTS.values()),
+        "by_test": {test: {"cases": sum(c.values()), **dict(sorted(c.items()))} for test, c in COUNTS.items()},
         "jobs": dict(Counter(f"{j.kind} {j.status}" for j in jobs)),
         "job_errors": sorted({j.error or "" for j in jobs if j.status == "failed"}),
     }, indent=2))
@@ -78,7 +84,7 @@ def test_no_request_gets_a_server_error_or_a_secret(studio_server: tuple[ServerT
                   database=None)
         def run(case) -> None:  # type: ignore[no-untyped-def]
             response = case.call(base_url=server.url, timeout=20)
-            COUNTS[str(response.status_code)] += 1
+            _count(f"schema {mode}", response.status_code)
             body = response.content
             bad = (response.status_code >= 500 or SECRET.encode() in body or body.startswith(b"SQLite format")
                    or b"Traceback" in body)
@@ -125,22 +131,30 @@ def test_the_file_routes_serve_nothing_but_outputs_whatever_the_path(studio_serv
              "studio", "thumbs", "..", ".", "", "%2e%2e", "%2E%2e%2f", "%00", "%0a", "%5c", "~", *runs,
              *{Path(i.out_path or "").name for i in images}, *{i.image_sha256[:2] for i in images},
              *{Path(i.path).name for i in images}, str(studio.home).strip("/"), str(studio.keys_path).strip("/")]
+    real = [f"/runs/{i.run_id}/files/{Path(i.out_path or '').name}" for i in images if i.out_path]
+    real += [f"/runs/{r}/files/run.json" for r in runs] + [f"/images/{i.id}/file" for i in images]
+    real += [f"/files/{Path(i.path).relative_to(studio.home)}" for i in images] + [f"/thumbs/{i.id}.jpg" for i in images]
     routes = ["/files/", *(f"/runs/{r}/files/" for r in runs), "/thumbs/", "/images/", "/runs/", "/static/"]
     allowed = _allowed_bodies(studio)
     statuses: Counter[int] = Counter()
 
     with httpx.Client(base_url=server.url, timeout=20) as http:
-        @given(route=st.sampled_from(routes), parts=st.lists(st.sampled_from(names) | st.text(max_size=6), max_size=5))
+        built = st.builds(lambda route, parts: route + "/".join(parts), st.sampled_from(routes),
+                          st.lists(st.sampled_from(names) | st.text(max_size=6), max_size=5))
+        near_real = st.builds(lambda good, twist: good + twist, st.sampled_from(real),
+                              st.sampled_from(["", "", "%00", "/..", "/../keys.json", "/../../ledger.db", ".", "/", "%2f..",
+                                               "x", ".part", "%0a"]))
+
+        @given(path=built | near_real)
         @settings(max_examples=max(100, EXAMPLES * 8), deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
-        def probe(route: str, parts: list[str]) -> None:
-            path = route + "/".join(parts)
+        def probe(path: str) -> None:
             try:
                 res = http.get(path)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError):
                 return  # not a URL a client can send
             statuses[res.status_code] += 1
-            COUNTS[str(res.status_code)] += 1
+            _count("file routes", res.status_code)
             assert res.status_code < 500, (path, res.status_code, res.text[:200])
             assert SECRET.encode() not in res.content and not res.content.startswith(b"SQLite format"), path
             sent = res.request.url.path  # after the client removed dot segments
@@ -212,7 +226,7 @@ def test_real_requests_with_one_field_broken_get_clear_answers(studio_server: tu
             path = data.draw(st.sampled_from(_leaves(body)))
             broken = _replace(body, path, data.draw(JSON))
             res = http.post(url, json=broken)
-            COUNTS[str(res.status_code)] += 1
+            _count("one field broken", res.status_code)
             assert res.status_code < 500, (url, path, res.status_code, res.text[:300])
             if res.status_code >= 400:
                 assert res.json()["error"], (url, path)  # a message, and where it helps, the fix
