@@ -265,3 +265,11 @@ def test_an_oversized_upload_names_the_limit_as_20_mib(client: TestClient) -> No
         "content-type": "multipart/form-data; boundary=zz", "content-length": str(25 * 1024 * 1024)})
     assert res.status_code == 413
     assert "the limit is 20 MiB" in res.json()["error"] and "MB" not in res.json()["error"]
+
+
+def test_the_run_page_links_the_run_files_wherever_out_put_them(client: TestClient, studio: Studio, tmp_path: Path) -> None:
+    run_id, _ = shoot_into_ledger(studio, ["flux-1.1-pro"], [1], out_dir=tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "notes.txt").write_text("mine")
+    page = client.get(f"/runs/{run_id}", headers={"accept": "text/html"}).text
+    assert f'href="/runs/{run_id}/files/run.json"' in page and "notes.txt" not in page
+    assert client.get(f"/runs/{run_id}/files/run.json").json()["run_id"] == run_id

@@ -55,6 +55,7 @@ from ..errors import (
 )
 from ..gallery import (
     CHECK_STATUSES,
+    RUN_FILES,
     GalleryFilter,
     clean_thumbnail_parts,
     gallery_page,
@@ -460,7 +461,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def run_page(request: Request, run_id: str) -> Response:
         run = exact_run(run_id)
         data, finished = run_snapshot(run.id)
-        return render(request, "run.html", run=run, snap=data, finished=finished)
+        folder = Path(run.out_dir) if run.out_dir else None
+        files = sorted(p.name for p in folder.iterdir() if RUN_FILES.fullmatch(p.name)) if folder and folder.is_dir() else []
+        return render(request, "run.html", run=run, snap=data, finished=finished, files=files)
 
     @app.get("/runs/{run_id}/compare", response_class=HTMLResponse)
     def compare_page(request: Request, run_id: str) -> Response:
