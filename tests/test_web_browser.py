@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _engine_helpers import starter
 from portrait_studio.config import Studio
 from portrait_studio.web import create_app
 from portrait_studio.web.server import ServerThread
@@ -33,7 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     studio = Studio(tmp_path_factory.mktemp("studio"), environ={})  # no keys: every shoot uses the sandbox
-    with ServerThread(create_app(studio)) as running:
+    with ServerThread(create_app(studio, start_sandbox=starter(latency=0.05))) as running:
         yield running
 
 
@@ -222,22 +223,12 @@ def test_model_names_with_brackets_are_shown_verbatim(page) -> None:  # type: ig
 
 
 def test_a_long_prompt_wraps_on_the_detail_page_instead_of_overflowing(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from _web_helpers import BRIEF
-    from portrait_studio.ledger import Ledger
-    from portrait_studio.records import Cost, Result
-    from portrait_studio.shoot import plan_shoot, start_run
+    from _web_helpers import BRIEF, shoot_into_ledger
 
     studio = Studio(tmp_path / "studio", environ={})
     long = BRIEF.model_copy(update={"subject": BRIEF.subject.model_copy(update={
         "description": "a woman wearing a " + "very-" * 60 + "long-hyphenated-jacket, photographed " + "x" * 300})})
-    with Ledger(studio.ledger_path) as ledger:
-        run_id, out = start_run(plan_shoot(long, ["flux-1.1-pro"], [7]), ledger, studio.runs_dir, budget_usd=None)
-        row = ledger.requests(run_id)[0]
-        from _web_helpers import portrait_png
-
-        made = ledger.record_image(Result(request_id=row.id, provider=row.provider, model=row.model, seed=7, image=portrait_png(),
-                                          cost=Cost(usd=0.04), sandbox=True), images_dir=studio.images_dir, run_id=run_id,
-                                   request_id=row.id, out_path=out / "01.png")
+    _, (made,) = shoot_into_ledger(studio, ["flux-1.1-pro"], [7], brief=long)
     with ServerThread(create_app(studio, checker=None)) as server:
         for width in (1360, 900, 420):
             context = browser.new_context(viewport={"width": width, "height": 900}, base_url=server.url)

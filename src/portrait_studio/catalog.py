@@ -10,7 +10,7 @@ import math
 import tomllib
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,7 @@ from .errors import CapabilityError
 from .records import Cost, Mode
 
 __all__ = [
+    "model_summary",
     "GuidanceRange",
     "ModelSpec",
     "Price",
@@ -221,3 +222,26 @@ def parse_aspect(text: str) -> float:
 def estimate_cost(spec: ModelSpec, provider: str, width: int | None, height: int | None, input_mp: float = 0.0) -> Cost:
     mp = megapixels(width, height) if width and height else (spec.size.fixed_mp or 1.0)
     return spec.price_on(provider).cost(mp, input_mp)
+
+
+def model_summary(spec: ModelSpec) -> dict[str, Any]:
+    """One catalog row in the shape comparison pages show."""
+    provider = spec.default_provider
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "providers": list(spec.routes),
+        "modes": list(spec.modes) + (["lora"] if spec.lora else []) + (["finetune"] if spec.finetune else []),
+        "references": spec.max_references,
+        "max_resolution": spec.max_resolution,
+        "resolution_modes": list(spec.resolution_modes),
+        "aspect_ratios": spec.aspect_ratios,
+        "steps": spec.steps.model_dump() if spec.steps else None,
+        "guidance": spec.guidance.model_dump() if spec.guidance else None,
+        "negative_prompt": spec.negative_prompt,
+        "safety_tolerance": spec.safety_tolerance.model_dump() if spec.safety_tolerance else None,
+        "variants": list(spec.variants),
+        "price": spec.price_on(provider).describe(),
+        "price_by_provider": {p: spec.price_on(p).describe() for p in spec.routes},
+        "licence": spec.licence,
+    }

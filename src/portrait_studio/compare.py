@@ -13,7 +13,9 @@ from typing import Any
 
 from .brief import Brief
 from .catalog import get_model
+from .engine import StepContext, register_step
 from .errors import BriefError
+from .files import atomic_write_text
 from .grids import Tile, side_by_side
 from .ledger import ImageRow, Ledger
 from .shoot import ShootPlan, plan_shoot
@@ -36,7 +38,7 @@ def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, p
 
 def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     """One row per model: catalog features, list price, what this comparison cost, time, checks."""
-    from .cli.models import model_summary
+    from .catalog import model_summary
 
     requests = ledger.requests(run_id)
     images = {i.request_id: i for i in ledger.images(run_id=run_id, limit=10_000)}
@@ -122,13 +124,13 @@ def write_comparison(ledger: Ledger, run_id: str, out: Path) -> dict[str, Path]:
     lines = [header, sep, *("| " + " | ".join(_cell(r, k) for k, _ in COLUMNS) + " |" for r in rows)]
     total = sum(r["cost_usd"] for r in rows)
     md = out / "comparison.md"
-    md.write_text(f"# Model comparison · run {run_id}\n\nSeeds: {', '.join(map(str, seeds))}\n\n" + "\n".join(lines)
+    atomic_write_text(md, f"# Model comparison · run {run_id}\n\nSeeds: {', '.join(map(str, seeds))}\n\n" + "\n".join(lines)
                   + f"\n\nTotal spent: ${total:.3f}\n")
     head = "".join(f"<th>{html.escape(t)}</th>" for _, t in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>" for r in rows)
     page = out / "comparison.html"
     grid = next(iter(paths.values()), None)
-    page.write_text(
+    atomic_write_text(page,
         "<!doctype html><meta charset='utf-8'><title>Model comparison</title>"
         "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:left}img{max-width:100%}</style>"
@@ -138,3 +140,9 @@ def write_comparison(ledger: Ledger, run_id: str, out: Path) -> dict[str, Path]:
     )
     paths["markdown"], paths["html"] = md, page
     return paths
+
+
+@register_step("compare")
+def _compare_step(ctx: StepContext) -> None:
+    """The comparison's grid and feature/price tables, written again on every resume."""
+    write_comparison(ctx.engine.ledger, ctx.run.id, ctx.out_dir)

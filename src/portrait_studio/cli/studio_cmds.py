@@ -34,8 +34,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an audit bundle: images, a record per image, CSV, summary page — no secrets."""
         from ..audit import build_audit_bundle
+        from ..engine import Engine
+        from ..finishing.lineage import LabelSettings
 
         s = studio(home)
         with Ledger(s.ledger_path) as ledger:
-            path = build_audit_bundle(ledger, ledger.run(run).id, out, secrets=s.secrets())
+            row = ledger.run(run)
+            engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
+                            labels=LabelSettings.from_studio(s), secrets=s.secrets())
+            for image in ledger.images(run_id=row.id, limit=100_000):  # every delivered copy present and labelled
+                if image.operation == "generate" and image.out_path:
+                    engine.deliver(image)
+            path = build_audit_bundle(ledger, row.id, out, secrets=s.secrets())
         console.print(f"wrote {path}")

@@ -202,8 +202,9 @@ class LocalProvider(Provider):
             raise CapabilityError(f"{spec.name} takes no LoRA", hint="remove the LoRA or pick a model that does")
         self._weights(request, options)
         if not self.licence_accepted(request.model):
-            raise LicenceNotAccepted(f"{request.model}: licence not accepted yet", provider="local",
-                                     hint=self.licence_notice(request.model))
+            raise LicenceNotAccepted(
+                f"{request.model}: its licence is not accepted yet ({_spec(request.model).licence})", provider="local",
+                hint=f"run 'portrait local licence {request.model}' to read and accept it, or pass --accept-licence")
 
     def _family(self, model: str) -> tuple[Any, _Family]:
         spec = _spec(model)

@@ -66,10 +66,10 @@ from ..gallery import (
     thumbnail,
 )
 from ..imaging import ImageInputError
-from ..jobs import JobManager, execute_recorded_run
+from ..jobs import JobManager, execute_recorded_run, record_plan
 from ..ledger import ImageRow, Ledger, RunRow
 from ..preview import preview_brief, save_brief, store_reference, studio_references
-from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary, start_run
+from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
 from .security import MAX_BODY, StudioGuard
 from .streams import ProgressStreams
 
@@ -142,8 +142,9 @@ def _models_chosen(models: list[str]) -> list[str]:
 
 
 def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
-               streams: ProgressStreams | None = None) -> Any:
-    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist);
+               start_sandbox: Any = None, streams: ProgressStreams | None = None) -> Any:
+    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist); `start_sandbox`
+    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes;
     `streams` sets the progress streams' limits (defaults: see `ProgressStreams`)."""
     jobs = JobManager(studio)
     streams = streams or ProgressStreams()
@@ -234,7 +235,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/models")
     def models() -> list[dict[str, Any]]:
-        from ..cli.models import model_summary
+        from ..catalog import model_summary
 
         return [model_summary(m) for m in all_models()]
 
@@ -275,7 +276,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
         def work(ctx: Any) -> str:
-            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker)
+            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker,
+                                 start_sandbox=start_sandbox)
             return run_id
 
         return submit(kind, title, work, run_id=run_id).id
@@ -295,7 +297,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
         studio_references(ledger(), studio.images_dir, brief, record=True)  # rights stated in the brief, kept now
-        run_id, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
+        run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
         job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
         return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}",
@@ -311,7 +313,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         plan = plan_vary(ledger(), exact_run(run_id).id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
-        new_run, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
+        new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
         job_id = start_job(new_run, "vary", f"vary {form.element} → {value}", form.sandbox, budget)
         return {"run_id": new_run, "job_id": job_id, "url": f"/runs/{new_run}"}
 
@@ -342,7 +344,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
         def work(ctx: Any, own: Ledger, ref: str) -> str:
             made = actions.upscale_image(studio, own, ref, form.scale,
-                                         progress=lambda done, total: ctx.say(f"tile {done} of {total}"))
+                                         progress=lambda done, total, *_: ctx.say(f"tile {done} of {total}"),
+                                         start_sandbox=start_sandbox)
             return made.id
 
         return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
@@ -352,7 +355,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if form.region not in actions.FIX_REGIONS:
             raise LimitError(f"unknown region '{form.region}'", field="region", hint=f"choose one of: {', '.join(actions.FIX_REGIONS)}")
         return image_job("fix", image_id, f"fix {form.region}",
-                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region).id)
+                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region,
+                                                                  start_sandbox=start_sandbox).id)
 
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
@@ -517,12 +521,5 @@ def _tile(image: ImageRow) -> dict[str, Any]:
 
 def _neighbours(ledger: Ledger, image: ImageRow) -> dict[str, str | None]:
     """Previous/next image in the gallery's order, for j/k on the detail page."""
-    newer = ledger.db.execute(
-        "SELECT id FROM results WHERE created_at > ? OR (created_at = ? AND id < ?) ORDER BY created_at, id DESC LIMIT 1",
-        (image.created_at, image.created_at, image.id),
-    ).fetchone()
-    older = ledger.db.execute(
-        "SELECT id FROM results WHERE created_at < ? OR (created_at = ? AND id > ?) ORDER BY created_at DESC, id LIMIT 1",
-        (image.created_at, image.created_at, image.id),
-    ).fetchone()
-    return {"prev": newer[0] if newer else None, "next": older[0] if older else None}
+    newer, older = ledger.neighbours(image)
+    return {"prev": newer, "next": older}
