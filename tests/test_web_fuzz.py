@@ -45,7 +45,10 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     shoot_into_ledger(studio, ["flux-1.1-pro"], [3], out_dir=home.parent)  # --out above the studio
     import httpx
 
-    app = create_app(studio, checker=None, streams=ProgressStreams(idle_timeout_s=0.5, max_age_s=3.0))
+    from _engine_helpers import starter
+
+    app = create_app(studio, checker=None, start_sandbox=starter(latency=0.05),
+                     streams=ProgressStreams(idle_timeout_s=0.5, max_age_s=3.0))
     with ServerThread(app) as server:
         stored = httpx.post(f"{server.url}/api/references", files={"file": ("ref.png", portrait_png(shade=3), "image/png")},
                             data={"who": "Ada", "source": "own photo", "permission": "model release"})

@@ -28,7 +28,9 @@ ONE = {"subject": {"description": "a woman in her forties, confident"}}
 
 @pytest.fixture
 def app(studio: Studio):  # type: ignore[no-untyped-def]
-    return create_app(studio, checker=None)
+    from _engine_helpers import starter
+
+    return create_app(studio, checker=None, start_sandbox=starter(latency=0.05))
 
 
 @pytest.fixture
