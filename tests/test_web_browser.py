@@ -202,9 +202,8 @@ def test_a_missing_image_shows_a_friendly_error_page(page) -> None:  # type: ign
 
 
 def test_the_seed_count_starts_at_the_policy_default(page) -> None:  # type: ignore[no-untyped-def]
-    from portrait_studio.shoot import choose_seeds
+    from portrait_studio.seeds import EXPLORE_DEFAULT as default
 
-    default = len(choose_seeds(None, None))
     open_builder(page)
     tick_models(page, ["flux-1.1-pro"])
     assert page.input_value("#shoot-seeds") == str(default) == "3"  # like `portrait shoot` without --seeds

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .brief import Brief
-from .catalog import get_model
+from .catalog import get_model, parse_model_refs
+from .delivery import delivery_modes
 from .engine import StepContext, register_step
 from .errors import BriefError
 from .files import atomic_write_text
 from .grids import Tile, side_by_side
 from .ledger import ImageRow, Ledger
+from .records import Request
 from .shoot import ShootPlan, plan_shoot
 
 __all__ = ["MAX_MODELS", "comparison_rows", "plan_compare", "write_comparison"]
@@ -25,15 +27,20 @@ __all__ = ["MAX_MODELS", "comparison_rows", "plan_compare", "write_comparison"]
 MAX_MODELS = 4
 
 
-def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None) -> ShootPlan:
-    if not 2 <= len(models) <= MAX_MODELS:
-        raise BriefError(
-            f"{len(models)} models chosen", field="--model",
-            hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)",
-        )
-    if len(set(models)) != len(models):
-        raise BriefError("the same model is listed twice", field="--model")
-    return plan_shoot(brief, models, seeds, provider=provider, kind="compare")
+def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None,
+                 deliver: str | None = None) -> ShootPlan:
+    """Each model on its own provider: 'flux-1-dev@local', 'flux-2-pro@fal'; a bare id takes `provider`."""
+    if len(models) < 2:
+        raise BriefError("only one model chosen" if models else "no model chosen", field="--model",
+                         hint=f"compare 2 to {MAX_MODELS} models: add another --model (see 'portrait models')")
+    if len(models) > MAX_MODELS:
+        raise BriefError(f"{len(models)} models chosen", field="--model",
+                         hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)")
+    requests: list[Request] = []
+    for route in parse_model_refs(list(models), default_provider=provider):
+        requests.extend(plan_shoot(brief, [route.model], seeds, provider=route.provider, kind="compare",
+                                   deliver=deliver).requests)
+    return ShootPlan(kind="compare", brief=brief, requests=tuple(requests))
 
 
 def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
@@ -46,8 +53,9 @@ def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     for req in requests:
         spec = get_model(req.model)
         summary = model_summary(spec)
+        modes_2k_4k = delivery_modes(spec, req.provider, _aspect(req.request))
         row = rows.setdefault(
-            req.model,
+            f"{req.model}@{req.provider}",
             {
                 "model": spec.name,
                 "id": spec.id,
@@ -59,6 +67,8 @@ def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
                     f"{spec.safety_tolerance.min}–{spec.safety_tolerance.max}" if spec.safety_tolerance else "-"
                 ),
                 "variants": ", ".join(spec.variants) or "-",
+                "mode_2k": modes_2k_4k["2k"],
+                "mode_4k": modes_2k_4k["4k"],
                 "price": spec.price_on(req.provider).describe(),
                 "cost_usd": 0.0,
                 "seconds": [],
@@ -85,9 +95,18 @@ def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
 COLUMNS = [
     ("model", "Model"), ("provider", "Provider"), ("modes", "Modes"), ("max_resolution", "Max resolution"),
     ("aspect_ratios", "Aspect ratios"), ("safety_tolerance", "Safety tolerance"), ("variants", "Variants"),
-    ("price", "Price per image"), ("cost_usd", "This comparison cost"), ("time_to_image_s", "Time to image (s)"),
+    ("mode_2k", "2K mode"), ("mode_4k", "4K mode"), ("price", "Price per image"), ("cost_usd", "This comparison cost"), ("time_to_image_s", "Time to image (s)"),
     ("checklist", "Checklist"),
 ]
+
+
+def _aspect(request: Request) -> str | float:
+    """The comparison's aspect ratio: the request's, or its width/height."""
+    if request.aspect_ratio:
+        return request.aspect_ratio
+    if request.width and request.height:
+        return request.width / request.height
+    return "3:4"
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

@@ -19,6 +19,7 @@ from .brief import Brief, Rights, load_brief, parse_brief
 from .catalog import get_model
 from .consent import file_sha256, require_rights
 from .errors import BriefError, ConsentRequired, LedgerError, StudioError
+from .files import atomic_write_text
 from .imaging import ImageInputError, image_size, open_image_bytes
 from .ledger import Ledger, store_image
 from .prompting import compile_brief
@@ -131,8 +132,7 @@ def safe_brief_name(name: str) -> str:
 def save_brief(folder: Path, name: str, brief: Brief) -> Path:
     """Write `brief` as `<folder>/<name>.yaml` and prove it reads back identically."""
     path = folder / safe_brief_name(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(brief_yaml(brief), encoding="utf-8")
+    atomic_write_text(path, brief_yaml(brief))
     if load_brief(path) != brief:  # pragma: no cover - a YAML round-trip bug would land here
         raise StudioError(f"{path} does not read back as the same brief", hint="report this as a bug")
     return path

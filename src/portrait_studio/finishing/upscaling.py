@@ -32,7 +32,15 @@ from .lineage import derived_path, ensure_recorded, record_derived
 
 __all__ = ["DETAIL_PROMPT", "DetailPass", "UpscaleOutcome", "upscale_image", "upscale_plan"]
 
-ENGINE = "realesrgan-x4plus"
+ENGINE = "span-x2-ch48"  # the default network at 2x; each upscale records the one it ran (`_network`)
+
+
+def _network(method: str | None, scale: float) -> tuple[str, str]:
+    """(name, title) of the network `finishing.upscale` runs for this method and scale."""
+    from .upscale import DEFAULT_METHOD, model_for
+
+    model = model_for(method or DEFAULT_METHOD, min(scale, 4.0))  # type: ignore[arg-type]
+    return (model.name, model.title) if model else ("lanczos", "Lanczos")
 DETAIL_PROMPT = "the same photograph with crisp natural detail, fine skin texture, sharp eyes"
 
 
@@ -155,16 +163,17 @@ async def _drive_upscale(engine: Any, run_id: str, args: dict[str, Any], budget_
         scale = float(args["scale"])
         size = target_size(source.width, source.height, scale)
     started = time.perf_counter()
-    options = {k: args[k] for k in ("tile", "overlap", "gpu") if args.get(k) is not None}
+    options = {k: args[k] for k in ("tile", "overlap", "gpu", "method") if args.get(k) is not None}
+    network, _ = _network(args.get("method"), scale)
     if progress is not None:
         options["progress"] = progress
     upscaled = await asyncio.to_thread(upscale, source, scale, **options)
     if upscaled.size != size:
         upscaled = upscaled.resize(size, Image.Resampling.LANCZOS)
     seconds = round(time.perf_counter() - started, 3)
-    details: dict[str, Any] = {"scale": round(scale, 4), "engine": ENGINE, "size": list(size), "seconds": seconds,
+    details: dict[str, Any] = {"scale": round(scale, 4), "engine": network, "size": list(size), "seconds": seconds,
                                **{k: args.get(k) for k in ("tile", "overlap", "gpu")}}
-    cost_usd, provider, model, seed, sandbox = 0.0, "local", ENGINE, None, parent.sandbox
+    cost_usd, provider, model, seed, sandbox = 0.0, "local", network, None, parent.sandbox
     request_id = None
     final = upscaled
     if args.get("detail"):
@@ -209,12 +218,14 @@ def _label(engine: Any, made: ImageRow | None, parent: ImageRow, args: dict[str,
            size: tuple[int, int] | None = None, details: dict[str, Any] | None = None) -> LabelInfo:
     details = details or (made.operation_details if made else {}) or {}
     detail = args.get("detail")
-    edit = f"upscaled {details.get('scale', args.get('scale'))}x with Real-ESRGAN" + (
+    factor = float(details.get("scale") or args.get("scale") or 2)
+    network, title = _network(args.get("method"), factor)
+    edit = f"upscaled {factor:g}x with {title}" + (
         f", detail pass by {detail['model']} at denoise {detail['denoise']:g}" if detail else "")
     width, height = size or ((made.width, made.height) if made else (None, None))
     labels = engine.labels
     return LabelInfo(
-        model=detail["model"] if detail else ENGINE, provider=args.get("detail_provider") or "local",
+        model=detail["model"] if detail else network, provider=args.get("detail_provider") or "local",
         prompt=detail["prompt"] if detail else _parent_prompt(engine, parent),
         seed=details.get("detail_seed"), denoise=detail["denoise"] if detail else None,
         width=width, height=height, is_composite=True, edit=edit, parent_sha256=parent.image_sha256,
@@ -242,10 +253,94 @@ async def upscale_image(engine: Any, image_path: str | Path, scale: float | None
     )
 
 
+# --- delivery sizes: the exact 1080p / 2K / 4K file -----------------------------------------------
+
+
+async def _deliver_size_step(ctx: Any) -> None:
+    """Every image of the run made for a delivery size gets its exact-size child: upscaled to cover
+    the delivery size with the detail-preserving upscaler, centre-cropped, labelled, recorded."""
+    from ..delivery import DeliveryPlan, parse_delivery, plan_delivery
+
+    engine, run = ctx.engine, ctx.run
+    ledger = engine.ledger
+    operations = set(ctx.args.get("operations") or ["generate"])
+    for image in ledger.images(run_id=run.id, limit=10_000):
+        if image.operation not in operations or not image.request_id:
+            continue
+        request = ledger.request(image.request_id).request
+        raw = request.options.get("delivery")
+        if raw is None and ctx.args.get("deliver"):
+            raw = plan_delivery(request.model, request.provider, parse_delivery(ctx.args["deliver"]),
+                                (image.width or 1) / (image.height or 1)).model_dump()
+        if raw is None:
+            continue
+        plan = DeliveryPlan.model_validate(raw)
+        done = next((c for c in ledger.children(image.image_sha256)
+                     if c.operation == "upscale" and c.run_id == run.id
+                     and (c.operation_details or {}).get("deliver") == plan.deliver), None)
+        target = Path(image.out_path or image.path)
+        path = target.with_name(f"{target.stem}.{plan.deliver}.png")
+        if done is not None:
+            engine.deliver(done, info=_delivery_label(engine, done, image, request, plan), kind="upscale",
+                           path=Path(done.out_path or path), parent_path=_file_of(image))
+            continue
+        await _make_delivery(engine, run.id, image, request, plan, path, getattr(engine, "progress", None))
+
+
+def _file_of(image: ImageRow) -> str:
+    return image.out_path if image.out_path and Path(image.out_path).is_file() else image.path
+
+
+async def _make_delivery(engine: Any, run_id: str, image: ImageRow, request: Request, plan: Any, path: Path,
+                         progress: Callable[..., None] | None) -> ImageRow:
+    from ..imaging import open_image
+    from .upscale import upscale
+
+    source = open_image(image.path)
+    scale = plan.scale_for(source.width, source.height)
+    started = time.perf_counter()
+    if scale > 1.0 + 1e-6:
+        options: dict[str, Any] = {"progress": progress} if progress is not None else {}
+        big = await asyncio.to_thread(upscale, source, min(scale, 4.0), **options)
+    else:
+        big = source
+    cover_w = max(plan.final_w, round(source.width * scale))
+    cover_h = max(plan.final_h, round(source.height * scale))
+    if big.size != (cover_w, cover_h):
+        big = big.resize((cover_w, cover_h), Image.Resampling.LANCZOS)
+    left, top = (cover_w - plan.final_w) // 2, (cover_h - plan.final_h) // 2
+    final = big.crop((left, top, left + plan.final_w, top + plan.final_h))
+    seconds = round(time.perf_counter() - started, 3)
+    network, _ = _network(None, scale)
+    details = {"deliver": plan.deliver, "scale": round(scale, 4), "engine": network, "size": [plan.final_w, plan.final_h],
+               "native": [source.width, source.height], "crop": [left, top], "seconds": seconds}
+    buffer = BytesIO()
+    final.save(buffer, "PNG")
+    return record_derived(
+        engine, buffer.getvalue(), parent=image, operation="upscale", details=details,
+        info=_delivery_label(engine, None, image, request, plan, size=final.size, scale=scale), path=path,
+        run_id=run_id, provider="local", model=network, sandbox=image.sandbox, timings={"upscale_s": seconds},
+    )
+
+
+def _delivery_label(engine: Any, made: ImageRow | None, parent: ImageRow, request: Request, plan: Any,
+                    size: tuple[int, int] | None = None, scale: float | None = None) -> LabelInfo:
+    width, height = size or ((made.width, made.height) if made else (None, None))
+    factor = scale if scale is not None else ((made.operation_details or {}).get("scale") if made else None)
+    return LabelInfo.from_request(
+        request, is_composite=True, parent_sha256=parent.image_sha256, width=width, height=height,
+        edit=f"{plan.deliver} delivery: upscaled ×{factor:.2f} with {_network(None, factor)[1]} and centre-cropped to "
+             f"{plan.final_w}×{plan.final_h}" if factor else f"{plan.deliver} delivery",
+        sandbox=parent.sandbox, creator=getattr(engine.labels, "creator", None),
+        credit=getattr(engine.labels, "credit", None),
+    )
+
+
 def _register() -> None:
     from ..engine import register_step
 
     register_step("upscale")(_upscale_step)
+    register_step("deliver_size")(_deliver_size_step)
 
 
 _register()

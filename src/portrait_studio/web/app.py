@@ -28,7 +28,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import actions
+from .. import actions, ranking
 from ..brief import (
     VARIABLE_ELEMENTS,
     Rights,
@@ -69,6 +69,8 @@ from ..imaging import ImageInputError
 from ..jobs import JobManager, execute_recorded_run, record_plan
 from ..ledger import ImageRow, Ledger, RunRow
 from ..preview import preview_brief, save_brief, store_reference, studio_references
+from ..samplers import DEFAULT_SAMPLER, SAMPLERS
+from ..seeds import EXPLORE_DEFAULT, EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
 from .isolated import run_isolated
 from .security import MAX_BODY, StudioGuard
@@ -109,8 +111,8 @@ class ShootForm(_Form):
     brief: dict[str, Any]
     models: list[str]
     kind: Literal["shoot", "compare"] = "shoot"
-    seeds: int | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    seeds: int | None = Field(default=None, ge=EXPLORE_MIN, le=EXPLORE_MAX)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     budget: float | None = Field(default=None, ge=0)
     sandbox: SandboxChoice = "auto"
 
@@ -225,8 +227,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             request, "brief.html", models=models, examples=example_briefs(), lighting=list(preset("lighting")),
             compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
             backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
-            cues=preset("quality")["default_cues"],
-            default_seeds=len(choose_seeds(None, None)),  # the seed policy's own default, as the CLI uses it
+            cues=preset("quality")["default_cues"], samplers=[s for s in SAMPLERS if s != DEFAULT_SAMPLER],
+            seeds=(EXPLORE_DEFAULT, EXPLORE_MIN, EXPLORE_MAX),  # the seed policy, as `portrait shoot` uses it
         )
 
     @app.get("/api/examples/{name}")
@@ -389,7 +391,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         data = {
             "progress": progress.model_dump(mode="json"),
             "job": job.model_dump(mode="json") if job else None,
-            "images": [_tile(i) for i in sorted(images, key=lambda i: i.created_at)],
+            "images": [_tile(i) for i in ranking.rank(images)],
         }
         finished = job.finished if job else progress.finished
         return data, finished
