@@ -121,8 +121,6 @@ def _first_request(home: str, start: float) -> int:
         return client.get("/gallery").status_code
 
 
-@pytest.mark.xfail(strict=False, reason="needs the concurrency-safe ledger migrations (hardening branch); "
-                   "remove this marker once they are merged")
 def test_several_servers_starting_on_one_new_studio_all_answer(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(6) as pool:
