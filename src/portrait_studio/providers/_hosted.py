@@ -9,7 +9,13 @@
   re-sent: that is how nobody pays twice for one image.
 - `account_slots`: one semaphore per account and limit group per event loop, so a
   process never has more active tasks than the provider allows.
-- `verify_image`: a downloaded result must decode before it counts.
+- `verify_image`: a downloaded result must be a whole image before it counts.
+- `LatencyLog` / `HostedProvider.poll`: adaptive polling. Each model's latency is learnt
+  from the tasks this process has seen; the first poll lands near the expected finish and
+  later ones come at short intervals, so a slot is never left idle waiting for a poll.
+  Until a first latency is known, two "scout" tasks poll densely and wake the others.
+- Errors raised after a provider accepted a task carry that `ticket` and whether the
+  provider `charged` for the outcome (`settle`), so the engine can account for it.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ import io
 import logging
 import math
 import random
+import statistics
+import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import Field
@@ -40,12 +49,13 @@ from ..errors import (
     RateLimited,
     UncertainSubmission,
 )
-from ..records import InputImage, Request
+from ..records import InputImage, Request, Ticket
 from .base import Provider, ProviderOptions
 
 __all__ = [
     "HostedOptions",
     "HostedProvider",
+    "LatencyLog",
     "Secret",
     "account_slots",
     "data_uri",
@@ -82,9 +92,12 @@ class HostedOptions(ProviderOptions):
     """Settings every hosted client has."""
 
     base_url: str | None = Field(default=None, description="override the provider's host (sandboxes, proxies)")
-    poll_interval_s: float = Field(default=0.5, gt=0)
+    poll_interval_s: float = Field(default=0.5, gt=0, description="first poll interval while a model's "
+                                   "latency is unknown (and with adaptive_polling off)")
     poll_backoff: float = Field(default=1.2, ge=1.0)
     poll_max_interval_s: float = Field(default=5.0, gt=0)
+    poll_min_interval_s: float = Field(default=0.05, gt=0, description="shortest gap between two polls of one task")
+    adaptive_polling: bool = Field(default=True, description="poll from each model's observed latency")
     request_timeout_s: float = Field(default=30.0, gt=0)
     download_timeout_s: float = Field(default=120.0, gt=0)
     task_timeout_s: float = Field(default=900.0, gt=0, description="give up waiting for one task after this")
@@ -114,12 +127,16 @@ class HostedProvider(Provider):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         models: ModelLookup | None = None,
+        sandbox: bool = False,
+        moved_origins: Mapping[str, str] | None = None,
     ) -> None:
         if not key:
             raise AuthenticationError("an empty API key was given", provider=self.provider_id)
         self._key = Secret(key)
         self.options = options or self.Options()
         self._models = models
+        self.sandbox = sandbox
+        self._moved = dict(moved_origins or {}) if sandbox else {}
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.options.request_timeout_s),
@@ -135,11 +152,43 @@ class HostedProvider(Provider):
 
     @classmethod
     def for_sandbox(cls, sandbox: Any, **options: Any) -> HostedProvider:
-        """Build the client against a running sandbox (`testing.sandbox.start_sandbox`)."""
+        """Build the client against a running sandbox (`testing.sandbox.start_sandbox`).
+
+        Everything it returns is marked `sandbox=True`. If the sandbox was restarted on another
+        port, the polling URLs of tickets it issued before are mapped to where it listens now
+        (`handle.moved_origins`); URLs of real providers are never rewritten."""
         opts: dict[str, Any] = {**options, "base_url": sandbox.url}
         if getattr(sandbox, "ca_file", None):
             opts["verify"] = sandbox.ca_file
-        return cls(sandbox.key, cls.Options(**opts))
+        return cls(sandbox.key, cls.Options(**opts), sandbox=True,
+                   moved_origins=getattr(sandbox, "moved_origins", None))
+
+    def resolve(self, url: str) -> str:
+        """`url` as stored in a ticket, pointed at the sandbox's current origin if it moved."""
+        for old, new in self._moved.items():
+            if url == old or url.startswith(old + "/") or url.startswith(old + "?"):
+                return new + url[len(old):]
+        return url
+
+    # --- what an accepted task's failure costs ------------------------------------------
+    def charged_for(self, exc: ProviderError) -> bool | None:
+        """Whether the provider bills a task that ended in `exc`, by `billing`. Subclasses
+        set `exc.charged` at the raise site where the documentation says otherwise."""
+        if self.billing == "on_accept":
+            return True
+        if self.billing == "free":
+            return False
+        if isinstance(exc, NetworkError):
+            return None  # still running, or finished: resuming the ticket will tell
+        return True  # documents silent: never under-count
+
+    def settle(self, exc: ProviderError, ticket: Ticket) -> ProviderError:
+        """Attach the accepted `ticket` and what it costs to an error raised after acceptance."""
+        if exc.ticket is None:
+            exc.ticket = ticket
+        if exc.charged is None:
+            exc.charged = self.charged_for(exc)
+        return exc
 
     @property
     def base_url(self) -> str:
@@ -247,10 +296,54 @@ class HostedProvider(Provider):
             await asyncio.sleep(wait if wait is not None else self._backoff(failures))
 
     def poll_intervals(self) -> Iterator[float]:
+        """The fixed schedule (adaptive_polling off): poll_interval_s growing by poll_backoff."""
         delay = self.options.poll_interval_s
         while True:
             yield delay
             delay = min(self.options.poll_max_interval_s, delay * self.options.poll_backoff)
+
+    async def poll(self, model: str, started: float, once: Callable[[], Awaitable[_T | None]], *,
+                   what: str, immediately: bool = False) -> _T:
+        """Call `once()` (one status request; None while the task runs) until it returns a value.
+
+        `started` is when the task was accepted (time.time()). With adaptive polling the
+        schedule comes from `next_poll_delay` and this model's `LatencyLog`; each finished
+        task adds what it showed of the latency. Gives up after `task_timeout_s`."""
+        opts = self.options
+        deadline = time.monotonic() + opts.task_timeout_s
+        log = LatencyLog.of(self.provider_id, self.base_url, model)
+        fixed = self.poll_intervals()
+        scout = opts.adaptive_polling and log.estimate is None and log.enlist_scout()
+        last_pending: float | None = None
+        polls = late = 0
+        try:
+            while True:
+                elapsed = time.time() - started
+                if opts.adaptive_polling:
+                    delay = next_poll_delay(log.estimate, elapsed, polls=polls, late=late, scout=scout,
+                                            options=opts)
+                else:
+                    delay = next(fixed)
+                if immediately:
+                    delay, immediately = 0.0, False
+                if delay > 0:
+                    await log.wait(delay, early=not scout and log.estimate is None)
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"{what} not finished after {opts.task_timeout_s:.0f} s",
+                                       provider=self.provider_id, hint="'portrait resume RUN' polls it again later")
+                asked = time.time() - started
+                value = await once()
+                if value is not None:
+                    log.observe(last_pending, time.time() - started)
+                    return value
+                last_pending = asked
+                polls += 1
+                estimate = log.estimate
+                if estimate is not None and asked >= estimate * (1 + _FIRST_POLL_MARGIN):
+                    late += 1
+        finally:
+            if scout:
+                log.scouts -= 1
 
     async def download(self, url: str) -> tuple[bytes, dict[str, Any]]:
         """Fetch a result image (without our key: result hosts are public CDNs) and check it decodes."""
@@ -362,19 +455,30 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def verify_image(data: bytes, provider: str) -> dict[str, Any]:
-    """Decode `data` fully; return media type, size and whether it carries the sandbox mark."""
+    """Check `data` is a whole image; return its media type and size.
+
+    PNG: every chunk's CRC up to IEND (catches truncation and damaged bytes without
+    inflating the pixels); JPEG: the entropy-coded data decoded at 1/8 scale up to EOI;
+    anything else: a full decode. Cheap enough to run on every download."""
     from PIL import Image, UnidentifiedImageError
 
     from ..errors import GenerationFailed
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            from ..testing.sandbox_images import is_sandbox_image
-
-            return {"media_type": Image.MIME.get(img.format or "", "application/octet-stream"),
-                    "width": img.width, "height": img.height, "sandbox": is_sandbox_image(img)}
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            info = {"media_type": Image.MIME.get(img.format or "", "application/octet-stream"),
+                    "width": img.width, "height": img.height}
+            if img.format == "PNG":
+                img.verify()
+            elif img.format == "JPEG":
+                if b"\xff\xd9" not in data[-64:]:
+                    raise OSError("the JPEG ends before its EOI marker (truncated)")
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+            else:
+                img.load()
+            return info
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise GenerationFailed(f"the result image does not decode ({exc})", provider=provider) from None
 
 
@@ -405,6 +509,88 @@ def nearest_ratio(width: int | None, height: int | None, allowed: list[str], exa
 def reduced_ratio(width: int, height: int) -> str:
     f = Fraction(width, height)
     return f"{f.numerator}:{f.denominator}"
+
+
+_T = TypeVar("_T")
+_FIRST_POLL_MARGIN = 0.02
+_STEP_FRACTION = 0.03
+_SCOUT_FRACTION = 0.05
+_SCOUTS = 2
+
+
+def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late: int, scout: bool,
+                    options: HostedOptions) -> float:
+    """Seconds to wait before the next poll of a task accepted `elapsed` seconds ago. Pure.
+
+    - latency known (`estimate`): first poll just after the expected finish, then short steps
+      (3% of the latency, at least `poll_min_interval_s`) that grow by half each late poll;
+    - unknown, scout: every 5% of the time elapsed (the finish is seen within ~5%);
+    - unknown, others: the fixed schedule, woken early as soon as a scout learns the latency.
+    """
+    lo, hi = options.poll_min_interval_s, options.poll_max_interval_s
+    if estimate is not None:
+        first = estimate * (1 + _FIRST_POLL_MARGIN)
+        if elapsed < first:
+            return first - elapsed if polls == 0 else max(first - elapsed, lo)
+        if late == 0:
+            return 0.0 if polls == 0 else lo
+        return min(hi, max(lo, _STEP_FRACTION * estimate) * 1.5 ** (late - 1))
+    if scout:
+        return min(options.poll_interval_s, max(lo, _SCOUT_FRACTION * elapsed))
+    return min(hi, options.poll_interval_s * options.poll_backoff ** polls)
+
+
+class LatencyLog:
+    """What this process has seen of one model's latency on one host: accept → finished.
+
+    The estimate is the median of recent samples. A sample is the middle of the window
+    between the last poll that found the task running and the one that found it done; when
+    the first poll already found it done, 97% of that time (so the estimate drifts down until
+    a poll lands early again: it follows a model that got faster)."""
+
+    _all: ClassVar[dict[tuple[str, str, str], LatencyLog]] = {}
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=15)
+        self.scouts = 0
+        self._events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+            weakref.WeakKeyDictionary())
+
+    @classmethod
+    def of(cls, provider: str, host: str, model: str) -> LatencyLog:
+        return cls._all.setdefault((provider, host, model), cls())
+
+    @property
+    def estimate(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    def enlist_scout(self) -> bool:
+        if self.scouts >= _SCOUTS:
+            return False
+        self.scouts += 1
+        return True
+
+    def observe(self, last_pending: float | None, finished: float) -> None:
+        sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
+        self.samples.append(max(0.0, sample))
+        for event in list(self._events.values()):
+            event.set()
+
+    async def wait(self, delay: float, *, early: bool) -> None:
+        """Sleep `delay` s; with `early`, wake as soon as a first latency is learnt."""
+        if not early:
+            await asyncio.sleep(delay)
+            return
+        loop = asyncio.get_running_loop()
+        event = self._events.get(loop)
+        if event is None:
+            event = self._events[loop] = asyncio.Event()
+        if self.estimate is not None:
+            return
+        try:
+            await asyncio.wait_for(event.wait(), delay)
+        except TimeoutError:
+            pass
 
 
 _SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Semaphore]] = (

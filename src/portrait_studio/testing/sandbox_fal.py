@@ -14,6 +14,7 @@ requests).
 from __future__ import annotations
 
 import base64
+import os
 import time
 from typing import Any
 
@@ -89,6 +90,7 @@ MODELS: dict[str, tuple[dict[str, tuple[Any, ...]], set[str]]] = {
                                  "enhance_prompt": ("bool",), "safety_tolerance": _TOL6, "output_format": _FMT},
                                 {"prompt", "image_url", "mask_url"}),
 }
+CHARGED_OUTCOMES = ("ok", "moderate_content", "moderate_request", "lost")
 PRICES_USD = {"fal-ai/flux-pro/v1.1-ultra": 0.06, "fal-ai/flux-pro/kontext/max": 0.08, "fal-ai/flux/schnell": 0.003}
 
 
@@ -160,10 +162,17 @@ def _size(model: str, body: dict[str, Any]) -> tuple[int, int]:
 def build_app(
     *, key: str = "sandbox-key", latency: float = 0.2, credits: float = 1000.0, result_ttl: float = 3600.0,
     max_active: int = 1000, public_host: str = "localhost", queue_fraction: float = 0.3,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Starlette, SandboxState]:
-    """`credits` are US dollars of balance here (fal bills in dollars)."""
-    state = SandboxState(key=key, latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
-                         public_host=public_host)
+    """`credits` are US dollars of balance here (fal bills in dollars).
+
+    fal bills a request when its runner has done the work (`FalProvider.billing`): delivered
+    outputs (NSFW-blanked ones too) and content-policy refusals (a 422 that "may still be
+    charged", counted so the budget never under-counts) are paid; runner errors (5xx, "never
+    charged") and cancelled requests are not; a forgotten request counts as paid."""
+    state = SandboxState(provider="fal", billing="on_success", charged_outcomes=CHARGED_OUTCOMES, key=key,
+                         latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
+                         public_host=public_host, state_dir=state_dir)
     rendered: dict[str, bytes] = {}
 
     def authorised(request: HttpRequest) -> Response | None:
@@ -202,13 +211,13 @@ def build_app(
         if state.take("drop_submit_early"):
             return dropped_connection()
         if state.take("rate_limit"):
-            state.stats.rejected[429] += 1
+            state.reject(429)
             return JSONResponse({"detail": "Too many requests"}, status_code=429, headers={"retry-after": "1"})
         if state.take("unavailable"):
-            state.stats.rejected[503] += 1
+            state.reject(503)
             return JSONResponse({"detail": "Service unavailable"}, status_code=503)
         if state.take("server_error"):
-            state.stats.rejected[500] += 1
+            state.reject(500)
             return JSONResponse({"detail": "Internal server error"}, status_code=500)
         specs, required = MODELS[model]
         errors: list[dict[str, Any]] = []
@@ -221,21 +230,22 @@ def build_app(
                     if (problem := _check(name, value, specs[name])) is not None:
                         errors.append(problem)
                 else:
-                    state.stats.unknown_fields.add(name)
+                    state.note_unknown([name])
         if errors:
-            state.stats.rejected[422] += 1
+            state.reject(422)
             return JSONResponse({"detail": errors}, status_code=422)
         cost = PRICES_USD.get(model, 0.04)
         if state.credits < cost:
-            state.stats.rejected[403] += 1
+            state.reject(403)
             return JSONResponse({"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
                                  "fal.ai/dashboard/billing."}, status_code=403)
         width, height = _size(model, body)
         fmt = body.get("output_format") or ("png" if "klein" in model or model == "fal-ai/flux-2" else "jpeg")
         task = state.new_task(model=model, body=body, cost=cost, width=width, height=height, seed=body.get("seed"),
                               prompt=body.get("prompt", ""), output_format=fmt)
-        state.accept(task)
         owner, app = model.split("/")[:2]
+        task.urls.update(urls(owner, app, task.id))
+        state.accept(task)
         if state.take("drop_submit"):
             return dropped_connection()
         return JSONResponse({"request_id": task.id, **urls(owner, app, task.id), "status": "IN_QUEUE",
@@ -246,16 +256,15 @@ def build_app(
         task = state.tasks.get(request_id)
         if task is None or task.outcome == "lost" or task.model.split("/")[:2] != [owner, app]:
             return JSONResponse({"detail": "Request not found"}, status_code=404)
-        now = time.monotonic()
+        now = time.time()
         if rest == ["cancel"] and request.method == "PUT":
             if task.done(now):
                 return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
-            task.outcome = "canceled"
+            state.cancel(task)
             return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
         if request.method != "GET":
             return JSONResponse({"detail": "Method Not Allowed"}, status_code=405)
-        with state.lock:
-            state.stats.polls += 1
+        state.count("polls")
         if state.take("drop_poll"):
             return dropped_connection()
         if state.take("poll_error"):
@@ -264,14 +273,14 @@ def build_app(
                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}] if request.query_params.get("logs") == "1" else None
         if rest == ["status"]:
             if not task.done(now):
-                elapsed = (now - task.created) / max(state.latency, 1e-6)
+                elapsed = (now - task.created) / max(task.duration, 1e-6)
                 if elapsed < queue_fraction:
                     return JSONResponse({"status": "IN_QUEUE", "queue_position": 0,
                                          "response_url": urls(owner, app, task.id)["response_url"]}, status_code=202)
                 return JSONResponse({"status": "IN_PROGRESS", "logs": logs,
                                      "response_url": urls(owner, app, task.id)["response_url"]}, status_code=202)
             reply: dict[str, Any] = {"status": "COMPLETED", "logs": logs,
-                                     "metrics": {"inference_time": state.latency},
+                                     "metrics": {"inference_time": round(task.duration, 3)},
                                      "response_url": urls(owner, app, task.id)["response_url"]}
             if task.outcome in ("fail", "moderate_request", "canceled"):
                 reply["error"], reply["error_type"] = _failure(task.outcome)
@@ -295,7 +304,7 @@ def build_app(
             data = await _render(task, rendered, blank=flagged)
             image["url"] = f"data:image/{task.output_format};base64," + base64.b64encode(data).decode()
         return JSONResponse({"images": [image] * n, "seed": task.seed, "has_nsfw_concepts": [flagged] * n,
-                             "prompt": task.prompt, "timings": {"inference": state.latency}})
+                             "prompt": task.prompt, "timings": {"inference": round(task.duration, 3)}})
 
     async def download(request: HttpRequest, parts: list[str]) -> Response:
         task = state.tasks.get(parts[1]) if len(parts) >= 3 else None
@@ -304,8 +313,7 @@ def build_app(
         q = request.query_params
         if (reason := state.check_signature(task.id, q.get("se", "0"), q.get("sig", ""))) is not None:
             return JSONResponse({"detail": reason}, status_code=403)
-        with state.lock:
-            state.stats.downloads += 1
+        state.count("downloads")
         data = await _render(task, rendered, blank=task.outcome == "moderate_content")
         return delivery_response(task, data, state)
 
