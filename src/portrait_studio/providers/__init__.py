@@ -3,7 +3,8 @@
 Built-in providers are registered as entry points (group `portrait_studio.providers`), the
 same way a third-party package adds its own. `open_providers` builds the ones a plan
 needs; with no API key for a hosted provider it can start that provider's sandbox on
-loopback instead, and every image made there is marked as sandbox output.
+loopback instead, and every image made there is marked as sandbox output. That sandbox
+keeps its tasks in `<home>/sandbox/<provider>/`, so they outlive the process.
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def open_providers(
                 continue
             from ..testing.sandbox import start_sandbox
 
-            handle = stack.enter_context(start_sandbox(pid, **(sandbox_options or {})))
+            # The sandbox keeps its account under the studio folder, like a real provider keeps
+            # accepted tasks: `portrait resume` after a kill -9 finds them there; a second command
+            # running at the same time joins the sandbox the first one serves.
+            sb_opts = {"state_dir": studio.home / "sandbox" / pid, "busy": "join", **(sandbox_options or {})}
+            handle = stack.enter_context(start_sandbox(pid, **sb_opts))
             built[pid] = cls.for_sandbox(handle, **opts)
         if not built:
             raise NotConfigured("no provider to run the plan")

@@ -101,6 +101,8 @@ FAULTS: tuple[str, ...] = Fault.__args__  # type: ignore[attr-defined]
 _TASK_FAULTS = ("moderate_request", "moderate_content", "fail", "lose_task")
 _DOWNLOAD_FAULTS = ("slow_download", "drop_download", "corrupt_image", "expire")
 _OUTCOMES = ("ok", "moderate_request", "moderate_content", "fail", "lost", "canceled")
+_SETTINGS = ("latency", "result_ttl", "max_active")
+"""Server settings saved with the account: a restart without them uses the saved ones."""
 RETAIN_S = 7 * 24 * 3600.0
 """Tasks finished longer ago than this are folded into the counters and forgotten on restart."""
 
@@ -466,6 +468,7 @@ class SandboxState:
                          "unknown_fields": sorted(s.unknown_fields)},
             "faults": {k: v for k, v in self.faults.items() if v > 0},
             "fault_params": self.fault_params, "archived": self._archived, "saved_at": time.time(),
+            "settings": {"latency": self.latency, "result_ttl": self.result_ttl, "max_active": self.max_active},
         }
 
     def restore(self, state_dir: Path, account: dict[str, Any], *, prune: bool) -> None:
@@ -842,7 +845,8 @@ def start_sandbox(
     be started again after its process died; one process serves a state_dir at a time. When
     another live process already serves it, `busy="join"` returns a handle that uses that
     sandbox (read-only counters), and `busy="error"` raises `ProviderError` naming the holder.
-    On a restart the saved key, balance and signing secret win over `key`/`credits`.
+    On a restart the saved key, balance and signing secret win over `key`/`credits`, and the
+    saved latency, result_ttl and max_active apply unless given again.
     """
     import importlib
 
@@ -868,6 +872,8 @@ def start_sandbox(
             provider=provider,
             hint="wait for that command to finish (or stop it), then run this one again",
         )
+    saved = (store.load_account(folder) or {}).get("settings", {})
+    opts = {**{k: v for k, v in saved.items() if k in _SETTINGS}, **opts}  # the account's own, unless given
     try:
         app, state = module.build_app(state_dir=folder, **opts)
         return SandboxHandle(provider, app, state, host=host, port=port, tls=tls, lock=lock)
