@@ -215,7 +215,7 @@ def test_the_fault_table_covers_every_fault() -> None:
 @pytest.mark.parametrize("injected", ["before_restart", "after_restart"])
 def test_every_fault_works_after_a_restart(tmp_path: Path, fault: str, injected: str) -> None:
     error, accepted = AFTER_RESTART[fault]
-    params = {"delay": 0.2} if fault == "slow_download" else {}
+    params: dict[str, Any] = {"delay": 0.2} if fault == "slow_download" else {}
     with start_sandbox("bfl", state_dir=tmp_path, latency=0.1) as sb:
         if injected == "before_restart":
             sb.inject(fault, **params)  # still pending when the process goes away
