@@ -30,7 +30,7 @@ __all__ = [
     "parse_aspect",
 ]
 
-Family = Literal["pro11", "ultra", "flux2", "flux2-flex", "klein", "kontext", "fill", "dev", "schnell"]
+Family = Literal["pro11", "ultra", "flux2", "flux2-flex", "klein", "kontext", "fill", "dev", "schnell", "upscale"]
 USD_PER_CREDIT = 0.01
 
 

@@ -333,10 +333,11 @@ class HostedProvider(Provider):
                                        provider=self.provider_id, hint="'portrait resume RUN' polls it again later")
                 asked = time.time() - started
                 value = await once()
+                seen = (asked + time.time() - started) / 2  # the server looked about half-way through
                 if value is not None:
-                    log.observe(last_pending, time.time() - started)
+                    log.observe(last_pending, seen)
                     return value
-                last_pending = asked
+                last_pending = seen
                 polls += 1
                 estimate = log.estimate
                 if estimate is not None and asked >= estimate * (1 + _FIRST_POLL_MARGIN):

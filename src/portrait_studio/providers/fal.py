@@ -32,10 +32,12 @@ class FalOptions(HostedOptions):
 class FalProvider(HostedProvider):
     """fal.ai's queue API.
 
-    Billing: `on_success`. fal's FAQ (fal.ai/docs/model-apis/faq, "Do you charge for failed
-    requests?"): "Server errors (HTTP 500+) are never charged ... Client-side errors like
-    invalid inputs (HTTP 422) may still be charged if a runner spent GPU time processing
-    the request"; Model APIs bill inference only. So a delivered output is paid (an
+    Billing: `on_success`. docs.fal.ai "Pricing" (Model APIs): "You pay only for successful
+    outputs, and you are never charged for server errors or time spent waiting in the
+    queue"; the FAQ (fal.ai/docs/model-apis/faq, "Do you charge for failed requests?"):
+    "Server errors (HTTP 500+) are never charged ... Client-side errors like invalid inputs
+    (HTTP 422) may still be charged if a runner spent GPU time processing the request".
+    So a delivered output is paid (an
     NSFW-blanked one too, and a result whose URL expired), a runner error or a cancelled
     request is not, and a content-policy refusal (422) is counted as paid: the budget never
     under-counts. fal returns no cost: `Ticket.cost` stays None (use the catalog price)."""
@@ -46,12 +48,19 @@ class FalProvider(HostedProvider):
     Options: ClassVar[type[FalOptions]] = FalOptions  # type: ignore[assignment]
     default_base_url: ClassVar[str] = "https://queue.fal.run"
 
+    def check(self, request: Request) -> None:
+        super().check(request)
+        if request.mode == "upscale":
+            _upscale_scale(request)  # raises on a missing image or a scale out of range
+
     def arguments(self, request: Request) -> tuple[str, dict[str, Any]]:
         """(fal model id, input JSON) for `request`, by model family."""
         spec, route = self.route(request)
         family = spec.family
         refs = [i for i in request.images if i.role != "mask"]
         model_id: str = route.model_id
+        if family == "upscale":
+            return model_id, _upscale_body(request)
         body: dict[str, Any] = {"prompt": request.prompt, "seed": request.seed}
         size = {"width": request.width, "height": request.height} if request.width and request.height else None
         flux2 = family in ("flux2", "flux2-flex", "klein")
@@ -190,7 +199,7 @@ class FalProvider(HostedProvider):
                                 stage="request", reasons=["content_policy_violation"])
             raise self.http_error(response, during="result")
         output = response.json()
-        images = output.get("images") or []
+        images = output.get("images") or ([output["image"]] if output.get("image") else [])  # esrgan: one `image`
         if not images:
             raise GenerationFailed(f"fal request {ticket.task_id} finished without images", provider=self.provider_id)
         if (output.get("has_nsfw_concepts") or [False])[0]:
@@ -223,3 +232,38 @@ class FalProvider(HostedProvider):
 
 def _put(body: dict[str, Any], **values: Any) -> None:
     body.update({k: v for k, v in values.items() if v is not None})
+
+
+_UPSCALE_MAX = 8.0  # fal-ai/esrgan: scale 1–8
+
+
+def _upscale_scale(request: Request) -> float:
+    """The enlargement an upscale Request asks for: `options['scale']`, else target size / input size."""
+    from ..errors import CapabilityError, UsageError
+
+    inits = [i for i in request.images if i.role != "mask"]
+    if len(inits) != 1:
+        raise CapabilityError(f"a hosted upscale takes exactly one image, got {len(inits)}",
+                              hint="pass the image to enlarge as the request's only image")
+    scale = request.options.get("scale")
+    if scale is None and request.width and request.height:
+        from PIL import Image
+
+        with Image.open(inits[0].path) as img:
+            scale = max(request.width / img.width, request.height / img.height)
+    scale = float(scale if scale is not None else 2.0)
+    if not 1.0 <= scale <= _UPSCALE_MAX:
+        raise UsageError(f"fal's ESRGAN enlarges 1× to {_UPSCALE_MAX:g}×, not {scale:g}×", field="scale",
+                         hint="upscale in two passes, or pick a smaller target size")
+    return round(scale, 4)
+
+
+def _upscale_body(request: Request) -> dict[str, Any]:
+    """fal-ai/esrgan's input (fal.ai/models/fal-ai/esrgan: image_url, scale 1–8 (default 2),
+    tile, face, model (default RealESRGAN_x4plus)); no prompt or seed."""
+    init = next(i for i in request.images if i.role != "mask")
+    body: dict[str, Any] = {"image_url": data_uri(init), "scale": _upscale_scale(request)}
+    for name in ("face", "tile", "model"):
+        if name in request.options:
+            body[name] = request.options[name]
+    return body

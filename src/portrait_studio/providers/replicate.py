@@ -119,6 +119,17 @@ class ReplicateProvider(HostedProvider):
             body["prompt_upsampling"] = bool(request.options["prompt_upsampling"])
         return route.model_id, body
 
+    def check(self, request: Request) -> None:
+        super().check(request)
+        spec = self.spec(request.model)
+        refs = [i for i in request.images if i.role != "mask"]
+        if spec.family in ("kontext", "dev", "ultra", "pro11", "fill") and len(refs) > 1:
+            from ..errors import CapabilityError
+
+            raise CapabilityError(
+                f"{spec.name} on Replicate takes one input image, got {len(refs)}",
+                hint="use --provider bfl or fal for several reference images, or drop the extra ones")
+
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._key.reveal()}", "accept": "application/json"}
 

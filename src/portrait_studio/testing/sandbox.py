@@ -104,6 +104,7 @@ _OUTCOMES = ("ok", "moderate_request", "moderate_content", "fail", "lost", "canc
 _SETTINGS = ("latency", "result_ttl", "max_active")
 """Server settings saved with the account: a restart without them uses the saved ones."""
 RETAIN_S = 7 * 24 * 3600.0
+_IMAGE_CACHE = 64
 """Tasks finished longer ago than this are folded into the counters and forgotten on restart."""
 
 
@@ -238,6 +239,8 @@ class SandboxState:
         self.scheme = "http"
         self.origins: list[str] = []
         self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.renderer: Any = None  # task -> image bytes; set by each sandbox app
+        self._images: collections.OrderedDict[str, asyncio.Future[bytes]] = collections.OrderedDict()
         self._dirty_account = False
         self._dirty_tasks: set[str] = set()
         if self.state_dir is not None:
@@ -358,6 +361,26 @@ class SandboxState:
             self._dirty_tasks.add(task.id)
             self._touch(durable=True)
             self.flush(durable=True)
+        if task.outcome not in ("moderate_request", "lost", "fail"):
+            with contextlib.suppress(RuntimeError):  # no running loop: rendered on first download
+                self.image(task)
+
+    def image(self, task: Task) -> asyncio.Future[bytes]:
+        """The task's result image. Rendering starts in a worker thread when the task is
+        accepted (a real provider makes the image while the task runs), so a burst of
+        downloads at the end of a wave does not queue behind the renders."""
+        with self.lock:
+            future = self._images.get(task.id)
+            if future is None or (future.done() and future.exception() is not None):
+                render = self.renderer
+                if render is None:
+                    from .sandbox_images import render_task as render
+                future = asyncio.get_running_loop().run_in_executor(None, render, task)
+                self._images[task.id] = future
+                while len(self._images) > _IMAGE_CACHE:
+                    self._images.popitem(last=False)
+            self._images.move_to_end(task.id)
+            return future
 
     def cancel(self, task: Task) -> None:
         with self.lock:

@@ -11,7 +11,6 @@ signed URL that expires after `result_ttl` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import io
@@ -32,7 +31,7 @@ from .sandbox import (
     delivery_response,
     dropped_connection,
 )
-from .sandbox_images import render, size_for_aspect
+from .sandbox_images import size_for_aspect
 
 __all__ = ["PRICES", "build_app", "price"]
 
@@ -141,7 +140,6 @@ def build_app(
                          result_ttl=result_ttl, max_active=max_active,
                          group_limits={"flux-kontext-max": kontext_max_active}, public_host=public_host,
                          state_dir=state_dir)
-    rendered: dict[str, bytes] = {}
 
     def authorised(request: HttpRequest) -> Response | None:
         given = request.headers.get("x-key")
@@ -243,12 +241,7 @@ def build_app(
             return Response(f"<Error><Code>AuthenticationFailed</Code><Message>{reason}</Message></Error>",
                             status_code=403, media_type="application/xml")
         state.count("downloads")
-        data = rendered.get(task.id)
-        if data is None:
-            data = await asyncio.to_thread(render, seed=task.seed, prompt=task.prompt, width=task.width,
-                                           height=task.height, output_format=task.output_format)
-            rendered[task.id] = data
-        return delivery_response(task, data, state)
+        return delivery_response(task, await state.image(task), state)
 
     async def credits_endpoint(request: HttpRequest) -> Response:
         if (denied := authorised(request)) is not None:

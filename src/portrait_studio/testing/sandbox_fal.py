@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .sandbox import SandboxState, data_uri_image, delivery_response, dropped_connection
-from .sandbox_images import render, size_for_aspect
+from .sandbox_images import render_task, size_for_aspect
 
 __all__ = ["IMAGE_SIZES", "MODELS", "PRICES_USD", "build_app"]
 
@@ -57,6 +57,10 @@ _KONTEXT = {**_COMMON, "image_url": ("image",), "aspect_ratio": ("enum", _ASPECT
             "guidance_scale": ("float", 1, 20), "enhance_prompt": ("bool",), "safety_tolerance": _TOL6,
             "output_format": _FMT}
 _EDIT = {"image_urls": ("images",)}
+_ESRGAN_MODELS = ["RealESRGAN_x4plus", "RealESRGAN_x2plus", "RealESRGAN_x4plus_anime_6B", "RealESRGAN_x4_v3",
+                  "RealESRGAN_x4_wdn_v3", "RealESRGAN_x4_anime_v3"]
+ESRGAN_USD_PER_MP = 0.002  # fal bills $0.00111 per compute second; per output MP here
+_ESRGAN_MAX_PIXELS = 64_000_000
 
 # model id -> (field specs, required fields)
 MODELS: dict[str, tuple[dict[str, tuple[Any, ...]], set[str]]] = {
@@ -86,6 +90,10 @@ MODELS: dict[str, tuple[dict[str, tuple[Any, ...]], set[str]]] = {
     "fal-ai/flux-pro/kontext/multi": ({**_KONTEXT, **_EDIT}, {"prompt", "image_urls"}),
     "fal-ai/flux-pro/kontext/max/multi": ({**_KONTEXT, **_EDIT}, {"prompt", "image_urls"}),
     "fal-ai/flux-pro/kontext/text-to-image": (_KONTEXT, {"prompt"}),
+    "fal-ai/flux-pro/kontext/max/text-to-image": (_KONTEXT, {"prompt"}),
+    # fal.ai/models/fal-ai/esrgan: image_url (required), scale 1–8 (default 2), tile, face, model
+    "fal-ai/esrgan": ({"image_url": ("image",), "scale": ("float", 1, 8), "tile": ("int", 0, 4096),
+                       "face": ("bool",), "model": ("enum", _ESRGAN_MODELS)}, {"image_url"}),
     "fal-ai/flux-pro/v1/fill": ({**_COMMON, "image_url": ("image",), "mask_url": ("image",),
                                  "enhance_prompt": ("bool",), "safety_tolerance": _TOL6, "output_format": _FMT},
                                 {"prompt", "image_url", "mask_url"}),
@@ -145,6 +153,11 @@ def _check(name: str, value: Any, spec: tuple[Any, ...]) -> dict[str, Any] | Non
 
 
 def _size(model: str, body: dict[str, Any]) -> tuple[int, int]:
+    if model == "fal-ai/esrgan":
+        src = data_uri_image(body["image_url"])
+        scale = float(body.get("scale", 2))
+        assert src is not None  # validated
+        return round(src.width * scale), round(src.height * scale)
     size = body.get("image_size")
     first = body.get("image_url") or (body.get("image_urls") or [None])[0]
     first_img = data_uri_image(first) if isinstance(first, str) else None
@@ -173,7 +186,7 @@ def build_app(
     state = SandboxState(provider="fal", billing="on_success", charged_outcomes=CHARGED_OUTCOMES, key=key,
                          latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
                          public_host=public_host, state_dir=state_dir)
-    rendered: dict[str, bytes] = {}
+    state.renderer = lambda task: render_task(task, blank=task.outcome == "moderate_content")  # NSFW: a black frame
 
     def authorised(request: HttpRequest) -> Response | None:
         auth = request.headers.get("authorization", "")
@@ -234,13 +247,20 @@ def build_app(
         if errors:
             state.reject(422)
             return JSONResponse({"detail": errors}, status_code=422)
+        width, height = _size(model, body)
+        if model == "fal-ai/esrgan" and width * height > _ESRGAN_MAX_PIXELS:
+            state.reject(422)
+            return JSONResponse({"detail": [_err("scale", "The output would exceed 64 megapixels", "value_error",
+                                                 body.get("scale"))]}, status_code=422)
         cost = PRICES_USD.get(model, 0.04)
+        if model == "fal-ai/esrgan":
+            cost = round(ESRGAN_USD_PER_MP * width * height / 1e6, 6)
         if state.credits < cost:
             state.reject(403)
             return JSONResponse({"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
                                  "fal.ai/dashboard/billing."}, status_code=403)
-        width, height = _size(model, body)
-        fmt = body.get("output_format") or ("png" if "klein" in model or model == "fal-ai/flux-2" else "jpeg")
+        fmt = body.get("output_format") or ("png" if "klein" in model or model in ("fal-ai/flux-2", "fal-ai/esrgan")
+                                            else "jpeg")
         task = state.new_task(model=model, body=body, cost=cost, width=width, height=height, seed=body.get("seed"),
                               prompt=body.get("prompt", ""), output_format=fmt)
         owner, app = model.split("/")[:2]
@@ -301,8 +321,10 @@ def build_app(
         image = {"url": f"{state.signed_url(task, '/files')}", "width": task.width, "height": task.height,
                  "content_type": f"image/{task.output_format}"}
         if task.body.get("sync_mode"):
-            data = await _render(task, rendered, blank=flagged)
+            data = await state.image(task)
             image["url"] = f"data:image/{task.output_format};base64," + base64.b64encode(data).decode()
+        if task.model == "fal-ai/esrgan":  # an upscaler answers with one `image`
+            return JSONResponse({"image": image})
         return JSONResponse({"images": [image] * n, "seed": task.seed, "has_nsfw_concepts": [flagged] * n,
                              "prompt": task.prompt, "timings": {"inference": round(task.duration, 3)}})
 
@@ -314,7 +336,7 @@ def build_app(
         if (reason := state.check_signature(task.id, q.get("se", "0"), q.get("sig", ""))) is not None:
             return JSONResponse({"detail": reason}, status_code=403)
         state.count("downloads")
-        data = await _render(task, rendered, blank=task.outcome == "moderate_content")
+        data = await state.image(task)
         return delivery_response(task, data, state)
 
     app = Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"])])
@@ -330,11 +352,3 @@ def _failure(outcome: str) -> tuple[str, str]:
     }[outcome]
 
 
-async def _render(task: Any, cache: dict[str, bytes], *, blank: bool) -> bytes:
-    import asyncio
-
-    if task.id not in cache:
-        cache[task.id] = await asyncio.to_thread(
-            render, seed=task.seed, prompt=task.prompt, width=task.width, height=task.height,
-            output_format=task.output_format, blank=blank)
-    return cache[task.id]

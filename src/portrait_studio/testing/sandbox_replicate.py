@@ -31,7 +31,7 @@ from .sandbox import (
     delivery_response,
     dropped_connection,
 )
-from .sandbox_images import render, size_for_aspect
+from .sandbox_images import size_for_aspect
 
 __all__ = ["MODELS", "build_app"]
 
@@ -153,7 +153,6 @@ def build_app(
     state = SandboxState(provider="replicate", billing="on_success", charged_outcomes=CHARGED_OUTCOMES, key=key,
                          latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
                          public_host=public_host, state_dir=state_dir)
-    rendered: dict[str, bytes] = {}
 
     def authorised(request: HttpRequest) -> Response | None:
         if request.headers.get("authorization") != f"Bearer {state.key}":
@@ -287,11 +286,7 @@ def build_app(
         if (reason := state.check_signature(task.id, q.get("se", "0"), q.get("sig", ""))) is not None:
             return Response(reason, status_code=404)
         state.count("downloads")
-        if task.id not in rendered:
-            rendered[task.id] = await asyncio.to_thread(render, seed=task.seed, prompt=task.prompt, width=task.width,
-                                                        height=task.height, output_format=task.output_format)
-        data = rendered[task.id]
-        return delivery_response(task, data, state)
+        return delivery_response(task, await state.image(task), state)
 
     app = Starlette(routes=[
         Route("/v1/models/{owner}/{name}/predictions", create, methods=["POST"]),
