@@ -13,7 +13,7 @@
 - `LatencyLog` / `HostedProvider.poll`: adaptive polling. Each model's latency is learnt
   from the tasks this process has seen; the first poll lands near the expected finish and
   later ones come at short intervals, so a slot is never left idle waiting for a poll.
-  Until a first latency is known, two "scout" tasks poll densely and wake the others.
+  Until a first latency is known, one "scout" task polls densely and wakes the others.
 - Errors raised after a provider accepted a task carry that `ticket` and whether the
   provider `charged` for the outcome (`settle`), so the engine can account for it.
 """
@@ -27,6 +27,7 @@ import io
 import logging
 import math
 import random
+import ssl
 import statistics
 import time
 import weakref
@@ -137,13 +138,22 @@ class HostedProvider(Provider):
         self._models = models
         self.sandbox = sandbox
         self._moved = dict(moved_origins or {}) if sandbox else {}
+        verify = _ssl_verify(self.options.verify)
+        if transport is None:
+            from ._wire import lean_transport
+
+            transport = lean_transport(verify if isinstance(verify, ssl.SSLContext) else
+                                       httpx.create_ssl_context(verify=verify))
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.options.request_timeout_s),
-            verify=_ssl_verify(self.options.verify),
+            verify=verify,
             follow_redirects=True,
             headers={"user-agent": "portrait-studio"},
         )
+        # The provider APIs set no cookies, and parsing every answer for them (httpx builds
+        # urllib request objects per response) costs more CPU than the rest of a poll.
+        self._client._cookies = _NoCookies()
 
     @classmethod
     def create(cls, studio: Any, **options: Any) -> HostedProvider:
@@ -273,7 +283,7 @@ class HostedProvider(Provider):
                 continue
             return response
 
-    async def get_with_retries(self, url: str, *, headers: dict[str, str] | None = None,
+    async def get_with_retries(self, url: str | httpx.URL, *, headers: dict[str, str] | None = None,
                                what: str = "poll") -> httpx.Response:
         """GET a status; 5xx, 429 and dropped connections are retried with backoff."""
         failures = 0
@@ -396,10 +406,15 @@ class HostedProvider(Provider):
                              provider=self.provider_id)
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing (see HostedProvider.__init__)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 def _ssl_verify(verify: bool | str) -> Any:
     if isinstance(verify, str):
-        import ssl
-
         return ssl.create_default_context(cafile=verify)
     return verify
 
@@ -456,11 +471,13 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def verify_image(data: bytes, provider: str) -> dict[str, Any]:
-    """Check `data` is a whole image; return its media type and size.
+    """Check `data` is a whole image file; return its media type and size.
 
-    PNG: every chunk's CRC up to IEND (catches truncation and damaged bytes without
-    inflating the pixels); JPEG: the entropy-coded data decoded at 1/8 scale up to EOI;
-    anything else: a full decode. Cheap enough to run on every download."""
+    What breaks a download in practice is a cut-off or wrong body (an error page, a partial
+    file), not flipped bits (TLS and TCP check those), so this checks structure, cheaply
+    enough for every download: the header must parse; a PNG's chunks must all pass their
+    CRC up to IEND; a JPEG must end with its EOI marker; a WebP's RIFF length must match;
+    anything else is fully decoded."""
     from PIL import Image, UnidentifiedImageError
 
     from ..errors import GenerationFailed
@@ -474,8 +491,9 @@ def verify_image(data: bytes, provider: str) -> dict[str, Any]:
             elif img.format == "JPEG":
                 if b"\xff\xd9" not in data[-64:]:
                     raise OSError("the JPEG ends before its EOI marker (truncated)")
-                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-                img.load()
+            elif img.format == "WEBP":
+                if int.from_bytes(data[4:8], "little") + 8 > len(data):
+                    raise OSError("the WebP file is shorter than its RIFF header says (truncated)")
             else:
                 img.load()
             return info
@@ -516,7 +534,7 @@ _T = TypeVar("_T")
 _FIRST_POLL_MARGIN = 0.02
 _STEP_FRACTION = 0.03
 _SCOUT_FRACTION = 0.05
-_SCOUTS = 2
+_SCOUTS = 1
 
 
 def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late: int, scout: bool,
@@ -525,8 +543,10 @@ def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late:
 
     - latency known (`estimate`): first poll just after the expected finish, then short steps
       (3% of the latency, at least `poll_min_interval_s`) that grow by half each late poll;
-    - unknown, scout: every 5% of the time elapsed (the finish is seen within ~5%);
-    - unknown, others: the fixed schedule, woken early as soon as a scout learns the latency.
+    - unknown, the scout (one task per model): every 5% of the time elapsed, at least twice
+      `poll_min_interval_s` apart (the finish is seen within ~5%);
+    - unknown, others: wait for the scout to learn the latency (it wakes them), polling at
+      `poll_max_interval_s` meanwhile in case the scout's task is slow.
     """
     lo, hi = options.poll_min_interval_s, options.poll_max_interval_s
     if estimate is not None:
@@ -537,8 +557,8 @@ def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late:
             return 0.0 if polls == 0 else lo
         return min(hi, max(lo, _STEP_FRACTION * estimate) * 1.5 ** (late - 1))
     if scout:
-        return min(options.poll_interval_s, max(lo, _SCOUT_FRACTION * elapsed))
-    return min(hi, options.poll_interval_s * options.poll_backoff ** polls)
+        return min(options.poll_interval_s, max(2 * lo, _SCOUT_FRACTION * elapsed))
+    return hi  # a safety net: the scout wakes this task as soon as it learns the latency
 
 
 class LatencyLog:

@@ -177,7 +177,7 @@ class BflProvider(HostedProvider):
 
     async def _poll(self, ticket: Ticket, model: str, *, immediately: bool = False) -> dict[str, Any]:
         assert ticket.polling_url
-        url = self.resolve(ticket.polling_url)
+        url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
         headers = {"x-key": self._key.reveal()}
         start = time.time()
 
