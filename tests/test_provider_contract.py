@@ -169,3 +169,27 @@ async def test_every_provider_accepts_its_own_mapping_of_each_family(hosted, mod
         fields.update(steps=20, guidance=3.5, width=512, height=512)
     result = await provider.submit(_req(provider, **fields))
     assert result.image and sb.stats.paid == 1 and not sb.stats.unknown_fields
+
+
+def test_the_hosted_clients_do_not_import_the_testing_package() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, portrait_studio.providers.bfl, portrait_studio.providers.fal, "
+            "portrait_studio.providers.replicate; "
+            "print(sorted(m for m in sys.modules if m.startswith('portrait_studio.testing')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+async def test_a_client_pointed_at_a_sandbox_by_hand_still_marks_its_images_sandbox(name: str) -> None:
+    with start_sandbox(name, latency=0.05) as sb:
+        cls = PROVIDERS[name]
+        options: dict[str, Any] = {"base_url": sb.url, **({"verify": sb.ca_file} if sb.ca_file else {})}
+        provider = cls(sb.key, cls.Options(**options))  # not for_sandbox: as if config.toml pointed there
+        try:
+            result = await provider.submit(_req(provider))
+        finally:
+            await provider.aclose()
+    assert not provider.sandbox and result.sandbox

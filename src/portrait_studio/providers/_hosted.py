@@ -58,7 +58,9 @@ __all__ = [
     "HostedProvider",
     "LatencyLog",
     "Secret",
+    "SANDBOX_MARK",
     "account_slots",
+    "carries_sandbox_mark",
     "data_uri",
     "nearest_ratio",
     "raw_b64",
@@ -485,7 +487,7 @@ def verify_image(data: bytes, provider: str) -> dict[str, Any]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             info = {"media_type": Image.MIME.get(img.format or "", "application/octet-stream"),
-                    "width": img.width, "height": img.height}
+                    "width": img.width, "height": img.height, "sandbox_mark": carries_sandbox_mark(img)}
             if img.format == "PNG":
                 img.verify()
             elif img.format == "JPEG":
@@ -499,6 +501,22 @@ def verify_image(data: bytes, provider: str) -> dict[str, Any]:
             return info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise GenerationFailed(f"the result image does not decode ({exc})", provider=provider) from None
+
+
+SANDBOX_MARK = "SANDBOX: made by a Portrait Studio sandbox from a public-domain photo, not by FLUX"
+"""What every sandbox image says in its metadata (PNG text, JPEG comment, WebP XMP)."""
+
+
+def carries_sandbox_mark(img: Any) -> bool:
+    """True when an opened image says it is sandbox output. A client pointed at a sandbox by
+    hand (a `portrait sandbox` URL in config.toml) still marks what it gets as SANDBOX."""
+    for key in ("Comment", "comment", "xmp"):
+        value = img.info.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str) and "SANDBOX" in value:
+            return True
+    return False
 
 
 def raw_b64(image: InputImage) -> str:

@@ -229,5 +229,5 @@ class BflProvider(HostedProvider):
                      **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
             metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},
-            sandbox=self.sandbox,
+            sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )

@@ -217,7 +217,7 @@ class FalProvider(HostedProvider):
                      "total_s": done - started},
             metadata={"model_id": ticket.data.get("model_id"), "width": info["width"], "height": info["height"],
                       "provider_prompt": output.get("prompt"), "provider_timings": output.get("timings")},
-            sandbox=self.sandbox,
+            sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )
 
     def _raise_failure(self, ticket: Ticket, error: str, kind: str) -> None:

@@ -206,7 +206,7 @@ class ReplicateProvider(HostedProvider):
                         if (prediction.get("metrics") or {}).get("predict_time") is not None else {})},
             metadata={"model_id": ticket.data.get("model_id"), "width": info["width"], "height": info["height"],
                       "version": prediction.get("version")},
-            sandbox=self.sandbox,
+            sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )
 
     def _failure(self, ticket: Ticket, prediction: dict[str, Any]) -> ProviderError:

@@ -30,6 +30,8 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageEnhance, ImageFilter, ImageOps, PngImagePlugin
 
+from ..providers._hosted import SANDBOX_MARK, carries_sandbox_mark
+
 __all__ = [
     "SANDBOX_MARK",
     "apply_look",
@@ -41,8 +43,6 @@ __all__ = [
     "render_task",
     "size_for_aspect",
 ]
-
-SANDBOX_MARK = "SANDBOX: made by a Portrait Studio sandbox from a public-domain photo, not by FLUX"
 
 # The astronaut's face lies inside this box of the 512x512 photo (x0, y0, x1, y1).
 _FACE_BOX = (130, 20, 300, 230)
@@ -124,13 +124,7 @@ def _encode(img: Image.Image, output_format: str, seed: int) -> bytes:
 
 def is_sandbox_image(img: Image.Image) -> bool:
     """True when a decoded image carries the sandbox mark in its metadata."""
-    for key in ("Comment", "comment", "xmp"):
-        value = img.info.get(key)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, str) and "SANDBOX" in value:
-            return True
-    return False
+    return carries_sandbox_mark(img)
 
 
 def corrupt(data: bytes) -> bytes:
