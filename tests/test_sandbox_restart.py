@@ -241,13 +241,41 @@ def test_every_fault_works_after_a_restart(tmp_path: Path, fault: str, injected:
     assert json.loads((tmp_path / "account.json").read_text())["faults"].get(fault, 0) == 0
 
 
-def test_one_process_serves_a_state_folder_others_join_or_are_told_who_holds_it(tmp_path: Path) -> None:
+def test_one_process_serves_a_state_folder_others_share_it_or_are_told_who_holds_it(tmp_path: Path) -> None:
     with start_sandbox("bfl", state_dir=tmp_path, latency=0.1) as owner:
         with pytest.raises(ProviderError) as caught:
             start_sandbox("bfl", state_dir=tmp_path)
         assert str(os.getpid()) in caught.value.message and owner.url in caught.value.message
+        shared = start_sandbox("bfl", state_dir=tmp_path, busy="join")  # e.g. two web jobs at once
+        assert shared is owner
+        shared.stop()  # its user is done; the owner keeps serving
+        assert httpx.get(f"{owner.url}/v1/credits", headers={"x-key": owner.key}).status_code == 200
+    with start_sandbox("bfl", state_dir=tmp_path) as again:  # the lock went with the last user
+        assert again.stats.accepted == 0
+
+
+OWNER = r"""
+import sys
+from portrait_studio.testing.sandbox import start_sandbox
+sb = start_sandbox("bfl", state_dir=sys.argv[1], latency=0.1)
+print(sb.url, flush=True)
+sys.stdin.read()
+sb.stop()
+"""
+
+
+def test_a_second_process_joins_the_sandbox_another_one_serves(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None and owner.stdin is not None
+    try:
+        url = owner.stdout.readline().strip()
+        with pytest.raises(ProviderError) as caught:
+            start_sandbox("bfl", state_dir=tmp_path)
+        assert str(owner.pid) in caught.value.message
         joined = start_sandbox("bfl", state_dir=tmp_path, busy="join")
-        assert joined.joined and joined.url == owner.url and joined.key == owner.key
+        assert joined.joined and joined.url == url
         with pytest.raises(RuntimeError):
             joined.inject("fail")
         provider = BflProvider.for_sandbox(joined, poll_interval=0.05)
@@ -259,10 +287,13 @@ def test_one_process_serves_a_state_folder_others_join_or_are_told_who_holds_it(
                 await provider.aclose()
 
         assert asyncio.run(one()).sandbox
-        assert joined.stats.paid == 1 == owner.stats.paid  # the joiner reads the owner's counters from disk
+        assert joined.stats.paid == 1  # read from the owner's state folder
         joined.stop()  # leaves the owner running
-        assert httpx.get(f"{owner.url}/v1/credits", headers={"x-key": owner.key}).status_code == 200
-    with start_sandbox("bfl", state_dir=tmp_path) as again:  # the lock went with the owner
+        assert httpx.get(f"{url}/v1/credits", headers={"x-key": joined.key}).status_code == 200
+    finally:
+        owner.stdin.close()
+        owner.wait(timeout=30)
+    with start_sandbox("bfl", state_dir=tmp_path) as again:  # the owner is gone, and so is its lock
         assert again.stats.paid == 1
 
 
@@ -270,15 +301,18 @@ def test_sandboxes_leave_no_temp_folders_behind(tmp_path: Path) -> None:
     tmp = Path(tempfile.gettempdir())
     orphan = tmp / f"{sandbox_store.TEMP_PREFIX}999999999-orphan"  # left by a process that was killed
     orphan.mkdir(exist_ok=True)
-    before = {p.name for p in tmp.glob(f"{sandbox_store.TEMP_PREFIX}*")}
+    (orphan / "lock").touch()  # its owner's lock died with it
+    mine = f"{sandbox_store.TEMP_PREFIX}{os.getpid()}-*"
     with start_sandbox("fal") as sb:
         assert sb.ca_file and Path(sb.ca_file).exists()
+        assert len(list(tmp.glob(mine))) == 1
+        sandbox_store.sweep_orphaned_temp_dirs()  # a live owner's folder is never swept
+        assert Path(sb.ca_file).exists()
     with start_sandbox("fal", state_dir=tmp_path) as sb:
         assert sb.ca_file and Path(sb.ca_file).is_relative_to(tmp_path)
     with start_sandbox("bfl"), start_sandbox("replicate"):
         pass
-    after = {p.name for p in tmp.glob(f"{sandbox_store.TEMP_PREFIX}*")}
-    assert not orphan.exists() and after == before - {orphan.name}
+    assert not orphan.exists() and not list(tmp.glob(mine))
 
 
 def test_open_providers_keeps_the_auto_sandbox_under_the_studio_folder(studio: Any) -> None:

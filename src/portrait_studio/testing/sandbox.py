@@ -363,12 +363,13 @@ class SandboxState:
             self.flush(durable=True)
         if task.outcome not in ("moderate_request", "lost", "fail"):
             with contextlib.suppress(RuntimeError):  # no running loop: rendered on first download
-                self.image(task)
+                # half-way through the task, not in the middle of a burst of submissions
+                asyncio.get_running_loop().call_later(task.duration / 2, self.image, task)
 
     def image(self, task: Task) -> asyncio.Future[bytes]:
-        """The task's result image. Rendering starts in a worker thread when the task is
-        accepted (a real provider makes the image while the task runs), so a burst of
-        downloads at the end of a wave does not queue behind the renders."""
+        """The task's result image. Rendering starts in a worker thread half-way through the
+        task (a real provider makes the image while the task runs), so a burst of downloads
+        at the end of a wave does not queue behind the renders."""
         with self.lock:
             future = self._images.get(task.id)
             if future is None or (future.done() and future.exception() is not None):
@@ -701,11 +702,13 @@ class SandboxHandle:
         self.state = state
         self.state_dir = state.state_dir
         self.joined = False
+        self._refs = 1
         self._joined_url = ""
         self._app = app
         self._host = host
         self._lock = lock
         self._tmp: Path | None = None
+        self._tmp_lock: store.StateLock | None = None
         self.ca_file: str | None = None
         self._ssl: tuple[str, str] | None = None
         if tls:
@@ -741,6 +744,8 @@ class SandboxHandle:
 
         store.sweep_orphaned_temp_dirs()
         self._tmp = Path(tempfile.mkdtemp(prefix=f"{store.TEMP_PREFIX}{os.getpid()}-"))
+        self._tmp_lock = store.StateLock(self._tmp)
+        self._tmp_lock.acquire()  # held while this process lives: the sweep of others skips it
         return make_certificate(self._tmp)
 
     @classmethod
@@ -749,8 +754,10 @@ class SandboxHandle:
         handle.provider = provider
         handle.state_dir = state_dir
         handle.joined = True
+        handle._refs = 1
         handle._lock = None
         handle._tmp = None
+        handle._tmp_lock = None
         handle._server = None
         handle._ssl = None
         cert = state_dir / "tls" / "sandbox-cert.pem"
@@ -828,7 +835,15 @@ class SandboxHandle:
             self._server.start()
 
     def stop(self) -> None:
-        """Stop serving; the state (with a state_dir) stays on disk for the next start."""
+        """Stop serving; the state (with a state_dir) stays on disk for the next start. A
+        server shared within the process stops when its last user stops it."""
+        with _SERVING_LOCK:
+            if self._refs > 1:
+                self._refs -= 1
+                return
+            self._refs = 0
+            if self.state_dir is not None and _SERVING.get(self.state_dir) is self:
+                del _SERVING[self.state_dir]
         self.pause()
         if not self.joined:
             with self.state.lock:
@@ -844,6 +859,9 @@ class SandboxHandle:
 
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if self._tmp_lock is not None:
+            self._tmp_lock.release()
+            self._tmp_lock = None
 
     def __enter__(self) -> SandboxHandle:
         return self
@@ -866,8 +884,10 @@ def start_sandbox(
 
     `state_dir` keeps the account (tasks, counters, faults, port) on disk so the sandbox can
     be started again after its process died; one process serves a state_dir at a time. When
-    another live process already serves it, `busy="join"` returns a handle that uses that
-    sandbox (read-only counters), and `busy="error"` raises `ProviderError` naming the holder.
+    it is already served, `busy="join"` shares that server (in this process: the same handle,
+    stopped when its last user stops it; in another live process: a handle that uses that
+    server and reads its counters from disk), and `busy="error"` raises `ProviderError`
+    naming the holder.
     On a restart the saved key, balance and signing secret win over `key`/`credits`, and the
     saved latency, result_ttl and max_active apply unless given again.
     """
@@ -882,8 +902,13 @@ def start_sandbox(
     if state_dir is None:
         app, state = module.build_app(**opts)
         return SandboxHandle(provider, app, state, host=host, port=port, tls=tls)
-    folder = Path(state_dir)
+    folder = Path(state_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    with _SERVING_LOCK:
+        running = _SERVING.get(folder)
+        if running is not None and busy == "join":
+            running._refs += 1  # this process already serves it: share that server
+            return running
     lock = store.StateLock(folder)
     if not lock.acquire():
         owner = store.read_owner(folder) or {}
@@ -899,10 +924,18 @@ def start_sandbox(
     opts = {**{k: v for k, v in saved.items() if k in _SETTINGS}, **opts}  # the account's own, unless given
     try:
         app, state = module.build_app(state_dir=folder, **opts)
-        return SandboxHandle(provider, app, state, host=host, port=port, tls=tls, lock=lock)
+        handle = SandboxHandle(provider, app, state, host=host, port=port, tls=tls, lock=lock)
     except BaseException:
         lock.release()
         raise
+    with _SERVING_LOCK:
+        _SERVING[folder] = handle
+    return handle
+
+
+_SERVING: dict[Path, SandboxHandle] = {}
+"""State folders this process serves, so a second user in the process shares the server."""
+_SERVING_LOCK = threading.Lock()
 
 
 def _answers(url: str) -> bool:

@@ -122,21 +122,33 @@ class StateLock:
 
 
 def sweep_orphaned_temp_dirs() -> None:
-    """Remove temporary sandbox folders whose process has died (a kill -9 skips clean-up)."""
+    """Remove temporary sandbox folders whose owner has died (a kill -9 skips clean-up).
+
+    An owner holds its folder's `lock` for its whole life, so a folder whose lock can be
+    taken is orphaned; this holds even for processes in another PID namespace sharing /tmp.
+    A folder without a lock file is left alone for a minute (its owner may be creating it)."""
+    import time
+
     root = Path(tempfile.gettempdir())
     for folder in root.glob(f"{TEMP_PREFIX}*"):
         pid_text = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
         if not pid_text.isdigit() or not folder.is_dir():
-            continue
-        if not _alive(int(pid_text)):
+            continue  # not named by this code: not ours to judge
+        if not (folder / "lock").exists():
+            try:
+                if time.time() - folder.stat().st_mtime < 60:
+                    continue
+            except OSError:
+                continue
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            continue
+        lock = StateLock(folder)
+        try:
+            if not lock.acquire():
+                continue  # alive
+        except OSError:
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            lock.release()
