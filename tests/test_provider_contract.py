@@ -193,3 +193,26 @@ async def test_a_client_pointed_at_a_sandbox_by_hand_still_marks_its_images_sand
         finally:
             await provider.aclose()
     assert not provider.sandbox and result.sandbox
+
+
+async def test_an_unreadable_answer_after_acceptance_is_a_provider_error_with_the_ticket() -> None:
+    import httpx
+
+    from portrait_studio.errors import ProviderError
+    from portrait_studio.providers.bfl import BflOptions
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"id": "t1", "polling_url": "https://poll.example/v1/get_result?id=t1",
+                                             "cost": 4})
+        return httpx.Response(200, text="<html>gateway page</html>")  # not the documented JSON
+
+    provider = BflProvider("key", BflOptions(base_url="https://api.example", poll_interval=0.01),
+                           transport=httpx.MockTransport(answer))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.submit(request(provider="bfl"))
+    finally:
+        await provider.aclose()
+    assert caught.value.ticket.task_id == "t1" and caught.value.charged is True
+    assert caught.value.ticket.cost.credits == 4

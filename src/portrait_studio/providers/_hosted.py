@@ -194,6 +194,12 @@ class HostedProvider(Provider):
             return None  # still running, or finished: resuming the ticket will tell
         return True  # documents silent: never under-count
 
+    def unreadable(self, exc: Exception) -> ProviderError:
+        """The error for an answer that does not have the documented shape (after acceptance)."""
+        return ProviderError(f"{self.provider_id} sent an answer the client cannot read ({type(exc).__name__}: "
+                             f"{exc})", provider=self.provider_id,
+                             hint="the task was accepted; 'portrait resume RUN' asks for it again")
+
     def settle(self, exc: ProviderError, ticket: Ticket) -> ProviderError:
         """Attach the accepted `ticket` and what it costs to an error raised after acceptance."""
         if exc.ticket is None:

@@ -163,6 +163,8 @@ class BflProvider(HostedProvider):
                 ready = await self._poll(ticket, request.model)
             except ProviderError as exc:
                 raise self.settle(exc, ticket) from None
+            except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+                raise self.settle(self.unreadable(exc), ticket) from None
         result = await self._collect(ticket, request, ready)
         timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
         return result.model_copy(update={"timings": timings})
@@ -173,6 +175,8 @@ class BflProvider(HostedProvider):
                 ready = await self._poll(ticket, request.model, immediately=True)
             except ProviderError as exc:
                 raise self.settle(exc, ticket) from None
+            except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+                raise self.settle(self.unreadable(exc), ticket) from None
         return await self._collect(ticket, request, ready)
 
     async def _poll(self, ticket: Ticket, model: str, *, immediately: bool = False) -> dict[str, Any]:
@@ -220,6 +224,8 @@ class BflProvider(HostedProvider):
             image, info = await self.download(str(sample))  # signed URL: the key is not sent there
         except ProviderError as exc:
             raise self.settle(exc, ticket) from None
+        except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+            raise self.settle(self.unreadable(exc), ticket) from None
         return Result(
             request_id=request.request_id, provider="bfl", model=request.model, image=image,
             media_type=str(info["media_type"]),

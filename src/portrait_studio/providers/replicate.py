@@ -166,6 +166,8 @@ class ReplicateProvider(HostedProvider):
             return await self._finish_accepted(ticket, request, started, submit_s, prediction)
         except ProviderError as exc:
             raise self.settle(exc, ticket) from None
+        except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+            raise self.settle(self.unreadable(exc), ticket) from None
 
     async def _finish_accepted(self, ticket: Ticket, request: Request, started: float, submit_s: float,
                                prediction: dict[str, Any] | None) -> Result:
