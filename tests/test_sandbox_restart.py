@@ -195,6 +195,10 @@ def test_the_saved_latency_is_the_default_of_the_next_start(tmp_path: Path) -> N
         assert sb.state.latency == 0.7
     with start_sandbox("bfl", state_dir=tmp_path) as sb:
         assert sb.state.latency == 0.7 and sb.stats.accepted == 0
+    with pytest.raises(ProviderError, match="holds the bfl sandbox"):
+        start_sandbox("fal", state_dir=tmp_path)
+    with start_sandbox("bfl", state_dir=tmp_path):  # the refused start left no lock behind
+        pass
 
 
 # fault → what the BFL client sees after a restart, and how many tasks were accepted

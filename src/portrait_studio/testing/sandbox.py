@@ -920,7 +920,12 @@ def start_sandbox(
             provider=provider,
             hint="wait for that command to finish (or stop it), then run this one again",
         )
-    saved = (store.load_account(folder) or {}).get("settings", {})
+    account = store.load_account(folder) or {}
+    if account.get("provider", provider) != provider:
+        lock.release()
+        raise ProviderError(f"{folder} holds the {account['provider']} sandbox's account, not {provider}'s",
+                            provider=provider, hint="give each provider's sandbox its own state folder")
+    saved = account.get("settings", {})
     opts = {**{k: v for k, v in saved.items() if k in _SETTINGS}, **opts}  # the account's own, unless given
     try:
         app, state = module.build_app(state_dir=folder, **opts)
