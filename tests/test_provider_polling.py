@@ -202,3 +202,24 @@ def test_a_configured_proxy_hands_the_wire_back_to_httpx(monkeypatch: pytest.Mon
     provider = BflProvider("key", BflOptions())
     assert not isinstance(provider._client._transport, LeanTransport)
     asyncio.run(provider.aclose())
+
+
+def test_when_the_scouts_task_fails_another_task_takes_over_at_once() -> None:
+    from portrait_studio.errors import GenerationFailed
+
+    with start_sandbox("bfl", latency=0.6) as sb:
+        sb.inject("fail")  # the first task accepted (the scout) ends in error
+        provider = BflProvider.for_sandbox(sb)  # default settings: the others' safety net is 4 s
+
+        async def shoot() -> tuple[list[Any], float]:
+            try:
+                t0 = time.perf_counter()
+                outcomes = await asyncio.gather(*(provider.submit(_portrait(i)) for i in range(4)),
+                                                return_exceptions=True)
+                return outcomes, time.perf_counter() - t0
+            finally:
+                await provider.aclose()
+
+        outcomes, wall = asyncio.run(shoot())
+    assert sum(isinstance(o, GenerationFailed) for o in outcomes) == 1
+    assert wall < 0.6 + 1.5  # not the 4 s the others would sleep without a scout

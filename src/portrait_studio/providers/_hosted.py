@@ -337,6 +337,8 @@ class HostedProvider(Provider):
         try:
             while True:
                 elapsed = time.time() - started
+                if opts.adaptive_polling and not scout and log.estimate is None:
+                    scout = log.enlist_scout()  # the scout's task ended unseen: take over
                 if opts.adaptive_polling:
                     delay = next_poll_delay(log.estimate, elapsed, polls=polls, late=late, scout=scout,
                                             options=opts)
@@ -363,6 +365,8 @@ class HostedProvider(Provider):
         finally:
             if scout:
                 log.scouts -= 1
+                if log.estimate is None:
+                    log.notify()  # wake the others: one of them scouts now
 
     async def download(self, url: str) -> tuple[bytes, dict[str, Any]]:
         """Fetch a result image (without our key: result hosts are public CDNs) and check it decodes."""
@@ -618,11 +622,17 @@ class LatencyLog:
     def observe(self, last_pending: float | None, finished: float) -> None:
         sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
         self.samples.append(max(0.0, sample))
-        for event in list(self._events.values()):
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every task waiting in `wait(early=True)`; later waiters wait afresh."""
+        events, self._events = self._events, weakref.WeakKeyDictionary()
+        for event in list(events.values()):
             event.set()
 
     async def wait(self, delay: float, *, early: bool) -> None:
-        """Sleep `delay` s; with `early`, wake as soon as a first latency is learnt."""
+        """Sleep `delay` s; with `early`, wake as soon as a first latency is learnt (or the
+        scout gave up)."""
         if not early:
             await asyncio.sleep(delay)
             return
@@ -630,8 +640,6 @@ class LatencyLog:
         event = self._events.get(loop)
         if event is None:
             event = self._events[loop] = asyncio.Event()
-        if self.estimate is not None:
-            return
         try:
             await asyncio.wait_for(event.wait(), delay)
         except TimeoutError:
