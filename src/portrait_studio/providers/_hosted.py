@@ -321,12 +321,15 @@ class HostedProvider(Provider):
             delay = min(self.options.poll_max_interval_s, delay * self.options.poll_backoff)
 
     async def poll(self, model: str, started: float, once: Callable[[], Awaitable[_T | None]], *,
-                   what: str, immediately: bool = False) -> _T:
+                   what: str, immediately: bool = False,
+                   reported: Callable[[_T], float | None] | None = None) -> _T:
         """Call `once()` (one status request; None while the task runs) until it returns a value.
 
         `started` is when the task was accepted (time.time()). With adaptive polling the
         schedule comes from `next_poll_delay` and this model's `LatencyLog`; each finished
-        task adds what it showed of the latency. Gives up after `task_timeout_s`."""
+        task adds what it showed of the latency: the provider's own figure when `reported`
+        finds one in the answer (exact, unlike timing our polls through a busy server),
+        otherwise the window between the polls. Gives up after `task_timeout_s`."""
         opts = self.options
         deadline = time.monotonic() + opts.task_timeout_s
         log = LatencyLog.of(self.provider_id, self.base_url, model)
@@ -355,7 +358,7 @@ class HostedProvider(Provider):
                 value = await once()
                 seen = (asked + time.time() - started) / 2  # the server looked about half-way through
                 if value is not None:
-                    log.observe(last_pending, seen)
+                    log.observe(last_pending, seen, reported(value) if reported is not None else None)
                     return value
                 last_pending = seen
                 polls += 1
@@ -592,7 +595,8 @@ def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late:
 class LatencyLog:
     """What this process has seen of one model's latency on one host: accept → finished.
 
-    The estimate is the median of recent samples. A sample is the middle of the window
+    The estimate is the median of recent samples. A sample is the provider's own figure for
+    the task when its answer carries one; otherwise the middle of the window
     between the last poll that found the task running and the one that found it done; when
     the first poll already found it done, 97% of that time (so the estimate drifts down until
     a poll lands early again: it follows a model that got faster)."""
@@ -619,8 +623,11 @@ class LatencyLog:
         self.scouts += 1
         return True
 
-    def observe(self, last_pending: float | None, finished: float) -> None:
-        sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
+    def observe(self, last_pending: float | None, finished: float, reported: float | None = None) -> None:
+        if reported is not None and reported > 0:
+            sample = reported
+        else:
+            sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
         self.samples.append(max(0.0, sample))
         self.notify()
 
@@ -667,3 +674,12 @@ class account_slots:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+
+def reported_seconds(value: Any) -> float | None:
+    """A provider-reported duration, when it is a positive number."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds < 86400 else None

@@ -32,7 +32,7 @@ from ..errors import (
     TaskNotFound,
 )
 from ..records import Cost, Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, account_slots, raw_b64
+from ._hosted import HostedOptions, HostedProvider, account_slots, raw_b64, reported_seconds
 from .base import OnAccepted
 
 __all__ = ["BflOptions", "BflProvider", "HOSTS", "request_body"]
@@ -210,7 +210,8 @@ class BflProvider(HostedProvider):
             raise ProviderError(f"BFL answered an unknown status {status!r}", provider="bfl")
 
         payload = await self.poll(model, ticket.accepted_at, once, what=f"task {ticket.task_id}",
-                                  immediately=immediately)
+                                  immediately=immediately,
+                                  reported=lambda p: reported_seconds((p.get("result") or {}).get("duration")))
         payload["_poll_s"] = round(time.time() - start, 3)
         return payload
 

@@ -16,7 +16,7 @@ import httpx
 
 from ..errors import GenerationFailed, Moderated, ProviderError, TaskNotFound
 from ..records import Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio
+from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio, reported_seconds
 from .base import OnAccepted
 
 __all__ = ["FalOptions", "FalProvider"]
@@ -188,7 +188,8 @@ class FalProvider(HostedProvider):
             return None
 
         await self.poll(request.model, ticket.accepted_at, once, what=f"fal request {ticket.task_id}",
-                        immediately=immediately)
+                        immediately=immediately,  # inference time only: an estimate on the low side
+                        reported=lambda st: reported_seconds((st.get("metrics") or {}).get("inference_time")))
         waited = time.monotonic()
         response = await self.get_with_retries(self.resolve(ticket.data["response_url"]), headers=headers,
                                                what="result")

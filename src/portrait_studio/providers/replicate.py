@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..errors import GenerationFailed, Moderated, ProviderError, TaskNotFound
 from ..records import Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio
+from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio, reported_seconds
 from .base import OnAccepted
 
 __all__ = ["ReplicateOptions", "ReplicateProvider"]
@@ -186,7 +186,8 @@ class ReplicateProvider(HostedProvider):
 
         if prediction is None or prediction.get("status") not in _TERMINAL:
             prediction = await self.poll(request.model, ticket.accepted_at, once,
-                                         what=f"prediction {ticket.task_id}", immediately=prediction is None)
+                                         what=f"prediction {ticket.task_id}", immediately=prediction is None,
+                                         reported=_created_to_completed)
         status = prediction["status"]
         if status in ("failed", "canceled"):
             raise self._failure(ticket, prediction)
@@ -236,3 +237,15 @@ class ReplicateProvider(HostedProvider):
 
 def _put(body: dict[str, Any], **values: Any) -> None:
     body.update({k: v for k, v in values.items() if v is not None})
+
+
+def _created_to_completed(prediction: dict[str, Any]) -> float | None:
+    """Seconds from `created_at` to `completed_at` (the whole wait, queue included)."""
+    import datetime
+
+    try:
+        created = datetime.datetime.fromisoformat(str(prediction["created_at"]).replace("Z", "+00:00"))
+        completed = datetime.datetime.fromisoformat(str(prediction["completed_at"]).replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return reported_seconds((completed - created).total_seconds())
