@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import logging
@@ -634,8 +635,16 @@ class LatencyLog:
     def notify(self) -> None:
         """Wake every task waiting in `wait(early=True)`; later waiters wait afresh."""
         events, self._events = self._events, weakref.WeakKeyDictionary()
-        for event in list(events.values()):
-            event.set()
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, event in list(events.items()):
+            if loop is current:
+                event.set()
+            else:  # another thread's loop (web jobs): events are not thread-safe
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(event.set)
 
     async def wait(self, delay: float, *, early: bool) -> None:
         """Sleep `delay` s; with `early`, wake as soon as a first latency is learnt (or the
