@@ -8,9 +8,10 @@ from pathlib import Path
 
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.config import Studio
+from portrait_studio.engine import Engine
 from portrait_studio.ledger import ImageRow, Ledger
 from portrait_studio.records import Cost, Result
-from portrait_studio.shoot import plan_shoot, start_run
+from portrait_studio.shoot import plan_shoot
 from portrait_studio.testing.photos import astronaut
 
 BRIEF = load_brief(example_brief_path("rembrandt-studio-headshot"))
@@ -31,15 +32,19 @@ def shoot_into_ledger(
     studio: Studio, models: list[str], seeds: list[int], *, kind: str = "shoot", size: tuple[int, int] = (192, 256),
 ) -> tuple[str, list[ImageRow]]:
     """Record a run the way `portrait shoot` does, with each request's image stored in the ledger."""
-    plan = plan_shoot(BRIEF, models, seeds, kind=kind)
+    plan = plan_shoot(BRIEF, models, seeds, kind=kind).to_plan()
     made = []
     with Ledger(studio.ledger_path) as ledger:
-        run_id, out = start_run(plan, ledger, studio.runs_dir, budget_usd=None)
+        engine = Engine(ledger=ledger, images_dir=studio.images_dir, runs_dir=studio.runs_dir, providers={})
+        engine.preflight = lambda plan: None  # type: ignore[method-assign]  # no provider is opened: results are stored directly
+        run_id = engine.record(plan)
+        out = Path(ledger.run(run_id).out_dir or "")
         for n, row in enumerate(ledger.requests(run_id)):
             result = Result(request_id=row.id, provider=row.provider, model=row.model, seed=row.seed,
                             image=portrait_png(size, shade=next(_SHADES) % 200), cost=Cost(credits=4, usd=0.04), sandbox=True)
-            made.append(ledger.record_image(result, images_dir=studio.images_dir, run_id=run_id, request_id=row.id,
-                                            out_path=out / f"{n + 1:02d}.png"))
+            image = ledger.record_image(result, images_dir=studio.images_dir, run_id=run_id, request_id=row.id,
+                                        out_path=out / f"{n + 1:02d}.png", charge=result.cost)
+            made.append(engine.deliver(image))
         ledger.set_run_status(run_id, "done")
     return run_id, made
 

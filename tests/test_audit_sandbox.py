@@ -38,6 +38,18 @@ def test_audit_bundle_of_a_sandbox_run_has_everything_and_no_key(cli, studio_hom
             assert r["request"]["provider_task_id"] and r["seed"] is not None and r["cost"]["usd"] == 0.04
             assert r["labels"]["info"]["digital_source_type"].endswith("trainedAlgorithmicMedia")
             assert r["checks"]["overall"] in {"pass", "warn", "fail"}
+            # the bundle ships the labelled copies, and says so because it checked them
+            assert r["label_check"]["labelled"] and r["label_check"]["digital_source_type"].endswith("trainedAlgorithmicMedia")
+        summary = zf.read("summary.html").decode()
+        assert "2 of 2 files in this bundle carry AI labels" in summary
+
+        from portrait_studio.labels import verify
+
+        for name in names:
+            if name.startswith("images/"):
+                shipped = tmp_path / Path(name).name
+                shipped.write_bytes(zf.read(name))
+                assert verify(shipped).labelled, name
         for name in names:
             assert SECRET.encode() not in zf.read(name), name
     with Ledger(studio_home / "ledger.db") as ledger:

@@ -85,9 +85,10 @@ def provider(tmp_path: Path, *, accept: bool = True, **options: object) -> Local
     return p
 
 
-def request(model: str, weights: str, **fields: object) -> Request:
+def request(model: str, weights: str, *, sampler: str | None = None, **fields: object) -> Request:
     fields = {"prompt": "a portrait photo of a woman", "seed": 0, **SMALL, **fields}
-    return Request(model=model, provider="local", options={"weights": weights}, **fields)  # type: ignore[arg-type]
+    options = {"weights": weights} | ({"sampler": sampler} if sampler else {})
+    return Request(model=model, provider="local", options=options, **fields)  # type: ignore[arg-type]
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -312,3 +313,110 @@ async def test_pipelines_over_the_same_weights_share_one_transformer(tmp_path, t
     assert load_weights("FluxPipeline", w, device="cpu", dtype=torch.float32) is loaded
     inpaint = derived_pipeline(loaded, "FluxInpaintPipeline")
     assert inpaint.transformer is loaded.base.transformer and inpaint.vae is loaded.base.vae
+
+
+# --- samplers (issue 17 item 4) ------------------------------------------------------------------
+async def test_dpm_solver_changes_the_run_repeats_itself_and_is_recorded(tmp_path, tiny_weights):
+    p = provider(tmp_path)
+    w = tiny_weights["flux1-dev"]
+    euler = await p.submit(request("flux-1-dev", w, seed=5, steps=8))
+    dpm = await p.submit(request("flux-1-dev", w, seed=5, steps=8, sampler="dpm++ 2m"))
+    again = await p.submit(request("flux-1-dev", w, seed=5, steps=8, sampler="dpm++ 2m"))
+    assert (pixels(euler.image) != pixels(dpm.image)).any()  # another solver, same seed: other pixels
+    assert dpm.image == again.image  # the same sampler twice: the same pixels
+    e, d = euler.metadata["scheduler"], dpm.metadata["scheduler"]
+    assert e["class"] == "FlowMatchEulerDiscreteScheduler" and e["sampler"] == "euler"
+    assert d["class"] == "DPMSolverMultistepScheduler" and d["sampler"] == "dpm++ 2m"
+    assert d["config"]["use_flow_sigmas"] and d["config"]["prediction_type"] == "flow_prediction"
+    assert d["config"]["algorithm_type"] == "dpmsolver++" and d["config"]["solver_order"] == 2
+    assert len(d["sigmas"]) == len(e["sigmas"]) == 9 and d["sigmas"] != e["sigmas"]
+    assert d["sigmas"][0] <= 1.0 and d["sigmas"][-1] == 0.0  # flow sigmas, not DDPM ones
+    assert dpm.versions["scheduler"] == "DPMSolverMultistepScheduler"
+    assert euler.versions["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+    assert dpm.metadata["transformer_calls"] == 8  # multistep: one model call per step, like Euler
+    json.dumps(dpm.metadata)  # the ledger stores it as JSON
+    after = await p.submit(request("flux-1-dev", w, seed=5, steps=8))
+    assert after.image == euler.image  # the shared pipeline got its own scheduler back
+
+
+async def test_karras_spacing_is_used_only_where_diffusers_computes_it_on_flow_sigmas(tmp_path, tiny_weights):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from portrait_studio.providers.local_runtime import karras_on_flow_sigmas
+
+    probe = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        use_karras_sigmas=True, use_dynamic_shifting=True)
+    probe.set_timesteps(8, mu=0.5)
+    assert karras_on_flow_sigmas() == (float(probe.sigmas.max()) <= 1.0)
+    p = provider(tmp_path)
+    w = tiny_weights["flux2-klein"]
+    plain = await p.submit(request("flux-2-klein-4b", w, steps=6, sampler="dpm++ 2m"))
+    karras = await p.submit(request("flux-2-klein-4b", w, steps=6,
+                                    sampler="dpm++ 2m karras"))
+    record = karras.metadata["scheduler"]
+    assert record["sampler"] == "dpm++ 2m karras" and record["karras"] is karras_on_flow_sigmas()
+    if not karras_on_flow_sigmas():  # diffusers 0.42.1: σ_max ≈ 157 with Karras + flow sigmas
+        assert "Karras spacing not applied" in record["note"] and karras.image == plain.image
+    else:
+        assert record["sigmas"] != plain.metadata["scheduler"]["sigmas"]
+
+
+async def test_samplers_are_refused_where_the_pipeline_cannot_run_them(tmp_path, tiny_weights, photo):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from portrait_studio.providers.local_runtime import make_scheduler
+
+    p = provider(tmp_path)
+    dpm = "dpm++ 2m"
+    with pytest.raises(CapabilityError, match="FluxKontextPipeline passes its own sigmas"):
+        p.check(request("flux-1-kontext-dev", tiny_weights["flux1-kontext"], mode="edit", images=(photo,),
+                        sampler=dpm))
+    with pytest.raises(CapabilityError, match="step-distilled"):
+        p.check(request("flux-1-schnell", tiny_weights["flux1-schnell"], sampler=dpm))
+    with pytest.raises(CapabilityError, match="cannot start image-to-image"):
+        p.check(request("flux-1-dev", tiny_weights["flux1-dev"], mode="image-to-image", images=(photo,),
+                        sampler=dpm))
+    with pytest.raises(CapabilityError, match="fixed shift"):
+        make_scheduler("dpm++ 2m", FlowMatchEulerDiscreteScheduler())
+
+
+async def test_a_brief_asking_for_dpm_karras_runs_locally_with_it_recorded(tmp_path, tiny_weights):
+    from portrait_studio.brief import example_brief_path, load_brief, parse_brief
+    from portrait_studio.prompting import compile_brief
+
+    data = load_brief(example_brief_path("rembrandt-studio-headshot")).model_dump(mode="python")
+    data["quality"]["sampler"] = "DPM++ 2M Karras"
+    req = compile_brief(parse_brief(data), "flux-1-dev", provider="local", seed=3)
+    assert req.options == {"sampler": "dpm++ 2m karras"}
+    req = req.model_copy(update={"steps": 4, "width": 64, "height": 64,  # tiny weights, tiny image
+                                 "options": {**req.options, "weights": tiny_weights["flux1-dev"]}})
+    result = await provider(tmp_path).submit(req)
+    assert result.metadata["scheduler"]["class"] == "DPMSolverMultistepScheduler"
+
+
+# --- edits planned by edit.py, run locally (issue 17 item 6) ----------------------------------------
+async def test_planned_edits_run_on_local_kontext_and_flux2_pipelines(tmp_path, tiny_weights, photo, other_photo):
+    from portrait_studio.edit import compile_edit, compile_restyle
+
+    p = provider(tmp_path)
+    larger = tmp_path / "headshot-256.png"  # Kontext [dev] takes 256 px and up
+    Image.open(photo.path).resize((256, 320)).save(larger)
+    kontext = compile_edit(larger, "soften the fill light", "flux-1-kontext-dev", "local", seed=2, steps=2)
+    kontext = kontext.model_copy(update={"options": {"weights": tiny_weights["flux1-kontext"]}})
+    out = await p.submit(kontext)
+    assert out.metadata["pipeline"] == "FluxKontextPipeline" and Image.open(io.BytesIO(out.image)).size == (256, 320)
+
+    for model, kind in (("flux-2-klein-4b", "flux2-klein"), ("flux-2-dev", "flux2-dev")):
+        w = {"weights": tiny_weights[kind]}
+        alone = compile_edit(photo.path, "change the sweater to navy", model, "local", seed=2, steps=2)
+        with_ref = compile_edit(photo.path, "change the sweater to the one in image 2", model, "local", seed=2,
+                                steps=2, references=[other_photo.path])
+        restyled = compile_restyle(photo.path, model, "local", seed=2, steps=2, look="film",
+                                   style_ref=other_photo.path, sampler="dpm++ 2m")
+        a = await p.submit(alone.model_copy(update={"options": w}))
+        b = await p.submit(with_ref.model_copy(update={"options": w}))
+        c = await p.submit(restyled.model_copy(update={"options": {**restyled.options, **w}}))
+        assert Image.open(io.BytesIO(a.image)).size == Image.open(io.BytesIO(b.image)).size == (64, 64)
+        assert (pixels(a.image) != pixels(b.image)).any()  # the reference image reaches the model
+        assert c.metadata["scheduler"]["class"] == "DPMSolverMultistepScheduler"
+        assert a.metadata["pipeline"] == ("Flux2KleinPipeline" if kind == "flux2-klein" else "Flux2Pipeline")

@@ -61,10 +61,13 @@ def sandbox() -> Iterator[SandboxHandle]:
 
 
 def _run(plan: Any, tmp_path: Path, ledger: Ledger, provider: Provider, **kw: Any) -> SeriesReport:
+    from portrait_studio.engine import Engine
+
     async def go() -> SeriesReport:
+        engine = Engine(ledger=ledger, images_dir=tmp_path / "img", runs_dir=tmp_path / "runs",
+                        providers={provider.provider_id: provider})
         try:
-            return await run_series(plan, ledger=ledger, providers={provider.provider_id: provider},
-                                    images_dir=tmp_path / "img", runs_dir=tmp_path / "runs", **kw)
+            return await run_series(engine, plan, **kw)
         finally:
             await provider.aclose()
 
@@ -293,10 +296,16 @@ def test_swap_places_the_anchor_identity_and_reports_the_distance(
     astronaut().resize((384, 512)).save(portrait)
     provider = BflProvider.for_sandbox(sandbox, **FAST)
     with Ledger(tmp_path / "l.db") as ledger:
+        from portrait_studio.consent import require_rights
+        from portrait_studio.engine import Engine
+
+        require_rights(ledger, portrait, CONSENT)  # the portrait shows a real person too
+
         async def go() -> Any:
+            engine = Engine(ledger=ledger, images_dir=tmp_path / "img", runs_dir=tmp_path / "runs",
+                            providers={"bfl": provider})
             try:
-                return await transfer_identity(portrait, anchor, model, ledger=ledger, providers={"bfl": provider},
-                                               images_dir=tmp_path / "img", runs_dir=tmp_path / "runs", rights=CONSENT)
+                return await transfer_identity(engine, portrait, anchor, model, rights=CONSENT)
             finally:
                 await provider.aclose()
 
@@ -312,9 +321,11 @@ def test_swap_places_the_anchor_identity_and_reports_the_distance(
 
 def test_swap_without_consent_or_on_a_one_image_model_is_refused(anchor: Path, tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.db") as ledger:
+        from portrait_studio.engine import Engine
+
+        engine = Engine(ledger=ledger, images_dir=tmp_path, runs_dir=tmp_path, providers={})
         with pytest.raises(ConsentRequired):
-            asyncio.run(transfer_identity(anchor, anchor, ledger=ledger, providers={}, images_dir=tmp_path,
-                                          runs_dir=tmp_path))
+            asyncio.run(transfer_identity(engine, anchor, anchor))
         assert ledger.runs() == []
     with pytest.raises(CapabilityError, match="two images"):
         plan_swap(anchor, anchor, model="flux-1-kontext-dev", provider="local")

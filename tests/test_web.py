@@ -32,7 +32,9 @@ ONE_MODEL = {"subject": {"description": "a woman in her forties, confident"}}
 
 @pytest.fixture
 def app(studio: Studio):  # type: ignore[no-untyped-def]
-    return create_app(studio, checker=None)
+    from _engine_helpers import starter
+
+    return create_app(studio, checker=None, start_sandbox=starter(latency=0.05))
 
 
 @pytest.fixture
@@ -257,7 +259,8 @@ def test_detail_view_shows_prompt_seed_settings_cost_checks_and_lineage(client: 
     page = client.get(f"/images/{image.id}", headers=HTML).text
     assert "4242" in page and "Rembrandt lighting" in page and "$0.040" in page
     assert 'class="box status-pass"' in page and "left: 20.83" in page  # 40/192 of the width
-    assert "No AI label" in page and "Not labelled yet" in page and "this image" in page
+    assert "No AI label" in page and "this image" in page
+    assert "AI-generated portrait" in page  # every delivered file is labelled; the page shows its caption
 
 
 def test_unknown_things_are_404_with_the_fix(client: TestClient) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _engine_helpers import starter
 from portrait_studio.config import Studio
 from portrait_studio.web import create_app
 from portrait_studio.web.server import ServerThread
@@ -33,7 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     studio = Studio(tmp_path_factory.mktemp("studio"), environ={})  # no keys: every shoot uses the sandbox
-    with ServerThread(create_app(studio)) as running:
+    with ServerThread(create_app(studio, start_sandbox=starter(latency=0.05))) as running:
         yield running
 
 

@@ -13,27 +13,29 @@ from PIL import Image
 from portrait_studio.audit import build_audit_bundle
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.compare import plan_compare, write_comparison
+from portrait_studio.engine import Engine
 from portrait_studio.errors import BriefError, StudioError
 from portrait_studio.ledger import Ledger
-from portrait_studio.runner import run_plan
-from portrait_studio.shoot import diversify_brief, finish_run, plan_shoot, plan_vary, start_run
+from portrait_studio.shoot import diversify_brief, plan_shoot, plan_vary
 from test_runner import CountingProvider
 
 BRIEF = load_brief(example_brief_path("rembrandt-studio-headshot"))
 
 
-def _run(tmp_path: Path, ledger: Ledger, plan, provider=None):  # type: ignore[no-untyped-def]
-    run_id, out = start_run(plan, ledger, tmp_path / "runs", budget_usd=None)
-    report = asyncio.run(run_plan(run_id, ledger=ledger, providers={"bfl": provider or CountingProvider()},
-                                  images_dir=tmp_path / "img", out_dir=out))
-    return run_id, out, report
+def _run(tmp_path: Path, ledger: Ledger, plan, provider=None, checker=None):  # type: ignore[no-untyped-def]
+    engine = Engine(ledger=ledger, images_dir=tmp_path / "img", runs_dir=tmp_path / "runs",
+                    providers={"bfl": provider or CountingProvider()}, checker=checker)
+    run_id = engine.record(plan.to_plan())
+    report = asyncio.run(engine.execute(run_id))
+    return run_id, Path(ledger.run(run_id).out_dir or ""), report
 
 
 def test_shoot_writes_a_contact_sheet_and_run_json(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.db") as ledger:
-        run_id, out, report = _run(tmp_path, ledger, plan_shoot(BRIEF, ["flux-1.1-pro"], [5, 6, 7]))
-        ranked, sheet = finish_run(run_id, ledger, out, report, checker=lambda p, b: ("pass", 1.0, {"overall": "pass"}))
-        assert sheet is not None and Image.open(sheet).width > 3 * 384
+        run_id, out, report = _run(tmp_path, ledger, plan_shoot(BRIEF, ["flux-1.1-pro"], [5, 6, 7]),
+                                   checker=lambda p, b: ("pass", 1.0, {"overall": "pass"}))
+        sheet = out / "contact-sheet.png"
+        assert sheet.is_file() and Image.open(sheet).width > 3 * 384
         data = json.loads((out / "run.json").read_text())
         assert [r["request"]["seed"] for r in data["requests"]] == [5, 6, 7]
         assert all(r["image"]["check"] == "pass" for r in data["requests"])

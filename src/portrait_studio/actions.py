@@ -1,108 +1,112 @@
-"""Finishing actions on one ledger image, each recorded with its lineage.
+"""Finishing actions on one ledger image for the web studio and scripts, each an engine run with its
+lineage and labels:
 
-    upscale_image   Real-ESRGAN (finishing.upscale) → a new ledger image, parent = the source
+    upscale_image   upscale (finishing.upscaling) → a new ledger image, parent = the source, labelled
+    fix_region      a masked inpaint of one region (finishing.fix), composited and labelled
     export_labelled a copy in <home>/exports/ with XMP/IPTC, parameters, caption and C2PA (signed last)
-    fix_region      a masked inpaint of one region, through the finishing module when installed
 
-The web studio and scripts call these; nothing here knows about HTTP.
+Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .config import Studio
 from .errors import LimitError
+from .finishing.masks import FIX_REGIONS
+from .jobs import run_on_engine
 from .ledger import ImageRow, Ledger
-from .records import Result
+from .providers import SandboxStarter
 
 __all__ = ["FIX_REGIONS", "export_labelled", "fix_region", "upscale_image"]
 
-from .finishing.masks import FIX_REGIONS
 
-
-def _request_of(ledger: Ledger, image: ImageRow) -> dict[str, Any] | None:
-    ref = image
-    for row in ledger.lineage(image.image_sha256):  # a fix or upscale has no request; its origin does
-        if row.request_id:
-            ref = row
-            break
-    if not ref.request_id:
-        return None
-    found = ledger.db.execute("SELECT request_json FROM requests WHERE id=?", (ref.request_id,)).fetchone()
-    return json.loads(found[0]) if found else None
+def _file_of(image: ImageRow) -> str:
+    """The file to work on: the labelled copy the studio delivered, else the stored original."""
+    return image.out_path if image.out_path and Path(image.out_path).is_file() else image.path
 
 
 def upscale_image(
     studio: Studio, ledger: Ledger, image_id: str, scale: float = 2.0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None, *, start_sandbox: SandboxStarter | None = None,
 ) -> ImageRow:
-    """Upscale 1.5–4x with Real-ESRGAN; the result is a new image whose parent is the source."""
+    """Upscale 1.5–4x; the result is a new, labelled image whose parent is the source."""
     if not 1.0 < scale <= 4.0:
         raise LimitError(f"scale {scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
-    from .finishing.upscale import upscale_file
+    from .finishing.upscaling import upscale_image as run_upscale
 
     source = ledger.image(image_id)
-    ext = Path(source.path).suffix or ".png"
-    tmp = studio.home / "tmp" / f"{source.image_sha256}-x{scale:g}{ext}"
-    upscale_file(source.path, tmp, scale, progress=progress)
-    data = tmp.read_bytes()
-    tmp.unlink()
-    media = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}[ext.lower()]
-    result = Result(
-        request_id=source.request_id or source.id, provider="local", model="real-esrgan-x4plus", image=data,
-        media_type=media, seed=source.seed, versions={"upscaler": "realesrgan-x4plus"},
-    )
-    return ledger.record_image(
-        result, images_dir=studio.images_dir, run_id=source.run_id, request_id=None,
-        parent_sha256=source.image_sha256, operation="upscale", operation_details={"scale": scale},
-    )
+
+    async def work(engine: Any) -> ImageRow:
+        engine.progress = progress
+        outcome = await run_upscale(engine, _file_of(source), scale, out=studio.home / "exports")
+        return outcome.image
+
+    return run_on_engine(studio, [], work, start_sandbox=start_sandbox, checker=None)
+
+
+def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, *, model: str = "flux-fill-pro",
+               provider: str | None = None, sandbox: str = "auto", start_sandbox: SandboxStarter | None = None,
+               budget_usd: float | None = None, **options: Any) -> ImageRow:
+    """Inpaint one region (eyes, mouth, hands, skin …) of an image; the fix is its labelled child."""
+    if region not in FIX_REGIONS:
+        raise LimitError(f"unknown region '{region}'", field="region", hint=f"choose one of: {', '.join(FIX_REGIONS)}")
+    source = ledger.image(image_id)  # a missing image is a 404, whatever else is installed
+    from .finishing.fix import default_provider
+    from .finishing.fix import fix_region as run_fix
+
+    pid = provider or default_provider(model)
+
+    async def work(engine: Any) -> ImageRow:
+        outcome = await run_fix(engine, _file_of(source), region, model=model, provider=pid, budget_usd=budget_usd,
+                                out=studio.home / "exports", **options)
+        return outcome.image
+
+    return run_on_engine(studio, [pid], work, sandbox=sandbox, start_sandbox=start_sandbox)  # type: ignore[arg-type]
 
 
 def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path | None = None) -> tuple[Path, str]:
-    """Copy the image out and label it honestly; returns (file, C2PA status) and records the label."""
-    from .labels import LabelInfo, label_image, verify
+    """Copy the image out and label it honestly (signed when configured); returns (file, C2PA status)."""
+    from .engine import Engine
+    from .finishing.lineage import LabelSettings
+    from .labels import verify
 
     image = ledger.image(image_id)
-    request = _request_of(ledger, image)
     folder = folder or (studio.home / "exports")
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"{image.model or 'image'}-seed{image.seed}-{image.image_sha256[:10]}{Path(image.path).suffix}"
     dest = folder / name
-    shutil.copyfile(image.path, dest)
-    edited = image.operation != "generate"
-    overrides: dict[str, Any] = {
-        "creator": studio.config.creator, "credit": studio.config.credit, "is_composite": edited,
-        "edit": f"{image.operation} {json.dumps(image.operation_details)}" if edited else None,
-        "parent_sha256": image.parent_sha256,
-        "width": image.width, "height": image.height,
-    }
-    if request is not None:
-        from .records import Request
-
-        info = LabelInfo.from_request(Request.model_validate(request), **overrides)
-    else:
-        info = LabelInfo(model=image.model or "unknown", prompt="(not recorded)", seed=image.seed, **overrides)
+    engine = Engine(ledger=ledger, images_dir=studio.images_dir, runs_dir=studio.runs_dir, providers={},
+                    labels=LabelSettings.from_studio(studio), secrets=studio.secrets())
+    info = _label_for(engine, image)
     parent = None
     if image.parent_sha256:
-        parent = ledger.image(image.parent_sha256).path
-    label_image(dest, info, studio.config.c2pa, ingredient_from=parent, sidecar=True, secrets=studio.secrets())
-    report = verify(dest, studio.config.c2pa.trust_anchors)
-    status = report.c2pa.status
-    ledger.record_label(image.image_sha256, {**info.model_dump(mode="json"), "file": str(dest)}, status)
+        p = ledger.image(image.parent_sha256)
+        parent = _file_of(p)
+    engine.deliver(image, path=dest, info=info, kind="export", parent_path=parent)
+    status = verify(dest, studio.config.c2pa.trust_anchors).c2pa.status
     return dest, status
 
 
-def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, **options: Any) -> ImageRow:
-    """Inpaint one region (eyes, mouth, hands, skin, background) of an image; the fix is its child."""
-    if region not in FIX_REGIONS:
-        raise LimitError(f"unknown region '{region}'", field="region", hint=f"choose one of: {', '.join(FIX_REGIONS)}")
-    ledger.image(image_id)  # a missing image is a 404, whatever else is installed
-    from .finishing.fix import fix_image
+def _label_for(engine: Any, image: ImageRow) -> Any:
+    """What the label says: the image's own request, else its origin's, marked as edited."""
+    import json
 
-    made: ImageRow = fix_image(studio, ledger, image_id, region, **options)
-    return made
+    from .labels import LabelInfo
+
+    request = None
+    for row in engine.ledger.lineage(image.image_sha256):  # a fix or upscale's origin has the request
+        if row.request_id:
+            request = engine.ledger.request(row.request_id).request
+            break
+    edited = image.operation not in ("generate",)
+    overrides: dict[str, Any] = {
+        "creator": getattr(engine.labels, "creator", None), "credit": getattr(engine.labels, "credit", None),
+        "is_composite": edited, "edit": f"{image.operation} {json.dumps(image.operation_details)}" if edited else None,
+        "parent_sha256": image.parent_sha256, "width": image.width, "height": image.height, "sandbox": image.sandbox,
+    }
+    if request is not None:
+        return LabelInfo.from_request(request, **overrides)
+    return LabelInfo(model=image.model or "unknown", prompt="(not recorded)", seed=image.seed, **overrides)

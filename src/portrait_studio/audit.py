@@ -1,12 +1,14 @@
 """The audit bundle: a zip a studio can hand to a client to show how every image was made.
 
     bundle.zip
-      images/<file>            every image of the run, with its fixes and upscales
+      images/<file>            every image of the run, with its fixes and upscales — the labelled
+                               copies the studio delivered (never the raw store copies)
       records/<image id>.json  brief, compiled request, model/provider, provider task id, seed,
                                settings, cost, timings, checks, lineage, reference images with
                                their rights records, labels, library and model versions
       records.csv              one line per image
-      summary.html             a readable page
+      summary.html             a readable page; what it says about labels is measured on the
+                               files in the bundle (`labels.verify`), not asserted
       run.json                 the run as recorded
 
 Secrets never enter it: before the zip is written every text member is scanned for the
@@ -48,9 +50,9 @@ def image_record(ledger: Ledger, image: ImageRow) -> dict[str, Any]:
     """Everything the ledger knows about one image, for an auditor."""
     request = None
     if image.request_id:
-        row = ledger.db.execute("SELECT request_json, task_id, status FROM requests WHERE id=?", (image.request_id,)).fetchone()
-        if row:
-            request = {"request": json.loads(row[0]), "provider_task_id": row[1], "status": row[2]}
+        row = ledger.request(image.request_id)
+        request = {"request": row.request.model_dump(mode="json"), "provider_task_id": row.task_id, "status": row.status,
+                   "charged_usd": row.charged_usd, "sandbox": row.sandbox}
     references = []
     for ref in (request or {}).get("request", {}).get("images", []):
         references.append({**ref, "rights": ledger.rights_for(ref["sha256"])})
@@ -92,10 +94,25 @@ def _run_images(ledger: Ledger, run_id: str) -> list[ImageRow]:
     return images
 
 
+def _shipped_file(ledger: Ledger, image: ImageRow) -> tuple[Path, bool]:
+    """The file to ship for `image`: its labelled delivered copy when it is intact, else the stored
+    original (an imported photo, which the studio never labels as its own)."""
+    import hashlib
+
+    for f in ledger.files_for(image.id):
+        path = Path(f["path"])
+        if f["labelled"] and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"]:
+            return path, True
+    return Path(image.path), False
+
+
 def build_audit_bundle(ledger: Ledger, run_id: str, out: Path, *, secrets: list[str]) -> Path:
-    """Write the audit bundle of `run_id` to `out` (a .zip)."""
+    """Write the audit bundle of `run_id` to `out` (a .zip). Run `Engine.deliver` on the run's images
+    first (the CLI does) so every image the studio made ships labelled."""
+    from .labels import verify
+
     run = ledger.run(run_id)
-    images = _run_images(ledger, run.id)
+    images = [i for i in _run_images(ledger, run.id) if i.operation != "raw"]
     if not images:
         raise StudioError(f"run {run.id} has no images to audit", hint="finish it first with 'portrait resume'")
     members: dict[str, bytes] = {}
@@ -103,11 +120,15 @@ def build_audit_bundle(ledger: Ledger, run_id: str, out: Path, *, secrets: list[
     for img in images:
         record = image_record(ledger, img)
         record["libraries"] = _library_versions()
-        name = f"images/{Path(img.out_path or img.path).name}"
+        source, _labelled = _shipped_file(ledger, img)
+        name = f"images/{source.name}"
         if name in members:
-            name = f"images/{img.image_sha256[:12]}-{Path(img.path).name}"
-        members[name] = Path(img.path).read_bytes()
+            name = f"images/{img.image_sha256[:12]}-{source.name}"
+        members[name] = source.read_bytes()
         record["file"] = name
+        report = verify(source)
+        record["label_check"] = {"labelled": report.labelled, "digital_source_type": report.digital_source_type,
+                                 "c2pa": report.c2pa.status}
         members[f"records/{img.id}.json"] = json.dumps(record, indent=2, default=str).encode()
         records.append(record)
     members["records.csv"] = _csv(records).encode()
@@ -116,8 +137,9 @@ def build_audit_bundle(ledger: Ledger, run_id: str, out: Path, *, secrets: list[
     if run_json.is_file():
         members["run.json"] = run_json.read_bytes()
     _refuse_secrets(members, secrets)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+    from .files import atomic_replace
+
+    with atomic_replace(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return out
@@ -153,6 +175,9 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 def _summary(run_id: str, name: str | None, records: list[dict[str, Any]]) -> str:
     total = sum(r["cost"]["usd"] for r in records)
+    labelled = sum(1 for r in records if r["label_check"]["labelled"])
+    unlabelled = [r["file"] for r in records if not r["label_check"]["labelled"]]
+    sandbox = any(r["image"]["sandbox"] for r in records)
     rows = []
     for r in records:
         req = (r["request"] or {}).get("request", {})
@@ -172,7 +197,9 @@ def _summary(run_id: str, name: str | None, records: list[dict[str, Any]]) -> st
         "<style>body{font:14px system-ui;margin:2em}td,th{border:1px solid #ccc;padding:4px;vertical-align:top}"
         "table{border-collapse:collapse}</style>"
         f"<h1>Audit bundle · {html.escape(name or run_id)}</h1><p>Run {html.escape(run_id)} · {len(records)} images · "
-        f"${total:.3f} spent. Every image is AI-generated (IPTC digital source type trainedAlgorithmicMedia).</p>"
+        f"${total:.3f}{' (sandbox: no real money)' if sandbox else ''}. {labelled} of {len(records)} files in this bundle "
+        "carry AI labels (IPTC digital source type, checked on the shipped files)"
+        + (f"; not labelled: {html.escape(', '.join(unlabelled))}" if unlabelled else "") + ".</p>"
         "<table><tr><th>image</th><th>model</th><th>seed</th><th>operation</th><th>cost</th><th>checks</th>"
         f"<th>references &amp; rights</th><th>prompt</th></tr>{''.join(rows)}</table>"
     )

@@ -10,24 +10,30 @@ import math
 import tomllib
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import CapabilityError
+from .errors import CapabilityError, StudioError, UsageError
 from .records import Cost, Mode
 
 __all__ = [
+    "model_summary",
     "GuidanceRange",
+    "ModelRoute",
     "ModelSpec",
     "Price",
     "Route",
     "SizeRules",
     "all_models",
+    "edit_models",
     "estimate_cost",
     "get_model",
     "megapixels",
     "parse_aspect",
+    "parse_model_ref",
+    "parse_model_refs",
+    "providers",
 ]
 
 Family = Literal["pro11", "ultra", "flux2", "flux2-flex", "klein", "kontext", "fill", "dev", "schnell", "upscale"]
@@ -92,6 +98,20 @@ class Route(_Spec):
     max_active: int | None = None
     price: Price | None = None
     size: SizeRules | None = None
+    samplers: tuple[str, ...] = ()
+    """Samplers this route can run (local diffusers only; see samplers.py). Empty: the service picks."""
+    sampler_note: str | None = None
+    """Why a route runs fewer samplers than the others (shown when a brief asks for one)."""
+
+    @field_validator("samplers")
+    @classmethod
+    def _known_samplers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from .samplers import SAMPLERS
+
+        unknown = [s for s in value if s not in SAMPLERS]
+        if unknown:
+            raise ValueError(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}")
+        return value
 
 
 class IntRange(_Spec):
@@ -221,3 +241,103 @@ def parse_aspect(text: str) -> float:
 def estimate_cost(spec: ModelSpec, provider: str, width: int | None, height: int | None, input_mp: float = 0.0) -> Cost:
     mp = megapixels(width, height) if width and height else (spec.size.fixed_mp or 1.0)
     return spec.price_on(provider).cost(mp, input_mp)
+
+
+def model_summary(spec: ModelSpec) -> dict[str, Any]:
+    """One catalog row in the shape comparison pages show."""
+    provider = spec.default_provider
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "providers": list(spec.routes),
+        "modes": list(spec.modes) + (["lora"] if spec.lora else []) + (["finetune"] if spec.finetune else []),
+        "references": spec.max_references,
+        "max_resolution": spec.max_resolution,
+        "resolution_modes": list(spec.resolution_modes),
+        "aspect_ratios": spec.aspect_ratios,
+        "steps": spec.steps.model_dump() if spec.steps else None,
+        "guidance": spec.guidance.model_dump() if spec.guidance else None,
+        "negative_prompt": spec.negative_prompt,
+        "safety_tolerance": spec.safety_tolerance.model_dump() if spec.safety_tolerance else None,
+        "variants": list(spec.variants),
+        "price": spec.price_on(provider).describe(),
+        "price_by_provider": {p: spec.price_on(p).describe() for p in spec.routes},
+        "licence": spec.licence,
+    }
+
+
+def edit_models() -> list[str]:
+    """Every model with an instruction-edit mode, as 'model@provider' routes (for error hints)."""
+    return [f"{m.id}@{p}" for m in all_models() if "edit" in m.modes for p in m.routes]
+
+
+def providers() -> list[str]:
+    """Every provider some catalog model is served by, in the order routes are preferred."""
+    seen = {p for m in all_models() for p in m.routes}
+    order = ["bfl", "fal", "replicate", "local"]
+    return [p for p in order if p in seen] + sorted(seen - set(order))
+
+
+class ModelRoute(NamedTuple):
+    """One model on one provider: what `-m flux-1-dev@local` names."""
+
+    model: str
+    provider: str
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.provider}"
+
+
+def _routes_of(spec: ModelSpec) -> str:
+    return ", ".join(f"{spec.id}@{p}" for p in spec.routes)
+
+
+def parse_model_ref(text: str, default_provider: str | None = None) -> ModelRoute:
+    """'flux-1-dev@local' → ModelRoute('flux-1-dev', 'local'); 'flux-2-pro' → its default provider.
+
+    `default_provider` (a global `--provider`) applies to refs without '@'. Errors name the
+    unknown model or provider and list the routes that exist.
+    """
+    ref = text.strip()
+    model, sep, provider = ref.partition("@")
+    model, provider = model.strip(), provider.strip()
+    if not model or (sep and not provider) or "@" in provider:
+        raise UsageError(f"'{text}' is not MODEL or MODEL@PROVIDER", field="--model",
+                         hint="write it like flux-1-dev@local or flux-2-pro@fal")
+    spec = get_model(model)
+    provider = provider or default_provider or spec.default_provider
+    if provider not in providers():
+        import difflib
+
+        close = difflib.get_close_matches(provider, providers(), n=1)
+        maybe = f"did you mean {close[0]}? " if close else ""
+        raise CapabilityError(f"unknown provider '{provider}' in '{ref}'",
+                              hint=f"{maybe}providers: {', '.join(providers())}; {spec.name} runs on {_routes_of(spec)}")
+    if provider not in spec.routes:
+        raise CapabilityError(f"{spec.name} is not served by provider '{provider}'",
+                              hint=f"its routes: {_routes_of(spec)}")
+    return ModelRoute(spec.id, provider)
+
+
+def parse_model_refs(texts: list[str] | tuple[str, ...], default_provider: str | None = None) -> list[ModelRoute]:
+    """Every `-m` of a mixed comparison, validated together: one error lists every bad ref."""
+    routes: list[ModelRoute] = []
+    errors: list[StudioError] = []
+    for text in texts:
+        try:
+            route = parse_model_ref(text, default_provider)
+        except (CapabilityError, UsageError) as err:
+            errors.append(err)
+            continue
+        if route in routes:
+            errors.append(UsageError(f"{route} is listed twice", field="--model",
+                                     hint="compare a model on two providers as MODEL@one and MODEL@other"))
+            continue
+        routes.append(route)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise CapabilityError(f"{len(errors)} of the --model choices cannot be used: "
+                              + "; ".join(str(e) for e in errors),
+                              hint="write MODEL@PROVIDER; 'portrait models' lists every model and its providers")
+    return routes

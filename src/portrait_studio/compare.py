@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .brief import Brief
-from .catalog import get_model
+from .catalog import get_model, parse_model_refs
+from .delivery import delivery_modes
+from .engine import StepContext, register_step
 from .errors import BriefError
+from .files import atomic_write_text
 from .grids import Tile, side_by_side
 from .ledger import ImageRow, Ledger
+from .records import Request
 from .shoot import ShootPlan, plan_shoot
 
 __all__ = ["MAX_MODELS", "comparison_rows", "plan_compare", "write_comparison"]
@@ -23,20 +27,24 @@ __all__ = ["MAX_MODELS", "comparison_rows", "plan_compare", "write_comparison"]
 MAX_MODELS = 4
 
 
-def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None) -> ShootPlan:
+def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None,
+                 deliver: str | None = None) -> ShootPlan:
+    """Each model on its own provider: 'flux-1-dev@local', 'flux-2-pro@fal'; a bare id takes `provider`."""
     if not 2 <= len(models) <= MAX_MODELS:
         raise BriefError(
             f"{len(models)} models chosen", field="--model",
             hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)",
         )
-    if len(set(models)) != len(models):
-        raise BriefError("the same model is listed twice", field="--model")
-    return plan_shoot(brief, models, seeds, provider=provider, kind="compare")
+    requests: list[Request] = []
+    for route in parse_model_refs(list(models), default_provider=provider):
+        requests.extend(plan_shoot(brief, [route.model], seeds, provider=route.provider, kind="compare",
+                                   deliver=deliver).requests)
+    return ShootPlan(kind="compare", brief=brief, requests=tuple(requests))
 
 
 def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     """One row per model: catalog features, list price, what this comparison cost, time, checks."""
-    from .cli.models import model_summary
+    from .catalog import model_summary
 
     requests = ledger.requests(run_id)
     images = {i.request_id: i for i in ledger.images(run_id=run_id, limit=10_000)}
@@ -44,8 +52,9 @@ def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     for req in requests:
         spec = get_model(req.model)
         summary = model_summary(spec)
+        modes_2k_4k = delivery_modes(spec, req.provider, _aspect(req.request))
         row = rows.setdefault(
-            req.model,
+            f"{req.model}@{req.provider}",
             {
                 "model": spec.name,
                 "id": spec.id,
@@ -57,6 +66,8 @@ def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
                     f"{spec.safety_tolerance.min}–{spec.safety_tolerance.max}" if spec.safety_tolerance else "-"
                 ),
                 "variants": ", ".join(spec.variants) or "-",
+                "mode_2k": modes_2k_4k["2k"],
+                "mode_4k": modes_2k_4k["4k"],
                 "price": spec.price_on(req.provider).describe(),
                 "cost_usd": 0.0,
                 "seconds": [],
@@ -83,9 +94,18 @@ def comparison_rows(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
 COLUMNS = [
     ("model", "Model"), ("provider", "Provider"), ("modes", "Modes"), ("max_resolution", "Max resolution"),
     ("aspect_ratios", "Aspect ratios"), ("safety_tolerance", "Safety tolerance"), ("variants", "Variants"),
-    ("price", "Price per image"), ("cost_usd", "This comparison cost"), ("time_to_image_s", "Time to image (s)"),
+    ("mode_2k", "2K mode"), ("mode_4k", "4K mode"), ("price", "Price per image"), ("cost_usd", "This comparison cost"), ("time_to_image_s", "Time to image (s)"),
     ("checklist", "Checklist"),
 ]
+
+
+def _aspect(request: Request) -> str | float:
+    """The comparison's aspect ratio: the request's, or its width/height."""
+    if request.aspect_ratio:
+        return request.aspect_ratio
+    if request.width and request.height:
+        return request.width / request.height
+    return "3:4"
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
@@ -122,13 +142,13 @@ def write_comparison(ledger: Ledger, run_id: str, out: Path) -> dict[str, Path]:
     lines = [header, sep, *("| " + " | ".join(_cell(r, k) for k, _ in COLUMNS) + " |" for r in rows)]
     total = sum(r["cost_usd"] for r in rows)
     md = out / "comparison.md"
-    md.write_text(f"# Model comparison · run {run_id}\n\nSeeds: {', '.join(map(str, seeds))}\n\n" + "\n".join(lines)
+    atomic_write_text(md, f"# Model comparison · run {run_id}\n\nSeeds: {', '.join(map(str, seeds))}\n\n" + "\n".join(lines)
                   + f"\n\nTotal spent: ${total:.3f}\n")
     head = "".join(f"<th>{html.escape(t)}</th>" for _, t in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>" for r in rows)
     page = out / "comparison.html"
     grid = next(iter(paths.values()), None)
-    page.write_text(
+    atomic_write_text(page,
         "<!doctype html><meta charset='utf-8'><title>Model comparison</title>"
         "<style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:left}img{max-width:100%}</style>"
@@ -138,3 +158,9 @@ def write_comparison(ledger: Ledger, run_id: str, out: Path) -> dict[str, Path]:
     )
     paths["markdown"], paths["html"] = md, page
     return paths
+
+
+@register_step("compare")
+def _compare_step(ctx: StepContext) -> None:
+    """The comparison's grid and feature/price tables, written again on every resume."""
+    write_comparison(ctx.engine.ledger, ctx.run.id, ctx.out_dir)

@@ -66,47 +66,11 @@ class GalleryPage(BaseModel):
         return max(1, -(-self.total // self.filter.per_page))
 
 
-_BASE = (
-    "FROM results r JOIN images i ON i.sha256 = r.image_sha256"
-    " LEFT JOIN (SELECT image_sha256, overall, score, MAX(created_at) FROM checks GROUP BY image_sha256) c"
-    " ON c.image_sha256 = r.image_sha256"
-)
-
-
-def _where(f: GalleryFilter) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
-    for clause, value in (("r.run_id=?", f.run), ("r.model=?", f.model), ("r.seed=?", f.seed)):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
-    if f.picked is not None:
-        where.append("r.picked=?")
-        args.append(int(f.picked))
-    if f.check == "unchecked":
-        where.append("c.overall IS NULL")
-    elif f.check is not None:
-        where.append("c.overall=?")
-        args.append(f.check)
-    return (" WHERE " + " AND ".join(where)) if where else "", args
-
-
 def gallery_page(ledger: Ledger, f: GalleryFilter) -> GalleryPage:
     """One page of images, newest first, with the total and the choices for the filters."""
-    where, args = _where(f)
-    db = ledger.db
-    total = db.execute(f"SELECT COUNT(*) {_BASE}{where}", args).fetchone()[0]
-    rows = db.execute(
-        f"SELECT r.*, i.path AS path, i.width AS width, i.height AS height, c.overall AS check_overall,"
-        f" c.score AS check_score {_BASE}{where} ORDER BY r.created_at DESC, r.id LIMIT ? OFFSET ?",
-        (*args, f.per_page, (f.page - 1) * f.per_page),
-    ).fetchall()
-    runs = [
-        (r[0], f"{r[2] or r[1]} · {r[0][-6:]}")
-        for r in db.execute("SELECT id, kind, name FROM runs ORDER BY created_at DESC LIMIT 200")
-    ]
-    models = [r[0] for r in db.execute("SELECT DISTINCT model FROM requests ORDER BY model") if r[0]]
-    return GalleryPage(images=[Ledger._image_row(r) for r in rows], total=total, filter=f, runs=runs, models=models)
+    images, total = ledger.gallery(run_id=f.run, model=f.model, seed=f.seed, check=f.check, picked=f.picked,
+                                   limit=f.per_page, offset=(f.page - 1) * f.per_page)
+    return GalleryPage(images=images, total=total, filter=f, runs=ledger.run_choices(), models=ledger.models_used())
 
 
 class ImageDetail(BaseModel):
@@ -129,11 +93,7 @@ def image_detail(ledger: Ledger, image_id: str) -> ImageDetail:
     run = ledger.run(image.run_id) if image.run_id else None
     request = None
     if image.request_id:
-        row = ledger.db.execute("SELECT request_json FROM requests WHERE id=?", (image.request_id,)).fetchone()
-        if row:
-            import json
-
-            request = json.loads(row[0])
+        request = ledger.request(image.request_id).request.model_dump(mode="json")
     rights: list[dict[str, Any]] = []
     for ref in (request or {}).get("images", []):
         if ref.get("sha256") and (found := ledger.rights_for(ref["sha256"])):
@@ -168,13 +128,8 @@ class RunProgress(BaseModel):
 
 def run_progress(ledger: Ledger, run_id: str) -> RunProgress:
     run = ledger.run(run_id)
-    counts: dict[str, int] = {}
-    errors: list[str] = []
-    for status, error in ledger.db.execute("SELECT status, error FROM requests WHERE run_id=?", (run.id,)):
-        counts[status] = counts.get(status, 0) + 1
-        if error and status in ("failed", "skipped"):
-            errors.append(error)
-    ids = [r[0] for r in ledger.db.execute("SELECT id FROM results WHERE run_id=? ORDER BY created_at", (run.id,))]
+    counts, errors = ledger.request_counts(run.id)
+    ids = ledger.result_ids(run.id)
     failed = counts.get("failed", 0) + counts.get("skipped", 0)
     return RunProgress(
         run_id=run.id, kind=run.kind, status=run.status, total=sum(counts.values()), done=counts.get("done", 0),

@@ -8,24 +8,25 @@ the CLI shows. A job never raises out of its thread: a StudioError becomes the j
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from .config import Studio
 from .errors import LedgerError, StudioError
-from .providers import SandboxMode
+from .providers import SandboxMode, SandboxStarter
 from .records import new_id
 from .runner import Outcome, RunReport
-from .shoot import Checker, default_checker
-from .shoot import execute_recorded_run as run_recorded
 
-__all__ = ["Job", "JobContext", "JobManager", "JobStatus", "execute_recorded_run"]
+__all__ = ["Job", "JobContext", "JobManager", "JobStatus", "execute_recorded_run", "record_plan", "run_on_engine"]
+
+T = TypeVar("T")
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 
@@ -133,19 +134,63 @@ class JobManager:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
+def run_on_engine(
+    studio: Studio,
+    provider_ids: Any,
+    work: Callable[[Any], Awaitable[T]],
+    *,
+    sandbox: SandboxMode = "auto",
+    start_sandbox: SandboxStarter | None = None,
+    checker: Any = "default",
+) -> T:
+    """Open the engine (its own ledger connection and providers), run `work(engine)`, close it all.
+    For threads that are not in an event loop: web jobs, scripts."""
+    from .engine import Engine
+
+    async def go() -> T:
+        async with Engine.open(studio, provider_ids, sandbox=sandbox, start_sandbox=start_sandbox,
+                               checker=checker) as engine:
+            return await work(engine)
+
+    return asyncio.run(go())
+
+
+def record_plan(studio: Studio, plan: Any, *, budget: float | None, sandbox: SandboxMode = "auto",
+                start_sandbox: SandboxStarter | None = None) -> str:
+    """Preflight and record a plan (nothing is sent); returns the run id for a job to execute."""
+
+    async def work(engine: Any) -> str:
+        return str(engine.record(plan, budget_usd=budget))
+
+    return run_on_engine(studio, plan.provider_ids, work, sandbox=sandbox, start_sandbox=start_sandbox, checker=None)
+
+
 def execute_recorded_run(
     studio: Studio,
     run_id: str,
     *,
     sandbox: SandboxMode = "auto",
     budget: float | None = None,
-    checker: Checker | Literal["default"] | None = "default",
+    checker: Any = "default",
     on_outcome: Callable[[Outcome], None] | None = None,
+    start_sandbox: SandboxStarter | None = None,
 ) -> RunReport:
-    """Run (or resume) a run already recorded by `start_run`, then check and rank it.
+    """Run (or resume) a recorded run on the engine: the same steps as `portrait shoot` without a
+    terminal. Each finished image is in the ledger before the next is paid for, so a reader of
+    the ledger sees progress live."""
+    from .engine import failure_summary
+    from .ledger import Ledger
 
-    The same steps as `portrait shoot` without a terminal: each finished image is in the
-    ledger before the next is paid for, so a reader of the ledger sees progress live.
-    """
-    return run_recorded(studio, run_id, sandbox=sandbox, budget=budget,
-                        checker=default_checker() if checker == "default" else checker, on_outcome=on_outcome)
+    with Ledger(studio.ledger_path) as ledger:
+        run = ledger.run(run_id)
+        providers = list(dict.fromkeys([*(run.plan or {}).get("providers", []), *(r.provider for r in ledger.requests(run.id))]))
+
+    async def work(engine: Any) -> RunReport:
+        report: RunReport = await engine.execute(run_id, budget_usd=budget, on_outcome=on_outcome)
+        return report
+
+    report = run_on_engine(studio, providers, work, sandbox=sandbox, start_sandbox=start_sandbox, checker=checker)
+    failure = failure_summary(report)
+    if failure is not None:
+        raise failure
+    return report

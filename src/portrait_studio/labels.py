@@ -97,6 +97,7 @@ class LabelInfo(BaseModel):
     is_composite: bool = False  # after a fix, upscale or composite
     edit: str | None = None  # what the fix/upscale/composite did, e.g. "eyes inpainted"
     parent_sha256: str | None = None
+    sandbox: bool = False  # made by a provider sandbox: a test image, not the real API's output
     software: str = f"Portrait Studio {__version__}"
 
     @model_validator(mode="after")
@@ -151,6 +152,8 @@ def caption_for(info: LabelInfo) -> str:
     if info.caption:
         return info.caption
     day = info.created.date().isoformat()
+    if info.sandbox:
+        return f"SANDBOX test image (not from the real API): {caption_for(info.model_copy(update={'sandbox': False}))}"
     if info.is_composite:
         what = f", AI-edited ({info.edit})" if info.edit else ", AI-edited"
         return f"AI-generated portrait via {info.ai_system}{what}, {day}"
@@ -173,6 +176,7 @@ def sidecar_record(info: LabelInfo) -> dict[str, Any]:
         "is_composite": info.is_composite,
         "edit": info.edit,
         "parent_sha256": info.parent_sha256,
+        "sandbox": info.sandbox,
         "request_id": info.request_id,
         "run_id": info.run_id,
         "created": info.created.isoformat(),
@@ -205,6 +209,7 @@ def format_parameters(info: LabelInfo) -> str:
         ("Source type", "composite" if info.is_composite else "generated"),
         ("Edit", info.edit),
         ("Parent", info.parent_sha256),
+        ("Sandbox", "yes (test image, not the real API)" if info.sandbox else None),
         ("Request id", info.request_id),
         ("Run id", info.run_id),
         ("Version", info.software),

@@ -10,8 +10,10 @@ Migrations are a list of small functions, applied in order and recorded in `_mig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from .errors import LedgerError
 from .records import Cost, Request, Result, Ticket, new_id
 
-__all__ = ["ImageRow", "Ledger", "RequestRow", "RunRow", "store_image"]
+__all__ = ["ImageRow", "Ledger", "RequestRow", "RunRow", "StoredFile", "store_image"]
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 migration = MIGRATIONS.append
@@ -139,6 +141,45 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_engine(db: sqlite3.Connection) -> None:
+    """What the one engine needs: money per request (reserved before sending, settled on what the
+    provider charged, whatever the outcome), sandbox spend kept apart, the finishing steps of a
+    run (so `resume` finishes any kind of run), one resumer at a time, and every file written."""
+    _script(
+        db,
+        """
+        ALTER TABLE requests ADD COLUMN reserved_usd REAL NOT NULL DEFAULT 0;
+        ALTER TABLE requests ADD COLUMN charged_usd REAL;
+        ALTER TABLE requests ADD COLUMN charged_credits REAL;
+        ALTER TABLE requests ADD COLUMN sandbox INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE runs ADD COLUMN steps_json TEXT;
+        ALTER TABLE runs ADD COLUMN lock_owner TEXT;
+        ALTER TABLE runs ADD COLUMN lock_until REAL;
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY,            -- resolved absolute path of a file the studio wrote
+            sha256 TEXT NOT NULL,             -- of the file as written (labelled bytes)
+            result_id TEXT NOT NULL REFERENCES results(id),
+            kind TEXT NOT NULL,               -- output | export | sheet | grid | ...
+            labelled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX files_sha ON files(sha256);
+        CREATE INDEX files_result ON files(result_id);
+        CREATE INDEX requests_key ON requests(run_id, idempotency_key);
+        CREATE INDEX results_request ON results(request_id);
+        CREATE INDEX results_parent ON results(parent_sha256)
+        """,
+    )
+    # What earlier versions paid is what their results cost (they recorded nothing else).
+    db.execute(
+        "UPDATE requests SET charged_usd = (SELECT SUM(cost_usd) FROM results WHERE results.request_id = requests.id),"
+        " charged_credits = (SELECT SUM(cost_credits) FROM results WHERE results.request_id = requests.id),"
+        " sandbox = COALESCE((SELECT MAX(sandbox) FROM results WHERE results.request_id = requests.id), 0)"
+        " WHERE status = 'done'"
+    )
+
+
 class _Row(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -156,6 +197,8 @@ class RunRow(_Row):
     forced: bool
     out_dir: str | None
     status: str
+    steps: list[dict[str, Any]] = []
+    """The finishing steps recorded with the run (see `engine`), applied again by `resume`."""
 
 
 class RequestRow(_Row):
@@ -172,6 +215,14 @@ class RequestRow(_Row):
     task_id: str | None
     ticket: Ticket | None
     error: str | None
+    reserved_usd: float = 0.0
+    charged_usd: float | None = None
+    sandbox: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        """The provider took the task (and, per its billing, may have charged for it)."""
+        return self.task_id is not None
 
 
 class ImageRow(_Row):
@@ -213,28 +264,97 @@ def _load(text: str | None) -> Any:
 
 def store_image(images_dir: Path, data: bytes, ext: str) -> tuple[str, Path]:
     """Write `data` content-addressed (images/ab/<sha256>.<ext>); return (sha256, path)."""
+    from .files import atomic_write_bytes
+
     sha = hashlib.sha256(data).hexdigest()
     path = images_dir / sha[:2] / f"{sha}.{ext}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if not path.exists() or path.stat().st_size != len(data):  # a unique temp name per writer: no race
+        atomic_write_bytes(path, data)
     return sha, path
 
 
-class Ledger:
-    """The studio's SQLite ledger. Safe to open from several processes (WAL)."""
+class StoredFile(_Row):
+    """An image file the ledger knows: the content-addressed original and its run-folder copy."""
 
-    def __init__(self, path: str | Path) -> None:
+    sha256: str
+    path: str
+    out_path: str | None
+    run_id: str | None
+    sandbox: bool
+    result_id: str | None = None
+    operation: str | None = None
+    """'import': the out path is the user's own file (the same bytes); otherwise a labelled copy."""
+
+
+class Ledger:
+    """The studio's SQLite ledger. Safe to open from several processes (WAL).
+
+    `read_only=True` is for commands that only read (log, gallery, audit, review lists): the
+    database is opened with SQLite's `mode=ro`, nothing is created (a studio without a ledger
+    reads as empty), and it works on a read-only folder or disk. The default (read-write)
+    refuses a studio it cannot write with a LedgerError instead of failing half-way.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        self.read_only = read_only
+        try:
+            self.db = self._open_read_only() if read_only else self._open()
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise self._damaged(exc) from None
+
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False, uri=uri)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the studio folder {folder}: {exc.strerror}",
+                              hint="check the path and its permissions (--home / PORTRAIT_STUDIO_HOME)") from None
+        if not os.access(folder, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise LedgerError(
+                f"the studio's ledger {self.path} is read-only; this command records what it does",
+                hint="make the studio folder writable, or point --home / PORTRAIT_STUDIO_HOME at a writable copy",
+            )
+        self.db = self._connect(str(self.path))
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.migrate()
+        return self.db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.exists():  # nothing made yet: an empty ledger in memory, nothing created on disk
+            return self._connect(":memory:")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        self.db = self._connect(uri, uri=True)
+        try:
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database in a folder we cannot write and without its -shm file: nobody can be
+            # writing it either, so it may be read as immutable.
+            self.db.close()
+            self.db = self._connect(uri + "&immutable=1", uri=True)
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return self.db
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> LedgerError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return LedgerError(f"the ledger {self.path} is busy ({text})", hint="another portrait process holds it; try again")
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return LedgerError(f"cannot open the ledger {self.path} ({text})",
+                               hint="check the studio folder's permissions, or use a read-only command")
+        return LedgerError(
+            f"the ledger {self.path} is damaged or not a ledger ({text})",
+            hint="run 'portrait doctor' to check the studio ('portrait doctor --repair' salvages what it can)",
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -246,14 +366,85 @@ class Ledger:
         self.close()
 
     # --- schema --------------------------------------------------------------------------
+    def pending_migrations(self) -> list[str]:
+        """Migrations not yet applied (all of them for a new ledger). Reads only."""
+        try:
+            done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            done = set()
+        return [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in done]
+
     def migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
-        for fn in MIGRATIONS:
-            if fn.__name__ not in done:
-                with self.transaction():
-                    fn(self.db)
-                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+        """Apply pending migrations, each exactly once even when many processes open a new ledger
+        at the same moment: the write lock is taken before the applied list is read, and the
+        check is repeated inside that transaction (reading first let two processes both create
+        `runs`)."""
+        if not self.pending_migrations():
+            return
+        if self.read_only and self.path.exists():
+            if os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK):
+                Ledger(self.path).close()  # an older ledger: upgrade it once through a writer
+                return
+            raise LedgerError(
+                f"the ledger {self.path} needs an upgrade ({', '.join(self.pending_migrations())}) "
+                "and the studio is read-only",
+                hint="run any recording command (or 'portrait doctor --repair') on a writable studio first",
+            )
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+            done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+            for fn in MIGRATIONS:
+                if fn.__name__ not in done:
+                    fn(db)
+                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+
+    def integrity_errors(self) -> list[str]:
+        """SQLite's own `integrity_check` (and foreign keys): an empty list means the file is sound."""
+        rows = [str(r[0]) for r in self.db.execute("PRAGMA integrity_check").fetchall()]
+        problems = [r for r in rows if r != "ok"]
+        fk = self.db.execute("PRAGMA foreign_key_check").fetchall()
+        problems += [f"foreign key: {tuple(r)}" for r in fk]
+        return problems
+
+    def stored_files(self) -> list[StoredFile]:
+        """Every image file the ledger lists: its content-addressed copy and its run-folder copy."""
+        rows = self.db.execute(
+            "SELECT i.sha256, i.path, r.out_path, r.run_id, COALESCE(r.sandbox, 0), r.id, r.operation FROM images i"
+            " LEFT JOIN results r ON r.image_sha256 = i.sha256 ORDER BY i.created_at"
+        ).fetchall()
+        return [StoredFile(sha256=r[0], path=r[1], out_path=r[2], run_id=r[3], sandbox=bool(r[4]), result_id=r[5],
+                           operation=r[6]) for r in rows]
+
+    @staticmethod
+    def salvage(damaged: Path, into: Path) -> dict[str, int]:
+        """Copy every readable row of a damaged ledger file into a new ledger at `into`.
+
+        Table by table, so one unreadable table does not lose the others; returns rows per table
+        (-1 where a table could not be read). `portrait doctor --repair` uses it.
+        """
+        with Ledger(into) as fresh:
+            tables = [r[0] for r in fresh.db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            fresh.db.execute("ATTACH DATABASE ? AS old", (str(damaged),))
+            counts: dict[str, int] = {}
+            for table in tables:
+                if table == "_migrations":
+                    continue
+                try:
+                    cols = [r[1] for r in fresh.db.execute(f"PRAGMA old.table_info({table})")]
+                    keep = [c for c in cols if c in {r[1] for r in fresh.db.execute(f"PRAGMA main.table_info({table})")}]
+                    if not keep:
+                        counts[table] = -1
+                        continue
+                    names = ", ".join(keep)
+                    with fresh.transaction() as db:
+                        db.execute(f"INSERT OR IGNORE INTO main.{table} ({names}) SELECT {names} FROM old.{table}")
+                    counts[table] = fresh.db.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
+                except sqlite3.DatabaseError:
+                    counts[table] = -1
+            fresh.db.execute("DETACH DATABASE old")
+        return counts
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -298,21 +489,57 @@ class Ledger:
         self.db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id))
 
     def run(self, run_id: str) -> RunRow:
-        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        """A run by its exact id or a unique prefix of it (never a pattern: '' and '%' match nothing)."""
+        ref = (run_id or "").strip()
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (ref,)).fetchone() if ref else None
+        if row is None and len(ref) >= 4:
+            rows = self.db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2", (len(ref), ref)).fetchall()
+            if len(rows) > 1:
+                raise LedgerError(f"'{ref}' matches several runs", hint="give more characters of the run id")
+            row = rows[0] if rows else None
         if row is None:
-            row = self.db.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY created_at DESC", (f"%{run_id}%",)).fetchone()
-        if row is None:
-            raise LedgerError(f"no run '{run_id}' in the ledger", hint="run 'portrait log' to list runs")
+            raise LedgerError(f"no run '{ref}' in the ledger", hint="give a run id (or a unique prefix of one) from 'portrait log'")
+        return self._run_row(row)
+
+    @staticmethod
+    def _run_row(row: sqlite3.Row) -> RunRow:
         return RunRow(
             id=row["id"], kind=row["kind"], created_at=row["created_at"], name=row["name"],
             brief=_load(row["brief_json"]), plan=_load(row["plan_json"]), budget_usd=row["budget_usd"],
             parent_run_id=row["parent_run_id"], varied=_load(row["varied_json"]), forced=bool(row["forced"]),
-            out_dir=row["out_dir"], status=row["status"],
+            out_dir=row["out_dir"], status=row["status"], steps=_load(row["steps_json"]) or [],
         )
 
+    def set_run_plan(self, run_id: str, plan: dict[str, Any]) -> None:
+        self.db.execute("UPDATE runs SET plan_json=? WHERE id=?", (_json(plan), run_id))
+
+    def set_run_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
+        self.db.execute("UPDATE runs SET steps_json=? WHERE id=?", (_json(steps), run_id))
+
+    # --- one resumer at a time ---------------------------------------------------------------
+    def claim_run(self, run_id: str, owner: str, *, ttl_s: float = 60.0, alive: Callable[[str], bool] | None = None) -> str | None:
+        """Take the run's lock for `owner`; returns None, or the current holder when another live
+        process holds it. A lock whose lease ran out, or whose holder `alive` says is gone, is taken over."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT lock_owner, lock_until FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"no run '{run_id}' in the ledger")
+            holder, until = row[0], row[1] or 0.0
+            if holder and holder != owner and until > now and (alive is None or alive(holder)):
+                return str(holder)
+            db.execute("UPDATE runs SET lock_owner=?, lock_until=? WHERE id=?", (owner, now + ttl_s, run_id))
+        return None
+
+    def renew_run(self, run_id: str, owner: str, *, ttl_s: float = 60.0) -> None:
+        self.db.execute("UPDATE runs SET lock_until=? WHERE id=? AND lock_owner=?", (time.time() + ttl_s, run_id, owner))
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        self.db.execute("UPDATE runs SET lock_owner=NULL, lock_until=NULL WHERE id=? AND lock_owner=?", (run_id, owner))
+
     def runs(self, limit: int = 20) -> list[RunRow]:
-        ids = [r[0] for r in self.db.execute("SELECT id FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))]
-        return [self.run(i) for i in ids]
+        rows = self.db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [self._run_row(r) for r in rows]
 
     def latest_run(self) -> RunRow:
         row = self.db.execute("SELECT id FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
@@ -338,16 +565,72 @@ class Ledger:
 
     def requests(self, run_id: str) -> list[RequestRow]:
         rows = self.db.execute("SELECT * FROM requests WHERE run_id=? ORDER BY position", (run_id,)).fetchall()
-        return [
-            RequestRow(
-                id=r["id"], run_id=r["run_id"], position=r["position"], idempotency_key=r["idempotency_key"],
-                model=r["model"], provider=r["provider"], seed=r["seed"],
-                request=Request.model_validate_json(r["request_json"]), estimated_usd=r["estimated_usd"],
-                status=r["status"], task_id=r["task_id"],
-                ticket=Ticket.model_validate_json(r["ticket_json"]) if r["ticket_json"] else None, error=r["error"],
+        return [self._request_row(r) for r in rows]
+
+    @staticmethod
+    def _request_row(r: sqlite3.Row) -> RequestRow:
+        return RequestRow(
+            id=r["id"], run_id=r["run_id"], position=r["position"], idempotency_key=r["idempotency_key"],
+            model=r["model"], provider=r["provider"], seed=r["seed"],
+            request=Request.model_validate_json(r["request_json"]), estimated_usd=r["estimated_usd"],
+            status=r["status"], task_id=r["task_id"],
+            ticket=Ticket.model_validate_json(r["ticket_json"]) if r["ticket_json"] else None, error=r["error"],
+            reserved_usd=r["reserved_usd"], charged_usd=r["charged_usd"], sandbox=bool(r["sandbox"]),
+        )
+
+    def request(self, request_id: str) -> RequestRow:
+        row = self.db.execute("SELECT * FROM requests WHERE id=?", (request_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no request '{request_id}' in the ledger")
+        return self._request_row(row)
+
+    def request_by_key(self, run_id: str, idempotency_key: str) -> RequestRow | None:
+        """The run's request for exactly this image (same settings), if it was planned before."""
+        row = self.db.execute(
+            "SELECT * FROM requests WHERE run_id=? AND idempotency_key=? ORDER BY position LIMIT 1", (run_id, idempotency_key)
+        ).fetchone()
+        return self._request_row(row) if row else None
+
+    def request_counts(self, run_id: str) -> tuple[dict[str, int], list[str]]:
+        """(requests per status, the first errors) of a run, for progress displays."""
+        counts: dict[str, int] = {}
+        errors: list[str] = []
+        for status, error in self.db.execute("SELECT status, error FROM requests WHERE run_id=? ORDER BY position", (run_id,)):
+            counts[status] = counts.get(status, 0) + 1
+            if error and status in ("failed", "skipped"):
+                errors.append(error)
+        return counts, errors
+
+    # --- money: reserve before sending, settle on what was charged --------------------------
+    def reserve(self, request_id: str, usd: float, *, limit_usd: float | None, run_id: str, sandbox: bool = False) -> None:
+        """Atomically: refuse when the run's spent + reserved + `usd` would pass `limit_usd`; else
+        mark the request 'submitting' with `usd` reserved. Concurrent resumers share the ledger's lock."""
+        from .errors import BudgetExceeded
+
+        with self.transaction() as db:
+            committed = db.execute(
+                "SELECT COALESCE(SUM(COALESCE(charged_usd, 0) + reserved_usd), 0) FROM requests WHERE run_id=?", (run_id,)
+            ).fetchone()[0]
+            if limit_usd is not None and committed + usd > limit_usd + 1e-9:
+                raise BudgetExceeded(
+                    f"stopped before a ${usd:.3f} request: ${committed:.3f} spent or in flight of a ${limit_usd:.2f} budget",
+                    budget_usd=limit_usd, needed_usd=committed + usd,
+                )
+            db.execute(
+                "UPDATE requests SET status='submitting', reserved_usd=?, sandbox=?, error=NULL, task_id=NULL,"
+                " ticket_json=NULL, updated_at=? WHERE id=?",
+                (usd, int(sandbox), time.time(), request_id),
             )
-            for r in rows
-        ]
+
+    def settle(self, request_id: str, charged: Cost | None) -> None:
+        """What the provider charged for the request (None: unknown yet, keep the reservation)."""
+        if charged is None:
+            return
+        self.db.execute(
+            "UPDATE requests SET charged_usd=COALESCE(charged_usd, 0) + ?, charged_credits=COALESCE(charged_credits, 0) + ?,"
+            " reserved_usd=0, updated_at=? WHERE id=?",
+            (charged.usd, charged.credits, time.time(), request_id),
+        )
 
     def set_request_status(self, request_id: str, status: RequestStatus, error: str | None = None) -> None:
         self.db.execute(
@@ -380,14 +663,16 @@ class Ledger:
         out_path: Path | None = None,
         width: int | None = None,
         height: int | None = None,
+        charge: Cost | None = None,
     ) -> ImageRow:
-        """Store the image file and its row in one step; the request becomes 'done'."""
+        """Store the image (content-addressed) and its row in one step; the request becomes 'done'
+        and, with `charge`, is settled at what the provider charged in the same transaction.
+
+        `out_path` is where the delivered (labelled) copy of this image lives or will live; the
+        ledger does not write it — the engine's delivery step does, and records it with `record_file`.
+        """
         ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(result.media_type, "png")
         sha, path = store_image(images_dir, result.image, ext)
-        if out_path is not None:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            if not out_path.exists():
-                out_path.write_bytes(result.image)
         if width is None:
             from io import BytesIO
 
@@ -413,11 +698,58 @@ class Ledger:
                     int(result.sandbox), str(out_path) if out_path else None, now,
                 ),
             )
-            if request_id:
+            if request_id and charge is not None:
                 db.execute(
-                    "UPDATE requests SET status='done', error=NULL, updated_at=? WHERE id=?", (now, request_id)
+                    "UPDATE requests SET status='done', error=NULL, charged_usd=COALESCE(charged_usd, 0) + ?,"
+                    " charged_credits=COALESCE(charged_credits, 0) + ?, reserved_usd=0, updated_at=? WHERE id=?",
+                    (charge.usd, charge.credits, now, request_id),
                 )
+            elif request_id:
+                db.execute("UPDATE requests SET status='done', error=NULL, updated_at=? WHERE id=?", (now, request_id))
         return self.image(result_id)
+
+    def derived_from_request(self, request_id: str, operation: str) -> ImageRow | None:
+        """The derivative (fix composite, upscale …) a finishing step made from a request's result."""
+        row = self.db.execute(self._IMAGE_SQL + " WHERE r.request_id=? AND r.operation=? ORDER BY r.created_at DESC LIMIT 1",
+                              (request_id, operation)).fetchone()
+        return self._image_row(row) if row else None
+
+    def derived_in_run(self, run_id: str, operation: str) -> ImageRow | None:
+        row = self.db.execute(self._IMAGE_SQL + " WHERE r.run_id=? AND r.operation=? ORDER BY r.created_at DESC LIMIT 1",
+                              (run_id, operation)).fetchone()
+        return self._image_row(row) if row else None
+
+    def result_for_request(self, request_id: str) -> ImageRow | None:
+        """What the provider delivered for the request (its first recorded result)."""
+        row = self.db.execute(self._IMAGE_SQL + " WHERE r.request_id=? ORDER BY r.created_at LIMIT 1", (request_id,)).fetchone()
+        return self._image_row(row) if row else None
+
+    # --- files the studio wrote ---------------------------------------------------------------
+    def record_file(self, path: str | Path, sha256: str, result_id: str, *, kind: str = "output", labelled: bool = False) -> None:
+        """Remember a file the studio wrote (a labelled run-folder copy, an export, a fix): any of its
+        paths or hashes leads back to its image, so lineage never breaks on a copy."""
+        self.db.execute(
+            "INSERT INTO files (path, sha256, result_id, kind, labelled, created_at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, result_id=excluded.result_id, kind=excluded.kind,"
+            " labelled=excluded.labelled, created_at=excluded.created_at",
+            (str(Path(path).resolve()), sha256, result_id, kind, int(labelled), time.time()),
+        )
+
+    def file(self, path: str | Path) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM files WHERE path=?", (str(Path(path).resolve()),)).fetchone()
+        return dict(row) if row else None
+
+    def files_for(self, result_id: str) -> list[dict[str, Any]]:
+        """The files written for an image (labelled copies first, newest first)."""
+        rows = self.db.execute("SELECT * FROM files WHERE result_id=? ORDER BY labelled DESC, created_at DESC", (result_id,))
+        return [dict(r) for r in rows.fetchall()]
+
+    def is_studio_output(self, path: str | Path) -> bool:
+        """True for files the studio wrote as outputs (recorded files, stored images, run files)."""
+        resolved = str(Path(path).resolve())
+        if self.db.execute("SELECT 1 FROM files WHERE path=?", (resolved,)).fetchone():
+            return True
+        return self.db.execute("SELECT 1 FROM images WHERE path=?", (resolved,)).fetchone() is not None
 
     _IMAGE_SQL = (
         "SELECT r.*, i.path AS path, i.width AS width, i.height AS height,"
@@ -439,20 +771,42 @@ class Ledger:
         )
 
     def image(self, ref: str) -> ImageRow:
-        """An image by result id, sha256 (or a unique prefix of either), or output path."""
-        exact = self.db.execute(self._IMAGE_SQL + " WHERE r.id=?", (ref,)).fetchone()
+        """An image by result id, sha256 (of the stored original or of any file the studio wrote from
+        it), a unique prefix of an id or hash, or the path of a file the studio wrote."""
+        ref = str(ref).strip()
+        exact = self.db.execute(self._IMAGE_SQL + " WHERE r.id=?", (ref,)).fetchone() if ref else None
         if exact is not None:  # the common case: an id from the log or the gallery, no table scan
             return self._image_row(exact)
-        rows = self.db.execute(
-            self._IMAGE_SQL + " WHERE r.id=? OR r.image_sha256 LIKE ? OR r.id LIKE ? OR r.out_path=? OR i.path=?"
-            " ORDER BY r.created_at DESC",
-            (ref, f"{ref}%", f"{ref}%", ref, ref),
-        ).fetchall()
+        if not ref:
+            raise LedgerError("no image given", hint="use an id or sha256 prefix from 'portrait log'")
+        rows: list[sqlite3.Row] = []
+        resolved = str(Path(ref).resolve()) if ("/" in ref or "." in ref) else None
+        if resolved:
+            rows = self.db.execute(
+                self._IMAGE_SQL + " WHERE r.id IN (SELECT result_id FROM files WHERE path=?) OR r.out_path=? OR i.path=?"
+                " ORDER BY r.created_at DESC", (resolved, ref, resolved),
+            ).fetchall()
+        if not rows and len(ref) >= 6 and all(c.isalnum() or c == "_" for c in ref):
+            n = len(ref)
+            rows = self.db.execute(
+                self._IMAGE_SQL + " WHERE substr(r.image_sha256, 1, ?)=? OR substr(r.id, 1, ?)=?"
+                " OR r.id IN (SELECT result_id FROM files WHERE substr(sha256, 1, ?)=?) ORDER BY r.created_at DESC",
+                (n, ref, n, ref, n, ref),
+            ).fetchall()
         if not rows:
             raise LedgerError(f"no image '{ref}' in the ledger", hint="use an id or sha256 prefix from 'portrait log'")
         if len({r["id"] for r in rows}) > 1 and len({r["image_sha256"] for r in rows}) > 1:
             raise LedgerError(f"'{ref}' matches several images", hint="give more characters of the id or sha256")
         return self._image_row(rows[0])
+
+    def image_for_file(self, path: str | Path, sha256: str) -> ImageRow | None:
+        """The image a file on disk is (by its recorded path, or by the hash of its bytes)."""
+        row = self.db.execute(
+            self._IMAGE_SQL + " WHERE r.id IN (SELECT result_id FROM files WHERE path=? OR sha256=?)"
+            " OR r.image_sha256=? ORDER BY (r.operation = 'import'), r.created_at DESC LIMIT 1",
+            (str(Path(path).resolve()), sha256, sha256),
+        ).fetchone()
+        return self._image_row(row) if row else None
 
     def images(
         self,
@@ -464,8 +818,13 @@ class Ledger:
         check: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        include_raw: bool = False,
     ) -> list[ImageRow]:
+        """Images newest first. Raw provider outputs that a finishing step turned into the deliverable
+        (an inpaint before its composite) are intermediates, left out unless `include_raw`."""
         where, args = [], []  # type: ignore[var-annotated]
+        if not include_raw:
+            where.append("r.operation != 'raw'")
         for clause, value in (("r.run_id=?", run_id), ("r.model=?", model), ("r.seed=?", seed)):
             if value is not None:
                 where.append(clause)
@@ -480,6 +839,63 @@ class Ledger:
         sql += " ORDER BY created_at DESC LIMIT ? OFFSET ?"
         rows = self.db.execute(sql, (*args, limit, offset)).fetchall()
         return [self._image_row(r) for r in rows]
+
+    def gallery(
+        self, *, run_id: str | None, model: str | None, seed: int | None, check: str | None, picked: bool | None,
+        limit: int, offset: int,
+    ) -> tuple[list[ImageRow], int]:
+        """One page of images, newest first, and the total matching (the gallery's query)."""
+        base = (
+            "FROM results r JOIN images i ON i.sha256 = r.image_sha256"
+            " LEFT JOIN (SELECT image_sha256, overall, score, MAX(created_at) FROM checks GROUP BY image_sha256) c"
+            " ON c.image_sha256 = r.image_sha256"
+        )
+        where: list[str] = ["r.operation != 'raw'"]
+        args: list[Any] = []
+        for clause, value in (("r.run_id=?", run_id), ("r.model=?", model), ("r.seed=?", seed)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if picked is not None:
+            where.append("r.picked=?")
+            args.append(int(picked))
+        if check == "unchecked":
+            where.append("c.overall IS NULL")
+        elif check is not None:
+            where.append("c.overall=?")
+            args.append(check)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        total = self.db.execute(f"SELECT COUNT(*) {base}{clause}", args).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT r.*, i.path AS path, i.width AS width, i.height AS height, c.overall AS check_overall,"
+            f" c.score AS check_score {base}{clause} ORDER BY r.created_at DESC, r.id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return [self._image_row(r) for r in rows], int(total)
+
+    def run_choices(self, limit: int = 200) -> list[tuple[str, str]]:
+        """(run id, label) of recent runs, for filters."""
+        rows = self.db.execute("SELECT id, kind, name FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [(r[0], f"{r[2] or r[1]} · {r[0][-6:]}") for r in rows]
+
+    def models_used(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT model FROM requests ORDER BY model") if r[0]]
+
+    def result_ids(self, run_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM results WHERE run_id=? AND operation != 'raw' ORDER BY created_at", (run_id,))]
+
+    def neighbours(self, image: ImageRow) -> tuple[str | None, str | None]:
+        """(newer, older) image ids around `image` in the gallery's order."""
+        newer = self.db.execute(
+            "SELECT id FROM results WHERE created_at > ? OR (created_at = ? AND id < ?) ORDER BY created_at, id DESC LIMIT 1",
+            (image.created_at, image.created_at, image.id),
+        ).fetchone()
+        older = self.db.execute(
+            "SELECT id FROM results WHERE created_at < ? OR (created_at = ? AND id > ?) ORDER BY created_at DESC, id LIMIT 1",
+            (image.created_at, image.created_at, image.id),
+        ).fetchone()
+        return (newer[0] if newer else None, older[0] if older else None)
 
     def lineage(self, sha256: str) -> list[ImageRow]:
         """The image and its ancestors, newest first (fix → upscale chains)."""
@@ -508,10 +924,27 @@ class Ledger:
         rows = self.images(run_id=run_id, picked=True, limit=1)
         return rows[0] if rows else None
 
-    def spent(self, run_id: str | None = None) -> Cost:
-        sql = "SELECT COALESCE(SUM(cost_credits),0), COALESCE(SUM(cost_usd),0) FROM results"
-        row = self.db.execute(sql + (" WHERE run_id=?" if run_id else ""), (run_id,) if run_id else ()).fetchone()
+    def spent(self, run_id: str | None = None, *, sandbox: bool | None = False) -> Cost:
+        """What providers charged, per request and whatever its outcome (a moderated task a provider
+        bills for counts). Every paid operation goes through a request, so nothing else costs money.
+        `sandbox=False` (the default) is real money only; True is sandbox spend only; None is both."""
+        where, args = [], []  # type: ignore[var-annotated]
+        if run_id:
+            where.append("run_id=?")
+            args.append(run_id)
+        if sandbox is not None:
+            where.append("sandbox=?")
+            args.append(int(sandbox))
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        row = self.db.execute(
+            f"SELECT COALESCE(SUM(charged_credits),0), COALESCE(SUM(charged_usd),0) FROM requests{clause}", args
+        ).fetchone()
         return Cost(credits=round(row[0], 4), usd=round(row[1], 6))
+
+    def in_flight(self, run_id: str) -> float:
+        """Reserved for requests sent but not settled (their charge is not known yet)."""
+        row = self.db.execute("SELECT COALESCE(SUM(reserved_usd), 0) FROM requests WHERE run_id=?", (run_id,)).fetchone()
+        return float(row[0])
 
     # --- checks, labels, rights, identity --------------------------------------------------
     def record_checks(self, sha256: str, overall: str, score: float | None, checklist: dict[str, Any]) -> None:
@@ -563,6 +996,12 @@ class Ledger:
             " VALUES (?,?,?,?,?,?,?,?)",
             (run_id, image_sha256, shot, distance, status, int(reset_applied), _json(details), time.time()),
         )
+
+    def has_identity(self, run_id: str, shot: int, image_sha256: str, step: str) -> bool:
+        rows = self.db.execute(
+            "SELECT details_json FROM identity WHERE run_id=? AND shot=? AND image_sha256=?", (run_id, shot, image_sha256)
+        ).fetchall()
+        return any((_load(r[0]) or {}).get("step") == step for r in rows)
 
     def identity(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM identity WHERE run_id=? ORDER BY shot, created_at", (run_id,))

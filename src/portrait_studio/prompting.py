@@ -10,10 +10,15 @@ the user sees) when it changes something:
 - teeth visible → "even teeth, no gaps, natural shade"; no teeth → "closed-mouth smile";
 - skin realism cues always present; the plastic-skin recipe lowers guidance by the
   equivalent of CFG 0.5 and moves to Rembrandt light with soft fill;
-- the avoid list becomes positive cues on models without negative prompts (reported), and a
-  true-CFG negative prompt on local models that support it;
+- the avoid list becomes positive cues (reported), as the guide calls it "light"; on local models
+  that support it, `quality.true_cfg: true` sends it as a true-CFG negative prompt instead, at
+  twice the transformer calls per step (said in the plan);
 - anything outside a model's limits is a LimitError naming the limit; only snapping to the
-  size multiple is done silently-but-reported.
+  size multiple is done silently-but-reported;
+- the brief's sampler reaches local FLUX pipelines that can run it (`options["sampler"]`);
+  hosted APIs and pipelines that cannot take it get a note instead;
+- a delivery plan (`--deliver 4k`) replaces the brief's size with the model's best native
+  size for the delivery; the engine upscales to the exact size afterwards.
 """
 
 from __future__ import annotations
@@ -24,17 +29,21 @@ from typing import Any
 
 from .brief import Brief, preset
 from .catalog import ModelSpec, estimate_cost, get_model, megapixels, parse_aspect
-from .errors import BriefError, CapabilityError, LimitError
+from .delivery import DeliveryPlan
+from .errors import BriefError, CapabilityError, LimitError, UsageError
 from .records import InputImage, Mode, Request
+from .samplers import DEFAULT_SAMPLER, SAMPLERS
 
 __all__ = [
     "BASELINE_CFG",
     "BASELINE_STEPS",
     "HANDS_MAX_CFG",
     "HANDS_MIN_STEPS",
+    "at_native_size",
     "compile_brief",
     "plastic_skin_recipe",
     "resolve_size",
+    "sampler_options",
 ]
 
 BASELINE_CFG = 5.0  # middle of the guide's 4.5–6.0
@@ -244,12 +253,16 @@ def _avoid(brief: Brief, spec: ModelSpec, provider: str, notes: list[str]) -> tu
     """(positive cues, negative prompt). Never drops a term without saying so."""
     if not brief.avoid:
         return [], None
-    if spec.negative_prompt == "true_cfg" and provider == "local":
+    local_cfg = spec.negative_prompt == "true_cfg" and provider == "local"
+    if local_cfg and brief.quality.true_cfg:
         notes.append(
-            f"avoid list sent as a true-CFG negative prompt (scale {brief.quality.true_cfg_scale:g}); "
-            "this doubles the transformer calls per step"
+            f"avoid list sent as a true-CFG negative prompt (scale {brief.quality.true_cfg_scale:g}): "
+            "×2 transformer calls per step (about twice the time per image)"
         )
         return [], ", ".join(brief.avoid)
+    if local_cfg:
+        notes.append("avoid list rewritten as positive cues, like the hosted models; quality.true_cfg: true sends it "
+                     "as a true-CFG negative prompt instead, at ×2 transformer calls per step")
     rewrites: dict[str, str] = preset("avoid")["rewrites"]
     cues: list[str] = []
     done: list[str] = []
@@ -265,7 +278,8 @@ def _avoid(brief: Brief, spec: ModelSpec, provider: str, notes: list[str]) -> tu
             cues.append(cue)
         done.append(f"avoid '{term}' → '{cue}'")
     if done:
-        notes.append(f"{spec.name} takes no negative prompt, so the avoid list became positive cues: " + "; ".join(done))
+        why = "by default" if local_cfg else "takes no negative prompt, so"
+        notes.append(f"{spec.name} {why} the avoid list became positive cues: " + "; ".join(done))
     return cues, None
 
 
@@ -352,6 +366,54 @@ def _references(
     raise CapabilityError(f"{spec.name} cannot take reference images", hint="remove references, or pick flux-1.1-pro-ultra, flux-2-pro or flux-kontext-pro")
 
 
+# --- sampler and delivery ---------------------------------------------------------------------
+
+
+def sampler_options(sampler: str | None, spec: ModelSpec, provider: str, mode: Mode, notes: list[str]) -> dict[str, Any]:
+    """`{"sampler": id}` for a local pipeline that can run it; otherwise {} and a note saying why.
+
+    Euler is FLUX's own sampler and the default everywhere, so it is never sent.
+    """
+    if sampler is None:
+        return {}
+    chosen = SAMPLERS[sampler]
+    route = spec.route(provider)
+    if not route.samplers:
+        notes.append(f"the {provider} API takes no sampler: '{chosen.label}' not sent (the service runs its own)")
+        return {}
+    if sampler == DEFAULT_SAMPLER:
+        return {}
+    if sampler not in route.samplers:
+        why = f" ({route.sampler_note})" if route.sampler_note else ""
+        runs = ", ".join(SAMPLERS[s].label for s in route.samplers)
+        notes.append(f"the local {spec.name} pipeline runs only the {runs} sampler: '{chosen.label}' not sent{why}")
+        return {}
+    if mode in ("image-to-image", "inpaint"):
+        notes.append(f"'{chosen.label}' cannot start from a partly noised init image in diffusers "
+                     f"(the DPM-Solver has no scale_noise); this {mode} runs with Euler")
+        return {}
+    karras = (" Karras spacing is used where the installed diffusers computes it on flow sigmas "
+              "(0.42.1 does not; the run records the sigmas it used)." if chosen.karras else "")
+    notes.append(f"sampler '{chosen.label}' → diffusers {chosen.scheduler} (DPM-Solver++, order 2) "
+                 f"on flow-matching sigmas with FLUX's resolution shift.{karras}")
+    return {"sampler": sampler}
+
+
+def at_native_size(brief: Brief, spec: ModelSpec, provider: str, plan: DeliveryPlan) -> Brief:
+    """The brief with its size replaced by the delivery plan's native render size."""
+    if (plan.model, plan.provider) != (spec.id, provider):
+        raise UsageError(f"the delivery plan is for {plan.model}@{plan.provider}, not {spec.id}@{provider}",
+                         field="--deliver", hint="plan the delivery for each model and provider")
+    if spec.size_on(provider).kind == "aspect":
+        fixed = spec.size_on(provider).fixed_mp or 1.0
+        output = brief.output.model_copy(update={"aspect_ratio": plan.aspect_ratio, "width": None, "height": None,
+                                                 "resolution": f"{fixed:g}MP"})
+    else:
+        output = brief.output.model_copy(update={"aspect_ratio": plan.aspect_ratio, "width": plan.native_w,
+                                                 "height": plan.native_h})
+    return brief.model_copy(update={"output": output})
+
+
 # --- compile ----------------------------------------------------------------------------------
 
 
@@ -362,8 +424,13 @@ def compile_brief(
     provider: str | None = None,
     seed: int | None = None,
     structured: bool | None = None,
+    delivery: DeliveryPlan | None = None,
 ) -> Request:
-    """Brief + model → Request. `seed` overrides the brief's; one of them must be a number."""
+    """Brief + model → Request. `seed` overrides the brief's; one of them must be a number.
+
+    With `delivery` (from `delivery.plan_delivery`), the image is rendered at the plan's
+    native size instead of the brief's; the engine upscales it to the delivery size.
+    """
     spec = get_model(model)
     provider = provider or spec.default_provider
     spec.route(provider)
@@ -380,11 +447,15 @@ def compile_brief(
         brief = plastic_skin_recipe(brief)
 
     notes: list[str] = []
+    if delivery is not None:
+        brief = at_native_size(brief, spec, provider, delivery)
+        notes.extend(delivery.notes)
     mode, images, denoise, reference_weight = _references(brief, spec, notes)
     width, height, aspect = resolve_size(brief, spec, notes, provider)
     steps = _steps(brief, spec, notes)
     guidance = _guidance(brief, spec, notes)
     avoid_cues, negative = _avoid(brief, spec, provider, notes)
+    options = sampler_options(brief.quality.sampler, spec, provider, mode, notes)
 
     lo, hi = PORTRAIT_LENS_MM
     if not lo <= brief.lens.focal_length_mm <= hi:
@@ -437,6 +508,7 @@ def compile_brief(
         images=images,
         denoise=denoise,
         reference_weight=reference_weight,
+        options=options,
         warnings=tuple(notes),
         estimated_cost=estimate_cost(spec, provider, width, height, input_mp),
     )

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
@@ -47,10 +47,8 @@ from .identity import (
 )
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
-from .providers.base import Provider
-from .records import Cost, LoraWeight, Request, new_id
-from .runner import run_plan
-from .shoot import ShootPlan, check_budget, write_run_json
+from .records import Cost, LoraWeight, Request
+from .shoot import ShootPlan, check_budget
 
 __all__ = [
     "METHODS",
@@ -169,7 +167,7 @@ def parse_shots(data: Any, source: str = "<shots>", lines: dict[tuple[Any, ...],
             msg, hint = f"unknown field '{loc[-1]}'", f"a shot can change: name, {', '.join(ELEMENTS)}"
         field = ".".join(str(p) for p in loc)
         raise BriefError(msg, field=field, file=source, line=_line_for(loc_of(loc), lines), hint=hint) from None
-    probe = Brief(subject=Subject())
+    probe = Brief(subject=Subject(description="an adult"))
     for i, shot in enumerate(shots):
         try:
             apply_changes(probe, shot.changes)
@@ -236,6 +234,10 @@ class SeriesPlan(BaseModel):
     @property
     def shoot_plan(self) -> ShootPlan:
         return ShootPlan(kind="series", brief=self.brief, requests=tuple(s.request for s in self.shots))
+
+    @property
+    def provider_ids(self) -> list[str]:
+        return [self.provider]
 
     def shot_seed(self, index: int) -> int:
         return self.seed if self.method == "seed" else (self.seed + index) % 2**32
@@ -407,6 +409,12 @@ class SeriesShot(BaseModel):
     attempts: tuple[Attempt, ...]
     sandbox: bool = False
 
+    @field_validator("changes", mode="after")
+    @classmethod
+    def _in_element_order(cls, value: dict[str, str]) -> dict[str, str]:
+        """The order the reset rule reintroduces elements (JSON storage may have sorted the keys)."""
+        return {k: value[k] for k in sorted(value, key=lambda k: list(ELEMENTS).index(k) if k in ELEMENTS else 99)}
+
     @property
     def passed(self) -> bool:
         return self.status in ("pass", "warn")
@@ -457,31 +465,31 @@ def series_consent(plan: SeriesPlan, ledger: Ledger, rights: Rights | None = Non
 
 
 class _Maker:
-    """Sends one request at a time through the runner (recorded, budgeted) and measures it."""
+    """Makes one image at a time through the engine (recorded, budgeted, memoised in the ledger, so a
+    replay after a kill pays for nothing twice) and measures it."""
 
-    def __init__(self, run_id: str, *, ledger: Ledger, providers: Mapping[str, Provider], images_dir: Path,
-                 out_dir: Path, budget_usd: float | None, rights: Mapping[str, str], anchor: FaceEmbedding,
-                 thresholds: IdentityThresholds) -> None:
-        self.run_id, self.ledger, self.providers = run_id, ledger, providers
-        self.images_dir, self.out_dir, self.budget_usd = images_dir, out_dir, budget_usd
+    def __init__(self, run_id: str, *, engine: Any, budget_usd: float | None, rights: Mapping[str, str],
+                 anchor: FaceEmbedding, thresholds: IdentityThresholds) -> None:
+        self.run_id, self.engine, self.ledger = run_id, engine, engine.ledger
+        self.budget_usd = budget_usd
         self.rights, self.anchor, self.thresholds = rights, anchor, thresholds
         self.made: dict[str, tuple[ImageRow, ShotIdentity]] = {}
 
     async def make(self, request: Request, shot_index: int, parent_id: str | None = None) -> tuple[ImageRow, ShotIdentity]:
-        request = _with_rights(request, self.rights).model_copy(update={"run_id": self.run_id, "parent_id": parent_id})
+        request = _with_rights(request, self.rights).model_copy(update={"parent_id": parent_id})
         if request.idempotency_key in self.made:  # the same image again (a reset's skeleton): never pay twice
             return self.made[request.idempotency_key]
-        self.ledger.add_requests(self.run_id, [request])
-        report = await run_plan(self.run_id, ledger=self.ledger, providers=self.providers, images_dir=self.images_dir,
-                                out_dir=self.out_dir, budget_usd=self.budget_usd, request_ids={request.request_id})
-        outcome = report.outcomes[0]
-        if outcome.image is None:
+        outcome = await self.engine.make(self.run_id, request, budget_usd=self.budget_usd)
+        if outcome.image is None or outcome.status != "done":
             raise _SeriesStopped(f"shot {shot_index + 1}: {outcome.error or outcome.status}")
         identity = await asyncio.to_thread(measure_shot, self.anchor, outcome.image.path, shot_index, self.thresholds)
         self.made[request.idempotency_key] = (outcome.image, identity)
         return outcome.image, identity
 
     def record(self, shot: int, image: ImageRow, identity: ShotIdentity, *, reset: bool, details: dict[str, Any]) -> None:
+        """An identity row — once: a replayed series finds the rows it wrote before the kill."""
+        if self.ledger.has_identity(self.run_id, shot, image.image_sha256, str(details.get("step"))):
+            return
         self.ledger.record_identity(self.run_id, shot, image.image_sha256, identity.distance, identity.status,
                                     reset_applied=reset, details={**details, "rights_id": self.rights_id})
 
@@ -540,13 +548,23 @@ async def _run_shot(plan: SeriesPlan, planned: PlannedShot, maker: _Maker) -> Se
                       held_back=tuple(held_back), attempts=tuple(attempts))
 
 
+def series_plan_for_engine(plan: SeriesPlan, rights_ids: Mapping[str, str], *, thresholds: IdentityThresholds,
+                           brief_path: str | None = None) -> Any:
+    """The engine's plan of a series: no request up front; the `series` step makes the shots one by
+    one (each measured before the next is planned) and is replayed by `portrait resume`."""
+    from .engine import Plan, Step
+
+    summary = {**plan.summary(), "rights_id": rights_ids[plan.anchor_sha256], "thresholds": thresholds.model_dump()}
+    args = {"plan": plan.model_dump(mode="json"), "rights": dict(rights_ids), "thresholds": thresholds.model_dump()}
+    return Plan(kind="series", name=plan.brief.name, brief=plan.brief.model_dump(mode="json"), brief_path=brief_path,
+                steps=(Step(name="deliver"), Step(name="series", args=args)),
+                details={**summary, "providers": [plan.provider]})
+
+
 async def run_series(
+    engine: Any,
     plan: SeriesPlan,
     *,
-    ledger: Ledger,
-    providers: Mapping[str, Provider],
-    images_dir: Path,
-    runs_dir: Path,
     out_dir: Path | None = None,
     budget_usd: float | None = None,
     rights: Rights | None = None,
@@ -554,32 +572,34 @@ async def run_series(
     brief_path: str | None = None,
     on_shot: Callable[[SeriesShot], None] | None = None,
 ) -> SeriesReport:
-    """Run the series shot by shot, measuring identity and applying the reset rule; writes the sheet and plot.
+    """Run the series shot by shot on the engine, measuring identity and applying the reset rule;
+    writes the sheet and plot.
 
     Refuses (before anything is spent) without consent for the anchor, without a face in the
     anchor, or when the planned shots alone exceed the budget.
     """
-    from .series_report import identity_plot, series_sheet
+    anchor_embedding(plan.anchor)  # no face in the anchor: refused before anything is recorded
+    rights_ids = series_consent(plan, engine.ledger, rights)
+    limit = engine.budget(budget_usd)
+    check_budget(plan.shoot_plan, limit)
+    for planned in plan.shots:  # consent, capability, weights, licence: refused before anything is recorded
+        engine.check_request(_with_rights(planned.request, rights_ids))
+    run_id = engine.record(series_plan_for_engine(plan, rights_ids, thresholds=thresholds, brief_path=brief_path),
+                           budget_usd=limit, out_dir=out_dir)
+    engine.series_callbacks = {"on_shot": on_shot}
+    await engine.execute(run_id, budget_usd=limit)
+    return series_report(engine.ledger, run_id)
 
-    anchor = anchor_embedding(plan.anchor)
-    rights_ids = series_consent(plan, ledger, rights)
-    check_budget(plan.shoot_plan, budget_usd)
-    provider = providers.get(plan.provider)
-    if provider is None:
-        raise CapabilityError(f"no provider '{plan.provider}' is open for this series", hint="open it with open_providers")
-    for planned in plan.shots:  # capability, weights, licence: refused here, before anything is recorded or paid
-        provider.check(planned.request)
-    run_id = new_id("run_")
-    out = out_dir or (runs_dir / run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    sheet_path, plot_path = out / "series-sheet.png", out / "identity-plot.png"
-    summary = {**plan.summary(), "rights_id": rights_ids[plan.anchor_sha256], "thresholds": thresholds.model_dump(),
-               "sheet": str(sheet_path), "plot": str(plot_path)}
-    ledger.create_run("series", run_id=run_id, name=plan.brief.name, brief=plan.brief.model_dump(mode="json"),
-                      brief_path=brief_path, plan=summary, budget_usd=budget_usd, out_dir=str(out))
-    ledger.set_run_status(run_id, "running")
-    maker = _Maker(run_id, ledger=ledger, providers=providers, images_dir=images_dir, out_dir=out,
-                   budget_usd=budget_usd, rights=rights_ids, anchor=anchor, thresholds=thresholds)
+
+async def _series_step(ctx: Any) -> None:
+    engine, run = ctx.engine, ctx.run
+    plan = SeriesPlan.model_validate(ctx.args["plan"])
+    thresholds = IdentityThresholds.model_validate(ctx.args["thresholds"])
+    rights_ids: dict[str, str] = dict(ctx.args["rights"])
+    on_shot = (getattr(engine, "series_callbacks", None) or {}).get("on_shot")
+    anchor = await asyncio.to_thread(anchor_embedding, plan.anchor)
+    maker = _Maker(run.id, engine=engine, budget_usd=ctx.budget_usd, rights=rights_ids, anchor=anchor,
+                   thresholds=thresholds)
     shots: list[SeriesShot] = []
     stopped = None
     for planned in plan.shots:
@@ -591,26 +611,48 @@ async def run_series(
         shots.append(shot)
         if on_shot:
             on_shot(shot)
-    ledger.set_run_status(run_id, "done" if stopped is None else "incomplete")
-    report = SeriesReport(run_id=run_id, out_dir=str(out), method=plan.method, anchor=plan.anchor,
+    out = ctx.out_dir
+    sheet_path, plot_path = out / "series-sheet.png", out / "identity-plot.png"
+    report = SeriesReport(run_id=run.id, out_dir=str(out), method=plan.method, anchor=plan.anchor,
                           rights_id=rights_ids[plan.anchor_sha256], thresholds=thresholds, shots=tuple(shots),
-                          spent_usd=ledger.spent(run_id).usd, stopped=stopped)
+                          spent_usd=engine.ledger.spent(run.id, sandbox=None).usd, stopped=stopped)
     if shots:
-        title = f"{plan.brief.name or 'series'} · {plan.method} · {plan.model} · {run_id}"
+        from .series_report import identity_plot, series_sheet
+
+        title = f"{plan.brief.name or 'series'} · {plan.method} · {plan.model} · {run.id}"
         series_sheet(report, sheet_path, title=title)
         identity_plot(report, plot_path, title=title)
         report = report.model_copy(update={"sheet": str(sheet_path), "plot": str(plot_path)})
-    write_series_json(ledger, report, out)
-    return report
+    engine.ledger.set_run_plan(run.id, {**(engine.ledger.run(run.id).plan or {}), "series": report.model_dump(mode="json"),
+                                        "sheet": str(sheet_path), "plot": str(plot_path), "stopped": stopped})
+
+
+def series_report(ledger: Ledger, run_id: str) -> SeriesReport:
+    """The series' report as its last execution wrote it in the run's plan."""
+    run = ledger.run(run_id)
+    data = (run.plan or {}).get("series")
+    if data is None:
+        raise StudioError(f"series {run_id} has not finished a shot yet", hint=f"'portrait resume {run_id}' continues it")
+    return SeriesReport.model_validate(data)
+
+
+def _register() -> None:
+    from .engine import register_step
+
+    register_step("series")(_series_step)
+
+
+_register()
 
 
 def write_series_json(ledger: Ledger, report: SeriesReport, out: Path) -> Path:
     """run.json (as every run writes it) with a `series` block: per-shot identity, resets, sheet and plot."""
-    path = write_run_json(ledger, report.run_id, out)
-    data = json.loads(path.read_text())
+    from .files import atomic_write_text
+    from .shoot import run_json
+
+    data = run_json(ledger, report.run_id)
     data["series"] = report.model_dump(mode="json")
     data["identity"] = ledger.identity(report.run_id)
     for row in data["identity"]:
         row.pop("details_json", None)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
+    return atomic_write_text(out / "run.json", json.dumps(data, indent=2, default=str))

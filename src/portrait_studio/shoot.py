@@ -1,15 +1,14 @@
-"""The portrait workflow: explore seeds, pick and lock one, vary one element per round.
+"""The portrait workflow's planners: explore seeds, pick and lock one, vary one element per round.
 
-    plan_shoot ──► check_budget ──► start_run (ledger rows + run.json) ──► runner.run_plan
-        ──► finish_run (checks, ranking, contact sheet)
+    plan_shoot / plan_vary / plan_compare ──► ShootPlan.to_plan() ──► Engine.record ──► Engine.execute
+        (steps: deliver labelled copies, checklist, contact sheet [, comparison])
 
-Planning is pure; nothing is spent until `run_plan`. A plan over the budget is refused
-before the first request.
+Planning is pure; nothing is spent until the engine runs the plan. A plan over the budget is
+refused before the first request.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,25 +18,30 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from .brief import VARIABLE_ELEMENTS, Brief, parse_brief
+from .engine import Plan, Step
 from .errors import BriefError, BudgetExceeded, StudioError
 from .grids import Tile, contact_sheet
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
 from .records import Cost, Request
-from .runner import Outcome, RunReport
 
 __all__ = [
+    "SEED_MAX",
     "ShootPlan",
     "check_budget",
     "choose_seeds",
+    "contact_sheet_for",
+    "default_checker",
     "diversify_brief",
-    "execute_recorded_run",
-    "default_labeler",
-    "finish_run",
     "plan_shoot",
     "plan_vary",
-    "start_run",
+    "run_json",
 ]
+
+SEED_MAX = 2**32 - 1
+"""Seeds are 0 … 2³²−1: what the providers and diffusers' generators take (one seed policy)."""
+
+SHOOT_STEPS = (Step(name="deliver"), Step(name="check"), Step(name="sheet"))
 
 
 class ShootPlan(BaseModel):
@@ -59,16 +63,32 @@ class ShootPlan(BaseModel):
             total = total + r.estimated_cost
         return total
 
+    def to_plan(self, *, brief_path: str | None = None) -> Plan:
+        """The engine's plan: these requests, then labelled copies, the checklist and the sheet
+        (and the grid and tables for a comparison)."""
+        steps = SHOOT_STEPS + ((Step(name="compare"),) if self.kind == "compare" else ())
+        if any("delivery" in r.options for r in self.requests):
+            steps += (Step(name="deliver_size", args={"operations": ["generate"]}),)
+        return Plan(
+            kind=self.kind, requests=self.requests, steps=steps, name=self.brief.name,
+            brief=self.brief.model_dump(mode="json"), brief_path=brief_path, parent_run_id=self.parent_run_id,
+            varied=self.varied, forced=self.forced,
+        )
+
 
 def choose_seeds(count: int | None, seed: int | None, rng: random.Random | None = None) -> list[int]:
-    """`--seed S` locks one seed; `--seeds N` explores N random ones (3–5 recommended)."""
+    """`--seed S` locks one seed; `--seeds N` explores N random ones (3–5 recommended, at most 16)."""
     if seed is not None:
+        if not 0 <= seed <= SEED_MAX:
+            raise BriefError(f"seed {seed} is outside 0–{SEED_MAX}", field="--seed",
+                             hint="FLUX providers take seeds from 0 to 4294967295")
         return [seed]
-    count = count or 3
+    if count is None:
+        count = 3
     if not 1 <= count <= 16:
-        raise BriefError(f"{count} seeds", field="--seeds", hint="explore 3–5 seeds (at most 16)")
+        raise BriefError(f"{count} seeds", field="--seeds", hint="explore 3–5 seeds (1 to 16 allowed)")
     rng = rng or random.SystemRandom()
-    return [rng.randrange(2**32) for _ in range(count)]
+    return [rng.randrange(SEED_MAX + 1) for _ in range(count)]
 
 
 def plan_shoot(
@@ -79,20 +99,42 @@ def plan_shoot(
     provider: str | None = None,
     variations: Sequence[tuple[dict[str, Any], Brief]] | None = None,
     kind: str = "shoot",
+    deliver: str | None = None,
 ) -> ShootPlan:
-    """models × seeds (× brief variations for --diversify), each compiled for its model."""
+    """models × seeds (× brief variations for --diversify), each compiled for its model. With `deliver`
+    (1080p | 2k | 4k) each image renders at its model's best native size for the delivery, and the
+    engine's `deliver_size` step upscales it to the exact size afterwards."""
     if not models:
         raise BriefError("no model chosen", field="--model", hint="add --model flux-1.1-pro (see 'portrait models')")
     briefs: Sequence[tuple[dict[str, Any], Brief]] = variations or [({}, brief)]
     requests = []
     for attrs, variant in briefs:
         for model in models:
+            delivery = None
+            if deliver:
+                from .catalog import get_model
+                from .delivery import plan_delivery
+
+                spec = get_model(model)
+                delivery = plan_delivery(spec.id, provider or spec.default_provider, deliver, brief_aspect(variant))
             for seed in seeds:
-                req = compile_brief(variant, model, provider=provider, seed=seed)
+                req = compile_brief(variant, model, provider=provider, seed=seed, delivery=delivery)
+                options = dict(req.options)
                 if attrs:
-                    req = req.model_copy(update={"options": {**req.options, "declared": attrs}})
+                    options["declared"] = attrs
+                if delivery is not None:
+                    options["delivery"] = delivery.model_dump()
+                if options != req.options:
+                    req = req.model_copy(update={"options": options})
                 requests.append(req)
     return ShootPlan(kind=kind, brief=brief, requests=tuple(requests))
+
+
+def brief_aspect(brief: Brief) -> str:
+    """The brief's aspect ratio: its output's, else its composition preset's (e.g. '3:4')."""
+    from .brief import preset
+
+    return str(brief.output.aspect_ratio or preset("compositions")[brief.composition.framing]["aspect_ratio"])
 
 
 DIVERSIFIABLE = ("age", "skin_tone", "gender_expression", "ethnicity")
@@ -127,7 +169,7 @@ def diversify_brief(brief: Brief, spec: str) -> list[tuple[dict[str, Any], Brief
     return variants
 
 
-def check_budget(plan: ShootPlan, budget_usd: float | None) -> None:
+def check_budget(plan: ShootPlan | Plan, budget_usd: float | None) -> None:
     """Refuse a plan whose estimate exceeds the budget, before anything is spent."""
     if budget_usd is not None and plan.estimated.usd > budget_usd + 1e-9:
         raise BudgetExceeded(
@@ -171,37 +213,11 @@ def plan_vary(ledger: Ledger, run_id: str, changes: dict[str, Any], *, force: bo
     return ShootPlan(kind="vary", brief=brief, requests=(locked,), parent_run_id=run.id, varied=changes, forced=len(changes) > 1)
 
 
-def start_run(
-    plan: ShootPlan,
-    ledger: Ledger,
-    runs_dir: Path,
-    *,
-    budget_usd: float | None,
-    brief_path: str | None = None,
-    out_dir: Path | None = None,
-) -> tuple[str, Path]:
-    """Record the run and its requests (before any is sent) and write run.json."""
-    from .records import new_id
-
-    run_id = new_id("run_")
-    out = out_dir or (runs_dir / run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    requests = [r.model_copy(update={"run_id": run_id}) for r in plan.requests]
-    ledger.create_run(
-        plan.kind, run_id=run_id, name=plan.brief.name, brief=plan.brief.model_dump(mode="json"), brief_path=brief_path,
-        plan={"estimated_usd": plan.estimated.usd, "requests": len(requests)}, budget_usd=budget_usd,
-        parent_run_id=plan.parent_run_id, varied=plan.varied, forced=plan.forced, out_dir=str(out),
-    )
-    ledger.add_requests(run_id, requests)
-    write_run_json(ledger, run_id, out)
-    return run_id, out
-
-
-def write_run_json(ledger: Ledger, run_id: str, out: Path) -> Path:
+def run_json(ledger: Ledger, run_id: str) -> dict[str, Any]:
     """Everything needed to redo the run: brief, every compiled request, results and costs."""
     run = ledger.run(run_id)
-    images = {img.request_id: img for img in ledger.images(run_id=run_id, limit=10_000)}
-    data = {
+    images = {img.request_id: img for img in ledger.images(run_id=run_id, limit=100_000)}
+    return {
         "run_id": run.id,
         "kind": run.kind,
         "created_at": run.created_at,
@@ -211,22 +227,36 @@ def write_run_json(ledger: Ledger, run_id: str, out: Path) -> Path:
         "varied": run.varied,
         "forced": run.forced,
         "status": run.status,
+        "plan": run.plan,
+        "steps": run.steps,
         "spent": ledger.spent(run_id).model_dump(),
+        "sandbox_spent": ledger.spent(run_id, sandbox=True).model_dump(),
         "requests": [
             {
                 "request": r.request.model_dump(mode="json"),
                 "status": r.status,
                 "task_id": r.task_id,
                 "error": r.error,
+                "charged_usd": r.charged_usd,
+                "sandbox": r.sandbox,
                 "image": _image_summary(images.get(r.id)),
             }
             for r in ledger.requests(run_id)
         ],
         "redo": f"portrait resume {run.id}",
+        **_identity_blocks(ledger, run.id, run.plan or {}),
     }
-    path = out / "run.json"
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
+
+
+def _identity_blocks(ledger: Ledger, run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """Series and swaps: the per-shot identity measurements (and the series report) in run.json."""
+    rows = ledger.identity(run_id)
+    found: dict[str, Any] = {}
+    if plan.get("series") is not None:
+        found["series"] = plan["series"]
+    if rows:
+        found["identity"] = [{k: v for k, v in r.items() if k != "details_json"} for r in rows]
+    return found
 
 
 def _image_summary(img: ImageRow | None) -> dict[str, Any] | None:
@@ -251,131 +281,40 @@ def default_checker() -> Checker | None:
         return None
 
     def check(path: Path, brief: Brief) -> tuple[str, float, dict[str, Any]]:
-        from PIL import Image
+        from .imaging import open_image
+        from .quiet import native_quiet
 
-        from .review import _native_stderr_silenced as _quiet_stderr
-
-        with Image.open(path) as im, _quiet_stderr():
-            checklist = run_checklist(im.convert("RGB"), context=CheckContext.from_brief(brief))
+        image = open_image(path)
+        with native_quiet():
+            checklist = run_checklist(image, context=CheckContext.from_brief(brief))
         return checklist.overall, float(checklist.score), checklist.model_dump(mode="json")
 
     return check
 
 
-Labeler = Callable[[Path, Request], dict[str, Any]]
-"""(exported file, its request) -> the label record; labels the file in place."""
+def ranked_images(ledger: Ledger, run_id: str) -> list[ImageRow]:
+    """The run's generated images, best checklist score first (ties: earlier first)."""
+    images = [i for i in ledger.images(run_id=run_id, limit=100_000) if i.operation == "generate"]
+    return sorted(images, key=lambda r: (-(r.check_score if r.check_score is not None else -1), r.created_at, r.id))
 
 
-def default_labeler(c2pa: Any = None, secrets: Sequence[str] = (), creator: str | None = None,
-                    credit: str | None = None) -> Labeler:
-    """Label every exported image as AI-made (parameters chunk, XMP/IPTC, C2PA when configured)."""
-
-    def label(path: Path, request: Request) -> dict[str, Any]:
-        from .labels import LabelInfo, label_image
-
-        info = LabelInfo.from_request(request, creator=creator, credit=credit)
-        configured = c2pa if c2pa is not None and getattr(c2pa, "cert_chain", None) else None
-        record = label_image(path, info, configured, sidecar=True, secrets=tuple(secrets))
-        return record.model_dump(mode="json")
-
-    return label
-
-
-def finish_run(
-    run_id: str, ledger: Ledger, out: Path, report: RunReport, *, checker: Checker | None = None,
-    labeler: Labeler | None = None,
-) -> tuple[list[ImageRow], Path | None]:
-    """Label, check and rank the run's images; write the contact sheet and run.json.
-
-    The exported copy in the run folder is labelled (the ledger's content-addressed original
-    stays as the provider delivered it), and the checklist runs on that exported file.
-    """
+def contact_sheet_for(ledger: Ledger, run_id: str, out: Path) -> Path | None:
+    """The run's contact sheet: every image ranked, with seed, model, cost, time and checklist status."""
     run = ledger.run(run_id)
-    brief = parse_brief(run.brief, source=f"run {run_id}") if run.brief else None
-    images = [o.image for o in report.outcomes if o.image is not None]
-    requests = {r.id: r.request for r in ledger.requests(run_id)}
-    for img in images:
-        exported = Path(img.out_path) if img.out_path else None
-        if labeler and exported and exported.exists() and ledger.label(img.image_sha256) is None:
-            record = labeler(exported, requests[img.request_id]) if img.request_id in requests else None
-            if record:
-                status = (record.get("c2pa") or {}).get("status") if isinstance(record.get("c2pa"), dict) else None
-                ledger.record_label(img.image_sha256, record, status or ("signed" if record.get("c2pa") else "unsigned"))
-    if checker and brief:
-        for img in images:
-            if ledger.checks(img.image_sha256) is None:
-                overall, score, data = checker(Path(img.out_path or img.path), brief)
-                ledger.record_checks(img.image_sha256, overall, score, data)
-    ranked = sorted(
-        (ledger.image(i.id) for i in images), key=lambda r: (-(r.check_score if r.check_score is not None else -1), r.created_at)
-    )
-    sheet = None
-    if ranked:
-        tiles = [
-            Tile(
-                path=r.out_path or r.path,
-                lines=(
-                    f"#{rank} {r.model} · seed {r.seed}",
-                    f"${r.cost_usd:.3f} · {r.timings.get('total_s', 0):.1f}s · check {r.check_overall or 'n/a'}",
-                ),
-                status=r.check_overall,
-                badge="SANDBOX" if r.sandbox else None,
-            )
-            for rank, r in enumerate(ranked, 1)
-        ]
-        title = f"{run.name or run.kind} · {run.id} · {time.strftime('%Y-%m-%d')}"
-        sheet = contact_sheet(tiles, out / "contact-sheet.png", title=title)
-    write_run_json(ledger, run_id, out)
-    return ranked, sheet
-
-
-def execute_recorded_run(
-    studio: Any,
-    run_id: str,
-    *,
-    sandbox: str = "auto",
-    budget: float | None = None,
-    weights: str | None = None,
-    resubmit_uncertain: bool = False,
-    checker: Checker | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
-    on_providers: Callable[[dict[str, Any]], None] | None = None,
-) -> RunReport:
-    """Run (or resume) a run recorded by `start_run`, then label, check, rank and write its files.
-
-    The one place a recorded run is executed: the CLI adds a progress bar through
-    `on_outcome`, the web studio a job; each finished image is in the ledger before the next
-    is paid for. Compare runs also get their grid and tables.
-    """
-    import asyncio
-
-    from .providers import open_providers
-    from .runner import run_plan
-
-    options = {"local": {"weights": weights}} if weights else {}
-    with Ledger(studio.ledger_path) as ledger:
-        rows = ledger.requests(run_id)
-        run = ledger.run(run_id)
-        out = Path(run.out_dir) if run.out_dir else studio.runs_dir / run_id
-        with open_providers(studio, {r.provider for r in rows}, sandbox=sandbox, options=options) as providers:  # type: ignore[arg-type]
-            if on_providers:
-                on_providers(providers)
-
-            async def go() -> RunReport:
-                try:
-                    return await run_plan(
-                        run_id, ledger=ledger, providers=providers, images_dir=studio.images_dir, out_dir=out,
-                        budget_usd=budget, resubmit_uncertain=resubmit_uncertain, on_outcome=on_outcome,
-                    )
-                finally:
-                    for p in providers.values():
-                        await p.aclose()
-
-            report = asyncio.run(go())
-        labeler = default_labeler(studio.config.c2pa, studio.secrets(), studio.config.creator, studio.config.credit)
-        finish_run(run_id, ledger, out, report, checker=checker, labeler=labeler)
-        if run.kind == "compare":
-            from .compare import write_comparison
-
-            write_comparison(ledger, run_id, out)
-    return report
+    ranked = ranked_images(ledger, run_id)
+    if not ranked:
+        return None
+    tiles = [
+        Tile(
+            path=r.out_path if r.out_path and Path(r.out_path).is_file() else r.path,
+            lines=(
+                f"#{rank} {r.model} · seed {r.seed}",
+                f"${r.cost_usd:.3f} · {r.timings.get('total_s', 0):.1f}s · check {r.check_overall or 'n/a'}",
+            ),
+            status=r.check_overall,
+            badge="SANDBOX" if r.sandbox else None,
+        )
+        for rank, r in enumerate(ranked, 1)
+    ]
+    title = f"{run.name or run.kind} · {run.id} · {time.strftime('%Y-%m-%d')}"
+    return contact_sheet(tiles, out / "contact-sheet.png", title=title)

@@ -9,10 +9,9 @@ identity distance to the anchor (and the portrait's before) is measured and reco
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from .brief import Rights
 from .catalog import estimate_cost, get_model, megapixels
 from .consent import require_rights
-from .errors import BriefError, BudgetExceeded, CapabilityError, StudioError
+from .errors import BriefError, CapabilityError, StudioError
 from .identity import (
     DEFAULT_THRESHOLDS,
     IdentityThresholds,
@@ -29,11 +28,7 @@ from .identity import (
     identity_distance,
     measure_shot,
 )
-from .ledger import Ledger
-from .providers.base import Provider
-from .records import InputImage, Request, new_id
-from .runner import run_plan
-from .shoot import write_run_json
+from .records import InputImage, Request
 
 __all__ = ["SWAP_PROMPT", "SwapReport", "plan_swap", "transfer_identity"]
 
@@ -106,14 +101,11 @@ def plan_swap(portrait: str | Path, anchor: str | Path, *, model: str = "flux-2-
 
 
 async def transfer_identity(
+    engine: Any,
     portrait: str | Path,
     anchor: str | Path,
     model: str = "flux-2-pro",
     *,
-    ledger: Ledger,
-    providers: Mapping[str, Provider],
-    images_dir: Path,
-    runs_dir: Path,
     provider: str | None = None,
     out_dir: Path | None = None,
     seed: int = 0,
@@ -122,39 +114,56 @@ async def transfer_identity(
     prompt: str | None = None,
     thresholds: IdentityThresholds = DEFAULT_THRESHOLDS,
 ) -> SwapReport:
-    """Put the anchor's identity into `portrait`; refuses without a rights record for the anchor."""
+    """Put the anchor's identity into `portrait` on the engine; refuses without a rights record for the
+    anchor (and, for a portrait the studio did not make, for the portrait too)."""
+    from .engine import Plan, Step, failure_summary
+
     request = plan_swap(portrait, anchor, model=model, provider=provider, seed=seed, prompt=prompt)
     anchor_face = anchor_embedding(anchor)
-    rights_id = require_rights(ledger, anchor, rights)
+    rights_id = require_rights(engine.ledger, anchor, rights)
     anchor_image = request.images[0].model_copy(update={"rights_id": rights_id})
     request = request.model_copy(update={"images": (anchor_image, *request.images[1:])})
-    if budget_usd is not None and request.estimated_cost.usd > budget_usd + 1e-9:
-        raise BudgetExceeded(f"the transfer is estimated at ${request.estimated_cost.usd:.3f}, over the ${budget_usd:.2f} "
-                             "budget; nothing was spent", budget_usd=budget_usd, needed_usd=request.estimated_cost.usd)
     before_face = face_embedding(portrait)
     before = round(identity_distance(anchor_face, before_face), 4) if before_face is not None else None
+    args = {"anchor": str(Path(anchor).resolve()), "rights_id": rights_id, "distance_before": before,
+            "thresholds": thresholds.model_dump(), "portrait_sha256": request.images[1].sha256,
+            "anchor_sha256": request.images[0].sha256}
+    plan = Plan(kind="swap", name=f"swap {Path(portrait).name}", requests=(request,),
+                steps=(Step(name="deliver"), Step(name="swap", args=args)),
+                details={"operation": "identity transfer", "model": request.model, "portrait": str(portrait),
+                         "anchor": str(anchor), "rights_id": rights_id})
+    run_id = engine.record(plan, budget_usd=budget_usd, out_dir=out_dir)
+    report = await engine.execute(run_id, budget_usd=budget_usd)
+    image = engine.ledger.result_for_request(request.request_id)
+    if image is None:
+        raise failure_summary(report) or StudioError("the transfer did not finish",
+                                                     hint=f"see 'portrait log'; finish it with 'portrait resume {run_id}'")
+    rows = [r for r in engine.ledger.identity(run_id) if r["image_sha256"] == image.image_sha256]
+    row = rows[-1]
+    return SwapReport(run_id=run_id, image_id=image.id, path=image.out_path or image.path, model=request.model,
+                      rights_id=rights_id, distance_before=before, distance=row["distance"], status=row["status"],
+                      spent_usd=report.spent_usd + report.sandbox_usd, sandbox=image.sandbox)
 
-    run_id = new_id("run_")
-    out = out_dir or (runs_dir / run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    ledger.create_run("swap", run_id=run_id, name=f"swap {Path(portrait).name}", budget_usd=budget_usd, out_dir=str(out),
-                      plan={"operation": "identity transfer", "model": request.model, "portrait": str(portrait),
-                            "anchor": str(anchor), "rights_id": rights_id, "estimated_usd": request.estimated_cost.usd})
-    request = request.model_copy(update={"run_id": run_id})
-    ledger.add_requests(run_id, [request])
-    report = await run_plan(run_id, ledger=ledger, providers=providers, images_dir=images_dir, out_dir=out,
-                            budget_usd=budget_usd)
-    outcome = report.outcomes[0]
-    write_run_json(ledger, run_id, out)
-    if outcome.image is None:
-        raise StudioError(f"the transfer did not finish: {outcome.error or outcome.status}",
-                          hint=f"see 'portrait log'; finish it with 'portrait resume {run_id}'")
-    identity = await asyncio.to_thread(measure_shot, anchor_face, outcome.image.path, 0, thresholds)
-    ledger.record_identity(run_id, 0, outcome.image.image_sha256, identity.distance, identity.status, details={
-        "operation": "swap", "distance_before": before, "portrait_sha256": request.images[1].sha256,
-        "anchor_sha256": request.images[0].sha256, "rights_id": rights_id})
-    write_run_json(ledger, run_id, out)
-    return SwapReport(run_id=run_id, image_id=outcome.image.id, path=outcome.image.out_path or outcome.image.path,
-                      model=request.model, rights_id=rights_id, distance_before=before, distance=identity.distance,
-                      status=identity.status, spent_usd=report.spent_usd, sandbox=outcome.image.sandbox)
 
+def _swap_step(ctx: Any) -> None:
+    """Measure the transferred face against the anchor (once per image)."""
+    ledger, args = ctx.engine.ledger, ctx.args
+    thresholds = IdentityThresholds.model_validate(args["thresholds"])
+    anchor_face = anchor_embedding(args["anchor"])
+    for image in ledger.images(run_id=ctx.run.id, limit=10):
+        if any(r["image_sha256"] == image.image_sha256 for r in ledger.identity(ctx.run.id)):
+            continue
+        identity = measure_shot(anchor_face, image.path, 0, thresholds)
+        ledger.record_identity(ctx.run.id, 0, image.image_sha256, identity.distance, identity.status, details={
+            "operation": "swap", "distance_before": args.get("distance_before"),
+            "portrait_sha256": args.get("portrait_sha256"), "anchor_sha256": args.get("anchor_sha256"),
+            "rights_id": args.get("rights_id")})
+
+
+def _register() -> None:
+    from .engine import register_step
+
+    register_step("swap")(_swap_step)
+
+
+_register()

@@ -37,7 +37,9 @@ COMMAND_MODULES: list[str] = [
     "local",
     "finishing",
     "series",
+    "edit",
     "web",
+    "doctor",
 ]
 
 for _name in COMMAND_MODULES:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 
-from ..config import Studio
 from ..errors import CapabilityError, LedgerError
 from ..ledger import Ledger
-from ..providers import SandboxMode, open_providers
-from ..providers.base import Provider
-from ._common import HomeOption, JsonOption, console, err_console, print_json, renamed_option, studio
+from ._common import HomeOption, JsonOption, console, print_json, renamed_option, studio
 
 T = TypeVar("T")
 
@@ -32,35 +26,19 @@ LicenceOption = Annotated[bool, typer.Option("--accept-licence", help="Accept a 
                                              "FLUX.1 [dev] weights) for this run.")]
 
 
-def _with_provider(
-    s: Studio, provider_id: str, *, sandbox: str, model: str, accept_licence: bool,
-    work: Callable[[Provider], Awaitable[T]],
-) -> T:
-    """Open one provider (a sandbox when there is no key), run `work` with it, close it."""
-    mode: SandboxMode = sandbox  # type: ignore[assignment]
-    if mode not in ("auto", "always", "never"):
-        raise CapabilityError(f"--sandbox {sandbox} is not auto, always or never", hint="use --sandbox auto")
-    with ExitStack() as stack:
-        if provider_id == "local":
-            # built with the studio so licences accepted with 'portrait local licence' count
-            from ..providers.local import LocalProvider
+def record_consent(ledger: Ledger, image: Path, who: str | None, source: str | None, permission: str | None) -> None:
+    """--who/--source/--permission given: record the rights for the photo before anything is sent."""
+    if not any((who, source, permission)):
+        return
+    from ..brief import Rights
+    from ..consent import require_rights
+    from ..errors import BriefError
 
-            provider: Provider = LocalProvider(s.config.providers.get("local", {}), studio=s)
-        else:
-            provider = stack.enter_context(open_providers(s, [provider_id], sandbox=mode))[provider_id]
-        if getattr(provider, "sandbox", False):
-            err_console.print("[bold magenta]SANDBOX[/]: no API key set, so the repair comes from a local sandbox that "
-                              "follows the provider's API contract")
-        if accept_licence and hasattr(provider, "accept_licence"):
-            provider.accept_licence(model)
-
-        async def go() -> T:
-            try:
-                return await work(provider)
-            finally:
-                await provider.aclose()
-
-        return asyncio.run(go())
+    missing = [k for k, v in (("--who", who), ("--source", source), ("--permission", permission)) if not v]
+    if missing:
+        raise BriefError(f"consent needs all three of --who, --source and --permission; missing {', '.join(missing)}",
+                         field=missing[0], hint="e.g. --who 'Ana Ruiz' --source 'own photo' --permission 'model release'")
+    require_rights(ledger, image, Rights(who=who, source=source, permission=permission))  # type: ignore[arg-type]
 
 
 def _print_chain(ledger: Ledger, sha: str) -> None:
@@ -93,6 +71,9 @@ def register(app: typer.Typer) -> None:
                                                        "e.g. 'even teeth, natural shade'.")] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Default: derived from the image and region.")] = None,
         steps: Annotated[int | None, typer.Option("--steps")] = None,
+        who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make: the person shown.")] = None,
+        source: Annotated[str | None, typer.Option("--source", help="Consent: where the photo comes from.")] = None,
+        permission: Annotated[str | None, typer.Option("--permission", help="Consent: what they agreed to.")] = None,
         weights: WeightsOption = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
@@ -103,57 +84,69 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
     ) -> None:
         """Repaint one region with a light masked inpaint; everything outside the feathered mask stays byte for byte."""
+        from ..engine import Engine
         from ..finishing.fix import auto_fix, default_provider, fix_region
-        from ..finishing.lineage import LabelSettings
+        from ._engine import run_with_engine
 
         renamed_option("--strength", strength, "--denoise", "how much the region may change")
         if auto == (region is not None):
             raise CapabilityError("give either --region or --auto", hint="e.g. portrait fix IMG --region teeth")
         s = studio(home)
         pid = provider or default_provider(model)
-        limit = budget if budget is not None else s.config.default_budget_usd
-        labels = LabelSettings.from_studio(s, sign=sign)
+        options: dict[str, Any] = dict(model=model, provider=pid, denoise=denoise, prompt_add=prompt_add, steps=steps,
+                                       weights=weights)
         with Ledger(s.ledger_path) as ledger:
-            common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, model=model, denoise=denoise,
-                                          prompt_add=prompt_add, out=out, mask_dir=s.home / "masks", labels=labels,
-                                          budget_usd=limit, weights=weights, steps=steps)
-            if auto:
-                def on_round(r: Any) -> None:
-                    if not json_out:
-                        console.print(f"round {r.round}: fixed {', '.join(f.region for f in r.fixes) or 'nothing'}; "
-                                      f"failed before: {', '.join(r.failed_before) or '-'} → after: "
-                                      f"{', '.join(r.failed_after) or '-'} (score {r.score_before:g} → {r.score_after:g})")
-                        for e in r.errors:
-                            console.print(f"  [red]✗[/] {escape(e)}", highlight=False)
+            record_consent(ledger, image, who, source, permission)
 
-                report = _with_provider(
-                    s, pid, sandbox=sandbox, model=model, accept_licence=accept_licence,
-                    work=lambda p: auto_fix(image, provider=p, max_tries=max_tries, on_round=on_round, **common),
-                )
+        if auto:
+            def on_round(r: Any) -> None:
+                if not json_out:
+                    console.print(f"round {r.round}: fixed {', '.join(f.region for f in r.fixes) or 'nothing'}; "
+                                  f"failed before: {', '.join(r.failed_before) or '-'} → after: "
+                                  f"{', '.join(r.failed_after) or '-'} (score {r.score_before:g} → {r.score_after:g})"
+                                  + ("" if r.kept else " — not better, not kept"))
+                    for e in r.errors:
+                        console.print(f"  [red]✗[/] {escape(e)}", highlight=False)
+
+            async def work_auto(engine: Engine) -> Any:
+                return await auto_fix(engine, image, max_tries=max_tries, on_round=on_round, budget_usd=budget, out=out,
+                                      **{k: v for k, v in options.items() if k not in ("provider",)}, provider=pid)
+
+            report = run_with_engine(s, [pid], work_auto, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                     accept_licence=model if accept_licence else None)
+            with Ledger(s.ledger_path) as ledger:
                 if json_out:
                     print_json({**report.model_dump(mode="json"), "lineage": _chain_json(ledger, report.final_sha256)})
                     return
+                money = (f"spent ${report.spent_usd:.3f}" if not report.sandbox_usd
+                         else f"sandbox ${report.sandbox_usd:.3f} (no real money)")
                 console.print(f"stopped: {report.stopped} · resolved: {', '.join(report.resolved) or '-'} · "
-                              f"still failing: {', '.join(report.remaining) or '-'} · spent ${report.spent_usd:.3f}")
+                              f"still failing: {', '.join(report.remaining) or '-'} · {money}")
                 if report.unfixable:
                     console.print(f"not region fixes (re-shoot or vary instead): {', '.join(report.unfixable)}")
+                if report.kept_original:
+                    console.print("[yellow]kept the original[/]: no round improved the checklist score")
                 console.print(f"final: {escape(report.final)}", highlight=False)
                 _print_chain(ledger, report.final_sha256)
-                return
-            assert region is not None
-            outcome = _with_provider(
-                s, pid, sandbox=sandbox, model=model, accept_licence=accept_licence,
-                work=lambda p: fix_region(image, region, provider=p, seed=seed, **common),
-            )
+            return
+        assert region is not None
+
+        async def work(engine: Engine) -> Any:
+            return await fix_region(engine, image, region, seed=seed, budget_usd=budget, out=out, **options)
+
+        outcome = run_with_engine(s, [pid], work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                  accept_licence=model if accept_licence else None)
+        with Ledger(s.ledger_path) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             for w in outcome.warnings:
                 console.print(f"[yellow]note:[/] {escape(w)}", highlight=False)
             denoise_text = f" at denoise {outcome.denoise:g}" if outcome.denoise is not None else ""
-            console.print(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
+            money = "sandbox, no real money" if outcome.sandbox else f"${outcome.cost_usd:.3f}"
+            console.print(f"fixed {region} with {escape(outcome.model)} via {outcome.provider}{denoise_text}: "
                           f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
-                          f"feathered mask · ${outcome.cost_usd:.3f}")
+                          f"feathered mask · {money}", highlight=False)
             console.print(f"wrote {escape(outcome.path)}", highlight=False)
             _print_chain(ledger, outcome.image.image_sha256)
 
@@ -168,7 +161,7 @@ def register(app: typer.Typer) -> None:
         provider: ProviderOption = None,
         weights: WeightsOption = None,
         gpu: Annotated[int | None, typer.Option("--gpu", help="Vulkan device index (default: CPU).")] = None,
-        tile: Annotated[int, typer.Option("--tile", help="Tile size in input pixels (bounds memory).")] = 192,
+        tile: Annotated[int | None, typer.Option("--tile", help="Tile size in input pixels (bounds memory).")] = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
         out: OutOption = None,
@@ -177,32 +170,34 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Upscale 1.5–2x with Real-ESRGAN x4plus to the exact size; keeps metadata; records the lineage."""
+        """Upscale 1.5–4x to the exact size; keeps the lineage; an optional paid detail pass runs on the engine."""
+        from ..engine import Engine
         from ..finishing.fix import default_provider
-        from ..finishing.lineage import LabelSettings
         from ..finishing.upscaling import DetailPass, upscale_image
+        from ._engine import run_with_engine
 
         renamed_option("--detail-strength", detail_strength, "--detail-denoise", "how much the detail pass may change")
         s = studio(home)
-        labels = LabelSettings.from_studio(s, sign=sign)
-        limit = budget if budget is not None else s.config.default_budget_usd
+        detail = None
+        ids: list[str] = []
+        if detail_denoise is not None:
+            pid = provider or default_provider(model)
+            detail = DetailPass(model=model, denoise=detail_denoise, weights=weights, provider=pid)
+            ids = [pid]
+
+        async def work(engine: Engine) -> Any:
+            return await upscale_image(engine, image, scale, detail=detail, gpu=gpu, tile=tile, out=out,
+                                       budget_usd=budget)
+
+        outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                  checker=None, accept_licence=model if accept_licence and detail else None)
         with Ledger(s.ledger_path) as ledger:
-            common: dict[str, Any] = dict(ledger=ledger, images_dir=s.images_dir, out=out, labels=labels, gpu=gpu,
-                                          tile=tile, budget_usd=limit)
-            if detail_denoise is not None:
-                detail = DetailPass(model=model, denoise=detail_denoise, weights=weights)
-                outcome = _with_provider(
-                    s, provider or default_provider(model), sandbox=sandbox, model=model,
-                    accept_licence=accept_licence,
-                    work=lambda p: upscale_image(image, scale, detail=detail, provider=p, **common),
-                )
-            else:
-                outcome = asyncio.run(upscale_image(image, scale, **common))
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             console.print(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
-                          + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else ""))
+                          + (f" with a {escape(outcome.detail_model)} detail pass" if outcome.detail_model else ""),
+                          highlight=False)
             console.print(f"wrote {escape(outcome.path)}", highlight=False)
             _print_chain(ledger, outcome.image.image_sha256)
 

@@ -22,9 +22,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the images in the ledger: run, model, seed, cost, checks, lineage."""
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with Ledger(s.ledger_path, read_only=True) as ledger:
             run_id = ledger.run(run).id if run else None
             rows = ledger.images(run_id=run_id, limit=n)
+            real = ledger.spent(run_id)
+            sandbox = ledger.spent(run_id, sandbox=True)
             if json_out:
                 print_json([r.model_dump(mode="json") for r in rows])
                 return
@@ -35,9 +37,12 @@ def register(app: typer.Typer) -> None:
             for r in rows:
                 table.add_row(
                     f"{r.id}{' ★' if r.picked else ''}", r.run_id or "-", r.operation, r.model or "-",
-                    str(r.seed if r.seed is not None else "-"), f"${r.cost_usd:.3f}", r.check_overall or "-",
+                    str(r.seed if r.seed is not None else "-"),
+                    f"${r.cost_usd:.3f}" + (" SANDBOX" if r.sandbox else ""), r.check_overall or "-",
                     (r.parent_sha256 or "")[:10] or "-",
                     dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
                 )
             console.print(table)
-            console.print(f"spent in total: ${ledger.spent().usd:.3f}")
+            scope = f"run {run_id}" if run_id else "in total"
+            console.print(f"spent {scope}: ${real.usd:.3f} real money"
+                          + (f" · sandbox (test, not money): ${sandbox.usd:.3f}" if sandbox.usd else ""))

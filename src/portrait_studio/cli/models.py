@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.table import Table
 
-from ..catalog import ModelSpec, all_models
+from ..catalog import all_models, model_summary
 from ._common import JsonOption, console, print_json
-
-
-def model_summary(spec: ModelSpec) -> dict[str, Any]:
-    """One catalog row in the shape comparison pages show."""
-    provider = spec.default_provider
-    return {
-        "id": spec.id,
-        "name": spec.name,
-        "providers": list(spec.routes),
-        "modes": list(spec.modes) + (["lora"] if spec.lora else []) + (["finetune"] if spec.finetune else []),
-        "references": spec.max_references,
-        "max_resolution": spec.max_resolution,
-        "resolution_modes": list(spec.resolution_modes),
-        "aspect_ratios": spec.aspect_ratios,
-        "steps": spec.steps.model_dump() if spec.steps else None,
-        "guidance": spec.guidance.model_dump() if spec.guidance else None,
-        "negative_prompt": spec.negative_prompt,
-        "safety_tolerance": spec.safety_tolerance.model_dump() if spec.safety_tolerance else None,
-        "variants": list(spec.variants),
-        "price": spec.price_on(provider).describe(),
-        "price_by_provider": {p: spec.price_on(p).describe() for p in spec.routes},
-        "licence": spec.licence,
-    }
 
 
 def register(app: typer.Typer) -> None:

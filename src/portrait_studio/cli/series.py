@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -12,11 +9,9 @@ import typer
 from rich.table import Table
 
 from ..brief import Rights, load_brief
-from ..config import Studio
 from ..errors import BriefError
-from ..ledger import Ledger
-from ..providers import Provider, SandboxMode, open_providers
 from ._common import HomeOption, JsonOption, console, err_console, print_json, renamed_option, studio
+from ._engine import run_with_engine
 
 T = TypeVar("T")
 
@@ -39,28 +34,6 @@ def _rights(who: str | None, source: str | None, permission: str | None) -> Righ
         raise BriefError(f"consent needs all three of --who, --source and --permission; missing {', '.join(missing)}",
                          field=missing[0], hint="e.g. --who 'Ana Ruiz' --source 'own photo' --permission 'model release 2026-03-02'")
     return Rights(who=who, source=source, permission=permission)  # type: ignore[arg-type]
-
-
-@contextmanager
-def _providers(s: Studio, provider: str, sandbox: str, weights: str | None) -> Iterator[dict[str, Provider]]:
-    mode: SandboxMode = sandbox  # type: ignore[assignment]
-    options: dict[str, dict[str, Any]] = {"local": {"weights": weights}} if weights else {}
-    with open_providers(s, [provider], sandbox=mode, options=options) as providers:
-        if any(getattr(p, "sandbox", False) for p in providers.values()):
-            err_console.print("[bold magenta]SANDBOX[/]: no API key set, so images come from a local sandbox that "
-                              "follows the provider's API contract (set BFL_API_KEY for real images)")
-        yield providers
-
-
-def _run(providers: dict[str, Provider], work: Callable[[], Awaitable[T]]) -> T:
-    async def go() -> T:
-        try:
-            return await work()
-        finally:
-            for p in providers.values():
-                await p.aclose()
-
-    return asyncio.run(go())
 
 
 def _dist(value: float | None) -> str:
@@ -116,10 +89,11 @@ def register(app: typer.Typer) -> None:
                 mark = " [red]reset[/]" if shot.reset_applied else ""
                 err_console.print(f"shot {shot.index + 1}: {_dist(shot.distance)} {shot.status}{mark}", highlight=False)
 
-        with Ledger(s.ledger_path) as ledger, _providers(s, provider_id, sandbox, weights) as providers:
-            report = _run(providers, lambda: run_series(
-                plan, ledger=ledger, providers=providers, images_dir=s.images_dir, runs_dir=s.runs_dir, out_dir=out,
-                budget_usd=limit, rights=rights, brief_path=str(brief_path), on_shot=shot_done))
+        async def work(engine: Any) -> Any:
+            return await run_series(engine, plan, out_dir=out, budget_usd=limit, rights=rights,
+                                    brief_path=str(brief_path), on_shot=shot_done)
+
+        report = run_with_engine(s, [provider_id], work, sandbox=sandbox, weights=weights, quiet=json_out)
         if json_out:
             print_json(report.model_dump(mode="json"))
             return
@@ -164,10 +138,11 @@ def register(app: typer.Typer) -> None:
         request = plan_swap(portrait, anchor, model=model, provider=provider, seed=seed)  # fails fast on a wrong model
         limit = budget if budget is not None else s.config.default_budget_usd
         provider_id = provider or get_model(request.model).default_provider
-        with Ledger(s.ledger_path) as ledger, _providers(s, provider_id, sandbox, weights) as providers:
-            report = _run(providers, lambda: transfer_identity(
-                portrait, anchor, model, ledger=ledger, providers=providers, images_dir=s.images_dir,
-                runs_dir=s.runs_dir, provider=provider_id, out_dir=out, seed=seed, rights=rights, budget_usd=limit))
+        async def work(engine: Any) -> Any:
+            return await transfer_identity(engine, portrait, anchor, model, provider=provider_id, out_dir=out, seed=seed,
+                                           rights=rights, budget_usd=limit)
+
+        report = run_with_engine(s, [provider_id], work, sandbox=sandbox, weights=weights, quiet=json_out)
         if json_out:
             print_json(report.model_dump(mode="json"))
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -12,19 +12,12 @@ from rich.table import Table
 
 from ..brief import load_brief
 from ..config import Studio
+from ..engine import Engine, Plan, failure_summary
 from ..ledger import Ledger
 from ..runner import Outcome, RunReport
-from ..shoot import (
-    ShootPlan,
-    check_budget,
-    choose_seeds,
-    default_checker,
-    execute_recorded_run,
-    plan_shoot,
-    plan_vary,
-    start_run,
-)
+from ..shoot import ShootPlan, check_budget, choose_seeds, plan_shoot, plan_vary, ranked_images
 from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
+from ._engine import run_with_engine
 
 ModelOption = Annotated[list[str], typer.Option("--model", "-m", help="Catalog model id; repeat for several.")]
 BudgetOption = Annotated[float | None, typer.Option("--budget", help="Most this command may spend, in USD.")]
@@ -35,11 +28,11 @@ ProviderOption = Annotated[str | None, typer.Option("--provider", help="bfl, fal
 WeightsOption = Annotated[str | None, typer.Option("--weights", help="local: a diffusers folder or HF repo id.")]
 
 
-def _print_plan(plan: ShootPlan, budget: float | None) -> None:
+def _print_plan(plan: ShootPlan | Plan, budget: float | None) -> None:
     table = Table("#", "model", "provider", "seed", "size", "steps", "guidance", "est. cost", title=f"{plan.kind} plan")
     for i, r in enumerate(plan.requests, 1):
         size = f"{r.width}×{r.height}" if r.width else (r.aspect_ratio or "input")
-        table.add_row(str(i), r.model, r.provider, str(r.seed), size, str(r.steps or "-"),
+        table.add_row(str(i), escape(r.model), r.provider, str(r.seed), size, str(r.steps or "-"),
                       "-" if r.guidance is None else f"{r.guidance:g}", f"${r.estimated_cost.usd:.3f}")
     console.print(table)
     est = plan.estimated
@@ -50,71 +43,91 @@ def _print_plan(plan: ShootPlan, budget: float | None) -> None:
         by_model[r.model] += [w for w in r.warnings if w not in by_model[r.model]]
     for model, notes in by_model.items():
         for note in notes:
-            console.print(f"[yellow]•[/] [dim]{model}:[/] {escape(note)}", highlight=False)
+            console.print(f"[yellow]•[/] [dim]{escape(model)}:[/] {escape(note)}", highlight=False)
 
 
 def _budget(s: Studio, budget: float | None) -> float | None:
     return budget if budget is not None else s.config.default_budget_usd
 
 
-def execute_run(
-    s: Studio, run_id: str, *, sandbox: str, budget: float | None, weights: str | None = None,
-    resubmit_uncertain: bool = False, quiet: bool = False,
+async def execute_with_progress(
+    engine: Engine, run_id: str, *, budget: float | None = None, resubmit_uncertain: bool = False,
+    retry_failed: bool = False, quiet: bool = False,
 ) -> RunReport:
-    """Run (or resume) a recorded run with a progress bar; Ctrl-C says how to resume."""
-    with Ledger(s.ledger_path) as ledger:
-        rows = ledger.requests(run_id)
+    """Run (or resume) a recorded run with a progress bar; Ctrl-C says how to resume; a run where
+    nothing was made raises with the real cause and fix."""
+    rows = engine.ledger.requests(run_id)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, disable=quiet)
-    task = progress.add_task(f"run {run_id}", total=len(rows), completed=sum(r.status == "done" for r in rows))
-
-    def on_providers(providers: dict[str, Any]) -> None:
-        if any(getattr(p, "sandbox", False) for p in providers.values()):
-            err_console.print("[bold magenta]SANDBOX[/]: no API key set, so images come from a local sandbox that "
-                              "follows the provider's API contract (set BFL_API_KEY for real images)")
+    done_before = sum(r.status == "done" for r in rows)
+    task = progress.add_task(f"run {run_id}", total=max(len(rows), 1), completed=done_before)
 
     def on_outcome(o: Outcome) -> None:
-        if o.status != "done" or o.resumed or o.image is not None:
+        if not o.already:
             progress.advance(task)
         if o.error:
             progress.console.print(f"[red]✗[/] request {o.position + 1}: {escape(o.error)}", highlight=False)
 
+    def on_step(name: str) -> None:
+        progress.update(task, description=f"run {run_id} · {name}")
+
     try:
         with progress:
-            return execute_recorded_run(
-                s, run_id, sandbox=sandbox, budget=budget, weights=weights, resubmit_uncertain=resubmit_uncertain,
-                checker=default_checker(), on_outcome=on_outcome, on_providers=on_providers,
-            )
+            report = await engine.execute(run_id, budget_usd=budget, resubmit_uncertain=resubmit_uncertain,
+                                          retry_failed=retry_failed, on_outcome=on_outcome, on_step=on_step)
     except KeyboardInterrupt:
         err_console.print(f"interrupted — nothing paid is lost. Finish it with: [bold]portrait resume {run_id}[/]")
         raise SystemExit(130) from None
+    failure = failure_summary(report)
+    if failure is not None:
+        raise failure
+    return report
+
+
+def record_and_execute(s: Studio, plan: Plan, *, sandbox: str, budget: float | None, weights: str | None = None,
+                       out: Path | None = None, quiet: bool = False) -> RunReport:
+    """Record the plan (nothing sent before it is in the ledger), run it, finish it."""
+
+    async def work(engine: Engine) -> RunReport:
+        run_id = engine.record(plan, budget_usd=budget, out_dir=out)
+        return await execute_with_progress(engine, run_id, budget=budget, quiet=quiet)
+
+    return run_with_engine(s, plan.provider_ids, work, sandbox=sandbox, weights=weights, quiet=quiet)
 
 
 def _summarise(s: Studio, report: RunReport, json_out: bool) -> None:
     with Ledger(s.ledger_path) as ledger:
         run = ledger.run(report.run_id)
         out = Path(run.out_dir or "")
-        images = ledger.images(run_id=run.id, limit=1000)
-        ranked = sorted(images, key=lambda r: -(r.check_score if r.check_score is not None else -1))
+        ranked = ranked_images(ledger, run.id)
+        others = [i for i in ledger.images(run_id=run.id, limit=100_000) if i.operation != "generate"]
+        money = (f"sandbox ${report.sandbox_usd:.3f} (test images, no real money)" if report.sandbox and not report.spent_usd
+                 else f"spent ${report.spent_usd:.3f}" + (f" + sandbox ${report.sandbox_usd:.3f}" if report.sandbox_usd else ""))
         if json_out:
             print_json({
-                "run_id": run.id, "out_dir": str(out), "spent_usd": report.spent_usd, "seconds": report.seconds,
-                "images": [r.model_dump(mode="json") for r in ranked],
+                "run_id": run.id, "kind": run.kind, "status": run.status, "out_dir": str(out),
+                "spent_usd": report.spent_usd, "sandbox_usd": report.sandbox_usd, "sandbox": report.sandbox,
+                "seconds": report.seconds,
+                "images": [r.model_dump(mode="json") for r in ranked + others],
                 "failed": [o.model_dump(mode="json") for o in report.failed],
             })
             return
-        table = Table("rank", "image", "model", "seed", "cost", "check", "file", title=f"run {run.id}")
-        for i, r in enumerate(ranked, 1):
-            table.add_row(str(i), r.id, r.model or "-", str(r.seed), f"${r.cost_usd:.3f}", r.check_overall or "-",
-                          Path(r.out_path or r.path).name)
-        console.print(table)
-        console.print(f"spent ${report.spent_usd:.3f} in {report.seconds:.1f}s · folder {out}")
+        if ranked:
+            table = Table("rank", "image", "model", "seed", "cost", "check", "file", title=f"run {run.id}")
+            for i, r in enumerate(ranked, 1):
+                table.add_row(str(i), r.id, escape(r.model or "-"), str(r.seed), f"${r.cost_usd:.3f}",
+                              r.check_overall or "-", escape(Path(r.out_path or r.path).name))
+            console.print(table)
+        for r in others:
+            console.print(f"{r.operation}: {escape(str(r.out_path or r.path))}", highlight=False)
+        console.print(f"{money} in {report.seconds:.1f}s · folder {escape(str(out))}", highlight=False)
         if (out / "contact-sheet.png").exists():
-            console.print(f"contact sheet: {out / 'contact-sheet.png'}")
+            console.print(f"contact sheet: {escape(str(out / 'contact-sheet.png'))}", highlight=False)
         if report.failed:
-            console.print(f"[yellow]{len(report.failed)} not done[/] — finish with: portrait resume {run.id}")
-        elif ranked:
-            console.print(f"next: portrait pick {run.id} {ranked[0].id}   then   portrait vary {run.id} --lighting clamshell")
+            console.print(f"[yellow]{len(report.failed)} not done[/] — see the notes above; "
+                          f"'portrait resume {run.id}' continues it")
+        elif ranked and run.kind in ("shoot", "vary", "compare"):
+            console.print(f"next: portrait pick {run.id} {ranked[0].id}   then   portrait vary {run.id} --background ...")
 
 
 def register(app: typer.Typer) -> None:
@@ -131,6 +144,8 @@ def register(app: typer.Typer) -> None:
         sandbox: SandboxOption = "auto",
         diversify: Annotated[str | None, typer.Option("--diversify", help="Spread over declared attributes, e.g. "
                                                       "'skin_tone=light,medium,deep;age=25,45,65'.")] = None,
+        deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k: render at the model's best "
+                                                    "native size, then upscale to the exact size.")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; spend nothing.")] = False,
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -146,16 +161,15 @@ def register(app: typer.Typer) -> None:
             from ..shoot import diversify_brief
 
             variations = diversify_brief(brief, diversify)
-        plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations)
+        plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations, deliver=deliver)
         limit = _budget(s, budget)
         if not json_out:
             _print_plan(plan, limit)
         check_budget(plan, limit)
         if dry_run:
             return
-        with Ledger(s.ledger_path) as ledger:
-            run_id, _ = start_run(plan, ledger, s.runs_dir, budget_usd=limit, brief_path=str(brief_path), out_dir=out)
-        report = execute_run(s, run_id, sandbox=sandbox, budget=limit, weights=weights, quiet=json_out)
+        report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
+                                    weights=weights, out=out, quiet=json_out)
         _summarise(s, report, json_out)
 
     @app.command("compare")
@@ -167,6 +181,8 @@ def register(app: typer.Typer) -> None:
         budget: BudgetOption = None,
         out: Annotated[Path | None, typer.Option("--out")] = None,
         provider: ProviderOption = None,
+        weights: WeightsOption = None,
+        deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k for every model.")] = None,
         sandbox: SandboxOption = "auto",
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -178,18 +194,19 @@ def register(app: typer.Typer) -> None:
         brief = load_brief(brief_path)
         if seed is None and seeds is None and brief.output.seed != "random":
             seed = int(brief.output.seed)
-        plan = plan_compare(brief, model, choose_seeds(seeds, seed), provider=provider)
+        plan = plan_compare(brief, model, choose_seeds(seeds, seed), provider=provider, deliver=deliver)
         limit = _budget(s, budget)
         if not json_out:
             _print_plan(plan, limit)
         check_budget(plan, limit)
-        with Ledger(s.ledger_path) as ledger:
-            run_id, folder = start_run(plan, ledger, s.runs_dir, budget_usd=limit, brief_path=str(brief_path), out_dir=out)
-        report = execute_run(s, run_id, sandbox=sandbox, budget=limit, quiet=json_out)
-        if not json_out:  # execute_recorded_run wrote the grid and the tables
-            console.print((folder / "comparison.md").read_text(), highlight=False)
+        report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
+                                    weights=weights, out=out, quiet=json_out)
+        if not json_out:  # the engine's compare step wrote the grid and the tables
+            with Ledger(s.ledger_path) as ledger:
+                folder = Path(ledger.run(report.run_id).out_dir or "")
+            console.print((folder / "comparison.md").read_text(), highlight=False, markup=False)
             for name in [*sorted(folder.glob("compare-grid*.png")), folder / "comparison.html"]:
-                console.print(f"wrote {name}")
+                console.print(f"wrote {escape(str(name))}", highlight=False)
         _summarise(s, report, json_out)
 
     @app.command("pick")
@@ -233,35 +250,43 @@ def register(app: typer.Typer) -> None:
         limit = _budget(s, budget)
         with Ledger(s.ledger_path) as ledger:
             plan = plan_vary(ledger, run, changes, force=force)
-            if not json_out:
-                _print_plan(plan, limit)
-            check_budget(plan, limit)
-            run_id, _ = start_run(plan, ledger, s.runs_dir, budget_usd=limit)
-        report = execute_run(s, run_id, sandbox=sandbox, budget=limit, weights=weights, quiet=json_out)
+        if not json_out:
+            _print_plan(plan, limit)
+        check_budget(plan, limit)
+        report = record_and_execute(s, plan.to_plan(), sandbox=sandbox, budget=limit, weights=weights, quiet=json_out)
         _summarise(s, report, json_out)
 
     @app.command("resume")
     def resume(
-        run: Annotated[str, typer.Argument(help="Run id to finish.")],
+        run: Annotated[str, typer.Argument(help="Run id (or a unique prefix) to finish.")],
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
         weights: WeightsOption = None,
         resubmit_uncertain: Annotated[bool, typer.Option("--resubmit-uncertain", help="Re-send requests whose "
                                       "acceptance is unknown (may pay twice for them).")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send again requests the provider accepted "
+                                "and that then failed (moderated, error, expired): they may have been charged.")] = False,
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Finish an interrupted run without paying twice: re-poll accepted tasks, send only unsent ones."""
+        """Finish an interrupted run of any kind without paying twice: re-poll accepted tasks, send only
+        what never went out, then apply its finishing steps (labels, checks, composites, next shots)."""
         s = studio(home)
         with Ledger(s.ledger_path) as ledger:
             row = ledger.run(run)
-            limit = budget if budget is not None else row.budget_usd
-            statuses = [r.status for r in ledger.requests(row.id)]
+            rows = ledger.requests(row.id)
+            statuses = [r.status for r in rows]
+            providers = list(dict.fromkeys([*(row.plan or {}).get("providers", []), *(r.provider for r in rows)]))
         if not json_out:
-            console.print(f"run {row.id}: " + ", ".join(f"{statuses.count(k)} {k}" for k in sorted(set(statuses))))
-        report = execute_run(s, row.id, sandbox=sandbox, budget=limit, weights=weights,
-                             resubmit_uncertain=resubmit_uncertain, quiet=json_out)
+            counts = ", ".join(f"{statuses.count(k)} {k}" for k in sorted(set(statuses))) or "no requests yet"
+            console.print(f"run {row.id} ({row.kind}, {row.status}): {counts}")
+
+        async def work(engine: Engine) -> RunReport:
+            return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
+                                               retry_failed=retry_failed, quiet=json_out)
+
+        report = run_with_engine(s, providers, work, sandbox=sandbox, weights=weights, quiet=json_out)
         _summarise(s, report, json_out)
 
 
-__all__ = ["execute_run", "register"]
+__all__ = ["execute_with_progress", "record_and_execute", "register"]

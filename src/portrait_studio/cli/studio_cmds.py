@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import LedgerError
 from ..ledger import Ledger
 from ._common import HomeOption, console, studio
 
@@ -34,8 +35,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an audit bundle: images, a record per image, CSV, summary page — no secrets."""
         from ..audit import build_audit_bundle
+        from ..engine import Engine
+        from ..finishing.lineage import LabelSettings
 
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        try:  # repair missing or damaged delivered copies first, so every image ships labelled
+            with Ledger(s.ledger_path) as ledger:
+                row = ledger.run(run)
+                engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
+                                labels=LabelSettings.from_studio(s), secrets=s.secrets())
+                for image in ledger.images(run_id=row.id, limit=100_000):
+                    if image.operation == "generate" and image.out_path:
+                        engine.deliver(image)
+        except (LedgerError, OSError):
+            pass  # a read-only studio: ship what is there (the summary says what is labelled)
+        with Ledger(s.ledger_path, read_only=True) as ledger:
             path = build_audit_bundle(ledger, ledger.run(run).id, out, secrets=s.secrets())
         console.print(f"wrote {path}")

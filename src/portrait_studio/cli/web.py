@@ -20,10 +20,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Open the web studio: brief builder, live shoots, gallery and compare view."""
         from ..web.server import check_bind, serve
+        from ._engine import sandbox_starter
 
         check_bind(host, token)  # before anything starts, so the error is one line
-        serve(studio(home), host=host, port=port, token=token, open_browser=not no_open,
-              announce=lambda text: console.print(text, highlight=False, soft_wrap=True))
+        s = studio(home)
+        serve(s, host=host, port=port, token=token, open_browser=not no_open,
+              announce=lambda text: console.print(text, highlight=False, soft_wrap=True),
+              start_sandbox=sandbox_starter(s))
 
 
 __all__ = ["register"]

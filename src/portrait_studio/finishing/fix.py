@@ -1,25 +1,30 @@
 """Region fixes: repaint only the failing region with a light masked inpaint, keep the rest.
 
     request, mask = plan_fix("portrait.png", "teeth", model="flux-fill-pro")
-    outcome = await fix_region("portrait.png", "teeth", provider=bfl, ledger=ledger, images_dir=...)
-    report = await auto_fix("portrait.png", provider=bfl, ledger=ledger, images_dir=..., max_tries=2)
+    outcome = await fix_region(engine, "portrait.png", "teeth")          # one region, one paid request
+    report = await auto_fix(engine, "portrait.png", max_tries=2)        # checklist-driven rounds
+
+Both run on the engine (recorded before paying, budgeted, resumable): a fix run's finishing step
+`composite` pastes the repair back; an auto-fix run's step `autofix` drives the rounds and is
+replayed by `portrait resume` after a kill (each round's request is memoised in the ledger).
 
 The flow of one fix: region mask from the analysis (`finishing.masks`) → an inpaint `Request`
 (the region's repair cue + the user's addition; a per-model default denoise from
-`finishing.defaults`) → any provider that serves the model's inpaint mode → `composite`
-pastes the repair back so every pixel farther than the feather from the mask is the
-original's, byte for byte (FLUX re-encodes the whole picture through its VAE) → the new file
-is relabelled as a composite and recorded with its parent's hash (`finishing.lineage`).
+`finishing.defaults`) → the engine sends it → `composite` pastes the repair back so every pixel
+farther than the feather from the mask is the original's, byte for byte (FLUX re-encodes the
+whole picture through its VAE) → the new file is labelled as a composite and recorded with its
+parent's hash (`finishing.lineage`).
 
 `auto_fix` runs the checklist, maps failed items to regions (`ITEM_REGIONS`), fixes them,
-re-checks, and stops when nothing fixable fails or after `max_tries` rounds.
+re-checks, and stops when nothing fixable fails or after `max_tries` rounds. It keeps the best
+image by the checklist score: a round that does not improve it is not kept, and when no round
+improves on the original, the original stays the final image (and the report says so).
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -30,14 +35,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog import estimate_cost, get_model
-from ..errors import BudgetExceeded, CapabilityError, StudioError
+from ..errors import CapabilityError, StudioError
 from ..labels import LabelInfo
-from ..ledger import ImageRow, Ledger
-from ..providers.base import Provider
-from ..records import InputImage, Request, Ticket
+from ..ledger import ImageRow
+from ..records import InputImage, Request
 from .composite import composite, feathered_alpha
 from .defaults import DEFAULT_FIX_MODEL, FIX_DEFAULTS, cue_for
-from .lineage import LabelSettings, derived_path, ensure_recorded, file_sha256, record_derived
+from .lineage import derived_path, ensure_recorded, file_sha256, record_derived
 from .masks import RegionMask, region_mask, region_masks
 
 __all__ = [
@@ -127,7 +131,9 @@ def plan_fix(
     folder = Path(mask_dir) if mask_dir is not None else Path(tempfile.gettempdir()) / "portrait-studio-masks"
     folder.mkdir(parents=True, exist_ok=True)
     mask_path = folder / f"{sha[:16]}-{region}.png"
-    mask.mask.save(mask_path)
+    from ..files import atomic_save_image
+
+    atomic_save_image(mask.mask, mask_path, "PNG")
 
     warnings: list[str] = []
     known = FIX_DEFAULTS.get(model)
@@ -181,108 +187,152 @@ class FixOutcome(BaseModel):
     outside_changed: int
     """Pixels outside the feathered mask that differ: 0 by construction, stated as proof."""
     sandbox: bool
+    run_id: str | None = None
     warnings: tuple[str, ...] = ()
 
 
 def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        im.load()
-        return im.copy() if im.mode in ("RGB", "RGBA", "L") else im.convert("RGB")
+    from ..imaging import open_image
+
+    im = open_image(path, mode=None)
+    return im if im.mode in ("RGB", "RGBA", "L") else im.convert("RGB")
 
 
-async def fix_region(
-    image_path: str | Path,
-    region: str,
-    *,
-    provider: Provider,
-    ledger: Ledger,
-    images_dir: Path,
-    model: str = DEFAULT_FIX_MODEL,
-    denoise: float | None = None,
-    prompt_add: str | None = None,
-    analysis: Any = None,
-    seed: int | None = None,
-    steps: int | None = None,
-    base_prompt: str | None = None,
-    out: str | Path | None = None,
-    mask_dir: str | Path | None = None,
-    labels: LabelSettings | None = None,
-    budget_usd: float | None = None,
-    weights: str | None = None,
-) -> FixOutcome:
-    """Repair `region` through `provider`, composite it back, label and record the new image."""
+# --- one region: plan → engine → composite ----------------------------------------------------------
+
+
+def fix_plan(engine: Any, image_path: str | Path, region: str, *, model: str = DEFAULT_FIX_MODEL,
+             provider: str | None = None, denoise: float | None = None, prompt_add: str | None = None,
+             seed: int | None = None, steps: int | None = None, out: str | Path | None = None,
+             weights: str | None = None, analysis: Any = None) -> Any:
+    """The engine's plan for one region fix of the image at `image_path` (recorded as its child)."""
+    from ..engine import Plan, Step
+
     image_path = Path(image_path)
-    request, mask = plan_fix(
-        image_path, region, model=model, provider=provider.provider_id, denoise=denoise, prompt_add=prompt_add,
-        analysis=analysis, seed=seed, steps=steps, base_prompt=base_prompt, mask_dir=mask_dir,
-        weights=weights,
+    parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
+    request, mask, path = _fix_request(engine, parent, region, model=model, provider=provider, denoise=denoise,
+                                       prompt_add=prompt_add, seed=seed, steps=steps, out=out, weights=weights,
+                                       analysis=analysis, named_after=image_path)
+    return Plan(
+        kind="fix", name=f"fix {region} of {image_path.name}", requests=(request,),
+        steps=(Step(name="composite", args={"request_id": request.request_id, "path": str(path)}),),
+        details={"region": region, "model": model, "parent_sha256": parent.image_sha256, "source": str(image_path)},
     )
-    provider.check(request)
-    if budget_usd is not None and request.estimated_cost.usd > budget_usd + 1e-9:
-        raise BudgetExceeded(
-            f"this fix costs about ${request.estimated_cost.usd:.3f}, over the ${budget_usd:.2f} budget",
-            budget_usd=budget_usd, needed_usd=request.estimated_cost.usd,
-        )
-    parent = ensure_recorded(ledger, image_path, images_dir)
-    run_id = ledger.create_run("fix", name=f"fix {region} of {image_path.name}", budget_usd=budget_usd,
-                               plan={"region": region, "model": model, "parent_sha256": parent.image_sha256})
-    request = request.model_copy(update={"run_id": run_id, "parent_id": parent.id})
-    ledger.add_requests(run_id, [request])
 
-    async def accepted(ticket: Ticket) -> None:
-        ledger.record_accepted(ticket)
 
-    ledger.set_request_status(request.request_id, "submitting")
-    started = time.perf_counter()
-    try:
-        result = await provider.submit(request, on_accepted=accepted)
-    except StudioError as exc:
-        ledger.set_request_status(request.request_id, "failed", str(exc))
-        ledger.set_run_status(run_id, "failed")
-        raise
+def _fix_request(engine: Any, parent: ImageRow, region: str, *, model: str, provider: str | None,
+                 denoise: float | None, prompt_add: str | None, seed: int | None, steps: int | None,
+                 out: str | Path | None, weights: str | None, analysis: Any, named_after: Path) -> tuple[Request, Any, Path]:
+    """The inpaint request for `region` of the ledger image `parent`, its mask, and where the fix goes."""
+    request, mask = plan_fix(parent.path, region, model=model, provider=provider, denoise=denoise,
+                             prompt_add=prompt_add, analysis=analysis, seed=seed, steps=steps,
+                             mask_dir=engine.work_path("masks"), weights=weights)
+    path = derived_path(named_after, f"fix-{region}", out)
+    details = {"region": region, "mask_area": mask.area, "feather_px": mask.feather_px,
+               "mask_box": list(mask.box or ()), "parent_sha256": parent.image_sha256}
+    request = request.model_copy(update={
+        "parent_id": parent.id,
+        "options": {**request.options, "record_as": "raw", "fix": details},
+    })
+    return request, mask, path
 
-    original = _open_rgb(image_path)
-    with Image.open(BytesIO(result.image)) as im:
-        generated = im.convert("RGB")
-    fixed = composite(original, generated, mask.mask, mask.feather_px)
-    alpha = feathered_alpha(mask.mask, mask.feather_px)
-    diff = np.any(np.asarray(fixed) != np.asarray(original), axis=-1) if original.mode != "L" else (
-        np.asarray(fixed) != np.asarray(original))
-    changed_inside = int(np.count_nonzero(diff & (alpha > 0)))
-    changed_outside = int(np.count_nonzero(diff & (alpha == 0)))
 
-    path = derived_path(image_path, f"fix-{region}", out)
+def composite_fix(engine: Any, request_id: str, path: str | Path) -> ImageRow | None:
+    """Paste the finished inpaint of `request_id` back onto its original, label it, record it.
+
+    Idempotent: a fix already composited is returned as it is (its delivered copy repaired)."""
+    from ..imaging import open_image_bytes
+
+    ledger = engine.ledger
+    row = ledger.request(request_id)
+    request = row.request
+    made = ledger.derived_from_request(request_id, "fix")
+    if made is not None:
+        engine.deliver(made, info=_fix_label(engine, request, made, ledger.image(request.parent_id or "")),
+                       kind="fix", parent_path=None)
+        return made
+    raw = ledger.result_for_request(request_id)
+    if raw is None:
+        return None
+    details = dict(request.options.get("fix") or {})
+    parent = ledger.image(request.parent_id or "")
+    original = _open_rgb(Path(parent.path))
+    generated = open_image_bytes(Path(raw.path).read_bytes(), name="the inpaint result")
+    mask = Image.open(request.mask.path) if request.mask else None  # type: ignore[union-attr]
+    if mask is None:
+        raise StudioError(f"the mask of fix request {request_id} is missing", hint="run the fix again")
+    with mask:
+        mask.load()
+        feather = int(details.get("feather_px", 0))
+        fixed = composite(original, generated, mask, feather)
+        alpha = feathered_alpha(mask.resize(original.size, Image.Resampling.NEAREST) if mask.size != original.size else mask,
+                                feather)
+    diff = np.asarray(fixed) != np.asarray(original)
+    if diff.ndim == 3:
+        diff = np.any(diff, axis=-1)
+    details.update(
+        denoise=request.denoise, model=request.model, provider=request.provider, prompt=request.prompt,
+        seed=request.seed, cost_usd=raw.cost_usd, warnings=list(request.warnings),
+        changed_pixels=int(np.count_nonzero(diff & (alpha > 0))),
+        outside_changed=int(np.count_nonzero(diff & (alpha == 0))),
+    )
+    buffer = BytesIO()
     params: dict[str, Any] = {}
     if original.info.get("icc_profile"):
         params["icc_profile"] = original.info["icc_profile"]
-    fixed.save(path, "PNG", **params)
+    fixed.save(buffer, "PNG", **params)
+    info = _fix_label(engine, request, None, parent, size=fixed.size)
+    return record_derived(
+        engine, buffer.getvalue(), parent=parent, operation="fix", details=details, info=info, path=Path(path),
+        run_id=row.run_id, request_id=request_id, provider=raw.provider or request.provider,
+        model=raw.model or request.model, cost_usd=raw.cost_usd, seed=request.seed, sandbox=raw.sandbox,
+        timings=raw.timings, versions=raw.versions,
+    )
 
+
+def _fix_label(engine: Any, request: Request, made: ImageRow | None, parent: ImageRow,
+               size: tuple[int, int] | None = None) -> LabelInfo:
+    region = (request.options.get("fix") or {}).get("region", "a region")
     denoise_text = f" at denoise {request.denoise:g}" if request.denoise is not None else ""
-    info = LabelInfo.from_request(
-        request, is_composite=True, parent_sha256=parent.image_sha256, width=fixed.width, height=fixed.height,
+    width, height = size or ((made.width, made.height) if made else (None, None))
+    labels = engine.labels
+    return LabelInfo.from_request(
+        request, is_composite=True, parent_sha256=parent.image_sha256, width=width, height=height,
         edit=f"{region} repainted by masked inpaint{denoise_text}, composited onto the original",
-        creator=labels.creator if labels else None, credit=labels.credit if labels else None,
+        creator=getattr(labels, "creator", None), credit=getattr(labels, "credit", None),
+        sandbox=bool(made.sandbox if made else parent.sandbox) or engine.ledger.request(request.request_id).sandbox,
     )
-    details = {
-        "region": region, "denoise": request.denoise, "model": model, "provider": provider.provider_id,
-        "prompt": request.prompt, "seed": request.seed, "mask_area": mask.area, "feather_px": mask.feather_px,
-        "mask_box": list(mask.box or ()), "changed_pixels": changed_inside, "outside_changed": changed_outside,
-        "cost_usd": result.cost.usd, "warnings": list(request.warnings),
-    }
-    row = record_derived(
-        ledger, path, parent=parent, parent_path=image_path, operation="fix", details=details, info=info,
-        labels=labels, images_dir=images_dir, run_id=run_id, request_id=request.request_id,
-        provider=result.provider, model=result.model, cost=result.cost, seed=request.seed,
-        provider_task_id=result.provider_task_id, sandbox=result.sandbox,
-        timings={**result.timings, "fix_s": round(time.perf_counter() - started, 3)}, versions=result.versions,
-    )
-    ledger.set_run_status(run_id, "done")
+
+
+def _outcome(engine: Any, made: ImageRow) -> FixOutcome:
+    d = made.operation_details or {}
+    parent = engine.ledger.image(made.parent_sha256 or "")
     return FixOutcome(
-        region=region, path=str(path), image=row, parent=parent, model=model, provider=provider.provider_id,
-        denoise=request.denoise, seed=request.seed, cost_usd=result.cost.usd, mask_area=mask.area,
-        feather_px=mask.feather_px, changed_pixels=changed_inside, outside_changed=changed_outside,
-        sandbox=result.sandbox, warnings=request.warnings,
+        region=str(d.get("region")), path=str(made.out_path or made.path), image=made, parent=parent,
+        model=str(d.get("model")), provider=str(d.get("provider")), denoise=d.get("denoise"),
+        seed=int(d.get("seed") or 0), cost_usd=float(d.get("cost_usd") or 0.0), mask_area=int(d.get("mask_area") or 0),
+        feather_px=int(d.get("feather_px") or 0), changed_pixels=int(d.get("changed_pixels") or 0),
+        outside_changed=int(d.get("outside_changed") or 0), sandbox=made.sandbox, run_id=made.run_id,
+        warnings=tuple(d.get("warnings") or ()),
     )
+
+
+def _composite_step(ctx: Any) -> None:
+    composite_fix(ctx.engine, ctx.args["request_id"], ctx.args["path"])
+
+
+async def fix_region(engine: Any, image_path: str | Path, region: str, *, budget_usd: float | None = None,
+                     out: str | Path | None = None, **options: Any) -> FixOutcome:
+    """Repair `region` of the image: record, pay once, composite it back, label and record the new image."""
+    from ..engine import failure_summary
+
+    plan = fix_plan(engine, image_path, region, out=out, **options)
+    run_id = engine.record(plan, budget_usd=budget_usd)
+    report = await engine.execute(run_id, budget_usd=budget_usd)
+    made = engine.ledger.derived_from_request(plan.requests[0].request_id, "fix")
+    if made is None:
+        raise failure_summary(report) or StudioError("the fix did not finish", hint=f"'portrait resume {run_id}'")
+    return _outcome(engine, made)
 
 
 # --- the checklist-driven loop ------------------------------------------------------------------
@@ -323,6 +373,8 @@ class FixRound(BaseModel):
     failed_after: list[str]
     score_before: float
     score_after: float
+    kept: bool = True
+    """Whether this round's result improved the checklist score (only then can it be the final image)."""
     errors: list[str] = []
 
 
@@ -331,84 +383,115 @@ class AutoFixReport(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    run_id: str | None = None
     start: str
     final: str
     final_sha256: str
+    kept_original: bool = False
     rounds: list[FixRound]
     resolved: list[str]
     remaining: list[str]
     unfixable: list[str]
     spent_usd: float
+    sandbox_usd: float = 0.0
     stopped: str
 
 
-async def auto_fix(
-    image_path: str | Path,
-    *,
-    provider: Provider,
-    ledger: Ledger,
-    images_dir: Path,
-    model: str = DEFAULT_FIX_MODEL,
-    max_tries: int = 2,
-    context: Any = None,
-    denoise: float | None = None,
-    prompt_add: str | None = None,
-    out: str | Path | None = None,
-    mask_dir: str | Path | None = None,
-    labels: LabelSettings | None = None,
-    budget_usd: float | None = None,
-    weights: str | None = None,
-    steps: int | None = None,
-    on_round: Callable[[FixRound], None] | None = None,
-) -> AutoFixReport:
-    """Fix the regions whose checks failed, re-check, repeat; at most `max_tries` rounds."""
-    from ..analysis import analyze
-    from ..checks import run_checklist
+def autofix_plan(engine: Any, image_path: str | Path, *, model: str = DEFAULT_FIX_MODEL, max_tries: int = 2,
+                 brief: dict[str, Any] | None = None, provider: str | None = None, out: str | Path | None = None,
+                 **options: Any) -> Any:
+    """An auto-fix run: no request up front; its `autofix` step plans each round from the checklist."""
+    from ..engine import Plan, Step
 
     if max_tries < 1:
         raise CapabilityError(f"--max-tries {max_tries} must be at least 1", hint="use 1-3")
-    start = Path(image_path)
+    image_path = Path(image_path)
+    parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
+    args = {"parent_id": parent.id, "source": str(image_path), "model": model, "provider": provider or default_provider(model),
+            "max_tries": max_tries, "out": str(out) if out else None, "options": options}
+    return Plan(kind="autofix", name=f"auto-fix {image_path.name}", brief=brief, steps=(Step(name="autofix", args=args),),
+                details={"model": model, "parent_sha256": parent.image_sha256, "source": str(image_path),
+                         "providers": [args["provider"]]})
+
+
+async def _autofix_step(ctx: Any) -> None:
+    engine, run = ctx.engine, ctx.run
+    report = await _drive_autofix(engine, run.id, ctx.args, ctx.budget_usd)
+    engine.ledger.set_run_plan(run.id, {**(engine.ledger.run(run.id).plan or {}), "autofix": report.model_dump(mode="json"),
+                                        "stopped": None if report.stopped in ("passed", "max_tries", "no_improvement",
+                                                                               "nothing_fixable") else report.stopped})
+
+
+async def _drive_autofix(engine: Any, run_id: str, args: dict[str, Any], budget_usd: float | None,
+                         on_round: Callable[[FixRound], None] | None = None) -> AutoFixReport:
+    """The rounds, replayable: every request goes through `engine.make` (memoised in the ledger)."""
+    import asyncio
+
+    from ..analysis import analyze
+    from ..checks import CheckContext, run_checklist
+    from ..quiet import native_quiet
+
+    ledger = engine.ledger
+    run = ledger.run(run_id)
+    context = CheckContext.from_brief(_brief_of(run.brief)) if run.brief else None
+    start = ledger.image(args["parent_id"])
+    source = Path(args["source"])
+    options = dict(args.get("options") or {})
+
+    def measure(image: ImageRow) -> tuple[Any, Any]:
+        with native_quiet():
+            analysis = analyze(Path(image.path))
+            checklist = run_checklist(Path(image.path), context, analysis=analysis)
+        ledger.record_checks(image.image_sha256, checklist.overall, checklist.score, checklist.model_dump(mode="json"))
+        return analysis, checklist
+
     current = start
-    analysis = analyze(current)
-    checklist = run_checklist(current, context, analysis=analysis)
-    ledger.record_checks(ensure_recorded(ledger, current, images_dir).image_sha256, checklist.overall,
-                         checklist.score, checklist.model_dump(mode="json"))
+    analysis, checklist = await asyncio.to_thread(measure, current)
+    best, best_score = start, float(checklist.score)
     first_failed = [i.item for i in checklist.failed]
     rounds: list[FixRound] = []
-    spent = 0.0
     stopped = "max_tries"
-    for n in range(1, max_tries + 1):
-        regions, unfixable = regions_for(checklist, analysis)
+    for n in range(1, int(args["max_tries"]) + 1):
+        regions, _ = regions_for(checklist, analysis)
         if not regions:
             stopped = "passed" if not checklist.failed else "nothing_fixable"
             break
         fixes: list[FixOutcome] = []
         errors: list[str] = []
+        round_start = current
         for region in regions:
-            left = None if budget_usd is None else budget_usd - spent
             try:
-                outcome = await fix_region(
-                    current, region, provider=provider, ledger=ledger, images_dir=images_dir, model=model,
-                    denoise=denoise, prompt_add=prompt_add, analysis=analysis, out=out, mask_dir=mask_dir,
-                    labels=labels, budget_usd=left, weights=weights, steps=steps, seed=None if n == 1 else _seed(f"{current}:{n}", region),
+                request, _mask, path = _fix_request(
+                    engine, current, region, model=args["model"], provider=args["provider"],
+                    denoise=options.get("denoise"), prompt_add=options.get("prompt_add"),
+                    seed=None if n == 1 else _seed(f"{current.image_sha256}:{n}", region), steps=options.get("steps"),
+                    out=args.get("out"), weights=options.get("weights"), analysis=analysis, named_after=source,
                 )
-            except BudgetExceeded as exc:
-                errors.append(f"{region}: {exc.message}")
-                stopped = "budget"
-                break
             except StudioError as exc:
                 errors.append(f"{region}: {exc.message}")
                 continue
-            fixes.append(outcome)
-            spent += outcome.cost_usd
-            current = Path(outcome.path)
+            outcome = await engine.make(run_id, request, budget_usd=budget_usd)
+            if outcome.status != "done":
+                errors.append(f"{region}: {outcome.error or outcome.status}")
+                if outcome.error_type == "BudgetExceeded":
+                    stopped = "budget"
+                    break
+                continue
+            made = composite_fix(engine, outcome.request_id, path)
+            if made is None:
+                continue
+            fixes.append(_outcome(engine, made))
+            current = made
+            analysis = await asyncio.to_thread(analyze, Path(current.path))
         before = checklist
-        analysis = analyze(current)
-        checklist = run_checklist(current, context, analysis=analysis)
-        ledger.record_checks(file_sha256(current), checklist.overall, checklist.score, checklist.model_dump(mode="json"))
+        if current.image_sha256 != round_start.image_sha256:
+            analysis, checklist = await asyncio.to_thread(measure, current)
+        improved = float(checklist.score) > best_score + 1e-9
+        if improved:
+            best, best_score = current, float(checklist.score)
         done = FixRound(round=n, regions=regions, fixes=fixes, failed_before=[i.item for i in before.failed],
-                        failed_after=[i.item for i in checklist.failed], score_before=before.score,
-                        score_after=checklist.score, errors=errors)
+                        failed_after=[i.item for i in checklist.failed], score_before=float(before.score),
+                        score_after=float(checklist.score), kept=improved, errors=errors)
         rounds.append(done)
         if on_round is not None:
             on_round(done)
@@ -417,52 +500,54 @@ async def auto_fix(
         if not fixes:
             stopped = "fixes_failed"
             break
-    else:
-        if not regions_for(checklist, analysis)[0]:
-            stopped = "passed" if not checklist.failed else "nothing_fixable"
-    remaining = [i.item for i in checklist.failed]
+        if not improved:
+            stopped = "no_improvement"
+            break
+    final_checks = ledger.checks(best.image_sha256) or {}
+    remaining = [i["item"] for i in final_checks.get("items", []) if i.get("status") == "fail"] if final_checks else []
+    if not final_checks:
+        remaining = [i.item for i in checklist.failed]
     return AutoFixReport(
-        start=str(start), final=str(current), final_sha256=file_sha256(current), rounds=rounds,
+        run_id=run_id, start=str(source), final=str(best.out_path or best.path), final_sha256=best.image_sha256,
+        kept_original=best.image_sha256 == start.image_sha256, rounds=rounds,
         resolved=[i for i in first_failed if i not in remaining], remaining=remaining,
-        unfixable=[i for i in remaining if i not in ITEM_REGIONS], spent_usd=round(spent, 6), stopped=stopped,
+        unfixable=[i for i in remaining if i not in ITEM_REGIONS], spent_usd=ledger.spent(run_id).usd,
+        sandbox_usd=ledger.spent(run_id, sandbox=True).usd, stopped=stopped,
     )
 
 
-def fix_image(
-    studio: Any,
-    ledger: Ledger,
-    image_id: str,
-    region: str,
-    *,
-    model: str = DEFAULT_FIX_MODEL,
-    provider: str | None = None,
-    denoise: float | None = None,
-    prompt_add: str | None = None,
-    sandbox: str = "auto",
-    weights: str | None = None,
-    budget_usd: float | None = None,
-) -> ImageRow:
-    """Fix one region of a ledger image end to end (for the web studio's background jobs)."""
-    import asyncio
+def _brief_of(data: dict[str, Any]) -> Any:
+    from ..brief import parse_brief
 
-    from ..catalog import get_model
-    from ..providers import open_providers
-    from .lineage import LabelSettings
+    return parse_brief(data, source="auto-fix brief")
 
-    image = ledger.image(image_id)
-    provider_id = provider or get_model(model).default_provider
-    options = {"local": {"weights": weights}} if weights else {}
-    with open_providers(studio, [provider_id], sandbox=sandbox, options=options) as providers:  # type: ignore[arg-type]
-        chosen = providers[provider_id]
 
-        async def go() -> FixOutcome:
-            try:
-                return await fix_region(
-                    image.out_path or image.path, region, provider=chosen, ledger=ledger, images_dir=studio.images_dir,
-                    model=model, denoise=denoise, prompt_add=prompt_add, labels=LabelSettings.from_studio(studio),
-                    budget_usd=budget_usd, weights=weights,
-                )
-            finally:
-                await chosen.aclose()
+async def auto_fix(engine: Any, image_path: str | Path, *, budget_usd: float | None = None,
+                   on_round: Callable[[FixRound], None] | None = None, **options: Any) -> AutoFixReport:
+    """Fix the regions whose checks failed, re-check, repeat (at most `max_tries` rounds); keep the
+    best-scoring image — the original when no round improved the checklist."""
+    plan = autofix_plan(engine, image_path, **options)
+    run_id = engine.record(plan, budget_usd=budget_usd)
+    run = engine.ledger.run(run_id)
+    step_args = run.steps[0]["args"]
+    holder = engine.ledger.claim_run(run_id, engine.owner)
+    if holder is not None:  # pragma: no cover - a fresh run cannot be held
+        raise StudioError(f"run {run_id} is held by {holder}")
+    try:
+        report = await _drive_autofix(engine, run_id, step_args, engine.budget(budget_usd), on_round=on_round)
+        engine.ledger.set_run_plan(run_id, {**(run.plan or {}), "autofix": report.model_dump(mode="json")})
+    finally:
+        engine._settle_status(run_id)
+        engine.ledger.release_run(run_id, engine.owner)
+        engine.write_run_json(run_id)
+    return report
 
-        return asyncio.run(go()).image
+
+def _register() -> None:
+    from ..engine import register_step
+
+    register_step("composite")(_composite_step)
+    register_step("autofix")(_autofix_step)
+
+
+_register()

@@ -21,8 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from ..config import C2paConfig, Studio
-from ..errors import LedgerError
-from ..labels import LabelInfo, label_image
+from ..labels import LabelInfo
 from ..ledger import ImageRow, Ledger
 from ..records import Cost, Result
 
@@ -71,14 +70,18 @@ def derived_path(src: str | Path, tag: str, out: str | Path | None = None) -> Pa
 
 
 def ensure_recorded(ledger: Ledger, path: str | Path, images_dir: Path) -> ImageRow:
-    """The ledger row of the file at `path`, recording it as an 'import' if the ledger lacks it."""
+    """The ledger row of the file at `path` — found by any path or hash the studio wrote it under,
+    so a labelled run-folder copy leads back to its generation — or a new 'import' row for a
+    file the studio never made (a photo from elsewhere: sending it needs a rights record)."""
+    from ..imaging import open_image
+
     path = Path(path)
+    open_image(path, mode=None).close()  # a clear error for folders, non-images and bombs
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        return ledger.image(sha)
-    except LedgerError:
-        pass
+    found = ledger.image_for_file(path, sha)
+    if found is not None:
+        return found
     with Image.open(BytesIO(data)) as im:
         media = _MEDIA.get(im.format or "", "image/png")
         size = im.size
@@ -89,49 +92,46 @@ def ensure_recorded(ledger: Ledger, path: str | Path, images_dir: Path) -> Image
 
 
 def record_derived(
-    ledger: Ledger,
-    path: Path,
+    engine: Any,
+    data: bytes,
     *,
     parent: ImageRow,
-    parent_path: Path,
     operation: str,
     details: dict[str, Any],
     info: LabelInfo,
-    labels: LabelSettings | None,
-    images_dir: Path,
+    path: Path,
     run_id: str | None = None,
     request_id: str | None = None,
     provider: str = "local",
     model: str = "",
-    cost: Cost | None = None,
+    cost_usd: float = 0.0,
     seed: int | None = None,
     provider_task_id: str | None = None,
     sandbox: bool = False,
     timings: dict[str, float] | None = None,
     versions: dict[str, str] | None = None,
 ) -> ImageRow:
-    """Label the written file at `path` as a composite of `parent`, then record it in the ledger."""
-    c2pa_status = None
-    warnings: list[str] = []
-    if labels is not None:
-        record = label_image(path, info, labels.c2pa, ingredient_from=parent_path, secrets=labels.secrets)
-        c2pa_status = "signed" if record.c2pa is not None else "unsigned"
-        warnings = record.warnings
-    data = path.read_bytes()
+    """Record a derivative (fix, upscale, edit …) of `parent` and deliver its labelled copy at `path`.
+
+    The ledger stores the derivative's pixels content-addressed (deterministic, so a replayed step
+    finds them again) and the labelled file is written atomically and recorded as one of its files;
+    its cost is the paid request's (settled by the runner), shown here for the lineage.
+    """
     with Image.open(BytesIO(data)) as im:
         width, height = im.size
         media = _MEDIA.get(im.format or "", "image/png")
     result = Result(
         request_id=request_id or "", provider=provider, model=model, image=data, media_type=media, seed=seed,
-        provider_task_id=provider_task_id, cost=cost or Cost(), timings=timings or {},
-        metadata={"label_warnings": warnings} if warnings else {}, versions=versions or {}, sandbox=sandbox,
+        provider_task_id=provider_task_id, cost=Cost(usd=cost_usd), timings=timings or {}, versions=versions or {},
+        sandbox=sandbox,
     )
-    row = ledger.record_image(
-        result, images_dir=images_dir, run_id=run_id, request_id=request_id, parent_sha256=parent.image_sha256,
+    row = engine.ledger.record_image(
+        result, images_dir=engine.images_dir, run_id=run_id, request_id=request_id, parent_sha256=parent.image_sha256,
         operation=operation, operation_details=details, out_path=path, width=width, height=height,
     )
-    if labels is not None:
-        ledger.record_label(row.image_sha256, info.model_dump(mode="json"), c2pa_status)
+    parent_file = parent.out_path if parent.out_path and Path(parent.out_path).is_file() else parent.path
+    engine.deliver(row, path=path, info=info.model_copy(update={"sandbox": info.sandbox or sandbox}), kind=operation,
+                   parent_path=parent_file)
     return row
 
 

@@ -1,21 +1,21 @@
-"""Upscale a finished portrait 1.5–2x, optionally add a light detail pass, and record the lineage.
+"""Upscale a finished portrait 1.5–4x (or to an exact delivery size), optionally add a light detail
+pass, and record the lineage — as an engine run, so a detail pass that costs money is recorded
+before it is paid for, budgeted, and finished by `portrait resume` after a kill.
 
-`finishing.upscale` does the pixels (Real-ESRGAN x4plus through ncnn, then an exact resample,
-tiled, metadata carried). This module is the workflow step around it: the parent is found
-or imported in the ledger, the optional detail pass runs as a low-denoise image-to-image
-request through a provider, and the result is relabelled as a composite and recorded as an
-"upscale" row with its parent's hash.
-
-The detail pass runs inside the upscaler's worker thread; it hands the provider call back to
-the event loop that owns the provider, so hosted and local providers work unchanged.
+`finishing.upscale` does the pixels (a super-resolution network, then an exact resample). This
+module is the step around it: the parent is found (any file the studio wrote leads back to its
+generation) or imported; the `upscale` step upscales locally, runs the optional detail pass as a
+low-denoise image-to-image request through the engine (memoised in the ledger), resamples to the
+exact size, labels the result as a composite and records it as an "upscale" row with its parent.
+A hosted upscaler (mode `upscale`) is a request of the plan; the step then finishes its output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import tempfile
 import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog import estimate_cost, get_model
-from ..errors import BudgetExceeded, CapabilityError
+from ..errors import CapabilityError, LimitError, StudioError
 from ..labels import LabelInfo
-from ..ledger import ImageRow, Ledger
-from ..providers.base import Provider
-from ..records import Cost, InputImage, Request, Result
-from .lineage import LabelSettings, derived_path, ensure_recorded, record_derived
-from .upscale import DEFAULT_OVERLAP, DEFAULT_TILE, upscale_file
+from ..ledger import ImageRow
+from ..records import InputImage, Request
+from .lineage import derived_path, ensure_recorded, record_derived
 
-__all__ = ["DETAIL_PROMPT", "DetailPass", "UpscaleOutcome", "upscale_image"]
+__all__ = ["DETAIL_PROMPT", "DetailPass", "UpscaleOutcome", "upscale_image", "upscale_plan"]
 
 ENGINE = "realesrgan-x4plus"
 DETAIL_PROMPT = "the same photograph with crisp natural detail, fine skin texture, sharp eyes"
@@ -49,6 +47,7 @@ class DetailPass(BaseModel):
     seed: int | None = None
     steps: int | None = None
     weights: str | None = None
+    provider: str | None = None
 
 
 class UpscaleOutcome(BaseModel):
@@ -62,9 +61,13 @@ class UpscaleOutcome(BaseModel):
     seconds: float
     cost_usd: float
     detail_model: str | None = None
+    engine: str = ENGINE
+    run_id: str | None = None
+    sandbox: bool = False
 
 
-def _detail_request(detail: DetailPass, provider: Provider, path: Path, size: tuple[int, int], sha: str) -> Request:
+def _detail_request(detail: DetailPass, provider: str, path: Path, size: tuple[int, int], sha: str,
+                    parent_id: str) -> Request:
     spec = get_model(detail.model)
     if "image-to-image" not in spec.modes:
         raise CapabilityError(f"{spec.name} cannot do image-to-image, so it cannot add detail",
@@ -74,108 +77,258 @@ def _detail_request(detail: DetailPass, provider: Provider, path: Path, size: tu
                               hint="a detail pass is light: 0.1-0.3")
     seed = detail.seed if detail.seed is not None else int(sha[:8], 16)
     return Request(
-        model=detail.model, provider=provider.provider_id, mode="image-to-image", prompt=detail.prompt, seed=seed,
+        model=detail.model, provider=provider, mode="image-to-image", prompt=detail.prompt, seed=seed,
         width=size[0], height=size[1], steps=detail.steps, denoise=detail.denoise, output_format="png",
-        images=(InputImage(path=str(path), sha256=sha, role="init"),),
-        options={"weights": detail.weights} if detail.weights and provider.provider_id == "local" else {},
-        estimated_cost=estimate_cost(spec, provider.provider_id, size[0], size[1]),
+        images=(InputImage(path=str(path), sha256=sha, role="init"),), parent_id=parent_id,
+        options={**({"weights": detail.weights} if detail.weights and provider == "local" else {}), "record_as": "raw"},
+        estimated_cost=estimate_cost(spec, provider, size[0], size[1]),
     )
 
 
-def _parent_prompt(ledger: Ledger, parent: ImageRow) -> str:
-    """The prompt the parent was labelled with, so the upscale's label still says what was asked."""
-    label = ledger.label(parent.image_sha256)
-    prompt = ((label or {}).get("info") or {}).get("prompt")
-    return str(prompt) if prompt else f"upscale of image {parent.image_sha256[:12]} with {ENGINE}"
+def _parent_prompt(engine: Any, parent: ImageRow) -> str:
+    """The prompt the parent was made with, so the upscale's label still says what was asked."""
+    for row in engine.ledger.lineage(parent.image_sha256):
+        if row.request_id:
+            return engine.ledger.request(row.request_id).request.prompt
+    return f"upscale of image {parent.image_sha256[:12]} with {ENGINE}"
 
 
-async def upscale_image(
+def upscale_plan(
+    engine: Any,
     image_path: str | Path,
-    scale: float,
+    scale: float | None = None,
     *,
-    ledger: Ledger,
-    images_dir: Path,
+    size: tuple[int, int] | None = None,
     out: str | Path | None = None,
-    labels: LabelSettings | None = None,
     detail: DetailPass | None = None,
-    provider: Provider | None = None,
-    budget_usd: float | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
     gpu: int | None = None,
-    tile: int | None = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-) -> UpscaleOutcome:
-    """Upscale to exactly round(w*scale) x round(h*scale), label it, record it as a child of the input."""
-    image_path = Path(image_path)
-    if detail is not None and provider is None:
-        raise CapabilityError("the detail pass needs a provider", hint="pass --provider (local for flux-1-dev)")
-    parent = ensure_recorded(ledger, image_path, images_dir)
-    tag = f"x{scale:g}"
-    path = derived_path(image_path, tag, out)
-    loop = asyncio.get_running_loop()
-    results: list[Result] = []
-    requests: list[Request] = []
+    method: str | None = None,
+) -> Any:
+    """An upscale run of the image at `image_path` (by `scale`, or to exactly `size`)."""
+    from ..engine import Plan, Step
 
-    def run_detail(upscaled: Image.Image) -> Image.Image:
-        assert detail is not None and provider is not None
+    if scale is None and size is None:
+        raise LimitError("give a scale or a size", field="--scale")
+    if scale is not None and not 1.0 < scale <= 4.0:
+        raise LimitError(f"scale {scale:g} is outside 1–4", field="--scale", hint="upscale 1.5–2x for portraits")
+    image_path = Path(image_path)
+    parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
+    provider = None
+    if detail is not None:
+        provider = detail.provider or get_model(detail.model).default_provider
+    tag = f"x{scale:g}" if scale is not None else f"{size[0]}x{size[1]}"  # type: ignore[index]
+    path = derived_path(image_path, tag, out)
+    args = {"parent_id": parent.id, "scale": scale, "size": list(size) if size else None, "path": str(path),
+            "tile": tile, "overlap": overlap, "gpu": gpu, "method": method,
+            "detail": detail.model_dump() if detail else None, "detail_provider": provider}
+    return Plan(kind="upscale", name=f"upscale {image_path.name} {tag}", steps=(Step(name="upscale", args=args),),
+                details={"parent_sha256": parent.image_sha256, "source": str(image_path), "scale": scale,
+                         "providers": [provider] if provider else []})
+
+
+async def _upscale_step(ctx: Any) -> None:
+    await _drive_upscale(ctx.engine, ctx.run.id, ctx.args, ctx.budget_usd, progress=getattr(ctx.engine, "progress", None))
+
+
+async def _drive_upscale(engine: Any, run_id: str, args: dict[str, Any], budget_usd: float | None,
+                         progress: Callable[..., None] | None = None) -> ImageRow:
+    """Upscale locally, then (optionally) the detail pass through the engine; replay-safe."""
+    from .upscale import target_size, upscale
+
+    ledger = engine.ledger
+    done = ledger.derived_in_run(run_id, "upscale")
+    if done is not None:
+        parent = ledger.image(done.parent_sha256 or "")
+        engine.deliver(done, info=_label(engine, done, parent, args), kind="upscale",
+                       parent_path=parent.out_path if parent.out_path and Path(parent.out_path).is_file() else parent.path)
+        return done
+    parent = ledger.image(args["parent_id"])
+    from ..imaging import open_image
+
+    source = open_image(parent.path, mode=None)
+    if args.get("size"):
+        size = (int(args["size"][0]), int(args["size"][1]))
+        scale = max(size[0] / source.width, size[1] / source.height)
+    else:
+        scale = float(args["scale"])
+        size = target_size(source.width, source.height, scale)
+    started = time.perf_counter()
+    options = {k: args[k] for k in ("tile", "overlap", "gpu") if args.get(k) is not None}
+    if progress is not None:
+        options["progress"] = progress
+    upscaled = await asyncio.to_thread(upscale, source, scale, **options)
+    if upscaled.size != size:
+        upscaled = upscaled.resize(size, Image.Resampling.LANCZOS)
+    seconds = round(time.perf_counter() - started, 3)
+    details: dict[str, Any] = {"scale": round(scale, 4), "engine": ENGINE, "size": list(size), "seconds": seconds,
+                               **{k: args.get(k) for k in ("tile", "overlap", "gpu")}}
+    cost_usd, provider, model, seed, sandbox = 0.0, "local", ENGINE, None, parent.sandbox
+    request_id = None
+    final = upscaled
+    if args.get("detail"):
+        detail = DetailPass.model_validate(args["detail"])
         buffer = BytesIO()
-        upscaled.save(buffer, "PNG")
+        upscaled.convert("RGB").save(buffer, "PNG")
         data = buffer.getvalue()
         sha = hashlib.sha256(data).hexdigest()
-        tmp = Path(tempfile.gettempdir()) / "portrait-studio-upscale" / f"{sha[:16]}.png"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        request = _detail_request(detail, provider, tmp, upscaled.size, sha)
-        provider.check(request)
-        if budget_usd is not None and request.estimated_cost.usd > budget_usd + 1e-9:
-            raise BudgetExceeded(f"the detail pass costs about ${request.estimated_cost.usd:.3f}, over the "
-                                 f"${budget_usd:.2f} budget", budget_usd=budget_usd, needed_usd=request.estimated_cost.usd)
-        result = asyncio.run_coroutine_threadsafe(provider.submit(request), loop).result()
-        requests.append(request)
-        results.append(result)
-        with Image.open(BytesIO(result.image)) as im:
-            return im.convert("RGB")
+        work = engine.work_path(f"upscale/{sha[:24]}.png")
+        if not work.exists():
+            from ..files import atomic_write_bytes
 
-    started = time.perf_counter()
-    await asyncio.to_thread(
-        upscale_file, image_path, path, scale, tile=tile, overlap=overlap, gpu=gpu,
-        detail_pass=run_detail if detail is not None else None,
-    )
-    seconds = round(time.perf_counter() - started, 3)
-    with Image.open(path) as im:
-        size = im.size
+            atomic_write_bytes(work, data)
+        ledger.record_file(work, sha, parent.id, kind="work")  # the studio's own intermediate (consent)
+        request = _detail_request(detail, args["detail_provider"], work, size, sha, parent.id)
+        outcome = await engine.make(run_id, request, budget_usd=budget_usd)
+        if outcome.status != "done" or outcome.image is None:
+            raise StudioError(f"the detail pass did not finish: {outcome.error or outcome.status}",
+                              hint=outcome.hint or f"'portrait resume {run_id}' continues it")
+        from ..imaging import open_image as _open
 
-    cost = results[0].cost if results else Cost()
-    details: dict[str, Any] = {"scale": scale, "engine": ENGINE, "tile": tile, "overlap": overlap, "gpu": gpu,
-                               "size": list(size), "seconds": seconds}
-    model = ENGINE
-    run_id = request_id = None
-    if detail is not None and requests:
-        request = requests[0]
+        refined = _open(outcome.image.path)
+        final = refined if refined.size == size else refined.resize(size, Image.Resampling.LANCZOS)
+        request_id, cost_usd = outcome.request_id, outcome.image.cost_usd
+        provider, model, seed = request.provider, detail.model, request.seed
+        sandbox = sandbox or outcome.image.sandbox
         details.update(detail_model=detail.model, detail_denoise=detail.denoise, detail_provider=request.provider,
-                       detail_prompt=detail.prompt, detail_seed=request.seed, cost_usd=cost.usd)
-        model = detail.model
-        run_id = ledger.create_run("upscale", name=f"upscale {image_path.name} x{scale:g}",
-                                   plan={"scale": scale, "parent_sha256": parent.image_sha256})
-        request = request.model_copy(update={"run_id": run_id, "parent_id": parent.id})
-        ledger.add_requests(run_id, [request])
-        request_id = request.request_id
-    edit = f"upscaled {scale:g}x with Real-ESRGAN x4plus" + (
-        f", detail pass by {detail.model} at denoise {detail.denoise:g}" if detail is not None else "")
-    info = LabelInfo(
-        model=model, provider=requests[0].provider if requests else "local",
-        prompt=detail.prompt if detail else _parent_prompt(ledger, parent),
-        seed=requests[0].seed if requests else None, denoise=detail.denoise if detail else None,
-        width=size[0], height=size[1], is_composite=True, edit=edit, parent_sha256=parent.image_sha256,
-        creator=labels.creator if labels else None, credit=labels.credit if labels else None,
+                       detail_prompt=detail.prompt, detail_seed=request.seed, cost_usd=cost_usd)
+    buffer = BytesIO()
+    if source.mode in ("L", "RGBA") and final.mode != source.mode and not args.get("detail"):
+        final = final.convert(source.mode)
+    final.save(buffer, "PNG")
+    info = _label(engine, None, parent, args, size=size, details=details)
+    return record_derived(
+        engine, buffer.getvalue(), parent=parent, operation="upscale", details=details, info=info,
+        path=Path(args["path"]), run_id=run_id, request_id=request_id, provider=provider, model=model,
+        cost_usd=cost_usd, seed=seed, sandbox=sandbox, timings={"upscale_s": seconds},
     )
-    row = record_derived(
-        ledger, path, parent=parent, parent_path=image_path, operation="upscale", details=details, info=info,
-        labels=labels, images_dir=images_dir, run_id=run_id, request_id=request_id,
-        provider=results[0].provider if results else "local", model=model, cost=cost,
-        seed=requests[0].seed if requests else None, sandbox=bool(results and results[0].sandbox),
-        timings={"upscale_s": seconds}, versions=results[0].versions if results else {},
+
+
+def _label(engine: Any, made: ImageRow | None, parent: ImageRow, args: dict[str, Any],
+           size: tuple[int, int] | None = None, details: dict[str, Any] | None = None) -> LabelInfo:
+    details = details or (made.operation_details if made else {}) or {}
+    detail = args.get("detail")
+    edit = f"upscaled {details.get('scale', args.get('scale'))}x with Real-ESRGAN" + (
+        f", detail pass by {detail['model']} at denoise {detail['denoise']:g}" if detail else "")
+    width, height = size or ((made.width, made.height) if made else (None, None))
+    labels = engine.labels
+    return LabelInfo(
+        model=detail["model"] if detail else ENGINE, provider=args.get("detail_provider") or "local",
+        prompt=detail["prompt"] if detail else _parent_prompt(engine, parent),
+        seed=details.get("detail_seed"), denoise=detail["denoise"] if detail else None,
+        width=width, height=height, is_composite=True, edit=edit, parent_sha256=parent.image_sha256,
+        creator=getattr(labels, "creator", None), credit=getattr(labels, "credit", None),
+        sandbox=parent.sandbox or bool(made and made.sandbox),
     )
-    if run_id is not None:
-        ledger.set_run_status(run_id, "done")
-    return UpscaleOutcome(path=str(path), image=row, parent=parent, scale=scale, size=size, seconds=seconds,
-                          cost_usd=cost.usd, detail_model=detail.model if detail else None)
+
+
+async def upscale_image(engine: Any, image_path: str | Path, scale: float | None = None, *,
+                        budget_usd: float | None = None, **options: Any) -> UpscaleOutcome:
+    """Upscale to exactly round(w*scale) x round(h*scale) (or `size`), label it, record it as a child."""
+    plan = upscale_plan(engine, image_path, scale, **options)
+    run_id = engine.record(plan, budget_usd=budget_usd)
+    started = time.perf_counter()
+    await engine.execute(run_id, budget_usd=budget_usd)
+    made = engine.ledger.derived_in_run(run_id, "upscale")
+    if made is None:
+        raise StudioError("the upscale did not finish", hint=f"'portrait resume {run_id}' continues it")
+    d = made.operation_details or {}
+    return UpscaleOutcome(
+        path=str(made.out_path or made.path), image=made, parent=engine.ledger.image(made.parent_sha256 or ""),
+        scale=float(d.get("scale") or scale or 0), size=(made.width or 0, made.height or 0),
+        seconds=round(time.perf_counter() - started, 3), cost_usd=engine.ledger.spent(run_id, sandbox=None).usd,
+        detail_model=d.get("detail_model"), run_id=run_id, sandbox=made.sandbox,
+    )
+
+
+# --- delivery sizes: the exact 1080p / 2K / 4K file -----------------------------------------------
+
+
+async def _deliver_size_step(ctx: Any) -> None:
+    """Every image of the run made for a delivery size gets its exact-size child: upscaled to cover
+    the delivery size with the detail-preserving upscaler, centre-cropped, labelled, recorded."""
+    from ..delivery import DeliveryPlan, parse_delivery, plan_delivery
+
+    engine, run = ctx.engine, ctx.run
+    ledger = engine.ledger
+    operations = set(ctx.args.get("operations") or ["generate"])
+    for image in ledger.images(run_id=run.id, limit=10_000):
+        if image.operation not in operations or not image.request_id:
+            continue
+        request = ledger.request(image.request_id).request
+        raw = request.options.get("delivery")
+        if raw is None and ctx.args.get("deliver"):
+            raw = plan_delivery(request.model, request.provider, parse_delivery(ctx.args["deliver"]),
+                                (image.width or 1) / (image.height or 1)).model_dump()
+        if raw is None:
+            continue
+        plan = DeliveryPlan.model_validate(raw)
+        done = next((c for c in ledger.children(image.image_sha256)
+                     if c.operation == "upscale" and c.run_id == run.id
+                     and (c.operation_details or {}).get("deliver") == plan.deliver), None)
+        target = Path(image.out_path or image.path)
+        path = target.with_name(f"{target.stem}.{plan.deliver}.png")
+        if done is not None:
+            engine.deliver(done, info=_delivery_label(engine, done, image, request, plan), kind="upscale",
+                           path=Path(done.out_path or path), parent_path=_file_of(image))
+            continue
+        await _make_delivery(engine, run.id, image, request, plan, path, getattr(engine, "progress", None))
+
+
+def _file_of(image: ImageRow) -> str:
+    return image.out_path if image.out_path and Path(image.out_path).is_file() else image.path
+
+
+async def _make_delivery(engine: Any, run_id: str, image: ImageRow, request: Request, plan: Any, path: Path,
+                         progress: Callable[..., None] | None) -> ImageRow:
+    from ..imaging import open_image
+    from .upscale import upscale
+
+    source = open_image(image.path)
+    scale = plan.scale_for(source.width, source.height)
+    started = time.perf_counter()
+    if scale > 1.0 + 1e-6:
+        options: dict[str, Any] = {"progress": progress} if progress is not None else {}
+        big = await asyncio.to_thread(upscale, source, min(scale, 4.0), **options)
+    else:
+        big = source
+    cover_w = max(plan.final_w, round(source.width * scale))
+    cover_h = max(plan.final_h, round(source.height * scale))
+    if big.size != (cover_w, cover_h):
+        big = big.resize((cover_w, cover_h), Image.Resampling.LANCZOS)
+    left, top = (cover_w - plan.final_w) // 2, (cover_h - plan.final_h) // 2
+    final = big.crop((left, top, left + plan.final_w, top + plan.final_h))
+    seconds = round(time.perf_counter() - started, 3)
+    details = {"deliver": plan.deliver, "scale": round(scale, 4), "engine": ENGINE, "size": [plan.final_w, plan.final_h],
+               "native": [source.width, source.height], "crop": [left, top], "seconds": seconds}
+    buffer = BytesIO()
+    final.save(buffer, "PNG")
+    return record_derived(
+        engine, buffer.getvalue(), parent=image, operation="upscale", details=details,
+        info=_delivery_label(engine, None, image, request, plan, size=final.size, scale=scale), path=path,
+        run_id=run_id, provider="local", model=ENGINE, sandbox=image.sandbox, timings={"upscale_s": seconds},
+    )
+
+
+def _delivery_label(engine: Any, made: ImageRow | None, parent: ImageRow, request: Request, plan: Any,
+                    size: tuple[int, int] | None = None, scale: float | None = None) -> LabelInfo:
+    width, height = size or ((made.width, made.height) if made else (None, None))
+    factor = scale if scale is not None else ((made.operation_details or {}).get("scale") if made else None)
+    return LabelInfo.from_request(
+        request, is_composite=True, parent_sha256=parent.image_sha256, width=width, height=height,
+        edit=f"{plan.deliver} delivery: upscaled ×{factor:.2f} with Real-ESRGAN and centre-cropped to "
+             f"{plan.final_w}×{plan.final_h}" if factor else f"{plan.deliver} delivery",
+        sandbox=parent.sandbox, creator=getattr(engine.labels, "creator", None),
+        credit=getattr(engine.labels, "credit", None),
+    )
+
+
+def _register() -> None:
+    from ..engine import register_step
+
+    register_step("upscale")(_upscale_step)
+    register_step("deliver_size")(_deliver_size_step)
+
+
+_register()

@@ -2,16 +2,16 @@
 
 Built-in providers are registered as entry points (group `portrait_studio.providers`), the
 same way a third-party package adds its own. `open_providers` builds the ones a plan
-needs; with no API key for a hosted provider it can start that provider's sandbox on
-loopback instead, and every image made there is marked as sandbox output. That sandbox
-keeps its tasks in `<home>/sandbox/<provider>/`, so they outlive the process.
+needs; with no API key for a hosted provider it can use that provider's sandbox on
+loopback instead — started by the surface that hands in `start_sandbox` (the library never
+imports the sandboxes) — and every image made there is marked as sandbox output.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
@@ -19,9 +19,13 @@ from ..config import Studio
 from ..errors import CapabilityError, NotConfigured
 from .base import Provider
 
-__all__ = ["Provider", "SandboxMode", "open_providers", "provider_class", "provider_ids"]
+__all__ = ["Provider", "SandboxMode", "SandboxStarter", "open_providers", "provider_class", "provider_ids"]
 
 SandboxMode = Literal["auto", "always", "never"]
+SANDBOX_MODES: tuple[str, ...] = SandboxMode.__args__  # type: ignore[attr-defined]
+
+SandboxStarter = Callable[[str], AbstractContextManager[Any]]
+"""provider id -> a context manager yielding a running sandbox handle (`testing.sandbox.start_sandbox`)."""
 
 _BUILTIN = {
     "bfl": "portrait_studio.providers.bfl:BflProvider",
@@ -59,33 +63,43 @@ def open_providers(
     *,
     sandbox: SandboxMode = "auto",
     options: dict[str, dict[str, Any]] | None = None,
-    sandbox_options: dict[str, Any] | None = None,
+    start_sandbox: SandboxStarter | None = None,
 ) -> Iterator[dict[str, Provider]]:
-    """Providers for `ids`, ready to use; sandboxes (if any) stop when the block ends."""
+    """Providers for `ids`, ready to use; sandboxes (if any) stop when the block ends.
+
+    Every key is checked before any provider is built, so a missing key is reported before
+    anything else happens (no run is recorded for a plan that cannot start).
+    """
+    if sandbox not in SANDBOX_MODES:
+        from ..errors import UsageError
+
+        raise UsageError(f"'{sandbox}' is not a sandbox mode", field="--sandbox",
+                         hint=f"choose one of: {', '.join(SANDBOX_MODES)}")
     options = options or {}
+    wanted = list(dict.fromkeys(ids))
+    classes = {pid: provider_class(pid) for pid in wanted}
+    for pid, cls in classes.items():
+        if cls.hosted and not studio.key(pid) and (sandbox == "never" or start_sandbox is None) and sandbox != "always":
+            studio.require_key(pid)  # raises NotConfigured naming the env var
+        if cls.hosted and sandbox == "always" and start_sandbox is None:
+            raise NotConfigured(f"no sandbox is available for '{pid}' here", provider=pid,
+                                hint="sandboxes are started by the portrait command and web studio")
     with ExitStack() as stack:
         built: dict[str, Provider] = {}
-        for pid in dict.fromkeys(ids):
-            cls = provider_class(pid)
+        for pid, cls in classes.items():
             opts = {**studio.config.providers.get(pid, {}), **options.get(pid, {})}
             if not cls.hosted:
                 built[pid] = cls.create(studio, **opts)
                 continue
-            key = studio.key(pid)
-            use_sandbox = sandbox == "always" or (sandbox == "auto" and not key)
+            use_sandbox = sandbox == "always" or (sandbox == "auto" and not studio.key(pid))
             if not use_sandbox:
-                if not key:
-                    studio.require_key(pid)  # raises NotConfigured naming the env var
                 built[pid] = cls.create(studio, **opts)
                 continue
-            from ..testing.sandbox import start_sandbox
-
-            # The sandbox keeps its account under the studio folder, like a real provider keeps
-            # accepted tasks: `portrait resume` after a kill -9 finds them there; a second command
-            # running at the same time joins the sandbox the first one serves.
-            sb_opts = {"state_dir": studio.home / "sandbox" / pid, "busy": "join", **(sandbox_options or {})}
-            handle = stack.enter_context(start_sandbox(pid, **sb_opts))
-            built[pid] = cls.for_sandbox(handle, **opts)
+            assert start_sandbox is not None
+            handle = stack.enter_context(start_sandbox(pid))
+            provider = cls.for_sandbox(handle, **opts)
+            provider.sandbox = True
+            built[pid] = provider
         if not built:
             raise NotConfigured("no provider to run the plan")
         yield built  # the caller awaits each provider's aclose() inside its event loop

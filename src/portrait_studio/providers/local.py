@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from ..errors import CapabilityError, GenerationFailed, NotConfigured
+from ..files import atomic_write_text
 from ..records import Cost, LoraWeight, Request, Result
 from .base import Billing, OnAccepted, Provider, ProviderOptions
 
@@ -82,6 +83,8 @@ class LocalOptions(ProviderOptions):
     cache_params: dict[str, Any] = Field(default_factory=dict, description="e.g. {'threshold': 0.12}")
     max_sequence_length: int | None = Field(None, ge=16, le=512)
     redux_weights: str = Field(DEFAULT_REDUX_WEIGHTS, description="FLUX.1 Redux prior for reference mode")
+    sampler: Literal["euler", "dpm++ 2m", "dpm++ 2m karras"] | None = Field(
+        None, description="None/euler: FlowMatch Euler; DPM++ 2M [Karras] on flow sigmas (samplers.py)")
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ class LocalProvider(Provider):
             return
         accepted = self._read_acceptances()
         accepted[model] = {"licence": _spec(model).licence, "accepted_at": time.time()}
-        self._licence_file.write_text(json.dumps(accepted, indent=2))
+        atomic_write_text(self._licence_file, json.dumps(accepted, indent=2))
 
     def _read_acceptances(self) -> dict[str, Any]:
         if self._licence_file is None or not self._licence_file.exists():
@@ -198,12 +201,30 @@ class LocalProvider(Provider):
                 what = f"quantize={options.quantize}" if options.quantize else f"offload={options.offload}"
                 raise CapabilityError(f"{what} needs a CUDA GPU; this run is on CPU",
                                       hint="drop the option on CPU, or run on a GPU")
+        self._check_sampler(spec, request, options)
         if request.loras and not spec.lora:
             raise CapabilityError(f"{spec.name} takes no LoRA", hint="remove the LoRA or pick a model that does")
         self._weights(request, options)
         if not self.licence_accepted(request.model):
-            raise LicenceNotAccepted(f"{request.model}: licence not accepted yet", provider="local",
-                                     hint=self.licence_notice(request.model))
+            raise LicenceNotAccepted(
+                f"{request.model}: its licence is not accepted yet ({_spec(request.model).licence})", provider="local",
+                hint=f"run 'portrait local licence {request.model}' to read and accept it, or pass --accept-licence")
+
+    @staticmethod
+    def _check_sampler(spec: Any, request: Request, options: LocalOptions) -> None:
+        from ..samplers import DEFAULT_SAMPLER, SAMPLERS
+
+        if options.sampler in (None, DEFAULT_SAMPLER):
+            return
+        label = SAMPLERS[options.sampler].label
+        route = spec.routes.get("local")
+        if route is None or options.sampler not in route.samplers:
+            why = route.sampler_note if route is not None and route.sampler_note else "it runs only Euler"
+            raise CapabilityError(f"the local {spec.name} pipeline cannot run the {label} sampler ({why})",
+                                  hint="drop the sampler, or use flux-1-dev, flux-2-dev or klein locally")
+        if request.mode in ("image-to-image", "inpaint"):
+            raise CapabilityError(f"the {label} sampler cannot start {request.mode} from a partly noised image "
+                                  "(diffusers' DPM-Solver has no scale_noise)", hint="use the Euler sampler for this")
 
     def _family(self, model: str) -> tuple[Any, _Family]:
         spec = _spec(model)
@@ -271,12 +292,14 @@ class LocalProvider(Provider):
             raise GenerationCancelled(f"cancelled after step {meta['steps_done']} of {meta['steps']}",
                                       provider="local", hint="run it again to make the image")
         meta["pipeline_base"] = base_class
+        versions = _versions(loaded, weights, dtype, device, request.loras)
+        versions["scheduler"] = meta["scheduler"]["class"]
         return Result(
             request_id=request.request_id, provider="local", model=request.model,
             image=_encode(image, request.output_format), media_type=f"image/{request.output_format}",
             seed=request.seed, cost=Cost(),
             timings={"load_s": round(load_s, 4), "generate_s": round(time.perf_counter() - started - load_s, 4)},
-            metadata=meta, versions=_versions(loaded, weights, dtype, device, request.loras),
+            metadata=meta, versions=versions,
         )
 
 
@@ -287,7 +310,7 @@ def _run(
 ) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    from .local_runtime import derived_pipeline, make_cache_config
+    from .local_runtime import derived_pipeline, make_cache_config, make_scheduler, scheduler_record
 
     pipeline_class = family.modes[request.mode]
     redux = pipeline_class == "redux"
@@ -314,18 +337,23 @@ def _run(
         return tensors
 
     calls = [0]
+    own_scheduler = pipe.scheduler
+    scheduler, scheduler_info = make_scheduler(options.sampler, own_scheduler)
     hook = pipe.transformer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     if options.cache:
         pipe.transformer.enable_cache(make_cache_config(options.cache, options.cache_params, steps))
     try:
+        pipe.scheduler = scheduler  # for this call only; the shared pipeline keeps its own
         out = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(request.seed),
                    callback_on_step_end=step_end)
     except Exception as exc:
         raise GenerationFailed(f"{type(pipe).__name__} failed: {exc}", provider="local") from exc
     finally:
+        pipe.scheduler = own_scheduler
         hook.remove()
         if options.cache:
             pipe.transformer.disable_cache()
+    meta["scheduler"] = scheduler_record(scheduler, scheduler_info)
     true_cfg = bool(request.negative_prompt)
     meta.update({
         "width": kwargs.get("width"), "height": kwargs.get("height"),

@@ -16,6 +16,7 @@ import hashlib
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,15 @@ __all__ = [
     "LoadedWeights",
     "clear_pipeline_cache",
     "derived_pipeline",
+    "karras_on_flow_sigmas",
     "load_weights",
+    "make_scheduler",
     "model_revision",
     "resolve_device",
     "resolve_dtype",
     "resolve_weights",
     "runtime_versions",
+    "scheduler_record",
 ]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -259,3 +263,76 @@ def make_cache_config(kind: str, params: dict[str, Any], steps: int) -> Any:
         return diffusers.MagCacheConfig(**{"mag_ratios": FLUX_MAG_RATIOS, "num_inference_steps": steps, **params})
     raise CapabilityError(f"unknown step cache {kind!r}", hint="use fbc, taylorseer or magcache")
 
+
+
+# --- samplers ---------------------------------------------------------------------------
+# FLUX pipelines pass `mu` (the resolution shift) to every scheduler and skip their own
+# linear sigmas for schedulers with `use_flow_sigmas`; DPMSolverMultistepScheduler then builds
+# flow sigmas itself and shifts them by exp(mu), exactly as FlowMatch Euler does.
+_SHIFT_KEYS = ("base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len")
+
+
+@cache
+def karras_on_flow_sigmas() -> bool:
+    """Does this diffusers compute Karras sigmas on the flow schedule? (0.42.1: no — σ_max ≈ 157.)"""
+    from diffusers import DPMSolverMultistepScheduler
+
+    probe: Any = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        use_karras_sigmas=True, use_dynamic_shifting=True)
+    probe.set_timesteps(8, mu=0.5)
+    return float(probe.sigmas.max()) <= 1.0 + 1e-6
+
+
+def make_scheduler(sampler: str | None, base: Any) -> tuple[Any, dict[str, Any]]:
+    """(scheduler for this call, what to record). Euler (the default) is the pipeline's own scheduler.
+
+    DPM++ 2M [Karras] is DPMSolverMultistepScheduler (dpmsolver++, order 2) on flow sigmas with
+    the base scheduler's shift settings; Karras spacing only where `karras_on_flow_sigmas()`.
+    """
+    from ..samplers import DEFAULT_SAMPLER, SAMPLERS
+
+    chosen = SAMPLERS[sampler or DEFAULT_SAMPLER]
+    if chosen.id == DEFAULT_SAMPLER:
+        return base, {"sampler": chosen.id, "karras": False}
+    from diffusers import DPMSolverMultistepScheduler
+
+    config = base.config
+    if not config.get("use_dynamic_shifting", False):
+        raise CapabilityError(f"these weights sample at a fixed shift ({config.get('shift', 1.0):g}); diffusers' "
+                              f"DPM-Solver always applies FLUX's resolution shift, so {chosen.label} would change the "
+                              "schedule they were made for", hint="use the Euler sampler with these weights")
+    if config.get("time_shift_type", "exponential") != "exponential":
+        raise CapabilityError(f"{chosen.label} needs FLUX's exponential time shift; these weights use "
+                              f"{config.get('time_shift_type')}", hint="use the Euler sampler with these weights")
+    karras = chosen.karras and karras_on_flow_sigmas()
+    scheduler: Any = DPMSolverMultistepScheduler(
+        num_train_timesteps=config.get("num_train_timesteps", 1000), algorithm_type="dpmsolver++", solver_order=2,
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=config.get("shift", 1.0),
+        use_dynamic_shifting=True, time_shift_type="exponential", use_karras_sigmas=karras)
+    scheduler.register_to_config(**{k: config[k] for k in _SHIFT_KEYS if k in config})  # FLUX.1's calculate_shift reads them
+    record: dict[str, Any] = {"sampler": chosen.id, "karras": karras}
+    if chosen.karras and not karras:
+        import diffusers
+
+        record["note"] = (f"Karras spacing not applied: diffusers {diffusers.__version__} computes Karras sigmas from "
+                          "the DDPM schedule even with use_flow_sigmas, which a flow model cannot sample")
+    return scheduler, record
+
+
+def scheduler_record(scheduler: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """Class, config and the sigmas the call actually used, as plain JSON for the ledger."""
+    config = {k: _plain(v) for k, v in scheduler.config.items() if not k.startswith("_")}
+    sigmas = getattr(scheduler, "sigmas", None)
+    return {**record, "class": type(scheduler).__name__, "config": config,
+            "sigmas": [round(float(x), 6) for x in sigmas] if sigmas is not None else None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()
+        except (ValueError, TypeError):
+            return [_plain(v) for v in value.tolist()]
+    return value

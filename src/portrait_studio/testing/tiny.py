@@ -162,6 +162,14 @@ def tiny_flux1_transformer(
         joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance, axes_dims_rope=rope)
 
 
+def flux_scheduler() -> Any:
+    """FLUX's own scheduler config (dev, Kontext, Fill, FLUX.2): resolution-dependent ("dynamic") shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096)
+
+
 def _flux1(kind: str) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxKontextPipeline, FluxPipeline
 
@@ -174,7 +182,7 @@ def _flux1(kind: str) -> Any:
     else:
         transformer = tiny_flux1_transformer(guidance=kind != "flux1-schnell")
     _eval(clip, t5, vae, transformer)
-    scheduler = FlowMatchEulerDiscreteScheduler()
+    scheduler = flux_scheduler()
     if kind == "flux1-schnell":
         scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.0)
     parts = dict(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=tok,
@@ -219,7 +227,7 @@ def _flux2_transformer(text_hidden: int, guidance: bool) -> Any:
 
 
 def _flux2_klein() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tok = tiny_qwen_tokenizer()
@@ -232,12 +240,12 @@ def _flux2_klein() -> Any:
     transformer = _flux2_transformer(hidden, guidance=False)
     vae = _flux2_vae()
     _eval(text_encoder, transformer, vae)
-    return Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+    return Flux2KleinPipeline(scheduler=flux_scheduler(), vae=vae, text_encoder=text_encoder,
                               tokenizer=tok, transformer=transformer, is_distilled=False)
 
 
 def _flux2_dev() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
+    from diffusers import Flux2Pipeline
     from transformers import (
         Mistral3Config,
         Mistral3ForConditionalGeneration,
@@ -259,7 +267,7 @@ def _flux2_dev() -> Any:
     transformer = _flux2_transformer(hidden, guidance=True)
     vae = _flux2_vae()
     _eval(text_encoder, transformer, vae)
-    return Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+    return Flux2Pipeline(scheduler=flux_scheduler(), vae=vae, text_encoder=text_encoder,
                          tokenizer=tok, transformer=transformer)
 
 

@@ -63,10 +63,11 @@ from ..gallery import (
     run_progress,
     thumbnail,
 )
-from ..jobs import JobManager, execute_recorded_run
+from ..jobs import JobManager, execute_recorded_run, record_plan
 from ..ledger import ImageRow, Ledger
 from ..preview import preview_brief, save_brief, store_reference
-from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary, start_run
+from ..samplers import DEFAULT_SAMPLER, SAMPLERS
+from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
 from .security import MAX_BODY, StudioGuard
 
 __all__ = ["create_app", "http_status"]
@@ -137,8 +138,10 @@ def _models_chosen(models: list[str]) -> list[str]:
     return chosen
 
 
-def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY) -> Any:
-    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist)."""
+def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
+               start_sandbox: Any = None) -> Any:
+    """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist); `start_sandbox`
+    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes."""
     jobs = JobManager(studio)
 
     @asynccontextmanager
@@ -199,7 +202,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             request, "brief.html", models=models, examples=example_briefs(), lighting=list(preset("lighting")),
             compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
             backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
-            cues=preset("quality")["default_cues"],
+            cues=preset("quality")["default_cues"], samplers=[s for s in SAMPLERS if s != DEFAULT_SAMPLER],
         )
 
     @app.get("/api/examples/{name}")
@@ -209,7 +212,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/models")
     def models() -> list[dict[str, Any]]:
-        from ..cli.models import model_summary
+        from ..catalog import model_summary
 
         return [model_summary(m) for m in all_models()]
 
@@ -240,7 +243,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     # --- shoots, compares, varies ------------------------------------------------------------
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
         def work(ctx: Any) -> str:
-            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker)
+            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker,
+                                 start_sandbox=start_sandbox)
             return run_id
 
         return jobs.submit(kind, title, work, run_id=run_id).id
@@ -259,7 +263,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             plan = plan_shoot(brief, chosen, seeds)
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
-        run_id, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
+        run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
         job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
         return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}",
@@ -275,7 +279,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         plan = plan_vary(ledger(), run_id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
-        new_run, _ = start_run(plan, ledger(), studio.runs_dir, budget_usd=budget)
+        new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
         job_id = start_job(new_run, "vary", f"vary {form.element} → {value}", form.sandbox, budget)
         return {"run_id": new_run, "job_id": job_id, "url": f"/runs/{new_run}"}
 
@@ -306,7 +310,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
         def work(ctx: Any, own: Ledger, ref: str) -> str:
             made = actions.upscale_image(studio, own, ref, form.scale,
-                                         progress=lambda done, total: ctx.say(f"tile {done} of {total}"))
+                                         progress=lambda done, total, *_: ctx.say(f"tile {done} of {total}"),
+                                         start_sandbox=start_sandbox)
             return made.id
 
         return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
@@ -316,7 +321,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if form.region not in actions.FIX_REGIONS:
             raise LimitError(f"unknown region '{form.region}'", field="region", hint=f"choose one of: {', '.join(actions.FIX_REGIONS)}")
         return image_job("fix", image_id, f"fix {form.region}",
-                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region).id)
+                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region,
+                                                                  start_sandbox=start_sandbox).id)
 
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
@@ -420,7 +426,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         home = studio.home.resolve()
         target = (home / path).resolve()
         allowed = [home / "runs", home / "exports"]
-        run_dirs = [Path(r[0]).resolve() for r in ledger().db.execute("SELECT out_dir FROM runs WHERE out_dir IS NOT NULL")]
+        run_dirs = [Path(r.out_dir).resolve() for r in ledger().runs(limit=100_000) if r.out_dir]
         if not any(target.is_relative_to(a) for a in allowed + run_dirs) or not target.is_file():
             raise LedgerError(f"no studio file '{path}'", hint="files are served from the studio's runs/ and exports/ folders")
         return FileResponse(target)
@@ -470,12 +476,5 @@ def _tile(image: ImageRow) -> dict[str, Any]:
 
 def _neighbours(ledger: Ledger, image: ImageRow) -> dict[str, str | None]:
     """Previous/next image in the gallery's order, for j/k on the detail page."""
-    newer = ledger.db.execute(
-        "SELECT id FROM results WHERE created_at > ? OR (created_at = ? AND id < ?) ORDER BY created_at, id DESC LIMIT 1",
-        (image.created_at, image.created_at, image.id),
-    ).fetchone()
-    older = ledger.db.execute(
-        "SELECT id FROM results WHERE created_at < ? OR (created_at = ? AND id > ?) ORDER BY created_at DESC, id LIMIT 1",
-        (image.created_at, image.created_at, image.id),
-    ).fetchone()
-    return {"prev": newer[0] if newer else None, "next": older[0] if older else None}
+    newer, older = ledger.neighbours(image)
+    return {"prev": newer, "next": older}

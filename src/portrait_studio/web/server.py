@@ -74,7 +74,7 @@ class ServerThread:
 
 
 def serve(studio: Studio, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          open_browser: bool = True, announce: Any = print) -> None:
+          open_browser: bool = True, announce: Any = print, start_sandbox: Any = None) -> None:
     """Serve until Ctrl-C. Prints (and opens) the URL, with the token when there is one."""
     import uvicorn
 
@@ -87,5 +87,5 @@ def serve(studio: Studio, *, host: str = "127.0.0.1", port: int = 8765, token: s
     announce(f"Portrait Studio on {url}  (studio folder {studio.home}; Ctrl-C stops)")
     if open_browser:
         threading.Timer(0.8, webbrowser.open, args=(url,)).start()
-    server = uvicorn.Server(uvicorn.Config(create_app(studio, token=token), log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(create_app(studio, token=token, start_sandbox=start_sandbox), log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])
