@@ -319,13 +319,18 @@ def test_sandboxes_leave_no_temp_folders_behind(tmp_path: Path) -> None:
     assert not orphan.exists() and not list(tmp.glob(mine))
 
 
-def test_open_providers_keeps_the_auto_sandbox_under_the_studio_folder(studio: Any) -> None:
+def test_the_portrait_commands_keep_their_sandboxes_under_the_studio_folder(studio: Any) -> None:
+    from portrait_studio.cli._engine import sandbox_starter
     from portrait_studio.providers import open_providers
 
-    with open_providers(studio, ["bfl", "fal", "replicate"], sandbox="auto") as providers:
+    starter = sandbox_starter(studio)
+    with open_providers(studio, ["bfl", "fal", "replicate"], sandbox="auto", start_sandbox=starter) as providers:
         assert all(p.sandbox for p in providers.values())
         for pid in providers:
             assert (studio.home / "sandbox" / pid / "account.json").exists()
+        # a second command at the same time (here: in the same process) shares the running sandbox
+        with open_providers(studio, ["bfl"], sandbox="auto", start_sandbox=starter) as again:
+            assert again["bfl"].base_url == providers["bfl"].base_url
     assert SandboxStats.load(studio.home / "sandbox" / "bfl").accepted == 0
 
 
