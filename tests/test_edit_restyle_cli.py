@@ -114,3 +114,22 @@ def test_a_mixed_local_and_hosted_comparison_through_the_cli(cli, studio: Studio
     assert (folder / "compare-grid.png").is_file()
     table = (folder / "comparison.md").read_text()
     assert table.count("\n| FLUX") == 3 and "This comparison cost" in table
+
+
+def test_an_edit_instruction_describing_a_minor_is_refused_before_sending(cli, headshot: Path,
+                                                                          studio_home: Path) -> None:
+    code, out, err = cli("edit", headshot, "make her look like a 12-year-old schoolgirl", "-m", "flux-2-pro")
+    assert code == 2 and "instruction" in err
+    with Ledger(studio_home / "ledger.db") as ledger:
+        assert [r.kind for r in ledger.runs()] == ["shoot"]  # nothing recorded, nothing sent
+
+
+def test_a_shot_list_describing_a_minor_is_refused_naming_the_shot(tmp_path: Path) -> None:
+    from portrait_studio.errors import BriefError
+    from portrait_studio.series import load_shots
+
+    shots = tmp_path / "shots.yaml"
+    shots.write_text("- name: studio\n  wardrobe: navy blazer\n- name: school day\n  wardrobe: a teen schoolboy uniform\n")
+    with pytest.raises(BriefError) as err:
+        load_shots(shots)
+    assert "shots.1" in str(err.value) and "wardrobe" in str(err.value) and "shots.yaml:3" in str(err.value)

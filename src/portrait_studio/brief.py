@@ -290,8 +290,10 @@ class Output(_Part):
     @field_validator("seed")
     @classmethod
     def _seed(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value < 2**32:
-            raise ValueError("seed must be between 0 and 4294967295")
+        from .seeds import SEED_MAX, SEED_MIN
+
+        if isinstance(value, int) and not SEED_MIN <= value <= SEED_MAX:
+            raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX}")
         return value
 
     @model_validator(mode="after")

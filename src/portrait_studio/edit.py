@@ -81,6 +81,11 @@ def check_instruction(text: str, *, field: str = "instruction") -> str:
     if len(tidy) > MAX_INSTRUCTION_CHARS:
         raise BriefError(f"is {len(tidy)} characters, over {MAX_INSTRUCTION_CHARS}", field=field,
                          hint="one change per round: edits work best as one short instruction")
+    from .minors import refuse_minor
+    from .redaction import refuse_keys
+
+    refuse_minor(tidy, field=field)
+    refuse_keys({field: tidy})
     return tidy
 
 

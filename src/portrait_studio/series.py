@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
@@ -106,6 +106,16 @@ class Shot(BaseModel):
     pose: str | None = None
     expression: str | None = None
     mouth: str | None = None
+
+    @model_validator(mode="after")
+    def _no_minor(self) -> Shot:
+        from .minors import refuse_minor_fields
+
+        try:
+            refuse_minor_fields({k: v for k, v in (("name", self.name), *self.changes.items()) if isinstance(v, str)})
+        except BriefError as exc:  # located by parse_shots (file, line, field)
+            raise ValueError(exc.message if not exc.hint else f"{exc.message} ({exc.hint})") from None
+        return self
 
     @property
     def changes(self) -> dict[str, str]:
