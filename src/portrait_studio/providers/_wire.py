@@ -71,7 +71,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def __init__(self, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 64) -> None:
         self._ssl = ssl_context
         self._max_idle = max_idle_per_origin
-        self._dns: dict[str, tuple[str, float]] = {}
+        self._dns: dict[str, tuple[list[str], float]] = {}
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Connection]]] = (
             weakref.WeakKeyDictionary())
 
@@ -151,29 +151,36 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if scheme == "https":
             tls = self._ssl or ssl.create_default_context()
         try:
-            address = await _with_timeout(self._address(host, port), connect_timeout, httpx.ConnectTimeout)
-            reader, writer = await _with_timeout(
-                asyncio.open_connection(address, port, ssl=tls, server_hostname=host if tls else None, limit=_LIMIT),
-                connect_timeout, httpx.ConnectTimeout)
-        except (OSError, ssl.SSLError) as exc:
-            self._dns.pop(host, None)
+            addresses = await _with_timeout(self._addresses(host, port), connect_timeout, httpx.ConnectTimeout)
+        except OSError as exc:
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        return _Connection(reader, writer)
+        failure: BaseException | None = None
+        for address in addresses:  # each address in turn, as a browser would without racing them
+            try:
+                reader, writer = await _with_timeout(
+                    asyncio.open_connection(address, port, ssl=tls, server_hostname=host if tls else None,
+                                            limit=_LIMIT),
+                    connect_timeout, httpx.ConnectTimeout)
+                return _Connection(reader, writer)
+            except (OSError, ssl.SSLError) as exc:
+                failure = exc
+        self._dns.pop(host, None)
+        raise httpx.ConnectError(f"{type(failure).__name__}: {failure}") from None
 
-    async def _address(self, host: str, port: int) -> str:
-        """The host's address, looked up once a minute (a lookup runs in a thread: costly per poll)."""
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """The host's addresses, looked up once a minute (a lookup runs in a thread: costly per poll)."""
         if _is_ip(host):
-            return host
+            return [host]
         cached = self._dns.get(host)
         now = time.monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        if not infos:
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
             raise OSError(f"no address for {host}")
-        address = str(infos[0][4][0])
-        self._dns[host] = (address, now + 60.0)
-        return address
+        self._dns[host] = (addresses, now + 60.0)
+        return addresses
 
     def _release(self, origin: tuple[str, str, int], conn: _Connection) -> None:
         idle = self._pool().setdefault(origin, [])
