@@ -33,6 +33,7 @@ from portrait_studio.errors import (
     TaskNotFound,
     UncertainSubmission,
 )
+from portrait_studio.ledger import Ledger
 from portrait_studio.providers.bfl import BflProvider
 from portrait_studio.providers.fal import FalProvider
 from portrait_studio.providers.replicate import ReplicateProvider
@@ -393,3 +394,46 @@ def test_kill_9_of_a_keyless_shoot_then_resume_collects_from_the_auto_sandbox(mo
     assert sheet()
     stats = SandboxStats.load(state_dir)
     assert stats.accepted == 3 and stats.paid == 3 and not stats.paid_twice, (moment, stats)
+
+
+def test_two_resumes_of_one_run_at_once_record_each_image_once(tmp_path: Path, studio_home: Path) -> None:
+    """Two `portrait resume RUN` at the same moment: one works, the other is told who holds the run."""
+    import sqlite3
+
+    from portrait_studio.brief import example_brief_path
+
+    state_dir = studio_home / "sandbox" / "bfl"
+    with start_sandbox("bfl", state_dir=state_dir, latency=3.0):
+        pass
+    env = {**os.environ, "PORTRAIT_STUDIO_HOME": str(studio_home), "PYTHONPATH": str(SRC)}
+    brief = example_brief_path("rembrandt-studio-headshot")
+    proc = subprocess.Popen([sys.executable, "-m", "portrait_studio", "shoot", str(brief), "-m", "flux-1.1-pro",
+                             "--seeds", "3", "--json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def accepted() -> bool:
+        try:
+            rows = sqlite3.connect(studio_home / "ledger.db").execute("SELECT status FROM requests").fetchall()
+        except sqlite3.Error:
+            return False
+        return len(rows) == 3 and {r[0] for r in rows} == {"accepted"}
+
+    try:
+        _wait_for(lambda: accepted() or proc.poll() is not None, timeout=90)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    (run_id,) = sqlite3.connect(studio_home / "ledger.db").execute("SELECT id FROM runs").fetchone()
+    cmd = [sys.executable, "-m", "portrait_studio", "resume", run_id, "--json"]
+    both = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=180), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "")
+               for p in both]
+    codes = sorted(code for code, _, _ in results)
+    assert codes[0] == 0, results
+    refused = [err for code, _, err in results if code != 0]
+    assert all("being worked on by another process" in " ".join(e.split()) for e in refused), refused
+    with Ledger(studio_home / "ledger.db") as ledger:
+        images = ledger.images(run_id=run_id)
+        assert len(images) == 3 and len({i.request_id for i in images}) == 3  # each image recorded once
+        assert ledger.spent(run_id, sandbox=True).usd == pytest.approx(0.12)
+    stats = SandboxStats.load(state_dir)
+    assert stats.paid == 3 and not stats.paid_twice

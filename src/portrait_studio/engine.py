@@ -169,6 +169,15 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def hold_run(ledger: Ledger, run_id: str) -> None:
+    """Claim `run_id` for this process before opening providers (so a second `resume` of the same run
+    leaves before it starts a sandbox or a model); the engine's `execute` keeps the same claim."""
+    holder = ledger.claim_run(run_id, _owner(), alive=_alive)
+    if holder is not None:
+        raise RunLocked(f"run {run_id} is being worked on by another process ({holder})",
+                        hint="wait for it to finish, then 'portrait resume' again if anything is left")
+
+
 def _alive(owner: str) -> bool:
     """Whether the process holding a run lock still exists (on this host; elsewhere: trust the lease)."""
     host, _, pid = owner.rpartition(":")
@@ -605,4 +614,4 @@ def failure_summary(report: RunReport) -> RunFailed | None:
                      provider="", hint=hint or f"see 'portrait log'; then 'portrait resume {report.run_id}'")
 
 
-__all__ += ["default_checker", "failure_summary", "write_labelled"]
+__all__ += ["default_checker", "failure_summary", "hold_run", "write_labelled"]
