@@ -324,6 +324,8 @@ class Engine:
         from .shoot import check_budget
 
         self.preflight(plan)
+        if out_dir is not None:
+            out_dir = self.check_out(out_dir)
         limit = self.budget(budget_usd)
         check_budget(plan, limit)
         run_id = run_id or new_id("run_")
@@ -483,6 +485,16 @@ class Engine:
         self.ledger.record_label(image.image_sha256, {**data, "path": str(target)},
                                  "signed" if record.c2pa is not None else "missing")
         return image
+
+    def check_out(self, out: str | Path) -> Path:
+        """A user's --out (a folder, or a file for a derivative): never the studio folder, above it, or
+        inside it outside runs/ and exports/ (the web serves run folders; keys and the ledger live there)."""
+        from .config import check_out_dir
+
+        path = Path(out)
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+            return check_out_dir(self.runs_dir.parent, path.parent) / path.name
+        return check_out_dir(self.runs_dir.parent, path)
 
     def work_path(self, name: str) -> Path:
         """A stable place for intermediates (masks, upscaled inputs), under the studio folder."""

@@ -122,6 +122,7 @@ def upscale_plan(
     if scale is not None and not 1.0 < scale <= 4.0:
         raise LimitError(f"scale {scale:g} is outside 1–4", field="--scale", hint="upscale 1.5–2x for portraits")
     image_path = Path(image_path)
+    out = engine.check_out(out) if out is not None else None
     parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
     provider = None
     if detail is not None:
