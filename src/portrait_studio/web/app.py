@@ -132,6 +132,14 @@ class FixForm(_Form):
     region: str
 
 
+class EditForm(_Form):
+    instruction: str | None = Field(default=None, max_length=1000)
+    look: str | None = None
+    model: str = "flux-2-pro"
+    budget: float | None = Field(default=None, ge=0)
+    sandbox: SandboxChoice = "auto"
+
+
 def _models_chosen(models: list[str]) -> list[str]:
     chosen = list(dict.fromkeys(m for m in models if m))
     if not chosen:
@@ -359,6 +367,31 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
                          lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region,
                                                                   start_sandbox=start_sandbox).id)
 
+    @app.post("/api/images/{image_id}/edit")
+    def edit(image_id: str, form: EditForm) -> dict[str, Any]:
+        """One instruction edit or one restyle (a look) of the image: a labelled child, identity and checks measured."""
+        from ..edit import check_instruction
+        from ..looks import load_look
+
+        if bool(form.instruction and form.instruction.strip()) == bool(form.look):
+            raise BriefError("give an instruction or a look", field="instruction",
+                             hint='e.g. "soften the fill light", or pick a look such as cinematic')
+        if form.instruction:
+            check_instruction(form.instruction)  # minors, keys, length: refused before a job starts
+        if form.look:
+            load_look(form.look)
+        title = f"edit: {form.instruction}" if form.instruction else f"restyle: {form.look}"
+
+        def work(ctx: Any, own: Ledger, ref: str) -> str:
+            report = actions.edit_image(studio, own, ref, instruction=form.instruction or None,
+                                        looks=(form.look,) if form.look else (), model=form.model,
+                                        sandbox=form.sandbox, start_sandbox=start_sandbox, budget_usd=form.budget)
+            first = report.results[0]
+            ctx.say(f"identity {first.identity} ({first.distance}); checklist {first.check or 'n/a'}")
+            return str(first.image_id)
+
+        return image_job("edit", image_id, title, work)
+
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
         def work(ctx: Any, own: Ledger, ref: str) -> str:
@@ -436,8 +469,12 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def detail(request: Request, image_id: str) -> Response:
         d = image_detail(ledger(), exact_image(image_id).id)
         neighbours = _neighbours(ledger(), d.image)
+        from ..catalog import edit_models
+        from ..looks import look_names
+
         return render(request, "image.html", d=d, elements=list(VARIABLE_ELEMENTS), regions=actions.FIX_REGIONS,
-                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")))
+                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")),
+                    looks=look_names(), edit_models=edit_models())
 
     @app.get("/images/{image_id}/file")
     def full_image(image_id: str) -> FileResponse:
