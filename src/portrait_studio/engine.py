@@ -44,7 +44,7 @@ from .errors import CapabilityError, ConsentRequired, ProviderError, StudioError
 from .files import atomic_write_text
 from .ledger import ImageRow, Ledger, RunRow
 from .providers.base import Provider
-from .records import Cost, InputImage, Request, new_id
+from .records import Cost, InputImage, Request, estimated_total, new_id
 from .redaction import find_key, redact
 from .runner import Outcome, RunReport, run_plan
 
@@ -102,10 +102,7 @@ class Plan(BaseModel):
 
     @property
     def estimated(self) -> Cost:
-        total = Cost()
-        for r in self.requests:
-            total = total + r.estimated_cost
-        return total
+        return estimated_total(self.requests)
 
     @property
     def provider_ids(self) -> list[str]:
