@@ -141,6 +141,7 @@ BODIES: dict[str, Any] = {
     "/api/images/{image_id}/review": {"decision": "approved", "comment": "mine now"},
     "/api/images/{image_id}/fix": {"region": "eyes"},
     "/api/images/{image_id}/upscale": {"scale": 2},
+    "/api/images/{image_id}/edit": {"instruction": "soften the fill light"},
     "/api/runs/{run_id}/vary": {"element": "lighting", "value": "clamshell"},
     "/api/exports/approved": None,  # filled with Acme's run id below
     "/api/shoot": {"brief": {}, "models": []},

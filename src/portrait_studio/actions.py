@@ -23,7 +23,7 @@ from .jobs import run_on_engine
 from .ledger import ImageRow, Ledger
 from .providers import SandboxStarter
 
-__all__ = ["FIX_REGIONS", "export_labelled", "fix_region", "upscale_image"]
+__all__ = ["FIX_REGIONS", "edit_image", "export_labelled", "fix_region", "upscale_image"]
 
 
 def _file_of(image: ImageRow) -> str:
@@ -71,6 +71,27 @@ def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, *, mo
                          ledger=ledger)
 
 
+def edit_image(studio: Studio, ledger: Ledger, image_id: str, *, instruction: str | None = None,
+               looks: tuple[str, ...] = (), model: str = "flux-2-pro", seed: int | None = None, sandbox: str = "auto",
+               start_sandbox: SandboxStarter | None = None, budget_usd: float | None = None) -> Any:
+    """One instruction edit, or a restyle to one or more looks: labelled children with identity and checks."""
+    import random
+
+    from .catalog import parse_model_ref
+    from .edit import run_edit
+
+    source = ledger.image(image_id)
+    route = parse_model_ref(model)
+
+    async def work(engine: Any) -> Any:
+        return await run_edit(engine, _file_of(source), instruction=instruction, looks=looks, model=route.model,
+                              provider=route.provider, seed=seed if seed is not None else random.randrange(2**32),
+                              budget_usd=budget_usd)
+
+    return run_on_engine(studio, [route.provider], work, sandbox=sandbox, start_sandbox=start_sandbox,  # type: ignore[arg-type]
+                         ledger=ledger)
+
+
 def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path | None = None) -> tuple[Path, str]:
     """Copy the image out and label it honestly (signed when configured); returns (file, C2PA status)."""
     from .engine import Engine
@@ -96,11 +117,10 @@ def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path 
     engine.deliver(image, path=dest, info=info, kind="export", parent_path=parent)
     status = verify(dest, studio.config.c2pa.trust_anchors).c2pa.status
     if ledger.actor is not None:
-        from .approvals import audit_record
-        from .files import atomic_write_text
+        from .approvals import _write_recorded, audit_record
 
-        atomic_write_text(dest.with_name(dest.name + ".audit.json"),
-                          json.dumps(audit_record(ledger, image, dest), indent=2, default=str))
+        _write_recorded(ledger, dest.with_name(dest.name + ".audit.json"),
+                        json.dumps(audit_record(ledger, image, dest), indent=2, default=str), image.id)
     return dest, status
 
 

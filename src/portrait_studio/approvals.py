@@ -62,6 +62,16 @@ def audit_record(ledger: Ledger, image: ImageRow, shipped: Path) -> dict[str, An
     }
 
 
+def _write_recorded(ledger: Ledger, path: Path, text: str, result_id: str) -> Path:
+    """Write a file of the shipment and record it (with the image it belongs to), so the studio serves
+    it to that image's team, and only to them."""
+    import hashlib
+
+    atomic_write_text(path, text)
+    ledger.record_file(path, hashlib.sha256(text.encode()).hexdigest(), result_id, kind="export")
+    return path
+
+
 def export_approved(studio: Studio, ledger: Ledger, folder: Path, *, run_id: str | None = None,
                     secrets: list[str] | None = None) -> ApprovedExport:
     """Ship every approved image (of one run, or all the team's) to `folder`: labelled copies, one
@@ -90,14 +100,16 @@ def export_approved(studio: Studio, ledger: Ledger, folder: Path, *, run_id: str
             continue
         text = json.dumps(record, indent=2, default=str)
         _refuse_secrets({path.name: text.encode()}, list(secrets or studio.secrets()))
-        atomic_write_text(path.with_name(path.name + ".audit.json"), text)
+        _write_recorded(ledger, path.with_name(path.name + ".audit.json"), text, image.id)
         shipped.append(path)
         entries.append({"image_id": image.id, "file": path.name, "audit": path.name + ".audit.json",
                         "approved_by": next((r.reviewer for r in ledger.reviews(image.id) if r.decision == "approved"), None)})
     manifest = folder / "manifest.json"
     who = ledger.actor.label if ledger.actor else None
-    atomic_write_text(manifest, json.dumps({"exported_at": time.time(), "exported_by": who, "run_id": run_id,
-                                            "images": entries, "skipped": skipped}, indent=2))
+    text = json.dumps({"exported_at": time.time(), "exported_by": who, "run_id": run_id, "images": entries,
+                       "skipped": skipped}, indent=2)
     if not shipped:
+        atomic_write_text(manifest, text)
         raise StudioError("no approved image could be shipped labelled", hint="see manifest.json for why")
+    _write_recorded(ledger, manifest, text, entries[0]["image_id"])
     return ApprovedExport(folder=folder, files=shipped, manifest=manifest, skipped=skipped)

@@ -374,6 +374,21 @@ def _fix_job(ctx: JobContext) -> str:
     return made.id
 
 
+@job_kind("edit")
+def _edit_job(ctx: JobContext) -> str:
+    """One instruction edit or one restyle (a look) of an image."""
+    from . import actions
+
+    look = ctx.spec.get("look")
+    report = actions.edit_image(ctx.studio, ctx.ledger, str(ctx.spec["image_id"]), instruction=ctx.spec.get("instruction"),
+                                looks=(look,) if look else (), model=str(ctx.spec.get("model") or "flux-2-pro"),
+                                sandbox=ctx.spec.get("sandbox", "auto"), start_sandbox=ctx.start_sandbox,
+                                budget_usd=ctx.spec.get("budget"))
+    first = report.results[0]
+    ctx.say(f"identity {first.identity} ({first.distance}); checklist {first.check or 'n/a'}")
+    return str(first.image_id)
+
+
 @job_kind("export")
 def _export_job(ctx: JobContext) -> str:
     from . import actions

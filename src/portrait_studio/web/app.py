@@ -11,15 +11,12 @@ request then sees the ledger as its person — their team's rows only, every wri
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -31,7 +28,7 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import actions, ranking
@@ -60,24 +57,32 @@ from ..errors import (
     NotConfigured,
     ProviderError,
     StudioError,
+    UsageError,
 )
 from ..gallery import (
     CHECK_STATUSES,
     REVIEW_STATUSES,
+    RUN_FILES,
     GalleryFilter,
+    clean_thumbnail_parts,
     gallery_page,
     image_detail,
+    output_file,
+    run_file,
     run_progress,
     thumbnail,
 )
+from ..imaging import ImageInputError
 from ..jobs import JobManager, record_plan
-from ..ledger import ImageRow, Ledger
-from ..preview import preview_brief, save_brief, store_reference
+from ..ledger import ImageRow, Ledger, RunRow
+from ..preview import preview_brief, save_brief, store_reference, studio_references
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
-from ..seeds import EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
+from ..seeds import EXPLORE_DEFAULT, EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
+from . import isolated  # noqa: F401  (registers the web's upscale job: in a child process)
 from .accounts import SESSION_COOKIE, AccountGuard, current_actor, current_csrf, safe_next, session_cookie
 from .security import MAX_BODY, StudioGuard
+from .streams import ProgressStreams
 
 __all__ = ["create_app", "http_status"]
 
@@ -92,7 +97,7 @@ def http_status(exc: StudioError) -> int:
     for kind, status in (
         (LoginRequired, 401), (Forbidden, 403), (TooManyAttempts, 429), (NotApproved, 409), (AccessError, 403),
         (LedgerError, 404), (ConsentRequired, 403), (BudgetExceeded, 402), (NotConfigured, 503),
-        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ProviderError, 502),
+        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ImageInputError, 422), (ProviderError, 502),
     ):
         if isinstance(exc, kind):
             return status
@@ -100,7 +105,7 @@ def http_status(exc: StudioError) -> int:
 
 
 class _Form(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PreviewForm(_Form):
@@ -154,6 +159,14 @@ class LoginForm(_Form):
     team: str | None = None
 
 
+class EditForm(_Form):
+    instruction: str | None = Field(default=None, max_length=1000)
+    look: str | None = None
+    model: str = "flux-2-pro"
+    budget: float | None = Field(default=None, ge=0)
+    sandbox: SandboxChoice = "auto"
+
+
 def _models_chosen(models: list[str]) -> list[str]:
     chosen = list(dict.fromkeys(m for m in models if m))
     if not chosen:
@@ -167,24 +180,28 @@ def _models_chosen(models: list[str]) -> list[str]:
 
 
 def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
-               start_sandbox: Any = None, workers: int = 2) -> Any:
+               start_sandbox: Any = None, streams: ProgressStreams | None = None, workers: int = 2) -> Any:
     """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist); `start_sandbox`
-    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes. Jobs
-    left unfinished by an earlier server on the same ledger (stopped, crashed, killed) are picked up."""
-    base = Ledger(studio.ledger_path)
+    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes;
+    `streams` sets the progress streams' limits (defaults: see `ProgressStreams`). Jobs left
+    unfinished by an earlier server on the same ledger (stopped, crashed, killed) are picked up."""
+    base = Ledger(studio.ledger_path)  # one pool for every request thread; created/migrated here, once
     jobs = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers, start=False)
+    streams = streams or ProgressStreams()
+    clean_thumbnail_parts(studio.home)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        jobs_running = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers)
-        app.state.jobs = jobs_running
+        running = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers)
+        app.state.jobs = running
         try:
             yield
         finally:
-            jobs_running.shutdown(wait=False)
+            running.shutdown(wait=False)
             base.close()
 
-    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # The OpenAPI schema is served (for scripts, and so the API is fuzzed from its own description); no docs UI.
+    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.studio = studio
@@ -197,6 +214,19 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def job_manager() -> JobManager:
         found: JobManager = app.state.jobs
         return found
+
+    def exact_image(ref: str) -> ImageRow:
+        """The image with this exact id or sha256: links carry whole ids, so no prefix or wildcard acts here."""
+        image = ledger().image(ref) if ref.strip() else None
+        if image is None or ref not in (image.id, image.image_sha256):
+            raise LedgerError(f"no image '{ref}' in the ledger", hint="open it from the gallery")
+        return image
+
+    def exact_run(ref: str) -> RunRow:
+        run = ledger().run(ref) if ref.strip() else None
+        if run is None or run.id != ref:
+            raise LedgerError(f"no run '{ref}' in the ledger", hint="open it from the gallery or the Jobs page")
+        return run
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(
@@ -240,6 +270,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
             backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
             cues=preset("quality")["default_cues"], samplers=[s for s in SAMPLERS if s != DEFAULT_SAMPLER],
+            seeds=(EXPLORE_DEFAULT, EXPLORE_MIN, EXPLORE_MAX),  # the seed policy, as `portrait shoot` uses it
         )
 
     @app.get("/api/examples/{name}")
@@ -255,7 +286,10 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.post("/api/brief/preview")
     def preview(form: PreviewForm) -> dict[str, Any]:
-        return preview_brief(form.brief, form.models).model_dump(mode="json")
+        def vet(brief: Any) -> Any:
+            return studio_references(ledger(), studio.images_dir, brief)
+
+        return preview_brief(form.brief, form.models, check_references=vet).model_dump(mode="json")
 
     @app.post("/api/brief/save")
     def save(form: SaveForm) -> dict[str, Any]:
@@ -280,13 +314,16 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return {**stored.model_dump(mode="json"), "role": role}
 
     # --- shoots, compares, varies ------------------------------------------------------------
+    def submit(kind: str, title: str, spec: dict[str, Any], **where: str | None) -> Any:
+        """Queue a job as a row: whichever server is free (this one, restarted, or another) does it."""
+        return job_manager().submit(kind, title, spec, actor=current_actor(), **where)
+
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
-        spec = {"run_id": run_id, "sandbox": sandbox, "budget": budget}
-        return job_manager().submit(kind, title, spec, actor=current_actor(), run_id=run_id).id
+        return submit(kind, title, {"run_id": run_id, "sandbox": sandbox, "budget": budget}, run_id=run_id).id
 
     @app.post("/api/shoot")
     def shoot(form: ShootForm) -> dict[str, Any]:
-        brief = parse_brief(form.brief, source="brief builder")
+        brief = studio_references(ledger(), studio.images_dir, parse_brief(form.brief, source="brief builder"))
         chosen = _models_chosen(form.models)
         seed = form.seed
         if seed is None and form.seeds is None and brief.output.seed != "random":
@@ -298,6 +335,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             plan = plan_shoot(brief, chosen, seeds)
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
+        studio_references(ledger(), studio.images_dir, brief, record=True)  # rights stated in the brief, kept now
         run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox,
                              ledger=ledger(), project=form.project)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
@@ -311,12 +349,13 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             raise BriefError(f"cannot vary '{form.element}'", field="element", hint=f"vary one of: {', '.join(VARIABLE_ELEMENTS)}")
         value: Any = form.value.strip()
         if form.element == "lens":
-            value = int(value) if value.isdigit() else value
-        plan = plan_vary(ledger(), run_id, {form.element: value})
+            value = int(value) if value.isascii() and value.isdigit() else value
+        base_run = exact_run(run_id)
+        plan = plan_vary(ledger(), base_run.id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
         new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox,
-                              ledger=ledger(), project=ledger().run(run_id).project)
+                              ledger=ledger(), project=base_run.project)
         job_id = start_job(new_run, "vary", f"vary {form.element} → {value}", form.sandbox, budget)
         return {"run_id": new_run, "job_id": job_id, "url": f"/runs/{new_run}"}
 
@@ -324,15 +363,15 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     @app.post("/api/images/{image_id}/pick")
     def pick(image_id: str) -> dict[str, Any]:
         db = ledger()
-        image = db.image(image_id)
+        image = exact_image(image_id)
         if not image.run_id:
             raise LedgerError(f"image {image.id} belongs to no run", hint="only images of a shoot can be picked")
         row = db.pick(image.run_id, image.id)
         return {"image": row.model_dump(mode="json"), "vary_url": f"/images/{row.id}#vary"}
 
     def image_job(kind: str, image_id: str, title: str, spec: dict[str, Any]) -> dict[str, Any]:
-        image = ledger().image(image_id)  # 404 before queueing anything
-        job = job_manager().submit(kind, title, {**spec, "image_id": image.id}, actor=current_actor(), image_id=image.id)
+        image = exact_image(image_id)  # 404 before queueing anything
+        job = submit(kind, title, {**spec, "image_id": image.id}, run_id=None, image_id=image.id)
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     @app.post("/api/images/{image_id}/upscale")
@@ -340,6 +379,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if not 1.0 < form.scale <= 4.0:
             raise LimitError(f"scale {form.scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
 
+        # The job runs the upscaler in a child process (web.isolated registers it): the upscaler holds
+        # the GIL, which would freeze every other request.
         return image_job("upscale", image_id, f"upscale ×{form.scale:g}", {"scale": form.scale})
 
     @app.post("/api/images/{image_id}/fix")
@@ -348,13 +389,31 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             raise LimitError(f"unknown region '{form.region}'", field="region", hint=f"choose one of: {', '.join(actions.FIX_REGIONS)}")
         return image_job("fix", image_id, f"fix {form.region}", {"region": form.region})
 
+    @app.post("/api/images/{image_id}/edit")
+    def edit(image_id: str, form: EditForm) -> dict[str, Any]:
+        """One instruction edit or one restyle (a look) of the image: a labelled child, identity and checks measured."""
+        from ..edit import check_instruction
+        from ..looks import load_look
+
+        if bool(form.instruction and form.instruction.strip()) == bool(form.look):
+            raise BriefError("give an instruction or a look", field="instruction",
+                             hint='e.g. "soften the fill light", or pick a look such as cinematic')
+        if form.instruction:
+            check_instruction(form.instruction)  # minors, keys, length: refused before a job starts
+        if form.look:
+            load_look(form.look)
+        title = f"edit: {form.instruction}" if form.instruction else f"restyle: {form.look}"
+        return image_job("edit", image_id, title, {"instruction": form.instruction or None, "look": form.look,
+                                                    "model": form.model, "sandbox": form.sandbox,
+                                                    "budget": form.budget})
+
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
         db = ledger()
         if db.actor is not None:  # refuse now, not in the job: a team ships only approved images
             from ..approvals import require_approved
 
-            require_approved(db, db.image(image_id))
+            require_approved(db, exact_image(image_id))
         return image_job("export", image_id, "export with labels", {})
 
     # --- review: approve or reject, and ship what was approved -----------------------------------------
@@ -362,22 +421,21 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def review(image_id: str, form: ReviewForm) -> dict[str, Any]:
         from ..approvals import review_image
 
-        row = review_image(ledger(), image_id, form.decision, form.comment)
+        row = review_image(ledger(), exact_image(image_id).id, form.decision, form.comment)
         return {"review": row.model_dump(mode="json"), "image": ledger().image(row.result_id).model_dump(mode="json")}
 
     @app.get("/api/images/{image_id}/reviews")
     def reviews(image_id: str) -> list[dict[str, Any]]:
-        return [r.model_dump(mode="json") for r in ledger().reviews(image_id)]
+        return [r.model_dump(mode="json") for r in ledger().reviews(exact_image(image_id).id)]
 
     @app.post("/api/exports/approved")
     def export_approved(form: ApprovedExportForm) -> dict[str, Any]:
         db = ledger()
         if form.run_id:
-            db.run(form.run_id)  # 404 before queueing
+            exact_run(form.run_id)  # 404 before queueing
         if not db.images(run_id=form.run_id, review="approved", limit=1):
             raise NotApproved("no approved images to export", hint="a reviewer approves images first")
-        job = job_manager().submit("export_approved", "export approved images", {"run_id": form.run_id},
-                                   actor=current_actor(), run_id=None)
+        job = submit("export_approved", "export approved images", {"run_id": form.run_id})
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     # --- jobs and progress ------------------------------------------------------------------------
@@ -389,24 +447,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def job_state(job_id: str) -> dict[str, Any]:
         return job_manager().get(job_id, current_actor()).model_dump(mode="json")
 
-    def sse(snapshot: Any) -> StreamingResponse:
-        async def stream() -> Any:
-            last = None
-            while True:
-                data, finished = await run_in_threadpool(snapshot)
-                text = json.dumps(data, default=str)
-                if text != last:
-                    yield f"data: {text}\n\n"
-                    last = text
-                if finished:
-                    yield "event: end\ndata: {}\n\n"
-                    return
-                await asyncio.sleep(0.25)
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-
-    @app.get("/api/jobs/{job_id}/events")
-    def job_events(job_id: str) -> StreamingResponse:
+    @app.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)
+    def job_events(job_id: str) -> Response:
         actor = current_actor()
         job_manager().get(job_id, actor)
 
@@ -414,7 +456,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             job = job_manager().get(job_id, actor)
             return job.model_dump(mode="json"), job.finished
 
-        return sse(snapshot)
+        return streams.response(f"job:{job_id}", snapshot, live=lambda: not job_manager().get(job_id, actor).finished)
 
     def run_snapshot(run_id: str, actor: Any = None) -> tuple[dict[str, Any], bool]:
         db = base.as_actor(actor) if actor is not None else ledger()
@@ -431,13 +473,18 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/runs/{run_id}/progress")
     def progress(run_id: str) -> dict[str, Any]:
-        return run_snapshot(run_id)[0]
+        return run_snapshot(exact_run(run_id).id)[0]
 
-    @app.get("/api/runs/{run_id}/events")
-    def run_events(run_id: str) -> StreamingResponse:
-        ledger().run(run_id)
+    @app.get("/api/runs/{run_id}/events", response_class=StreamingResponse)
+    def run_events(run_id: str) -> Response:
+        exact_run(run_id)
         actor = current_actor()
-        return sse(lambda: run_snapshot(run_id, actor))
+
+        def live() -> bool:
+            job = job_manager().for_run(run_id, actor)
+            return job is not None and not job.finished
+
+        return streams.response(f"run:{run_id}", lambda: run_snapshot(run_id, actor), live=live)
 
     # --- pages ---------------------------------------------------------------------------------
     @app.get("/gallery", response_class=HTMLResponse)
@@ -446,11 +493,17 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         check: str | None = None, picked: str | None = None, page_no: int = 1, page: int | None = None,
         review: str | None = None,
     ) -> Response:
-        f = GalleryFilter.model_validate({
-            "run": run or None, "model": model or None, "seed": int(seed) if seed and seed.isdigit() else None,
-            "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
-            "review": review or None,
-        })
+        try:
+            f = GalleryFilter.model_validate({
+                "run": run or None, "model": model or None,
+                "seed": int(seed) if seed and seed.isascii() and seed.isdigit() else None,
+                "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
+                "review": review or None,
+            })
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"]) or "filter"
+            raise UsageError(first["msg"], field=name, hint="clear the gallery's filters") from None
         result = gallery_page(ledger(), f)
         return _page_gallery(request, result)
 
@@ -460,49 +513,50 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/images/{image_id}", response_class=HTMLResponse)
     def detail(request: Request, image_id: str) -> Response:
-        d = image_detail(ledger(), image_id)
+        d = image_detail(ledger(), exact_image(image_id).id)
         neighbours = _neighbours(ledger(), d.image)
+        from ..catalog import edit_models
+        from ..looks import look_names
+
         return render(request, "image.html", d=d, elements=list(VARIABLE_ELEMENTS), regions=actions.FIX_REGIONS,
-                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")))
+                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")),
+                    looks=look_names(), edit_models=edit_models())
 
     @app.get("/images/{image_id}/file")
     def full_image(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
-        return FileResponse(image.path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+        image = exact_image(image_id)
+        if not Path(image.path).is_file():
+            raise LedgerError(f"the file of image {image.id} is missing: {image.path}", hint="restore the studio's images/ folder")
+        return _file_response(Path(image.path), cache=True)
 
     @app.get("/thumbs/{image_id}.jpg")
     def thumb(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
+        image = exact_image(image_id)
         path = thumbnail(studio.home, image)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/files/{path:path}")
     def studio_file(path: str) -> FileResponse:
-        """Files the studio wrote (run folders, exports) — and nothing outside them."""
-        home = studio.home.resolve()
-        target = (home / path).resolve()
-        db = ledger()
-        allowed = [home / "runs", home / "exports"] if db.actor is None else []  # a team sees its own files only
-        if db.actor is not None:  # and the folders its approved exports shipped into
-            allowed += [(home / j.result_id).resolve() for j in db.jobs(limit=1000)
-                        if j.kind == "export_approved" and j.status == "done" and j.result_id]
-        run_dirs = [Path(r.out_dir).resolve() for r in db.runs(limit=100_000) if r.out_dir]
-        recorded = db.actor is not None and db.file(target) is not None
-        if not (recorded or any(target.is_relative_to(a) for a in allowed + run_dirs)) or not target.is_file():
-            raise LedgerError(f"no studio file '{path}'", hint="files are served from the studio's runs/ and exports/ folders")
-        return FileResponse(target)
+        """A file the ledger lists as an output (images, run files, exports), by its path in the studio folder."""
+        return _file_response(output_file(ledger(), studio.home, path))
+
+    @app.get("/runs/{run_id}/files/{name}")
+    def run_folder_file(run_id: str, name: str) -> FileResponse:
+        """A run's image, contact sheet, grid or run.json, wherever `--out` put the run's folder."""
+        return _file_response(run_file(ledger(), studio.home, run_id, name))
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> Response:
-        db = ledger()
-        run = db.run(run_id)
+        run = exact_run(run_id)
         data, finished = run_snapshot(run.id)
-        return render(request, "run.html", run=run, snap=data, finished=finished)
+        folder = Path(run.out_dir) if run.out_dir else None
+        files = sorted(p.name for p in folder.iterdir() if RUN_FILES.fullmatch(p.name)) if folder and folder.is_dir() else []
+        return render(request, "run.html", run=run, snap=data, finished=finished, files=files)
 
     @app.get("/runs/{run_id}/compare", response_class=HTMLResponse)
     def compare_page(request: Request, run_id: str) -> Response:
         db = ledger()
-        run = db.run(run_id)
+        run = exact_run(run_id)
         rows = comparison_rows(db, run.id)
         seeds = sorted({i.seed for r in rows for i in r["images"] if i.seed is not None})
         grid = [(seed, [(r, next((i for i in r["images"] if i.seed == seed), None)) for r in rows]) for seed in seeds]
@@ -576,6 +630,20 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     guarded = StudioGuard(accounts, token=token, max_body=max_body, accounts=accounts.accounts)
     guarded.fastapi = app  # type: ignore[attr-defined]  # tests reach app.state.jobs through it
     return guarded
+
+
+FILE_HEADERS = {
+    # A served file is data, never a page that runs in the studio's origin (comparison.html included).
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _file_response(path: Path, *, cache: bool = False) -> FileResponse:
+    headers = dict(FILE_HEADERS)
+    if cache:  # content-addressed: the bytes behind this URL never change
+        headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return FileResponse(path, headers=headers)
 
 
 def _tile(image: ImageRow) -> dict[str, Any]:
