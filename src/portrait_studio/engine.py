@@ -485,7 +485,7 @@ class Engine:
 
     def check_out(self, out: str | Path) -> Path:
         """A user's --out (a folder, or a file for a derivative): never the studio folder, above it, or
-        inside it outside runs/ and exports/ (the web serves run folders; keys and the ledger live there)."""
+        inside it outside runs/ (the web serves run folders; keys and the ledger live there)."""
         from .config import check_out_dir
 
         path = Path(out)
