@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "local",
     "finishing",
     "series",
+    "batch",
     "web",
 ]
 
