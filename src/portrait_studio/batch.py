@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .brief import Brief, Reference, Rights, _line_for, example_brief_path, load_brief, parse_brief, read_yaml
 from .catalog import get_model
@@ -114,15 +114,16 @@ class BatchFile(BaseModel):
     looks: list[Shot] | str | None = None
     people: list[BatchPerson] = Field(min_length=1, max_length=MAX_CELLS)
 
-    @model_validator(mode="after")
-    def _distinct_people(self) -> BatchFile:
+    @field_validator("people")
+    @classmethod
+    def _distinct_people(cls, people: list[BatchPerson]) -> list[BatchPerson]:
         seen: dict[str, str] = {}
-        for p in self.people:
+        for p in people:
             slug = _slug(p.name)
             if slug in seen:
                 raise ValueError(f"two people are named '{p.name}' (also '{seen[slug]}'); give each a distinct name")
             seen[slug] = p.name
-        return self
+        return people
 
 
 class BatchCell(BaseModel):
