@@ -192,6 +192,15 @@ class Answer(BaseModel):
     ticket: Ticket | None = None
     error: RemoteError | None = None
     pid: int = 0
+    node: str = ""
+
+
+def _here() -> dict[str, Any]:
+    """Which process on which node answered (recorded with each image made on the cluster)."""
+    node = ""
+    with contextlib.suppress(Exception):
+        node = _ray().get_runtime_context().get_node_id()
+    return {"pid": os.getpid(), "node": node}
 
 
 class GenerationWorker:
@@ -216,7 +225,7 @@ class GenerationWorker:
         try:
             provider = self._provider(request.provider)
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which records it
-            return Answer(kind="error", error=RemoteError.of(exc), pid=os.getpid())
+            return Answer(kind="error", error=RemoteError.of(exc), **_here())
         accepted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         go = asyncio.Event()
 
@@ -229,7 +238,7 @@ class GenerationWorker:
         await asyncio.wait({task, accepted}, return_when=asyncio.FIRST_COMPLETED)
         if accepted.done() and not task.done():
             self._parked[request.request_id] = (go, task)
-            return Answer(kind="accepted", ticket=accepted.result(), pid=os.getpid())
+            return Answer(kind="accepted", ticket=accepted.result(), **_here())
         go.set()
         return await self._answer(task)
 
@@ -243,7 +252,7 @@ class GenerationWorker:
             provider = self._provider(request.provider)
             task = asyncio.ensure_future(provider.resume(ticket, request))
         except Exception as exc:  # noqa: BLE001
-            return Answer(kind="error", error=RemoteError.of(exc), pid=os.getpid())
+            return Answer(kind="error", error=RemoteError.of(exc), **_here())
         return await self._answer(task)
 
     @staticmethod
@@ -251,8 +260,8 @@ class GenerationWorker:
         try:
             result = await task
         except Exception as exc:  # noqa: BLE001 - every failure travels back as a value
-            return Answer(kind="error", error=RemoteError.of(exc), pid=os.getpid())
-        return Answer(kind="made", result=result, pid=os.getpid())
+            return Answer(kind="error", error=RemoteError.of(exc), **_here())
+        return Answer(kind="made", result=result, **_here())
 
 
 class SlotLimiter:
@@ -317,6 +326,9 @@ class Finisher:
             from .engine import _warm_checklist
 
             _warm_checklist(checker)
+
+    def ping(self) -> int:
+        return os.getpid()
 
     def finish(self, data: bytes, name: str, info: Any, brief: dict[str, Any] | None) -> dict[str, Any]:
         import tempfile
@@ -427,6 +439,10 @@ class RemoteProvider(Provider):
         self.hosted = real.hosted  # type: ignore[misc]
         self.billing = real.billing  # type: ignore[misc]
         self.sandbox = real.sandbox
+        self.repolled = 0
+        """Accepted tasks re-polled on another worker after theirs was lost."""
+        self.remade = 0
+        """Free (local) requests made again elsewhere after their worker was lost."""
 
     def check(self, request: Request) -> None:
         self.real.check(request)
@@ -447,6 +463,7 @@ class RemoteProvider(Provider):
                 self.pool.mark_down(worker)
                 if self.billing == "free":  # nothing can be paid twice: make it elsewhere
                     tried = worker
+                    self.remade += 1
                     continue
                 raise UncertainSubmission(
                     f"the {self.pool.name} worker was lost while sending this request; the provider may have "
@@ -464,6 +481,7 @@ class RemoteProvider(Provider):
                 if not _lost(exc):
                     raise
                 self.pool.mark_down(worker)
+                self.repolled += 1
                 return await self.resume(answer.ticket, request, avoid=worker)
             return self._unwrap(answer)
 
@@ -486,7 +504,8 @@ class RemoteProvider(Provider):
     def _unwrap(self, answer: Answer) -> Result:
         if answer.kind == "made":
             assert answer.result is not None
-            return answer.result
+            worker = {"pid": answer.pid, "node": answer.node}
+            return answer.result.model_copy(update={"metadata": {**answer.result.metadata, "worker": worker}})
         assert answer.error is not None
         raise answer.error.rebuild()
 
@@ -522,7 +541,7 @@ class ClusterRunner:
         self._local_slots: asyncio.Semaphore | None = None
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
-        self._handles: list[Any] = []
+        self.remote: dict[str, RemoteProvider] = {}
         self.stats: dict[str, Any] = {"finished_remote": 0, "finish_errors": []}
 
     # --- workers --------------------------------------------------------------------------------
@@ -553,6 +572,8 @@ class ClusterRunner:
                                      **placement).remote(local) for _ in range(count)]
             self.pools["local"] = WorkerPool("GPU", workers, down_after_s=self.options.down_after_s)
             self._local_slots = asyncio.Semaphore(2 * count)
+        self.remote.update({pid: RemoteProvider(p, self.pools["hosted" if p.hosted else "local"])
+                            for pid, p in providers.items() if pid not in self.remote})
         engine = self.engine
         if self.options.cpu_workers and self.finishers is None and engine is not None:
             checker = engine.checker
@@ -567,12 +588,11 @@ class ClusterRunner:
                 engine.labels, checker, engine.secrets) for _ in range(self.options.cpu_workers)]
             self.finishers = WorkerPool("CPU", workers, down_after_s=self.options.down_after_s)
 
-    def worker_pids(self) -> dict[str, list[int]]:
-        """The process ids of the live workers, by pool (tests kill one; the bench counts them)."""
-        ray = _ray()
+    async def worker_pids(self) -> dict[str, list[int]]:
+        """The process ids of the workers, by pool (tests kill one; the bench counts them)."""
         found = {}
         for name, pool in {**self.pools, **({"cpu": self.finishers} if self.finishers else {})}.items():
-            found[name] = ray.get([w.ping.remote() for w in pool.workers], timeout=60)
+            found[name] = list(await asyncio.gather(*(w.ping.remote() for w in pool.workers)))
         return found
 
     def close(self) -> None:
@@ -683,8 +703,7 @@ class ClusterRunner:
         wanted = {r.provider for r in ledger.requests(run_id) if request_ids is None or r.id in request_ids}
         used = {pid: p for pid, p in providers.items() if pid in wanted}
         self.start(used)
-        remote: dict[str, Provider] = {
-            pid: RemoteProvider(p, self.pools["hosted" if p.hosted else "local"]) for pid, p in used.items()}
+        remote: dict[str, Provider] = {pid: self.remote[pid] for pid in used}
         run = ledger.run(run_id)
         finishing: list[asyncio.Task[None]] = []
         remote_finish = self.finishers is not None and deliver is not None

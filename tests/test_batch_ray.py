@@ -1,0 +1,232 @@
+"""Batches on a real local Ray cluster (CPU only; 'GPU' workers are scheduled on a custom resource):
+hosted requests through the BFL sandbox, local ones on tiny random-weight pipelines.
+
+One cluster serves the whole module (starting one takes seconds). Each test uses its own sandbox
+key, so the cluster-wide limiter keeps each test's account apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from portrait_studio.batch import batch_report, load_batch, plan_batch, record_consent
+from portrait_studio.cluster import ClusterOptions, ClusterRunner
+from portrait_studio.config import Studio
+from portrait_studio.engine import Engine
+from portrait_studio.ledger import Ledger
+from portrait_studio.testing.sandbox import SandboxHandle, start_sandbox
+
+from _batch_helpers import fails_for, given, write_batch
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*torchvision.*:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*should be kept in float32.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+FAST = {"bfl": {"poll_interval": 0.05, "max_poll_interval": 0.1}}
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A local Ray cluster: 4 CPU slots and 2 simulated GPUs; its workers import these tests' helpers."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
+    try:
+        ray.init(num_cpus=4, resources={"fake_gpu": 2}, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, object_store_memory=128 * 1024 * 1024, namespace="portrait-studio")
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def forty(tmp_path: Path, **defaults: Any) -> Path:
+    return write_batch(tmp_path, [{"name": f"Person {i:02d}"} for i in range(20)], seeds=2, rerolls=0, **defaults)
+
+
+def statuses(studio: Studio, run_id: str | None = None) -> list[str]:
+    db = sqlite3.connect(studio.ledger_path)
+    try:
+        return [r[0] for r in db.execute("SELECT status FROM requests")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+async def on_cluster(studio: Studio, sb: SandboxHandle, path: Path, cluster: str, *, checker: Any = None,
+                     during: Any = None, options: dict[str, Any] | None = None,
+                     providers: dict[str, dict[str, Any]] | None = None) -> tuple[str, ClusterRunner]:
+    """Record and run a batch on the cluster; `during(runner)` runs alongside (to kill a worker)."""
+    plan = plan_batch(load_batch(path), base_dir=path.parent, source=str(path))
+    async with Engine.open(studio, plan.provider_ids, sandbox="always", start_sandbox=given(sb), checker=checker,
+                           options=providers or FAST) as engine:
+        runner = ClusterRunner(ClusterOptions(address=cluster, **(options or {})), engine=engine)
+        engine.runner = runner
+        try:
+            run_id = engine.record(record_consent(plan, engine.ledger).to_plan())
+            work = asyncio.ensure_future(engine.execute(run_id))
+            if during is not None:
+                await during(runner, run_id)
+            await work
+        finally:
+            runner.close()
+    return run_id, runner
+
+
+async def quiescent(studio: Studio, *, accepted: int, timeout: float = 60.0) -> None:
+    """Wait until `accepted` tasks are accepted and none is being sent: every slot is held by a task
+    the provider has (its ticket in the ledger) and the rest wait for a slot, still 'planned'."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = statuses(studio)
+        if now.count("accepted") >= accepted and "submitting" not in now:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never quiescent: {statuses(studio)}")
+
+
+def test_a_40_request_batch_completes_on_two_workers_within_the_account_limit(
+        cluster: str, studio: Studio, tmp_path: Path) -> None:
+    with start_sandbox("bfl", latency=1.0, key="key-forty") as sb:
+        run_id, runner = asyncio.run(on_cluster(studio, sb, forty(tmp_path), cluster))
+        assert sb.stats.paid == 40 and not sb.stats.paid_twice
+        assert sb.stats.max_active <= 24 and sb.stats.rejected[429] == 0  # never more than BFL's 24 at once
+    with Ledger(studio.ledger_path) as ledger:
+        rows = ledger.requests(run_id)
+        images = ledger.images(run_id=run_id, limit=100)
+        assert len(rows) == 40 and {r.status for r in rows} == {"done"} and len(images) == 40
+        assert len({i.metadata["worker"]["pid"] for i in images}) == 2  # spread over both hosted workers
+        labelled = [f for i in images for f in ledger.files_for(i.id) if f["labelled"]]
+        assert len(labelled) == 40 and runner.stats["finished_remote"] == 40  # labelled on the CPU worker
+        assert ledger.run(run_id).status == "done" and batch_report(ledger, run_id).kept == 20
+
+
+def test_a_worker_killed_mid_batch_is_replaced_without_paying_twice(cluster: str, studio: Studio, tmp_path: Path) -> None:
+    killed: list[int] = []
+
+    async def kill_one(runner: ClusterRunner, run_id: str) -> None:
+        await quiescent(studio, accepted=24)  # 24 active at the provider, 16 waiting for a slot
+        pids = (await runner.worker_pids())["hosted"]
+        os.kill(pids[0], signal.SIGKILL)
+        killed.append(pids[0])
+
+    with start_sandbox("bfl", latency=2.0, key="key-kill-worker") as sb:
+        run_id, runner = asyncio.run(on_cluster(studio, sb, forty(tmp_path), cluster, during=kill_one))
+        assert sb.stats.paid == 40 and not sb.stats.paid_twice and sb.stats.submissions == 40
+        assert sb.stats.max_active <= 24 and sb.stats.rejected[429] == 0
+    assert runner.remote["bfl"].repolled >= 1  # the dead worker's accepted tasks were polled elsewhere
+    with Ledger(studio.ledger_path) as ledger:
+        rows = ledger.requests(run_id)
+        images = ledger.images(run_id=run_id, limit=100)
+        assert len(rows) == 40 and {r.status for r in rows} == {"done"} and len(images) == 40
+        assert len({i.request_id for i in images}) == 40
+        assert ledger.spent(run_id, sandbox=True).usd == pytest.approx(40 * 0.04)  # each charge recorded once
+
+
+@pytest.fixture(scope="module")
+def tiny_schnell(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from portrait_studio.testing.tiny import save_tiny_pipeline
+
+    return str(save_tiny_pipeline("flux1-schnell", tmp_path_factory.mktemp("tiny") / "schnell"))
+
+
+def test_gpu_workers_keep_their_pipeline_and_a_killed_one_is_replaced(
+        cluster: str, studio: Studio, tmp_path: Path, tiny_schnell: str) -> None:
+    people = [{"name": f"Person {i}", "overrides": {"output": {"width": 256, "height": 256}}} for i in range(6)]
+    path = write_batch(tmp_path, people, model="flux-1-schnell", provider="local", seeds=2, rerolls=0)
+    killed: list[int] = []
+
+    async def kill_one(runner: ClusterRunner, run_id: str) -> None:
+        deadline = time.monotonic() + 120
+        while statuses(studio).count("done") < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        pid = (await runner.worker_pids())["local"][0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    with start_sandbox("bfl", key="key-local") as sb:
+        run_id, runner = asyncio.run(on_cluster(studio, sb, path, cluster, during=kill_one,
+                                                options={"gpu_resource": "fake_gpu", "cpu_workers": 0},
+                                                providers={"local": {"weights": tiny_schnell}}))
+    with Ledger(studio.ledger_path) as ledger:
+        rows = ledger.requests(run_id)
+        images = ledger.images(run_id=run_id, limit=100)
+        assert len(rows) == 12 and {r.status for r in rows} == {"done"} and len(images) == 12
+        assert len({i.request_id for i in images}) == 12  # each made once in the ledger
+        pids = {i.metadata["worker"]["pid"] for i in images}
+        assert len(pids) >= 2  # both simulated GPUs worked
+        assert {i.versions["model_revision"] for i in images} == {images[0].versions["model_revision"]}
+        assert all(i.width == 256 for i in images)
+        # a GPU worker loads its pipeline once and keeps it: only the requests that arrived while it loaded
+        # (two in flight per GPU) waited for it; every later image takes no load time
+        by_pid: dict[int, list[float]] = {}
+        for i in sorted(images, key=lambda i: i.created_at):
+            by_pid.setdefault(i.metadata["worker"]["pid"], []).append(i.timings["load_s"])
+        for loads in by_pid.values():
+            assert all(t < 0.05 for t in loads[2:]), loads
+
+
+def test_the_driver_killed_mid_batch_is_finished_by_resume(cluster: str, tmp_path: Path) -> None:
+    """The issue's story: `portrait batch --ray ADDRESS` killed with SIGKILL, then `portrait resume`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = forty(tmp_path)
+    with start_sandbox("bfl", latency=2.0, key="key-kill-driver") as sb:
+        (home / "config.toml").write_text(f'bfl_host = "{sb.url}"\n[providers.bfl]\npoll_interval = 0.05\n')
+        env = {**os.environ, "PORTRAIT_STUDIO_HOME": str(home), "BFL_API_KEY": sb.key}
+        cmd = [sys.executable, "-m", "portrait_studio", "batch", str(path), "--ray", cluster, "--sandbox", "never",
+               "--no-check", "--json"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        studio = Studio(home)
+        try:
+            asyncio.run(quiescent(studio, accepted=24, timeout=120))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        before = statuses(studio)
+        assert before.count("accepted") == 24 and before.count("planned") == 16 and "done" not in before
+        resumed = subprocess.run([sys.executable, "-m", "portrait_studio", "resume",
+                                  sqlite3.connect(home / "ledger.db").execute("SELECT id FROM runs").fetchone()[0],
+                                  "--sandbox", "never", "--json"], env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert sb.stats.paid == 40 and not sb.stats.paid_twice and sb.stats.submissions == 40
+    report = json.loads(resumed.stdout)
+    assert len(report["images"]) == 40 and not report["failed"]
+    assert statuses(studio) == ["done"] * 40
+    with Ledger(studio.ledger_path) as ledger:
+        run = ledger.runs()[0]
+        assert run.status == "done" and (Path(run.out_dir or "") / "batch-report.json").is_file()
+
+
+def test_the_quality_filter_runs_on_cpu_workers_in_parallel_with_generation(
+        cluster: str, studio: Studio, tmp_path: Path) -> None:
+    path = write_batch(tmp_path, [{"name": "Ana Ruiz"}, {"name": "Ben Okafor"}], rerolls=1)
+    with start_sandbox("bfl", latency=0.2, key="key-filter") as sb:
+        run_id, runner = asyncio.run(on_cluster(studio, sb, path, cluster, checker=fails_for("Ben Okafor")))
+        assert sb.stats.paid == 5
+    with Ledger(studio.ledger_path) as ledger:
+        report = batch_report(ledger, run_id)
+        assert report.rerolls == 1 and report.short_cells == ["ben-okafor"] and report.kept == 1
+        assert report.checked == 5 and runner.stats["finished_remote"] == 5  # checked by the CPU worker
