@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _batch_helpers import fails_for, given, seed_of, write_batch
 from portrait_studio.batch import (
     batch_progress,
     batch_report,
@@ -25,8 +26,6 @@ from portrait_studio.errors import BriefError, BudgetExceeded, ConsentRequired
 from portrait_studio.ledger import Ledger
 from portrait_studio.testing.photos import astronaut
 from portrait_studio.testing.sandbox import SandboxHandle, start_sandbox
-
-from _batch_helpers import fails_for, given, seed_of, write_batch
 
 FAST = {"bfl": {"poll_interval": 0.02, "max_poll_interval": 0.05}}
 
@@ -55,9 +54,9 @@ def test_the_example_batch_plans_people_times_looks_with_cost_and_time(tmp_path:
     assert plan.estimated_seconds(parallel={"bfl": 4}) == pytest.approx(60.0)
     again = plan_batch(load_batch(path), base_dir=path.parent, source=str(path))
     assert [r.seed for r in again.requests] == [r.seed for r in plan.requests]  # the batch seed decides them
-    window = [c for c in plan.cells if c.look == "window"][0]
+    window = next(c for c in plan.cells if c.look == "window")
     assert window.brief.lighting.pattern == "window" and "Ben Okafor" in plan.people
-    ben = [c for c in plan.cells if c.person == "Ben Okafor"][0]
+    ben = next(c for c in plan.cells if c.person == "Ben Okafor")
     assert ben.brief.styling.wardrobe == "a navy suit jacket over a white shirt" and ben.brief.subject.age == 51
     assert ben.requests[0].options["declared"] == {"age": 51, "skin_tone": "deep", "gender_expression": "masculine"}
 

@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 import ray
 
+from _batch_helpers import fails_for, given, write_batch
 from portrait_studio.batch import batch_report, load_batch, plan_batch, record_consent
 from portrait_studio.cluster import ClusterOptions, ClusterRunner
 from portrait_studio.config import Studio
 from portrait_studio.engine import Engine
 from portrait_studio.ledger import Ledger
 from portrait_studio.testing.sandbox import SandboxHandle, start_sandbox
-
-from _batch_helpers import fails_for, given, write_batch
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*torchvision.*:UserWarning"),

@@ -494,10 +494,10 @@ def _cell_images(ledger: Ledger, run_id: str) -> tuple[dict[str, list[ImageRow]]
         if cell and row.status in ("failed", "skipped"):
             failed[cell] = failed.get(cell, 0) + 1
     for image in ledger.images(run_id=run_id, limit=1_000_000):
-        row = by_request.get(image.request_id or "")
-        if row is None or image.operation != "generate":
+        made = by_request.get(image.request_id or "")
+        if made is None or image.operation != "generate":
             continue
-        cell = (row.request.options.get("batch") or {}).get("cell")
+        cell = (made.request.options.get("batch") or {}).get("cell")
         if cell:
             images.setdefault(cell, []).append(image)
     return images, failed

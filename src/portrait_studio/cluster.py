@@ -105,7 +105,7 @@ class ProviderRecipe(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     provider_id: str
-    key: str | None = Field(None, repr=False)
+    key: str | None = Field(default=None, repr=False)
     options: dict[str, Any] = Field(default_factory=dict)
     sandbox: bool = False
     licences: tuple[str, ...] = ()
@@ -121,7 +121,7 @@ class ProviderRecipe(BaseModel):
                        options=provider.options.model_dump(mode="json"), sandbox=provider.sandbox)
         if isinstance(provider, LocalProvider):
             accepted = tuple(m.id for m in all_models() if "local" in m.routes and provider.licence_accepted(m.id))
-            return cls(provider_id="local", options=provider.options.model_dump(mode="json", exclude_unset=True),
+            return cls(provider_id="local", key=None, options=provider.options.model_dump(mode="json", exclude_unset=True),
                        licences=accepted)
         raise CapabilityError(f"provider '{provider.provider_id}' cannot run on a Ray cluster yet",
                               hint="run this batch without --ray")
@@ -224,7 +224,7 @@ class GenerationWorker:
     async def submit(self, request: Request) -> Answer:
         try:
             provider = self._provider(request.provider)
-        except Exception as exc:  # noqa: BLE001 - reported to the driver, which records it
+        except Exception as exc:
             return Answer(kind="error", error=RemoteError.of(exc), **_here())
         accepted: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         go = asyncio.Event()
@@ -235,7 +235,7 @@ class GenerationWorker:
             await go.wait()  # the driver records the ticket, then asks us to poll
 
         task = asyncio.ensure_future(provider.submit(request, on_accepted=on_accepted))
-        await asyncio.wait({task, accepted}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, accepted], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
         if accepted.done() and not task.done():
             self._parked[request.request_id] = (go, task)
             return Answer(kind="accepted", ticket=accepted.result(), **_here())
@@ -251,7 +251,7 @@ class GenerationWorker:
         try:
             provider = self._provider(request.provider)
             task = asyncio.ensure_future(provider.resume(ticket, request))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return Answer(kind="error", error=RemoteError.of(exc), **_here())
         return await self._answer(task)
 
@@ -259,7 +259,7 @@ class GenerationWorker:
     async def _answer(task: asyncio.Future[Result]) -> Answer:
         try:
             result = await task
-        except Exception as exc:  # noqa: BLE001 - every failure travels back as a value
+        except Exception as exc:
             return Answer(kind="error", error=RemoteError.of(exc), **_here())
         return Answer(kind="made", result=result, **_here())
 
@@ -407,7 +407,7 @@ class WorkerPool:
             await asyncio.sleep(0.5)
             try:
                 await asyncio.wait_for(worker.ping.remote(), timeout=10.0)
-            except Exception:  # noqa: BLE001 - still down (restarting, or its node was lost)
+            except Exception:
                 continue
             self.down.discard(id(worker))
             return
@@ -471,9 +471,10 @@ class RemoteProvider(Provider):
                     hint="check the provider's dashboard, then 'portrait resume RUN --resubmit-uncertain'") from None
             if answer.kind != "accepted":
                 return self._unwrap(answer)
-            assert answer.ticket is not None
+            ticket = answer.ticket
+            assert ticket is not None
             if on_accepted is not None:
-                await on_accepted(answer.ticket)  # recorded in the ledger before the worker polls
+                await on_accepted(ticket)  # recorded in the ledger before the worker polls
             try:
                 async with self.pool.using(worker):
                     answer = await worker.collect.remote(request.request_id)
@@ -482,7 +483,7 @@ class RemoteProvider(Provider):
                     raise
                 self.pool.mark_down(worker)
                 self.repolled += 1
-                return await self.resume(answer.ticket, request, avoid=worker)
+                return await self.resume(ticket, request, avoid=worker)
             return self._unwrap(answer)
 
     async def resume(self, ticket: Ticket, request: Request, *, avoid: Any = None) -> Result:
@@ -581,7 +582,7 @@ class ClusterRunner:
                 from ray import cloudpickle
 
                 cloudpickle.dumps(checker)
-            except Exception:  # noqa: BLE001 - a checker that cannot travel runs on the driver
+            except Exception:
                 checker = None
             finisher = ray.remote(Finisher)
             workers = [finisher.options(num_cpus=1, max_restarts=-1, max_task_retries=0).remote(
@@ -663,7 +664,7 @@ class ClusterRunner:
             worker = await self.finishers.pick()
             async with self.finishers.using(worker):
                 done = await worker.finish.remote(Path(image.path).read_bytes(), target.name, info, brief)
-        except Exception as exc:  # noqa: BLE001 - the engine's deliver/check steps do it instead
+        except Exception as exc:
             if self.finishers is not None and _lost(exc):
                 self.finishers.mark_down(worker)
             self.stats["finish_errors"].append(f"{type(exc).__name__}: {exc}")

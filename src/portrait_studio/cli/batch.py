@@ -21,7 +21,7 @@ from ._engine import run_with_engine
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
@@ -150,7 +150,7 @@ async def execute_batch(engine: Engine, run_id: str, *, budget: float | None, qu
             progress.console.print(f"[red]✗[/] request {o.position + 1}: {escape(o.error or o.status)}", highlight=False)
         elapsed = time.monotonic() - started
         rate = state["new"] / elapsed * 60 if elapsed > 0 else 0.0
-        left = max(0, progress.tasks[0].total - state["done"] - state["failed"]) if progress.tasks else 0
+        left = max(0, (progress.tasks[0].total or 0) - state["done"] - state["failed"]) if progress.tasks else 0
         eta = _duration(left / rate * 60) if rate > 0 else "?"
         progress.update(task, completed=state["done"], failed=state["failed"], rate=f"{rate:.1f} img/min", eta=eta)
 
