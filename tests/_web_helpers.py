@@ -8,9 +8,9 @@ from pathlib import Path
 
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.config import Studio
+from portrait_studio.engine import Engine
 from portrait_studio.ledger import ImageRow, Ledger
 from portrait_studio.records import Cost, Result
-from portrait_studio.engine import Engine
 from portrait_studio.shoot import plan_shoot
 from portrait_studio.testing.photos import astronaut
 

@@ -42,7 +42,6 @@ def test_audit_bundle_of_a_sandbox_run_has_everything_and_no_key(cli, studio_hom
             assert r["label_check"]["labelled"] and r["label_check"]["digital_source_type"].endswith("trainedAlgorithmicMedia")
         summary = zf.read("summary.html").decode()
         assert "2 of 2 files in this bundle carry AI labels" in summary
-        import io
 
         from portrait_studio.labels import verify
 

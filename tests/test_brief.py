@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from portrait_studio.brief import example_brief_path, example_briefs, load_brief, parse_brief
 from portrait_studio.errors import BriefError
@@ -83,7 +84,7 @@ def test_more_than_four_identity_anchors_is_refused() -> None:
 
 
 def test_defaults_carry_the_light_negative_list() -> None:
-    brief = parse_brief({"subject": {}})
+    brief = parse_brief({"subject": {"description": "a man in his fifties"}})
     assert "plastic skin" in brief.avoid and "watermark" in brief.avoid
     assert brief.hands.visible is False
 
@@ -98,7 +99,7 @@ def test_vary_changes_exactly_one_element(example_brief_file: Path) -> None:
 
 
 def test_reference_paths_resolve_next_to_the_brief(tmp_path: Path) -> None:
-    (tmp_path / "head.png").write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "head.png")
     path = write(
         tmp_path,
         "subject: {}\nreferences:\n  - path: head.png\n    rights: {who: Ana, source: shoot, permission: release}\n",

@@ -31,12 +31,12 @@ def test_compile_json_has_the_promised_fields(cli, example_brief_file: Path) -> 
     data = json.loads(out)
     for key in ("model", "provider", "prompt", "width", "height", "steps", "guidance", "seed", "warnings", "estimated_cost"):
         assert key in data
-    assert data["seed"] == 1234 and data["negative_prompt"]
+    assert data["seed"] == 1234 and data["negative_prompt"] is None  # positive rewrites unless quality.true_cfg
 
 
 def test_compile_error_is_one_line_with_the_fix(cli, tmp_path: Path) -> None:
     path = tmp_path / "b.yaml"
-    path.write_text("subject: {}\noutput:\n  resolution: 4MP\n")
+    path.write_text("subject: {description: a woman in her forties}\noutput:\n  resolution: 4MP\n")
     code, _, err = cli("compile", path, "--model", "flux-1.1-pro", "--seed", "1")
     assert code == 2 and "output.resolution" in err and "fix:" in err
 

@@ -71,7 +71,7 @@ class _Harness:
 def _operation(op: str, photo: Path) -> tuple[Any, float]:
     """(the work, its budget: exactly the estimate)."""
     from portrait_studio.finishing.fix import fix_region
-    from portrait_studio.series import load_shots, example_shots_path, plan_series
+    from portrait_studio.series import example_shots_path, load_shots, plan_series
     from portrait_studio.shoot import plan_shoot
     from portrait_studio.swap import transfer_identity
 

@@ -3,9 +3,7 @@ against the BFL sandbox (flux-fill-pro) and a tiny local FLUX.1 [dev] inpaint pi
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Coroutine, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,11 +14,13 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner, Result
 
+from _engine_helpers import consent, on_engine
 from _finishing_helpers import tiny_pipeline
 from portrait_studio.analysis import analyze
 from portrait_studio.checks import run_checklist
 from portrait_studio.cli.finishing import register
 from portrait_studio.config import Studio
+from portrait_studio.engine import Engine
 from portrait_studio.errors import CapabilityError
 from portrait_studio.finishing.composite import feathered_alpha
 from portrait_studio.finishing.fix import (
@@ -31,11 +31,9 @@ from portrait_studio.finishing.fix import (
     plan_fix,
     regions_for,
 )
-from portrait_studio.finishing.lineage import LabelSettings, file_sha256
+from portrait_studio.finishing.lineage import file_sha256
 from portrait_studio.labels import COMPOSITE_SOURCE_TYPE, verify
 from portrait_studio.ledger import ImageRow, Ledger
-from _engine_helpers import consent, on_engine
-from portrait_studio.engine import Engine
 from portrait_studio.testing import photos
 from portrait_studio.testing.defects import blur_eyes
 

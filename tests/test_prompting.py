@@ -117,11 +117,21 @@ def test_unknown_avoid_term_is_reported_not_silently_dropped() -> None:
     assert any("'purple umbrellas'" in w and "not sent" in w for w in req.warnings)
 
 
-def test_avoid_list_is_a_true_cfg_negative_prompt_on_local_dev() -> None:
+def test_local_dev_rewrites_the_avoid_list_as_positive_cues_by_default() -> None:
+    """The guide calls the avoid list light: no doubled transformer calls unless asked for."""
     req = compile_brief(brief(), "flux-1-dev", provider="local")
+    assert req.negative_prompt is None and req.true_cfg_scale is None
+    assert "natural skin texture with visible pores" in req.prompt
+    assert any("quality.true_cfg: true" in w and "×2 transformer calls" in w for w in req.warnings)
+
+
+def test_true_cfg_negatives_on_local_dev_are_an_explicit_choice_with_their_cost_stated() -> None:
+    b = brief()
+    b = b.model_copy(update={"quality": b.quality.model_copy(update={"true_cfg": True})})
+    req = compile_brief(b, "flux-1-dev", provider="local")
     assert req.negative_prompt and "plastic skin" in req.negative_prompt
     assert req.true_cfg_scale == 4.0
-    assert any("doubles the transformer calls" in w for w in req.warnings)
+    assert any("×2 transformer calls per step" in w for w in req.warnings)
 
 
 def test_size_beyond_a_models_limit_is_an_error_naming_it() -> None:

@@ -119,9 +119,9 @@ def test_a_series_killed_mid_shot_continues_with_the_next_shot_on_resume(studio:
 
 
 def test_auto_fix_without_improvement_keeps_the_original_and_says_so(studio: Studio, photo: Path) -> None:
+    from portrait_studio.analysis import analyze
     from portrait_studio.finishing.fix import auto_fix
     from portrait_studio.testing.defects import blur_eyes
-    from portrait_studio.analysis import analyze
 
     bad = photo.with_name("blurred.png")
     an = analyze(photo)

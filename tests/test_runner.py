@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from portrait_studio.brief import example_brief_path, load_brief
+from portrait_studio.engine import Engine
 from portrait_studio.errors import BudgetExceeded, GenerationFailed, NetworkError
 from portrait_studio.ledger import Ledger
 from portrait_studio.providers.base import OnAccepted, Provider
 from portrait_studio.records import Cost, Request, Result, Ticket
 from portrait_studio.runner import run_plan
-from portrait_studio.engine import Engine
 from portrait_studio.shoot import check_budget, plan_shoot
 
 

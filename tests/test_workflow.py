@@ -13,9 +13,9 @@ from PIL import Image
 from portrait_studio.audit import build_audit_bundle
 from portrait_studio.brief import example_brief_path, load_brief
 from portrait_studio.compare import plan_compare, write_comparison
+from portrait_studio.engine import Engine
 from portrait_studio.errors import BriefError, StudioError
 from portrait_studio.ledger import Ledger
-from portrait_studio.engine import Engine
 from portrait_studio.shoot import diversify_brief, plan_shoot, plan_vary
 from test_runner import CountingProvider
 

@@ -137,9 +137,9 @@ def build_audit_bundle(ledger: Ledger, run_id: str, out: Path, *, secrets: list[
     if run_json.is_file():
         members["run.json"] = run_json.read_bytes()
     _refuse_secrets(members, secrets)
-    from .files import atomic_path
+    from .files import atomic_replace
 
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    with atomic_replace(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return out

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import difflib
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import BriefError
+from .minors import find_minor, minor_hint
+from .redaction import find_key
 
 __all__ = [
     "Background",
@@ -33,11 +36,15 @@ __all__ = [
     "Rights",
     "Styling",
     "Subject",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_BYTES",
     "VARIABLE_ELEMENTS",
+    "brief_texts",
     "example_brief_path",
     "example_briefs",
     "load_brief",
     "parse_brief",
+    "parse_yaml",
     "preset",
     "read_yaml",
 ]
@@ -69,7 +76,7 @@ def _one_of(value: str, choices: list[str], what: str) -> str:
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Rights(_Part):
@@ -110,6 +117,17 @@ class Subject(_Part):
     gender_expression: str | None = None
     anchors: tuple[str, ...] = Field(default=(), max_length=4)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        return {"description": data} if isinstance(data, str) else data
+
+    @property
+    def described(self) -> bool:
+        """Says something about the person (an empty `subject: {}` leaves the model to guess)."""
+        texts = (self.description, self.ethnicity, self.skin_tone, self.gender_expression, *self.anchors)
+        return self.age is not None or any(t and t.strip() for t in texts)
+
     @field_validator("age", mode="before")
     @classmethod
     def _adult(cls, value: Any) -> Any:
@@ -137,7 +155,7 @@ class Lens(_Part):
     def _from_preset(cls, data: Any) -> Any:
         if isinstance(data, str):
             data = {"preset": data}
-        if isinstance(data, dict) and data.get("preset"):
+        if isinstance(data, dict) and data.get("preset") and isinstance(data["preset"], str):
             name = _one_of(data["preset"], list(preset("lenses")), "lens preset")
             data = {**preset("lenses")[name], **data, "preset": name}
         return data
@@ -229,6 +247,8 @@ class Quality(_Part):
     cfg: float = Field(default=5.0, ge=1.0, le=10.0, description="the guide's CFG scale; 4.5–6.0 recommended")
     steps: int | None = Field(default=None, ge=1, le=100)
     plastic_skin_remedy: bool = False
+    true_cfg: bool = Field(default=False, description="local FLUX.1: send the avoid list as a true-CFG negative "
+                                                      "prompt (twice the transformer calls per step)")
     true_cfg_scale: float = Field(default=4.0, gt=1.0, le=10.0)
     sampler: str | None = Field(default=None, description="e.g. 'DPM++ 2M Karras'; local FLUX only (samplers.py)")
 
@@ -298,6 +318,33 @@ class Brief(_Part):
     output: Output = Field(default_factory=Output)
     references: tuple[Reference, ...] = ()
 
+    @model_validator(mode="after")
+    def _screen(self) -> Brief:
+        """Refuse, before anything is compiled or sent: a subject that says nothing, an API key in any
+        text, and any text that describes a minor (the numeric `age` alone missed "a 12-year-old")."""
+        if not self.subject.described and not any(r.role == "identity" for r in self.references):
+            raise _screen_error(
+                "subject", "says nothing about the person",
+                "add subject.description (e.g. 'a woman in her thirties with short grey hair'), "
+                "some attributes (age, anchors ...) or an identity reference",
+            )
+        texts = brief_texts(self)
+        for field, text, _ in texts:
+            what = _key_in(text)
+            if what is not None:
+                raise _screen_error(
+                    field, f"holds what looks like {what}; it would be sent to the provider and stored in the ledger",
+                    "remove it; keys belong in 'portrait keys set PROVIDER' or the provider's env var",
+                )
+        adult = self.subject.age is not None
+        for field, text, negative in texts:
+            phrase = find_minor(text, negative=negative, adult_age_stated=adult)
+            if phrase is not None:
+                raise _screen_error(
+                    field, f"describes a minor ('{phrase}'); portraits of minors are refused", minor_hint(phrase)
+                )
+        return self
+
     def with_element(self, element: str, value: Any) -> Brief:
         """A copy with one element changed (`portrait vary`): lighting, background, wardrobe, ..."""
         if element not in VARIABLE_ELEMENTS:
@@ -309,6 +356,38 @@ class Brief(_Part):
             node = node[key]
         node[path[-1]] = value
         return parse_brief(data, source=f"vary --{element}")
+
+
+@lru_cache(maxsize=4096)
+def _key_in(text: str) -> str | None:
+    return find_key(text)
+
+
+def _screen_error(field: str, message: str, hint: str) -> PydanticCustomError:
+    return PydanticCustomError("brief_screen", "{message}", {"message": message, "field": field, "hint": hint})
+
+
+def brief_texts(brief: Brief) -> list[tuple[str, str, bool]]:
+    """Every free text of a brief as (field, text, is_negative): what would reach a prompt or a record.
+
+    Walks the data, so a slot added later is screened too. Reference file paths are not text.
+    `avoid` entries are negative (they say what the image must not show).
+    """
+    found: list[tuple[str, str, bool]] = []
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, str):
+            if not (path[0] == "references" and path[-1] == "path"):
+                found.append((".".join(path), value, path[0] == "avoid"))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, str(key)))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, (*path, str(i)))
+
+    walk(brief.model_dump(mode="python"), ())
+    return found
 
 
 # What `portrait vary` can change, and where it lives in the brief.
@@ -378,14 +457,26 @@ def parse_brief(data: Any, source: str = "<brief>", lines: dict[tuple[Any, ...],
     try:
         return Brief.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        raise _brief_error(exc, source, lines or {}) from None
+    except RecursionError:  # a self-referencing structure handed in from code (YAML cycles are refused earlier)
+        raise BriefError("the brief refers to itself", file=source, hint="write each slot out in full") from None
+
+
+def _brief_error(exc: ValidationError, source: str, lines: dict[tuple[Any, ...], int]) -> BriefError:
+    first = exc.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    hint: str | None
+    if first["type"] == "brief_screen":
+        ctx = first.get("ctx") or {}
+        loc = tuple(int(p) if p.isdigit() else p for p in str(ctx["field"]).split("."))
+        msg, hint = str(ctx["message"]), str(ctx["hint"])
+    else:
         msg, hint = _explain(dict(first))
-        more = len(exc.errors()) - 1
-        if more:
-            msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-        field = ".".join(str(p) for p in loc) or None
-        raise BriefError(msg, field=field, file=source, line=_line_for(loc, lines or {}), hint=hint) from None
+    more = len(exc.errors()) - 1
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    field = ".".join(str(p) for p in loc) or None
+    return BriefError(msg, field=field, file=source, line=_line_for(loc, lines), hint=hint)
 
 
 def _resolve_references(brief: Brief, base: Path) -> Brief:
@@ -398,32 +489,176 @@ def _resolve_references(brief: Brief, base: Path) -> Brief:
     return brief.model_copy(update={"references": refs})
 
 
-def read_yaml(path: str | Path, *, missing_hint: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    """(data, line of every key path) for a YAML file; BriefError with file and line on failure."""
-    path = Path(path)
+# A brief is a page of text: these limits are far above any real brief and far below harm.
+MAX_YAML_BYTES = 256 * 1024
+MAX_YAML_ALIASES = 16
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 20_000  # after expanding aliases: a 382-byte "billion laughs" expands to 10^9
+
+
+class _YamlLimit(Exception):
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = mark.line + 1 if mark is not None else None
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that stops at a few aliases and a modest nesting depth while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _YamlLimit(f"more than {MAX_YAML_ALIASES} YAML aliases (*name)", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlLimit(f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+
+
+def _check_graph(root: yaml.Node) -> None:
+    """Refuse alias cycles (`&a [*a]`) and documents that expand to more than MAX_YAML_NODES nodes."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise _YamlLimit("a YAML alias refers to the node that contains it", node.start_mark)
+        on_path.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        on_path.discard(key)
+        sizes[key] = total
+        if total > MAX_YAML_NODES:
+            raise _YamlLimit(f"expands to more than {MAX_YAML_NODES} values (YAML aliases)", node.start_mark)
+        return total
+
+    size(root)
+
+
+def _read_text(path: Path, missing_hint: str) -> str:
+    """The file as text, or a BriefError saying why not (missing, a folder, binary, not UTF-8, too big)."""
+    name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise BriefError("is a folder, not a YAML file", file=name, hint="give the path of the .yaml file inside it")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise BriefError(f"is {size:,} bytes; a YAML file here may be at most {MAX_YAML_BYTES:,}", file=name,
+                             hint="a brief is a page of text: check that this is the right file")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
-        raise BriefError("file not found", file=str(path), hint=missing_hint) from None
+        raise BriefError("file not found", file=name, hint=missing_hint) from None
+    except (OSError, ValueError) as exc:  # permissions, a NUL in the name, a name too long
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BriefError(f"cannot be read: {reason}", file=name, hint="check the path and its permissions") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise BriefError(f"is larger than {MAX_YAML_BYTES:,} bytes", file=name, hint="check that this is the right file")
+    if b"\x00" in data:
+        raise BriefError("is a binary file, not YAML text", file=name, line=data[: data.index(b"\x00")].count(b"\n") + 1,
+                         hint="give the path of a .yaml brief (an image goes under references:)")
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BriefError(
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x})", file=name, line=line,
+            hint="save the file as UTF-8 (Latin-1 and other encodings are not read)",
+        ) from None
+
+
+def parse_yaml(text: str, *, source: str = "<yaml>") -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """(data, line of every key path) for YAML text, with limits: size, aliases, depth, expansion.
+
+    PyYAML's safe_load would happily expand a 382-byte alias bomb for minutes; these limits
+    refuse it in milliseconds. Errors are BriefErrors with the source and line.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise BriefError(f"is larger than {MAX_YAML_BYTES:,} bytes", file=source, hint="check that this is the right text")
+    loader: _LimitedLoader | None = None
+    try:
+        loader = _LimitedLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        _check_graph(node)
+        data = loader.construct_document(node)
+        lines = _line_index(node)
+    except _YamlLimit as exc:
+        raise BriefError(f"refused: {exc.message}", file=source, line=exc.line,
+                         hint="write the values out instead of using anchors and aliases") from None
+    except yaml.reader.ReaderError as exc:  # a control character or similar, before any parsing
+        raise BriefError(
+            f"not valid YAML: character #x{exc.character:04x} is not allowed", file=source,
+            line=text[: exc.position].count("\n") + 1, hint="remove control characters (save the file as plain text)",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise BriefError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-            file=str(path),
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            file=source,
             line=mark.line + 1 if mark else None,
             hint="check indentation and quote values containing ':'",
         ) from None
-    return data, (_line_index(node) if node is not None else {})
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. an unhashable key
+        raise BriefError(f"not valid YAML: {exc}", file=source, hint="check the file's structure") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, lines
+
+
+def read_yaml(path: str | Path, *, missing_hint: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """(data, line of every key path) for a YAML file; BriefError with file and line on failure."""
+    path = Path(path)
+    return parse_yaml(_read_text(path, missing_hint), source=str(path))
 
 
 def load_brief(path: str | Path) -> Brief:
     """Load and validate a brief file; errors name the file, line and field."""
     path = Path(path)
     data, lines = read_yaml(path, missing_hint="check the path, or run 'portrait brief new'")
-    return _resolve_references(parse_brief(data, source=str(path), lines=lines), path.parent)
+    brief = _resolve_references(parse_brief(data, source=str(path), lines=lines), path.parent)
+    _check_reference_files(brief, source=str(path), lines=lines)
+    return brief
+
+
+def _check_reference_files(brief: Brief, *, source: str, lines: dict[tuple[Any, ...], int]) -> None:
+    """Every reference is a readable image (header only): a missing file, a folder or a YAML file
+    given as a photo is named here, not as a traceback when the request is compiled."""
+    import warnings
+
+    from PIL import Image
+
+    from .imaging import ImageInputError, image_size
+
+    for i, ref in enumerate(brief.references):
+        field, line = f"references.{i}.path", _line_for(("references", i, "path"), lines)
+        try:
+            with warnings.catch_warnings():  # a huge image is refused below, not warned about
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image_size(ref.path)
+        except ImageInputError as exc:
+            raise BriefError(exc.message, hint=exc.hint, field=field, file=source, line=line) from None
+        except Image.DecompressionBombError:
+            raise BriefError(f"'{ref.path}' has far too many pixels to be a photo", hint="downscale it first",
+                             field=field, file=source, line=line) from None
 
 
 def example_briefs() -> list[str]:

@@ -27,7 +27,8 @@ __all__ = ["MAX_MODELS", "comparison_rows", "plan_compare", "write_comparison"]
 MAX_MODELS = 4
 
 
-def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None) -> ShootPlan:
+def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None,
+                 deliver: str | None = None) -> ShootPlan:
     """Each model on its own provider: 'flux-1-dev@local', 'flux-2-pro@fal'; a bare id takes `provider`."""
     if not 2 <= len(models) <= MAX_MODELS:
         raise BriefError(
@@ -36,7 +37,8 @@ def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, p
         )
     requests: list[Request] = []
     for route in parse_model_refs(list(models), default_provider=provider):
-        requests.extend(plan_shoot(brief, [route.model], seeds, provider=route.provider, kind="compare").requests)
+        requests.extend(plan_shoot(brief, [route.model], seeds, provider=route.provider, kind="compare",
+                                   deliver=deliver).requests)
     return ShootPlan(kind="compare", brief=brief, requests=tuple(requests))
 
 

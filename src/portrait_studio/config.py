@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import NotConfigured, StudioError
+from .errors import NotConfigured, StudioError, UsageError
+from .files import atomic_write_text
 
-__all__ = ["HOME_ENV", "C2paConfig", "Studio", "StudioConfig", "resolve_home"]
+__all__ = [
+    "HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "C2paConfig", "Studio", "StudioConfig", "read_config", "read_keys",
+    "resolve_home",
+]
+
+MAX_CONFIG_BYTES = 64 * 1024
 
 HOME_ENV = "PORTRAIT_STUDIO_HOME"
 
@@ -50,7 +58,7 @@ class C2paConfig(BaseModel):
 class StudioConfig(BaseModel):
     """config.toml, validated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     creator: str | None = None
     credit: str | None = None
@@ -69,18 +77,85 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mappin
     return Path.home() / ".portrait-studio"
 
 
+CONFIG_FIX = "fix or delete the config file ('portrait doctor' checks it)"
+KEYS_FIX = "run 'portrait doctor --repair' (moves it aside), then 'portrait keys set PROVIDER'"
+
+
+def _read_small(path: Path, what: str, fix: str) -> str | None:
+    """A small text file of the studio, None if absent; a StudioError naming it if unreadable."""
+    try:
+        if path.is_dir():
+            raise StudioError(f"{path}: the {what} is a folder", hint=fix)
+        if not path.exists():
+            return None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise StudioError(f"{path}: the {what} is larger than {MAX_CONFIG_BYTES:,} bytes", hint=fix)
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise StudioError(f"{path}: the {what} is not UTF-8 text", hint=fix) from None
+    except OSError as exc:
+        raise StudioError(f"{path}: cannot read the {what} ({exc.strerror})", hint=fix) from None
+
+
+def read_config(path: Path) -> StudioConfig:
+    """config.toml, validated (defaults when absent); a StudioError naming the file and field."""
+    text = _read_small(path, "config", CONFIG_FIX)
+    if text is None:
+        return StudioConfig()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudioError(f"{path}: not valid TOML: {exc}", hint=CONFIG_FIX) from None
+    try:
+        return StudioConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        more = len(exc.errors()) - 1
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise StudioError(f"{path}: field '{field}': {first['msg']}{extra}", hint=CONFIG_FIX) from None
+
+
+def read_keys(path: Path) -> dict[str, str]:
+    """keys.json as {provider: key} ({} when absent); a StudioError with the way out if it is damaged."""
+    text = _read_small(path, "keys file", KEYS_FIX)
+    if text is None:
+        return {}
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StudioError(f"{path}: the keys file is damaged (line {exc.lineno}: {exc.msg})", hint=KEYS_FIX) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise StudioError(f"{path}: the keys file must map provider names to key strings", hint=KEYS_FIX)
+    return {str(k): v for k, v in data.items() if v}
+
+
 class Studio:
-    """A studio folder, its config and its keys. Cheap to create; nothing heavy is loaded."""
+    """A studio folder, its config and its keys. Cheap to create; nothing heavy is loaded.
+
+    Opening a studio creates nothing: read-only commands work on a read-only (or not yet
+    existing) folder. Writers create what they need (`ensure_home`).
+    """
 
     def __init__(self, home: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> None:
         self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
+        if self.home.exists() and not self.home.is_dir():
+            raise StudioError(f"the studio folder {self.home} is a file", hint="point --home / PORTRAIT_STUDIO_HOME at a folder")
         self._environ = dict(os.environ if environ is None else environ)
         self.config = self._load_config()
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None) -> Studio:
         return cls(resolve_home(home))
+
+    def ensure_home(self) -> Path:
+        """Create the studio folder (for commands that write); a clear error when it cannot be."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudioError(f"cannot create the studio folder {self.home}: {exc.strerror}",
+                              hint="check the path and its permissions (--home / PORTRAIT_STUDIO_HOME)") from None
+        return self.home
 
     @property
     def ledger_path(self) -> Path:
@@ -103,24 +178,17 @@ class Studio:
         return self.home / "keys.json"
 
     def _load_config(self) -> StudioConfig:
-        if not self.config_path.exists():
-            return StudioConfig()
-        try:
-            data = tomllib.loads(self.config_path.read_text())
-            return StudioConfig.model_validate(data)
-        except (tomllib.TOMLDecodeError, ValueError) as exc:
-            raise StudioError(f"{self.config_path}: {exc}", hint="fix or delete the config file") from exc
+        return read_config(self.config_path)
 
-    # --- keys -------------------------------------------------------------------------
+    def _keys(self) -> dict[str, str]:
+        return read_keys(self.keys_path)
+
     def key(self, provider: str) -> str | None:
         """The API key for `provider`: environment variable first, then keys.json."""
         env_var = KEY_ENV_VARS.get(provider)
         if env_var and self._environ.get(env_var):
             return self._environ[env_var]
-        if self.keys_path.exists():
-            value = json.loads(self.keys_path.read_text()).get(provider)
-            return str(value) if value else None
-        return None
+        return self._keys().get(provider)
 
     def require_key(self, provider: str) -> str:
         value = self.key(provider)
@@ -134,14 +202,29 @@ class Studio:
         return value
 
     def set_key(self, provider: str, value: str) -> None:
-        keys = json.loads(self.keys_path.read_text()) if self.keys_path.exists() else {}
+        """Store a key in keys.json: written atomically, readable only by the owner (0600) from the start."""
+        if provider not in KEY_ENV_VARS:
+            raise UsageError(f"unknown provider '{provider}'", field="provider",
+                             hint=f"keys are for: {', '.join(KEY_ENV_VARS)} (the local provider needs none)")
+        value = value.strip()
+        if not value or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+            raise UsageError("an API key is one word of printable ASCII characters", field="key",
+                             hint="paste the key exactly as the provider's dashboard shows it")
+        keys = self._keys()
         keys[provider] = value
-        self.keys_path.write_text(json.dumps(keys, indent=2))
-        self.keys_path.chmod(0o600)
+        self.ensure_home()
+        atomic_write_text(self.keys_path, json.dumps(keys, indent=2) + "\n", mode=0o600)
+
+    def keys_mode_problem(self) -> str | None:
+        """Why keys.json's permissions are unsafe (readable by others), or None."""
+        if not self.keys_path.is_file():
+            return None
+        mode = stat.S_IMODE(self.keys_path.stat().st_mode)
+        if mode & 0o077:
+            return f"{self.keys_path} is readable by others (mode {mode:o}; should be 600)"
+        return None
 
     def secrets(self) -> list[str]:
         """Every key value known to this studio, so writers can prove none leaks."""
         found = [self._environ[v] for v in KEY_ENV_VARS.values() if self._environ.get(v)]
-        if self.keys_path.exists():
-            found += [str(v) for v in json.loads(self.keys_path.read_text()).values() if v]
-        return found
+        return found + list(self._keys().values())

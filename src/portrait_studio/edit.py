@@ -24,9 +24,10 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
 from .catalog import ModelSpec, estimate_cost, get_model, megapixels, parse_aspect
 from .delivery import DeliveryPlan, max_native_mp
@@ -39,8 +40,13 @@ __all__ = [
     "IDENTITY_KEEP",
     "MAX_INSTRUCTION_CHARS",
     "check_instruction",
+    "EditReport",
+    "EditResult",
     "compile_edit",
     "compile_restyle",
+    "edit_plan",
+    "edit_report",
+    "run_edit",
     "edit_size",
     "keep_sentence",
 ]
@@ -75,6 +81,11 @@ def check_instruction(text: str, *, field: str = "instruction") -> str:
     if len(tidy) > MAX_INSTRUCTION_CHARS:
         raise BriefError(f"is {len(tidy)} characters, over {MAX_INSTRUCTION_CHARS}", field=field,
                          hint="one change per round: edits work best as one short instruction")
+    from .minors import refuse_minor
+    from .redaction import refuse_keys
+
+    refuse_minor(tidy, field=field)
+    refuse_keys({field: tidy})
     return tidy
 
 
@@ -353,3 +364,232 @@ def _sentence(text: str) -> str:
 def _mp(image: InputImage) -> float:
     with Image.open(image.path) as im:
         return megapixels(*im.size)
+
+
+# --- on the engine: plan, then the `edit` finishing step ---------------------------------------------
+
+
+def edit_plan(
+    engine: Any,
+    image_path: str | Path,
+    *,
+    model: str,
+    provider: str | None = None,
+    instruction: str | None = None,
+    looks: Sequence[str] = (),
+    style_ref: str | Path | None = None,
+    references: Sequence[str | Path] = (),
+    seed: int = 0,
+    deliver: str | None = None,
+    sampler: str | None = None,
+    thresholds: Any = None,
+) -> Any:
+    """The engine's plan for one edit round (an instruction) or a restyle (one request per look, or
+    one to a style reference): each result is a child of the image, labelled as edited, its
+    identity measured against the image and its checklist run by the `edit` step."""
+    from .engine import Plan, Step
+    from .finishing.lineage import ensure_recorded
+    from .identity import DEFAULT_THRESHOLDS
+
+    if (instruction is None) == (not looks and style_ref is None):
+        raise UsageError("give an instruction, or looks / a style reference to restyle to", field="instruction",
+                         hint='portrait edit IMG "soften the fill light" · portrait restyle IMG --look cinematic')
+    image_path = Path(image_path)
+    parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
+    photo = InputImage(path=parent.path, sha256=parent.image_sha256, role="edit")
+    spec, provider = _edit_model(model, provider)
+    delivery = None
+    if deliver:
+        from .delivery import plan_delivery
+
+        delivery = plan_delivery(spec.id, provider, deliver, (parent.width or 1) / (parent.height or 1))
+    refs = tuple(InputImage.from_path(r, role="reference") for r in references)
+    style = InputImage.from_path(style_ref, role="style") if style_ref is not None else None
+    if instruction is not None:
+        requests = [compile_edit(photo, instruction, spec.id, provider, seed=seed, references=refs, delivery=delivery,
+                                 sampler=sampler)]
+        what: dict[str, Any] = {"instruction": " ".join(instruction.split())}
+        kind = "edit"
+    else:
+        chosen: list[str | None] = list(looks) or [None]
+        requests = [compile_restyle(photo, spec.id, provider, seed=seed, look=look, style_ref=style, delivery=delivery,
+                                    sampler=sampler) for look in chosen]
+        what = {"looks": [look for look in chosen if look], "style_ref": str(style_ref) if style_ref else None}
+        kind = "restyle"
+    requests = [r.model_copy(update={"parent_id": parent.id, "options": {**r.options, "record_as": "edit",
+                                                                            "edit_of": parent.image_sha256}})
+                for r in requests]
+    steps = [Step(name="edit", args={"kind": kind,
+                                      "thresholds": (thresholds or DEFAULT_THRESHOLDS).model_dump()})]
+    if delivery is not None:
+        steps.append(Step(name="deliver_size", args={"deliver": delivery.deliver, "operations": ["edit"]}))
+    return Plan(kind=kind, name=f"{kind} {image_path.name}", requests=tuple(requests), steps=tuple(steps),
+                details={**what, "parent_sha256": parent.image_sha256, "source": str(image_path), "model": spec.id,
+                         "deliver": delivery.model_dump() if delivery else None})
+
+
+class EditResult(BaseModel):
+    """One edited or restyled image, with what the edit step measured."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_id: str
+    path: str
+    look: str | None
+    distance: float | None
+    identity: str
+    """pass | warn | fail | no_face — fail: the person is lost (flagged, never kept as the pick)."""
+    check: str | None
+    score: float | None
+    picked: bool = False
+    sandbox: bool = False
+
+
+class EditReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    kind: str
+    parent_sha256: str
+    results: list[EditResult]
+    sheet: str | None = None
+    spent_usd: float = 0.0
+    sandbox_usd: float = 0.0
+
+    @property
+    def flagged(self) -> list[EditResult]:
+        return [r for r in self.results if r.identity in ("fail", "no_face")]
+
+
+def _edit_label(engine: Any, image: Any, request: Request, parent: Any) -> Any:
+    from .labels import LabelInfo
+
+    look = request.options.get("look")
+    what = f"restyled to the '{look}' look" if look else (
+        "restyled to a style reference" if any(i.role == "style" for i in request.images) else
+        f"instruction edit: {request.prompt.split(' Keep ')[0]}")
+    return LabelInfo.from_request(
+        request, is_composite=True, parent_sha256=parent.image_sha256, edit=what, width=image.width,
+        height=image.height, sandbox=image.sandbox or parent.sandbox,
+        creator=getattr(engine.labels, "creator", None), credit=getattr(engine.labels, "credit", None),
+    )
+
+
+async def _edit_step(ctx: Any) -> None:
+    import asyncio
+
+    engine, run = ctx.engine, ctx.run
+    ledger = engine.ledger
+    from .identity import IdentityThresholds, face_embedding, measure_shot
+
+    thresholds = IdentityThresholds.model_validate(ctx.args["thresholds"])
+    edited = _edited(ledger, run.id)
+    if not edited:
+        return
+    parent = ledger.image(edited[0].parent_sha256 or "")
+    anchor = await asyncio.to_thread(face_embedding, Path(parent.path))
+    brief = _parent_brief(ledger, parent)
+    for n, image in enumerate(edited):
+        request = ledger.request(image.request_id or "").request
+        parent_file = parent.out_path if parent.out_path and Path(parent.out_path).is_file() else parent.path
+        engine.deliver(image, request, info=_edit_label(engine, image, request, parent), kind="edit",
+                       parent_path=parent_file)
+        if not ledger.has_identity(run.id, n, image.image_sha256, "edit"):
+            if anchor is None:
+                distance, status = None, "no_face"
+            else:
+                shot = await asyncio.to_thread(measure_shot, anchor, Path(image.path), n, thresholds)
+                distance, status = shot.distance, shot.status
+            ledger.record_identity(run.id, n, image.image_sha256, distance, status, details={
+                "step": "edit", "parent_sha256": parent.image_sha256, "look": request.options.get("look"),
+                "kept": status in ("pass", "warn")})
+        if engine.checker is not None and brief is not None and ledger.checks(image.image_sha256) is None:
+            path = Path(image.out_path) if image.out_path and Path(image.out_path).is_file() else Path(image.path)
+            overall, score, data = await asyncio.to_thread(engine.checker, path, brief)
+            ledger.record_checks(image.image_sha256, overall, score, data)
+    report = edit_report(ledger, run.id)
+    keep = [r for r in report.results if r.identity in ("pass", "warn")]
+    if keep and ctx.args.get("kind") == "restyle":
+        best = max(keep, key=lambda r: ((r.score if r.score is not None else -1), -(r.distance or 0)))
+        ledger.pick(run.id, best.image_id)
+    if ctx.args.get("kind") == "restyle":
+        _restyle_sheet(ledger, run.id, ctx.out_dir)
+
+
+def _edited(ledger: Any, run_id: str) -> list[Any]:
+    """The run's edited images in the order they were planned (looks as the user listed them)."""
+    found = [i for i in ledger.images(run_id=run_id, limit=1000) if i.operation == "edit" and i.request_id]
+    return sorted(found, key=lambda i: ledger.request(i.request_id).position)
+
+
+def _parent_brief(ledger: Any, parent: Any) -> Any:
+    """The brief the image was shot from (for the checklist's lighting and expression targets)."""
+    from .brief import parse_brief
+
+    for row in ledger.lineage(parent.image_sha256):
+        if row.run_id:
+            run = ledger.run(row.run_id)
+            if run.brief:
+                return parse_brief(run.brief, source=f"run {run.id}")
+    return parse_brief({"subject": {"description": "portrait"}}, source="edit")
+
+
+def edit_report(ledger: Any, run_id: str) -> EditReport:
+    run = ledger.run(run_id)
+    rows = {r["image_sha256"]: r for r in ledger.identity(run_id) if (r.get("details") or {}).get("step") == "edit"}
+    results = []
+    for image in _edited(ledger, run_id):
+        request = ledger.request(image.request_id or "").request
+        ident = rows.get(image.image_sha256) or {}
+        results.append(EditResult(
+            image_id=image.id, path=str(image.out_path or image.path), look=request.options.get("look"),
+            distance=ident.get("distance"), identity=str(ident.get("status", "unmeasured")),
+            check=image.check_overall, score=image.check_score, picked=image.picked, sandbox=image.sandbox,
+        ))
+    out = Path(run.out_dir or "")
+    sheet = out / "restyle-sheet.png"
+    return EditReport(run_id=run_id, kind=run.kind, parent_sha256=str((run.plan or {}).get("parent_sha256")),
+                      results=results, sheet=str(sheet) if sheet.is_file() else None,
+                      spent_usd=ledger.spent(run_id).usd, sandbox_usd=ledger.spent(run_id, sandbox=True).usd)
+
+
+def _restyle_sheet(ledger: Any, run_id: str, out: Path) -> Path | None:
+    """The restyle sheet: the original, then each look with its identity distance and checklist."""
+    from .grids import Tile, contact_sheet
+
+    report = edit_report(ledger, run_id)
+    parent = ledger.image(report.parent_sha256)
+    tiles = [Tile(path=parent.out_path if parent.out_path and Path(parent.out_path).is_file() else parent.path,
+                  lines=("original", f"{parent.model or 'photo'} · seed {parent.seed}"), status=parent.check_overall,
+                  badge="SANDBOX" if parent.sandbox else None)]
+    for r in report.results:
+        flag = "  PERSON LOST" if r.identity in ("fail", "no_face") else ("  (the pick)" if r.picked else "")
+        tiles.append(Tile(path=r.path, lines=(f"{r.look or 'style reference'}{flag}",
+                                              f"identity {r.distance if r.distance is not None else 'no face'} ({r.identity})"
+                                              f" · check {r.check or 'n/a'}"),
+                          status="fail" if r.identity in ("fail", "no_face") else r.check,
+                          badge="SANDBOX" if r.sandbox else None))
+    return contact_sheet(tiles, out / "restyle-sheet.png", title=f"restyle · {run_id}")
+
+
+async def run_edit(engine: Any, image_path: str | Path, *, budget_usd: float | None = None,
+                   out_dir: Path | None = None, **options: Any) -> EditReport:
+    """Plan, record, pay once, label, measure: one edit round or one restyle."""
+    from .engine import failure_summary
+
+    plan = edit_plan(engine, image_path, **options)
+    run_id = engine.record(plan, budget_usd=budget_usd, out_dir=out_dir)
+    report = await engine.execute(run_id, budget_usd=budget_usd)
+    result = edit_report(engine.ledger, run_id)
+    if not result.results:
+        raise failure_summary(report) or BriefError("the edit did not finish", hint=f"'portrait resume {run_id}'")
+    return result
+
+
+def _register() -> None:
+    from .engine import register_step
+
+    register_step("edit")(_edit_step)
+
+
+_register()

@@ -45,7 +45,7 @@ from .files import atomic_write_text
 from .ledger import ImageRow, Ledger, RunRow
 from .providers.base import Provider
 from .records import Cost, InputImage, Request, new_id
-from .redaction import looks_like_key, redact
+from .redaction import find_key, redact
 from .runner import Outcome, RunReport, run_plan
 
 __all__ = [
@@ -278,7 +278,7 @@ class Engine:
 
     def check_request(self, request: Request) -> None:
         for text in (request.prompt, request.negative_prompt or ""):
-            if (self.secrets and redact(text, self.secrets) != text) or looks_like_key(text):
+            if find_key(text, self.secrets):
                 raise StudioError("the prompt contains an API key; nothing was sent",
                                   hint="remove the key from the brief or instruction")
         self.check_consent(request)
@@ -539,11 +539,17 @@ def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingred
     the labels are written on a private copy that is renamed into place last. Returns (sha256, label record)."""
     import hashlib
 
+    from .files import atomic_replace
     from .labels import label_image
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.{os.getpid()}.{new_id()}"
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError:  # let the files module turn it into a clear error (disk full, read-only, permissions)
+        with atomic_replace(target):
+            pass
+        raise
     try:
         tmp = staging / target.name
         shutil.copyfile(source, tmp)
@@ -555,6 +561,14 @@ def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingred
         os.replace(staging / (target.name + ".json"), target.parent / (target.name + ".json"))
         os.replace(tmp, target)
         return hashlib.sha256(target.read_bytes()).hexdigest(), record.model_copy(update={"path": str(target)})
+    except OSError as exc:
+        from .files import FileWriteError
+
+        if isinstance(exc, FileWriteError) or exc.errno is None:
+            raise
+        raise FileWriteError(f"cannot write {target}: {exc.strerror}",
+                             hint="free some space or fix the folder's permissions, then 'portrait resume' writes it",
+                             code=exc.errno) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict
 
+from .files import atomic_save_image
+
 __all__ = ["Tile", "contact_sheet", "side_by_side"]
 
 STATUS_COLOURS = {"pass": (46, 160, 67), "warn": (210, 153, 34), "fail": (218, 54, 51), None: (120, 120, 120)}
@@ -82,7 +84,7 @@ def contact_sheet(tiles: Sequence[Tile], out: Path, *, columns: int | None = Non
                   title: str | None = None) -> Path:
     """A labelled grid of a shoot's candidates (seed, model, cost, time, check status)."""
     columns = columns or min(len(tiles), 5)
-    _render(tiles, columns, tile_height, title).save(out)
+    atomic_save_image(_render(tiles, columns, tile_height, title), out)
     return out
 
 
@@ -90,5 +92,5 @@ def side_by_side(tiles: Sequence[Tile], out: Path, *, tile_height: int = 512, ti
     """Models side by side in one row (a compare grid); 4 at most, like hosted compare pages."""
     if len(tiles) > 4:
         raise ValueError("a compare grid shows at most 4 models")
-    _render(tiles, len(tiles), tile_height, title).save(out)
+    atomic_save_image(_render(tiles, len(tiles), tile_height, title), out)
     return out

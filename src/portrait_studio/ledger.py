@@ -10,8 +10,10 @@ Migrations are a list of small functions, applied in order and recorded in `_mig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from .errors import LedgerError
 from .records import Cost, Request, Result, Ticket, new_id
 
-__all__ = ["ImageRow", "Ledger", "RequestRow", "RunRow", "store_image"]
+__all__ = ["ImageRow", "Ledger", "RequestRow", "RunRow", "StoredFile", "store_image"]
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 migration = MIGRATIONS.append
@@ -262,28 +264,97 @@ def _load(text: str | None) -> Any:
 
 def store_image(images_dir: Path, data: bytes, ext: str) -> tuple[str, Path]:
     """Write `data` content-addressed (images/ab/<sha256>.<ext>); return (sha256, path)."""
+    from .files import atomic_write_bytes
+
     sha = hashlib.sha256(data).hexdigest()
     path = images_dir / sha[:2] / f"{sha}.{ext}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if not path.exists() or path.stat().st_size != len(data):  # a unique temp name per writer: no race
+        atomic_write_bytes(path, data)
     return sha, path
 
 
-class Ledger:
-    """The studio's SQLite ledger. Safe to open from several processes (WAL)."""
+class StoredFile(_Row):
+    """An image file the ledger knows: the content-addressed original and its run-folder copy."""
 
-    def __init__(self, path: str | Path) -> None:
+    sha256: str
+    path: str
+    out_path: str | None
+    run_id: str | None
+    sandbox: bool
+    result_id: str | None = None
+    operation: str | None = None
+    """'import': the out path is the user's own file (the same bytes); otherwise a labelled copy."""
+
+
+class Ledger:
+    """The studio's SQLite ledger. Safe to open from several processes (WAL).
+
+    `read_only=True` is for commands that only read (log, gallery, audit, review lists): the
+    database is opened with SQLite's `mode=ro`, nothing is created (a studio without a ledger
+    reads as empty), and it works on a read-only folder or disk. The default (read-write)
+    refuses a studio it cannot write with a LedgerError instead of failing half-way.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        self.read_only = read_only
+        try:
+            self.db = self._open_read_only() if read_only else self._open()
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise self._damaged(exc) from None
+
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False, uri=uri)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the studio folder {folder}: {exc.strerror}",
+                              hint="check the path and its permissions (--home / PORTRAIT_STUDIO_HOME)") from None
+        if not os.access(folder, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise LedgerError(
+                f"the studio's ledger {self.path} is read-only; this command records what it does",
+                hint="make the studio folder writable, or point --home / PORTRAIT_STUDIO_HOME at a writable copy",
+            )
+        self.db = self._connect(str(self.path))
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.migrate()
+        return self.db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.exists():  # nothing made yet: an empty ledger in memory, nothing created on disk
+            return self._connect(":memory:")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        self.db = self._connect(uri, uri=True)
+        try:
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database in a folder we cannot write and without its -shm file: nobody can be
+            # writing it either, so it may be read as immutable.
+            self.db.close()
+            self.db = self._connect(uri + "&immutable=1", uri=True)
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return self.db
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> LedgerError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return LedgerError(f"the ledger {self.path} is busy ({text})", hint="another portrait process holds it; try again")
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return LedgerError(f"cannot open the ledger {self.path} ({text})",
+                               hint="check the studio folder's permissions, or use a read-only command")
+        return LedgerError(
+            f"the ledger {self.path} is damaged or not a ledger ({text})",
+            hint="run 'portrait doctor' to check the studio ('portrait doctor --repair' salvages what it can)",
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -295,14 +366,85 @@ class Ledger:
         self.close()
 
     # --- schema --------------------------------------------------------------------------
+    def pending_migrations(self) -> list[str]:
+        """Migrations not yet applied (all of them for a new ledger). Reads only."""
+        try:
+            done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            done = set()
+        return [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in done]
+
     def migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
-        for fn in MIGRATIONS:
-            if fn.__name__ not in done:
-                with self.transaction():
-                    fn(self.db)
-                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+        """Apply pending migrations, each exactly once even when many processes open a new ledger
+        at the same moment: the write lock is taken before the applied list is read, and the
+        check is repeated inside that transaction (reading first let two processes both create
+        `runs`)."""
+        if not self.pending_migrations():
+            return
+        if self.read_only and self.path.exists():
+            if os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK):
+                Ledger(self.path).close()  # an older ledger: upgrade it once through a writer
+                return
+            raise LedgerError(
+                f"the ledger {self.path} needs an upgrade ({', '.join(self.pending_migrations())}) "
+                "and the studio is read-only",
+                hint="run any recording command (or 'portrait doctor --repair') on a writable studio first",
+            )
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+            done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+            for fn in MIGRATIONS:
+                if fn.__name__ not in done:
+                    fn(db)
+                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+
+    def integrity_errors(self) -> list[str]:
+        """SQLite's own `integrity_check` (and foreign keys): an empty list means the file is sound."""
+        rows = [str(r[0]) for r in self.db.execute("PRAGMA integrity_check").fetchall()]
+        problems = [r for r in rows if r != "ok"]
+        fk = self.db.execute("PRAGMA foreign_key_check").fetchall()
+        problems += [f"foreign key: {tuple(r)}" for r in fk]
+        return problems
+
+    def stored_files(self) -> list[StoredFile]:
+        """Every image file the ledger lists: its content-addressed copy and its run-folder copy."""
+        rows = self.db.execute(
+            "SELECT i.sha256, i.path, r.out_path, r.run_id, COALESCE(r.sandbox, 0), r.id, r.operation FROM images i"
+            " LEFT JOIN results r ON r.image_sha256 = i.sha256 ORDER BY i.created_at"
+        ).fetchall()
+        return [StoredFile(sha256=r[0], path=r[1], out_path=r[2], run_id=r[3], sandbox=bool(r[4]), result_id=r[5],
+                           operation=r[6]) for r in rows]
+
+    @staticmethod
+    def salvage(damaged: Path, into: Path) -> dict[str, int]:
+        """Copy every readable row of a damaged ledger file into a new ledger at `into`.
+
+        Table by table, so one unreadable table does not lose the others; returns rows per table
+        (-1 where a table could not be read). `portrait doctor --repair` uses it.
+        """
+        with Ledger(into) as fresh:
+            tables = [r[0] for r in fresh.db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            fresh.db.execute("ATTACH DATABASE ? AS old", (str(damaged),))
+            counts: dict[str, int] = {}
+            for table in tables:
+                if table == "_migrations":
+                    continue
+                try:
+                    cols = [r[1] for r in fresh.db.execute(f"PRAGMA old.table_info({table})")]
+                    keep = [c for c in cols if c in {r[1] for r in fresh.db.execute(f"PRAGMA main.table_info({table})")}]
+                    if not keep:
+                        counts[table] = -1
+                        continue
+                    names = ", ".join(keep)
+                    with fresh.transaction() as db:
+                        db.execute(f"INSERT OR IGNORE INTO main.{table} ({names}) SELECT {names} FROM old.{table}")
+                    counts[table] = fresh.db.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
+                except sqlite3.DatabaseError:
+                    counts[table] = -1
+            fresh.db.execute("DETACH DATABASE old")
+        return counts
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from .brief import Brief, Rights, load_brief, parse_brief
 from .catalog import get_model
 from .errors import BriefError, ConsentRequired, StudioError
+from .files import atomic_write_text
 from .ledger import Ledger, store_image
 from .prompting import compile_brief
 
@@ -120,8 +121,7 @@ def safe_brief_name(name: str) -> str:
 def save_brief(folder: Path, name: str, brief: Brief) -> Path:
     """Write `brief` as `<folder>/<name>.yaml` and prove it reads back identically."""
     path = folder / safe_brief_name(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(brief_yaml(brief), encoding="utf-8")
+    atomic_write_text(path, brief_yaml(brief))
     if load_brief(path) != brief:  # pragma: no cover - a YAML round-trip bug would land here
         raise StudioError(f"{path} does not read back as the same brief", hint="report this as a bug")
     return path

@@ -10,8 +10,9 @@ the user sees) when it changes something:
 - teeth visible → "even teeth, no gaps, natural shade"; no teeth → "closed-mouth smile";
 - skin realism cues always present; the plastic-skin recipe lowers guidance by the
   equivalent of CFG 0.5 and moves to Rembrandt light with soft fill;
-- the avoid list becomes positive cues on models without negative prompts (reported), and a
-  true-CFG negative prompt on local models that support it;
+- the avoid list becomes positive cues (reported), as the guide calls it "light"; on local models
+  that support it, `quality.true_cfg: true` sends it as a true-CFG negative prompt instead, at
+  twice the transformer calls per step (said in the plan);
 - anything outside a model's limits is a LimitError naming the limit; only snapping to the
   size multiple is done silently-but-reported;
 - the brief's sampler reaches local FLUX pipelines that can run it (`options["sampler"]`);
@@ -252,12 +253,16 @@ def _avoid(brief: Brief, spec: ModelSpec, provider: str, notes: list[str]) -> tu
     """(positive cues, negative prompt). Never drops a term without saying so."""
     if not brief.avoid:
         return [], None
-    if spec.negative_prompt == "true_cfg" and provider == "local":
+    local_cfg = spec.negative_prompt == "true_cfg" and provider == "local"
+    if local_cfg and brief.quality.true_cfg:
         notes.append(
-            f"avoid list sent as a true-CFG negative prompt (scale {brief.quality.true_cfg_scale:g}); "
-            "this doubles the transformer calls per step"
+            f"avoid list sent as a true-CFG negative prompt (scale {brief.quality.true_cfg_scale:g}): "
+            "×2 transformer calls per step (about twice the time per image)"
         )
         return [], ", ".join(brief.avoid)
+    if local_cfg:
+        notes.append("avoid list rewritten as positive cues, like the hosted models; quality.true_cfg: true sends it "
+                     "as a true-CFG negative prompt instead, at ×2 transformer calls per step")
     rewrites: dict[str, str] = preset("avoid")["rewrites"]
     cues: list[str] = []
     done: list[str] = []
@@ -273,7 +278,8 @@ def _avoid(brief: Brief, spec: ModelSpec, provider: str, notes: list[str]) -> tu
             cues.append(cue)
         done.append(f"avoid '{term}' → '{cue}'")
     if done:
-        notes.append(f"{spec.name} takes no negative prompt, so the avoid list became positive cues: " + "; ".join(done))
+        why = "by default" if local_cfg else "takes no negative prompt, so"
+        notes.append(f"{spec.name} {why} the avoid list became positive cues: " + "; ".join(done))
     return cues, None
 
 

@@ -163,12 +163,18 @@ async def _run_one(
         if operation not in ("generate", "raw") and request.parent_id:
             with contextlib.suppress(StudioError):
                 parent_sha = ledger.image(request.parent_id).image_sha256
-        image = ledger.record_image(
-            result, images_dir=images_dir, run_id=row.run_id, request_id=row.id, operation=operation,
-            parent_sha256=parent_sha,
-            out_path=(out_dir / out_name(request, row.position)) if out_dir and operation != "raw" else None,
-            charge=result.cost,
-        )
+        try:
+            image = ledger.record_image(
+                result, images_dir=images_dir, run_id=row.run_id, request_id=row.id, operation=operation,
+                parent_sha256=parent_sha,
+                out_path=(out_dir / out_name(request, row.position)) if out_dir and operation != "raw" else None,
+                charge=result.cost,
+            )
+        except OSError as exc:  # made and paid, but not stored (a full disk): the provider still has it
+            message = redact(f"made but not stored: {exc}", secrets)
+            ledger.set_request_status(row.id, "accepted" if ledger.request(row.id).task_id else "failed", message)
+            return Outcome(**base, status="accepted", error=message, error_type=type(exc).__name__,
+                           hint=getattr(exc, "hint", None) or "free some space; 'portrait resume RUN' collects it again")
     except BudgetExceeded as exc:
         ledger.set_request_status(row.id, "skipped", str(exc))
         return Outcome(**base, status="skipped", error=str(exc), error_type="BudgetExceeded", hint=exc.hint)

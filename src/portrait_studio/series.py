@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
@@ -107,6 +107,16 @@ class Shot(BaseModel):
     expression: str | None = None
     mouth: str | None = None
 
+    @model_validator(mode="after")
+    def _no_minor(self) -> Shot:
+        from .minors import refuse_minor_fields
+
+        try:
+            refuse_minor_fields({k: v for k, v in (("name", self.name), *self.changes.items()) if isinstance(v, str)})
+        except BriefError as exc:  # located by parse_shots (file, line, field)
+            raise ValueError(exc.message if not exc.hint else f"{exc.message} ({exc.hint})") from None
+        return self
+
     @property
     def changes(self) -> dict[str, str]:
         """The changed elements, in a fixed order (the order the reset rule reintroduces them)."""
@@ -167,7 +177,7 @@ def parse_shots(data: Any, source: str = "<shots>", lines: dict[tuple[Any, ...],
             msg, hint = f"unknown field '{loc[-1]}'", f"a shot can change: name, {', '.join(ELEMENTS)}"
         field = ".".join(str(p) for p in loc)
         raise BriefError(msg, field=field, file=source, line=_line_for(loc_of(loc), lines), hint=hint) from None
-    probe = Brief(subject=Subject())
+    probe = Brief(subject=Subject(description="an adult"))
     for i, shot in enumerate(shots):
         try:
             apply_changes(probe, shot.changes)

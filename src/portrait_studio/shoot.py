@@ -67,6 +67,8 @@ class ShootPlan(BaseModel):
         """The engine's plan: these requests, then labelled copies, the checklist and the sheet
         (and the grid and tables for a comparison)."""
         steps = SHOOT_STEPS + ((Step(name="compare"),) if self.kind == "compare" else ())
+        if any("delivery" in r.options for r in self.requests):
+            steps += (Step(name="deliver_size", args={"operations": ["generate"]}),)
         return Plan(
             kind=self.kind, requests=self.requests, steps=steps, name=self.brief.name,
             brief=self.brief.model_dump(mode="json"), brief_path=brief_path, parent_run_id=self.parent_run_id,
@@ -97,20 +99,42 @@ def plan_shoot(
     provider: str | None = None,
     variations: Sequence[tuple[dict[str, Any], Brief]] | None = None,
     kind: str = "shoot",
+    deliver: str | None = None,
 ) -> ShootPlan:
-    """models × seeds (× brief variations for --diversify), each compiled for its model."""
+    """models × seeds (× brief variations for --diversify), each compiled for its model. With `deliver`
+    (1080p | 2k | 4k) each image renders at its model's best native size for the delivery, and the
+    engine's `deliver_size` step upscales it to the exact size afterwards."""
     if not models:
         raise BriefError("no model chosen", field="--model", hint="add --model flux-1.1-pro (see 'portrait models')")
     briefs: Sequence[tuple[dict[str, Any], Brief]] = variations or [({}, brief)]
     requests = []
     for attrs, variant in briefs:
         for model in models:
+            delivery = None
+            if deliver:
+                from .catalog import get_model
+                from .delivery import plan_delivery
+
+                spec = get_model(model)
+                delivery = plan_delivery(spec.id, provider or spec.default_provider, deliver, brief_aspect(variant))
             for seed in seeds:
-                req = compile_brief(variant, model, provider=provider, seed=seed)
+                req = compile_brief(variant, model, provider=provider, seed=seed, delivery=delivery)
+                options = dict(req.options)
                 if attrs:
-                    req = req.model_copy(update={"options": {**req.options, "declared": attrs}})
+                    options["declared"] = attrs
+                if delivery is not None:
+                    options["delivery"] = delivery.model_dump()
+                if options != req.options:
+                    req = req.model_copy(update={"options": options})
                 requests.append(req)
     return ShootPlan(kind=kind, brief=brief, requests=tuple(requests))
+
+
+def brief_aspect(brief: Brief) -> str:
+    """The brief's aspect ratio: its output's, else its composition preset's (e.g. '3:4')."""
+    from .brief import preset
+
+    return str(brief.output.aspect_ratio or preset("compositions")[brief.composition.framing]["aspect_ratio"])
 
 
 DIVERSIFIABLE = ("age", "skin_tone", "gender_expression", "ethnicity")

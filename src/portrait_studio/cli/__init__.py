@@ -38,7 +38,9 @@ COMMAND_MODULES: list[str] = [
     "finishing",
     "series",
     "batch",
+    "edit",
     "web",
+    "doctor",
 ]
 
 for _name in COMMAND_MODULES:

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the images in the ledger: run, model, seed, cost, checks, lineage."""
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with Ledger(s.ledger_path, read_only=True) as ledger:
             run_id = ledger.run(run).id if run else None
             rows = ledger.images(run_id=run_id, limit=n)
             real = ledger.spent(run_id)

@@ -144,6 +144,8 @@ def register(app: typer.Typer) -> None:
         sandbox: SandboxOption = "auto",
         diversify: Annotated[str | None, typer.Option("--diversify", help="Spread over declared attributes, e.g. "
                                                       "'skin_tone=light,medium,deep;age=25,45,65'.")] = None,
+        deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k: render at the model's best "
+                                                    "native size, then upscale to the exact size.")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; spend nothing.")] = False,
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -159,7 +161,7 @@ def register(app: typer.Typer) -> None:
             from ..shoot import diversify_brief
 
             variations = diversify_brief(brief, diversify)
-        plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations)
+        plan = plan_shoot(brief, model, chosen, provider=provider, variations=variations, deliver=deliver)
         limit = _budget(s, budget)
         if not json_out:
             _print_plan(plan, limit)
@@ -179,6 +181,8 @@ def register(app: typer.Typer) -> None:
         budget: BudgetOption = None,
         out: Annotated[Path | None, typer.Option("--out")] = None,
         provider: ProviderOption = None,
+        weights: WeightsOption = None,
+        deliver: Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k for every model.")] = None,
         sandbox: SandboxOption = "auto",
         json_out: JsonOption = False,
         home: HomeOption = None,
@@ -190,13 +194,13 @@ def register(app: typer.Typer) -> None:
         brief = load_brief(brief_path)
         if seed is None and seeds is None and brief.output.seed != "random":
             seed = int(brief.output.seed)
-        plan = plan_compare(brief, model, choose_seeds(seeds, seed), provider=provider)
+        plan = plan_compare(brief, model, choose_seeds(seeds, seed), provider=provider, deliver=deliver)
         limit = _budget(s, budget)
         if not json_out:
             _print_plan(plan, limit)
         check_budget(plan, limit)
         report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
-                                    out=out, quiet=json_out)
+                                    weights=weights, out=out, quiet=json_out)
         if not json_out:  # the engine's compare step wrote the grid and the tables
             with Ledger(s.ledger_path) as ledger:
                 folder = Path(ledger.run(report.run_id).out_dir or "")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import LedgerError
 from ..ledger import Ledger
 from ._common import HomeOption, console, studio
 
@@ -38,12 +39,16 @@ def register(app: typer.Typer) -> None:
         from ..finishing.lineage import LabelSettings
 
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
-            row = ledger.run(run)
-            engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
-                            labels=LabelSettings.from_studio(s), secrets=s.secrets())
-            for image in ledger.images(run_id=row.id, limit=100_000):  # every delivered copy present and labelled
-                if image.operation == "generate" and image.out_path:
-                    engine.deliver(image)
-            path = build_audit_bundle(ledger, row.id, out, secrets=s.secrets())
+        try:  # repair missing or damaged delivered copies first, so every image ships labelled
+            with Ledger(s.ledger_path) as ledger:
+                row = ledger.run(run)
+                engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
+                                labels=LabelSettings.from_studio(s), secrets=s.secrets())
+                for image in ledger.images(run_id=row.id, limit=100_000):
+                    if image.operation == "generate" and image.out_path:
+                        engine.deliver(image)
+        except (LedgerError, OSError):
+            pass  # a read-only studio: ship what is there (the summary says what is labelled)
+        with Ledger(s.ledger_path, read_only=True) as ledger:
+            path = build_audit_bundle(ledger, ledger.run(run).id, out, secrets=s.secrets())
         console.print(f"wrote {path}")

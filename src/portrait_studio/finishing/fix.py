@@ -131,7 +131,9 @@ def plan_fix(
     folder = Path(mask_dir) if mask_dir is not None else Path(tempfile.gettempdir()) / "portrait-studio-masks"
     folder.mkdir(parents=True, exist_ok=True)
     mask_path = folder / f"{sha[:16]}-{region}.png"
-    mask.mask.save(mask_path)
+    from ..files import atomic_save_image
+
+    atomic_save_image(mask.mask, mask_path, "PNG")
 
     warnings: list[str] = []
     known = FIX_DEFAULTS.get(model)

@@ -46,6 +46,7 @@ from ..analysis import (
     Hand,
 )
 from ..errors import CheckError
+from ..files import atomic_save_image
 from .composite import feathered_alpha
 
 __all__ = [
@@ -230,9 +231,9 @@ def save_masks(analysis: Analysis, folder: str | Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for name, m in masks.items():
         paths[name] = folder / f"{name}.png"
-        m.feathered.save(paths[name])
+        atomic_save_image(m.feathered, paths[name])
     paths["overlay"] = folder / "overlay.png"
-    _overlay(analysis.rgb, masks).save(paths["overlay"])
+    atomic_save_image(_overlay(analysis.rgb, masks), paths["overlay"])
     return paths
 
 

@@ -242,10 +242,93 @@ async def upscale_image(engine: Any, image_path: str | Path, scale: float | None
     )
 
 
+# --- delivery sizes: the exact 1080p / 2K / 4K file -----------------------------------------------
+
+
+async def _deliver_size_step(ctx: Any) -> None:
+    """Every image of the run made for a delivery size gets its exact-size child: upscaled to cover
+    the delivery size with the detail-preserving upscaler, centre-cropped, labelled, recorded."""
+    from ..delivery import DeliveryPlan, parse_delivery, plan_delivery
+
+    engine, run = ctx.engine, ctx.run
+    ledger = engine.ledger
+    operations = set(ctx.args.get("operations") or ["generate"])
+    for image in ledger.images(run_id=run.id, limit=10_000):
+        if image.operation not in operations or not image.request_id:
+            continue
+        request = ledger.request(image.request_id).request
+        raw = request.options.get("delivery")
+        if raw is None and ctx.args.get("deliver"):
+            raw = plan_delivery(request.model, request.provider, parse_delivery(ctx.args["deliver"]),
+                                (image.width or 1) / (image.height or 1)).model_dump()
+        if raw is None:
+            continue
+        plan = DeliveryPlan.model_validate(raw)
+        done = next((c for c in ledger.children(image.image_sha256)
+                     if c.operation == "upscale" and c.run_id == run.id
+                     and (c.operation_details or {}).get("deliver") == plan.deliver), None)
+        target = Path(image.out_path or image.path)
+        path = target.with_name(f"{target.stem}.{plan.deliver}.png")
+        if done is not None:
+            engine.deliver(done, info=_delivery_label(engine, done, image, request, plan), kind="upscale",
+                           path=Path(done.out_path or path), parent_path=_file_of(image))
+            continue
+        await _make_delivery(engine, run.id, image, request, plan, path, getattr(engine, "progress", None))
+
+
+def _file_of(image: ImageRow) -> str:
+    return image.out_path if image.out_path and Path(image.out_path).is_file() else image.path
+
+
+async def _make_delivery(engine: Any, run_id: str, image: ImageRow, request: Request, plan: Any, path: Path,
+                         progress: Callable[..., None] | None) -> ImageRow:
+    from ..imaging import open_image
+    from .upscale import upscale
+
+    source = open_image(image.path)
+    scale = plan.scale_for(source.width, source.height)
+    started = time.perf_counter()
+    if scale > 1.0 + 1e-6:
+        options: dict[str, Any] = {"progress": progress} if progress is not None else {}
+        big = await asyncio.to_thread(upscale, source, min(scale, 4.0), **options)
+    else:
+        big = source
+    cover_w = max(plan.final_w, round(source.width * scale))
+    cover_h = max(plan.final_h, round(source.height * scale))
+    if big.size != (cover_w, cover_h):
+        big = big.resize((cover_w, cover_h), Image.Resampling.LANCZOS)
+    left, top = (cover_w - plan.final_w) // 2, (cover_h - plan.final_h) // 2
+    final = big.crop((left, top, left + plan.final_w, top + plan.final_h))
+    seconds = round(time.perf_counter() - started, 3)
+    details = {"deliver": plan.deliver, "scale": round(scale, 4), "engine": ENGINE, "size": [plan.final_w, plan.final_h],
+               "native": [source.width, source.height], "crop": [left, top], "seconds": seconds}
+    buffer = BytesIO()
+    final.save(buffer, "PNG")
+    return record_derived(
+        engine, buffer.getvalue(), parent=image, operation="upscale", details=details,
+        info=_delivery_label(engine, None, image, request, plan, size=final.size, scale=scale), path=path,
+        run_id=run_id, provider="local", model=ENGINE, sandbox=image.sandbox, timings={"upscale_s": seconds},
+    )
+
+
+def _delivery_label(engine: Any, made: ImageRow | None, parent: ImageRow, request: Request, plan: Any,
+                    size: tuple[int, int] | None = None, scale: float | None = None) -> LabelInfo:
+    width, height = size or ((made.width, made.height) if made else (None, None))
+    factor = scale if scale is not None else ((made.operation_details or {}).get("scale") if made else None)
+    return LabelInfo.from_request(
+        request, is_composite=True, parent_sha256=parent.image_sha256, width=width, height=height,
+        edit=f"{plan.deliver} delivery: upscaled ×{factor:.2f} with Real-ESRGAN and centre-cropped to "
+             f"{plan.final_w}×{plan.final_h}" if factor else f"{plan.deliver} delivery",
+        sandbox=parent.sandbox, creator=getattr(engine.labels, "creator", None),
+        credit=getattr(engine.labels, "credit", None),
+    )
+
+
 def _register() -> None:
     from ..engine import register_step
 
     register_step("upscale")(_upscale_step)
+    register_step("deliver_size")(_deliver_size_step)
 
 
 _register()

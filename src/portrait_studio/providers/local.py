@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from ..errors import CapabilityError, GenerationFailed, NotConfigured
+from ..files import atomic_write_text
 from ..records import Cost, LoraWeight, Request, Result
 from .base import Billing, OnAccepted, Provider, ProviderOptions
 
@@ -165,7 +166,7 @@ class LocalProvider(Provider):
             return
         accepted = self._read_acceptances()
         accepted[model] = {"licence": _spec(model).licence, "accepted_at": time.time()}
-        self._licence_file.write_text(json.dumps(accepted, indent=2))
+        atomic_write_text(self._licence_file, json.dumps(accepted, indent=2))
 
     def _read_acceptances(self) -> dict[str, Any]:
         if self._licence_file is None or not self._licence_file.exists():
