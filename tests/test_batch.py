@@ -191,3 +191,19 @@ def test_portrait_batch_runs_on_the_sandbox_and_reports(cli, tmp_path: Path, stu
     assert code == 0, err
     data = json.loads(out)
     assert data["report"]["images"] == 4 and data["report"]["kept"] == 2 and data["status"] == "done"
+
+
+def test_the_web_jobs_page_shows_a_batchs_progress(studio: Studio, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from portrait_studio.web import create_app
+
+    path = write_batch(tmp_path, [{"name": "Ana Ruiz"}, {"name": "Ben Okafor"}], rerolls=0)
+    with start_sandbox("bfl", latency=0.01) as sb:
+        run_id = run_batch(studio, sb, path)
+    with TestClient(create_app(studio, checker=None), base_url="http://127.0.0.1") as client:
+        page = client.get("/jobs")
+        assert page.status_code == 200 and f'data-batch="{run_id}"' in page.text and "4/4" in page.text
+        data = client.get(f"/api/batches/{run_id}/progress").json()
+        assert (data["done"], data["failed"], data["total"], data["eta_s"]) == (4, 0, 4, 0.0)
+        assert data["images_per_minute"] > 0 and data["sandbox_usd"] == pytest.approx(0.16)

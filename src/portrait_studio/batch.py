@@ -50,6 +50,7 @@ __all__ = [
     "BatchReport",
     "batch_progress",
     "batch_report",
+    "recent_batches",
     "cell_brief",
     "example_batch_path",
     "load_batch",
@@ -737,6 +738,11 @@ def batch_progress(ledger: Ledger, run_id: str, *, now: float | None = None) -> 
         eta_s=round(eta, 1) if eta is not None else None, spent_usd=ledger.spent(run.id).usd,
         sandbox_usd=ledger.spent(run.id, sandbox=True).usd,
     )
+
+
+def recent_batches(ledger: Ledger, limit: int = 20) -> list[BatchProgress]:
+    """The latest batches with their progress (the web jobs page)."""
+    return [batch_progress(ledger, r.id) for r in ledger.runs(limit=200) if r.kind == "batch"][:limit]
 
 
 def history_seconds(ledger: Ledger, models: Sequence[str]) -> dict[str, float]:
