@@ -122,16 +122,25 @@ def test_a_40_request_batch_completes_on_two_workers_within_the_account_limit(
         assert ledger.run(run_id).status == "done" and batch_report(ledger, run_id).kept == 20
 
 
-def test_a_worker_killed_mid_batch_is_replaced_without_paying_twice(cluster: str, studio: Studio, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigkill", "gone for good"])
+def test_a_worker_killed_mid_batch_is_replaced_without_paying_twice(
+        cluster: str, studio: Studio, tmp_path: Path, how: str) -> None:
+    """SIGKILL: Ray restarts the worker. Gone for good (as when its node is lost): the batch finishes on
+    the worker that remains."""
     killed: list[int] = []
+    killed_at: list[float] = []
 
     async def kill_one(runner: ClusterRunner, run_id: str) -> None:
         await quiescent(studio, accepted=24)  # 24 active at the provider, 16 waiting for a slot
         pids = (await runner.worker_pids())["hosted"]
-        os.kill(pids[0], signal.SIGKILL)
+        if how == "sigkill":
+            os.kill(pids[0], signal.SIGKILL)
+        else:
+            ray.kill(runner.pools["hosted"].workers[0], no_restart=True)
         killed.append(pids[0])
+        killed_at.append(time.time())
 
-    with start_sandbox("bfl", latency=2.0, key="key-kill-worker") as sb:
+    with start_sandbox("bfl", latency=2.0, key=f"key-kill-worker-{how.replace(' ', '-')}") as sb:
         run_id, runner = asyncio.run(on_cluster(studio, sb, forty(tmp_path), cluster, during=kill_one))
         assert sb.stats.paid == 40 and not sb.stats.paid_twice and sb.stats.submissions == 40
         assert sb.stats.max_active <= 24 and sb.stats.rejected[429] == 0
@@ -141,6 +150,8 @@ def test_a_worker_killed_mid_batch_is_replaced_without_paying_twice(cluster: str
         images = ledger.images(run_id=run_id, limit=100)
         assert len(rows) == 40 and {r.status for r in rows} == {"done"} and len(images) == 40
         assert len({i.request_id for i in images}) == 40
+        after = [i for i in images if i.created_at > killed_at[0] + 0.5]
+        assert after and killed[0] not in {i.metadata["worker"]["pid"] for i in after}  # finished by the others
         assert ledger.spent(run_id, sandbox=True).usd == pytest.approx(40 * 0.04)  # each charge recorded once
 
 
