@@ -199,7 +199,9 @@ def test_gpu_workers_keep_their_pipeline_and_a_killed_one_is_replaced(
 
 
 def test_the_driver_killed_mid_batch_is_finished_by_resume(cluster: str, tmp_path: Path) -> None:
-    """The issue's story: `portrait batch --ray ADDRESS` killed with SIGKILL, then `portrait resume`."""
+    """The issue's story: `portrait batch --ray ADDRESS` killed with SIGKILL, then `portrait resume --ray`: the
+    24 accepted tasks are re-polled on the new workers (the leases the dead driver held are its requests'
+    own), the 16 that waited for a slot are sent, nothing is paid twice."""
     home = tmp_path / "home"
     home.mkdir()
     path = forty(tmp_path)
@@ -219,7 +221,8 @@ def test_the_driver_killed_mid_batch_is_finished_by_resume(cluster: str, tmp_pat
         assert before.count("accepted") == 24 and before.count("planned") == 16 and "done" not in before
         resumed = subprocess.run([sys.executable, "-m", "portrait_studio", "resume",
                                   sqlite3.connect(home / "ledger.db").execute("SELECT id FROM runs").fetchone()[0],
-                                  "--sandbox", "never", "--json"], env=env, capture_output=True, text=True, timeout=300)
+                                  "--sandbox", "never", "--ray", cluster, "--json"],
+                                 env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert sb.stats.paid == 40 and not sb.stats.paid_twice and sb.stats.submissions == 40
     report = json.loads(resumed.stdout)

@@ -266,6 +266,10 @@ def register(app: typer.Typer) -> None:
                                       "acceptance is unknown (may pay twice for them).")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send again requests the provider accepted "
                                 "and that then failed (moderated, error, expired): they may have been charged.")] = False,
+        ray: Annotated[str | None, typer.Option("--ray", help="Finish it on Ray: 'auto' or a cluster ADDRESS "
+                                                "(a batch; see 'portrait batch --help').")] = None,
+        gpu_resource: Annotated[str | None, typer.Option("--gpu-resource", help="with --ray: the resource that marks "
+                                                         "a GPU worker (default: real GPUs).")] = None,
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
@@ -282,8 +286,18 @@ def register(app: typer.Typer) -> None:
             console.print(f"run {row.id} ({row.kind}, {row.status}): {counts}")
 
         async def work(engine: Engine) -> RunReport:
-            return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
-                                               retry_failed=retry_failed, quiet=json_out)
+            if not ray:
+                return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
+                                                   retry_failed=retry_failed, quiet=json_out)
+            from ..cluster import ClusterOptions, ClusterRunner
+
+            runner = ClusterRunner(ClusterOptions(address=ray, gpu_resource=gpu_resource), engine=engine)
+            engine.runner = runner
+            try:
+                return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
+                                                   retry_failed=retry_failed, quiet=json_out)
+            finally:
+                runner.close()
 
         report = run_with_engine(s, providers, work, sandbox=sandbox, weights=weights, quiet=json_out)
         _summarise(s, report, json_out)
