@@ -71,6 +71,21 @@ def test_a_csv_of_people_with_attributes_and_overrides_is_a_batch(tmp_path: Path
     assert (bo.brief.lighting.pattern, len(bo.requests), bo.model) == ("rembrandt", 1, "flux-2-pro")
 
 
+def test_a_csv_row_with_an_anchor_its_consent_and_a_series_of_looks(studio: Studio, tmp_path: Path) -> None:
+    astronaut().crop((100, 0, 360, 260)).save(tmp_path / "eileen.png")
+    csv = tmp_path / "people.csv"
+    csv.write_text("name,anchor,consent_who,consent_source,consent_permission,looks\n"
+                   "Eileen Collins,eileen.png,Eileen Collins,NASA via scikit-image,public domain,six-looks\n")
+    plan = plan_batch(load_batch(csv, defaults={"brief": "rembrandt-studio-headshot", "seeds": 1,
+                                                "model": "flux-1.1-pro-ultra"}), base_dir=tmp_path, seed=1)
+    assert len(plan.cells) == 6 and {c.look for c in plan.cells} >= {"studio classic", "clean beauty"}
+    with Ledger(studio.ledger_path) as ledger:
+        consented = record_consent(plan, ledger)
+        rights = {i.rights_id for r in consented.requests for i in r.images}
+        assert len(rights) == 1 and None not in rights
+        assert ledger.rights_for(consented.requests[0].images[0].sha256)["permission"] == "public domain"
+
+
 @pytest.mark.parametrize(("text", "field", "line"), [
     ("people:\n  - name: A\n    subjct: {}\n", "people.0.subjct", 3),
     ("seeds: 2\npeople:\n  - name: A\n  - name: a\n", "people", 2),
