@@ -77,18 +77,18 @@ class BatchPerson(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=120)
-    brief: str | None = Field(None, description="their own brief (a file or a preset name)")
+    brief: str | None = Field(default=None, description="their own brief (a file or a preset name)")
     subject: dict[str, Any] = Field(default_factory=dict, description="age, skin_tone, description ... (declared)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="brief slots to change, e.g. {lighting: {pattern: clamshell}}")
-    anchor: str | None = Field(None, description="a headshot of the person: every image keeps their identity")
+    anchor: str | None = Field(default=None, description="a headshot of the person: every image keeps their identity")
     consent: Rights | None = None
-    reference_weight: float = Field(0.3, ge=0.0, le=1.0)
+    reference_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     model: str | None = None
     provider: str | None = None
     seeds: int | list[int] | None = None
     looks: list[Shot] | str | None = None
-    keep: int | None = Field(None, ge=1, le=MAX_SEEDS)
-    rerolls: int | None = Field(None, ge=0, le=MAX_REROLLS)
+    keep: int | None = Field(default=None, ge=1, le=MAX_SEEDS)
+    rerolls: int | None = Field(default=None, ge=0, le=MAX_REROLLS)
 
     @field_validator("subject")
     @classmethod
@@ -105,13 +105,13 @@ class BatchFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = None
-    brief: str | None = Field(None, description="the default brief (a file, relative to JOBS.yaml, or a preset name)")
+    brief: str | None = Field(default=None, description="the default brief (a file, relative to JOBS.yaml, or a preset name)")
     model: str = "flux-1.1-pro"
     provider: str | None = None
     seeds: int | list[int] = 2
-    keep: int = Field(1, ge=1, le=MAX_SEEDS)
-    rerolls: int = Field(1, ge=0, le=MAX_REROLLS)
-    seed: int | None = Field(None, ge=0, lt=2**32, description="the batch seed every cell's seeds derive from")
+    keep: int = Field(default=1, ge=1, le=MAX_SEEDS)
+    rerolls: int = Field(default=1, ge=0, le=MAX_REROLLS)
+    seed: int | None = Field(default=None, ge=0, lt=2**32, description="the batch seed every cell's seeds derive from")
     looks: list[Shot] | str | None = None
     people: list[BatchPerson] = Field(min_length=1, max_length=MAX_CELLS)
 

@@ -61,14 +61,14 @@ class ClusterOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     address: str = "auto"
-    gpu_resource: str | None = Field(None, description="schedule GPU workers on this custom resource instead of GPUs")
-    gpu_workers: int | None = Field(None, ge=1, description="default: one per GPU (or per unit of gpu_resource)")
-    hosted_workers: int = Field(2, ge=1, description="workers that send and poll hosted requests")
-    cpu_workers: int = Field(1, ge=0, description="workers that label and check images (0: the driver does it)")
+    gpu_resource: str | None = Field(default=None, description="schedule GPU workers on this custom resource instead of GPUs")
+    gpu_workers: int | None = Field(default=None, ge=1, description="default: one per GPU (or per unit of gpu_resource)")
+    hosted_workers: int = Field(default=2, ge=1, description="workers that send and poll hosted requests")
+    cpu_workers: int = Field(default=1, ge=0, description="workers that label and check images (0: the driver does it)")
     max_active: dict[str, int] = Field(default_factory=dict, description="override a provider's account limit")
-    slot_ttl_s: float = Field(30.0, gt=1, description="a slot whose holder stops renewing it is freed after this")
-    down_after_s: float = Field(300.0, gt=0, description="give up on a request when no worker is up for this long")
-    num_cpus: int | None = Field(None, description="a cluster started here: CPUs to offer")
+    slot_ttl_s: float = Field(default=30.0, gt=1, description="a slot whose holder stops renewing it is freed after this")
+    down_after_s: float = Field(default=300.0, gt=0, description="give up on a request when no worker is up for this long")
+    num_cpus: int | None = Field(default=None, description="a cluster started here: CPUs to offer")
 
 
 def connect(options: ClusterOptions) -> dict[str, Any]:
