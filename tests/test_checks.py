@@ -21,7 +21,7 @@ from portrait_studio.analysis import (
     LEFT_IRIS_IDX,
     analyze,
 )
-from portrait_studio.checks import CheckContext, Checklist, run_checklist
+from portrait_studio.checks import WARN_ONLY, CheckContext, Checklist, run_checklist
 from portrait_studio.checks.export import estimate_upscale
 from portrait_studio.cli.check import register
 from portrait_studio.testing.defects import DEFECTS
@@ -102,7 +102,7 @@ CASES = [
 ]
 # Crushing the blacks also darkens the gaps between teeth and can isolate a dark speck: known overlaps.
 SIDE_EFFECTS = {
-    "blurred_eyes": {"eyes.catchlights"},
+    "blurred_eyes": {"eyes.catchlights", "eyes.pupils"},
     "clipped_shadows": {"lighting.pattern", "mouth.teeth", "background.artifacts"},
 }
 
@@ -112,7 +112,7 @@ def test_synthetic_defect_fails_its_check_and_only_that_one(defect: str, name: s
     target = DEFECTS[defect].target
     c = defective(defect, name)
     item = c.item(target)
-    assert item.status == "fail", item.explanation
+    assert item.status == ("warn" if target in WARN_ONLY else "fail"), item.explanation
     assert item.region is None or len(item.region) == 4
     new = failed(c) - failed(clean(name)) - {target} - SIDE_EFFECTS.get(defect, set())
     assert not new, [(i.item, i.explanation) for i in c.items if i.item in new]

@@ -16,8 +16,13 @@ Landmark groups (the public `*_IDX` tuples) are ordered outlines in mediapipe's 
 numbering; mediapipe's LEFT means the subject's left, which is on the image's right.
 Build polygon masks with `Face.mask(group, shape)` or `Analysis.region_mask(group)`.
 
-Models load once per process (module-level cache); `analyze` is thread-compatible but not
-re-entrant per model, so run checklists one at a time per process.
+Big photos cost what a small one does: faces, hands and the person are found on a working copy
+of at most `WORK_SIDE` pixels a side, each face's mesh is fitted on a crop of the native pixels,
+and every coordinate stays in native pixels.
+
+Models load once per process; `warm_up()` starts loading them in a daemon thread (the first
+`analyze` then waits for it). Native log lines are silenced with `quiet.native_quiet()`.
+`analyze` is thread-compatible but not re-entrant per model (a lock serialises the model runs).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +59,10 @@ __all__ = [
     "Face",
     "Hand",
     "analyze",
+    "face_skin",
     "load_image",
+    "warm_up",
+    "working_copy",
 ]
 
 # --- face-mesh landmark groups (ordered outlines; subject's left = image right) -----------
@@ -171,24 +179,64 @@ class Hand:
         return float(np.linalg.norm(self.landmarks[9, :2] - self.landmarks[0, :2]))
 
 
+WORK_SIDE = 1280
+"""Longest side of the working copy that faces, hands and the person are found on. The detectors
+resize to 128-256 px inside anyway; only the face mesh and the texture measures want native
+pixels, and those run on crops around the face at native resolution."""
+
+
 @dataclass(frozen=True)
 class Analysis:
-    """Everything the checks need from one image, computed once."""
+    """Everything the checks need from one image, computed once.
+
+    Coordinates (boxes, landmarks, regions) are in the native image's pixels. `work` is the
+    bounded working copy (`work_scale` = work / native) that image-wide measurements use, so a
+    21 MP photo costs about what a 1.6 MP one does.
+    """
 
     rgb: np.ndarray
     faces: list[Face]
     hands: list[Hand]
-    person_mask: np.ndarray
-    skin_mask: np.ndarray
-    skin_colour: np.ndarray
-    """(h, w) bool: pixels whose colour matches the faces' skin, anywhere in the image."""
+    person_work: np.ndarray
+    """Selfie segmentation (0..1 float32) at the working copy's size."""
     seconds: float
     source: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    work: np.ndarray | None = None
+    work_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.work is None:
+            object.__setattr__(self, "work", self.rgb)
 
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.rgb.shape[0]), int(self.rgb.shape[1]))
+
+    @property
+    def work_rgb(self) -> np.ndarray:
+        assert self.work is not None
+        return self.work
+
+    @cached_property
+    def person_mask(self) -> np.ndarray:
+        """Person probability (0..1 float32) at native size (upsampled from the working copy)."""
+        import cv2
+
+        if self.person_work.shape[:2] == self.shape:
+            return self.person_work
+        return cv2.resize(self.person_work, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    @cached_property
+    def skin_colour(self) -> np.ndarray:
+        """(h, w) bool: pixels whose colour matches the faces' skin, anywhere in the image."""
+        return _skin_colour_mask(self.rgb, self.faces)
+
+    @cached_property
+    def skin_mask(self) -> np.ndarray:
+        """Skin-coloured pixels on or next to the person."""
+        h, w = self.shape
+        return self.skin_colour & _dilate(self.person_mask > 0.5, max(3, int(0.01 * max(h, w))))
 
     @property
     def luma(self) -> np.ndarray:
@@ -222,33 +270,89 @@ class Analysis:
         f = face or self.face
         if f is None or f.landmarks is None:
             return np.zeros(self.shape, bool)
-        m = f.mask(FACE_OVAL_IDX, self.shape)
-        for g in (LEFT_EYE_IDX, RIGHT_EYE_IDX, LIPS_OUTER_IDX, LEFT_EYEBROW_IDX, RIGHT_EYEBROW_IDX):
-            m &= ~_dilate(f.mask(g, self.shape), max(2, int(f.width * 0.03)))
-        return m
+        return face_skin(f, self.shape)
+
+
+def face_skin(f: Face, shape: tuple[int, int], offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> np.ndarray:
+    """Face oval minus eyes, brows and mouth, drawn on a canvas of `shape` whose origin is
+    `offset` (image pixels) and whose pixels are `scale` image pixels wide (1/scale)."""
+    import cv2
+
+    def poly(group: tuple[int, ...]) -> np.ndarray:
+        m = np.zeros(shape, np.uint8)
+        pts = (f.points(group) - np.array(offset, np.float32)) * scale
+        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], (1,))
+        return m.astype(bool)
+
+    m = poly(FACE_OVAL_IDX)
+    r = max(2, int(f.width * scale * 0.03))
+    for g in (LEFT_EYE_IDX, RIGHT_EYE_IDX, LIPS_OUTER_IDX, LEFT_EYEBROW_IDX, RIGHT_EYEBROW_IDX):
+        m &= ~_dilate(poly(g), r)
+    return m
 
 
 # --- models, loaded once per process ------------------------------------------------------
 _lock = threading.Lock()
+_models_lock = threading.Lock()
+_models_cache: dict[str, Any] = {}
+_warm_thread: threading.Thread | None = None
 
 
-@cache
 def _models() -> dict[str, Any]:
+    """The mediapipe models, built once per process (a warm-up thread may be building them:
+    then this waits for it instead of loading a second copy)."""
+    with _models_lock:
+        if not _models_cache:
+            _models_cache.update(_load_models())
+        return _models_cache
+
+
+def _load_models() -> dict[str, Any]:
     import logging
     import os
+
+    from .quiet import native_quiet
 
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    import mediapipe as mp
+    with native_quiet():
+        from mediapipe.python.solutions import face_detection, face_mesh, hands, selfie_segmentation
 
-    s = mp.solutions
-    return {
-        "detect": s.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5),
-        "mesh": s.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True),
-        "hands": s.hands.Hands(static_image_mode=True, max_num_hands=6, min_detection_confidence=0.4),
-        "segment": s.selfie_segmentation.SelfieSegmentation(model_selection=0),
-    }
+        models = {
+            "detect": face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5),
+            "mesh": face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True),
+            "hands": hands.Hands(static_image_mode=True, max_num_hands=6, min_detection_confidence=0.4),
+            "segment": selfie_segmentation.SelfieSegmentation(model_selection=0),
+        }
+        # the first run of each graph sets up its delegates (and logs about it): do it here, once
+        tiny = np.zeros((64, 64, 3), np.uint8)
+        for m in models.values():
+            m.process(tiny)
+    return models
+
+
+def warm_up(ocr: bool = True) -> threading.Thread:
+    """Start loading the checklist's models in a daemon thread and return at once.
+
+    Safe to call any number of times (one thread per process). The first `analyze` or text
+    check waits for the loads in flight instead of starting its own."""
+    global _warm_thread
+    with _lock:
+        if _warm_thread is None:
+            def load() -> None:
+                try:
+                    _models()
+                    if ocr:
+                        from .checks.background import _ocr
+
+                        _ocr()
+                except Exception:  # the real call reports the error in its own words
+                    pass
+
+            _warm_thread = threading.Thread(target=load, name="portrait-checks-warm-up", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
 
 
 @cache
@@ -265,59 +369,107 @@ def _dlib_models() -> tuple[Any, Any]:
 
 
 def load_image(image: Image.Image | np.ndarray | str | Path) -> tuple[np.ndarray, Path | None, dict[str, Any]]:
-    """RGB uint8 array, the source path (if any) and PIL's info dict (PNG text, XMP)."""
+    """RGB uint8 array, the source path (if any) and PIL's info dict (PNG text, XMP).
+
+    Paths go through `imaging.open_image`: folders, non-images and decompression bombs get a
+    clear `ImageInputError` naming the file."""
     source = None
     if isinstance(image, str | Path):
+        from .imaging import image_size, open_image
+
         source = Path(image)
-        try:
-            image = Image.open(source)
-            image.load()
-        except (OSError, ValueError) as exc:
-            raise CheckError(f"cannot read image {source}: {exc}", hint="pass a PNG or JPEG file") from exc
+        w, h = image_size(source)  # folders, non-images and bombs fail here, before any decoding
+        fast = _decode_large(source) if w * h >= LARGE_PIXELS else None
+        if fast is not None:
+            return fast[0], source, fast[1]
+        image = open_image(source, mode=None)
     if isinstance(image, Image.Image):
         info = {str(k): v for k, v in image.info.items()}
-        rgb = np.asarray(image.convert("RGB"))
+        if image.mode != "RGB":
+            from .imaging import _finish
+
+            image = _finish(image, "RGB", orient=False)
+        rgb = np.asarray(image)
     else:
         info = {}
         arr = np.asarray(image)
         if arr.ndim == 2:
             arr = np.stack([arr] * 3, -1)
-        rgb = arr[..., :3].astype(np.uint8)
+        if arr.ndim != 3 or arr.shape[2] < 3:
+            raise CheckError(f"expected an RGB image array, got shape {arr.shape}", hint="pass an H×W×3 uint8 array")
+        rgb = arr[..., :3].astype(np.uint8, copy=False)
     return np.ascontiguousarray(rgb), source, info
 
 
+LARGE_PIXELS = 4_000_000
+"""From this size on, plain RGB JPEG/PNG files are decoded straight into one array (OpenCV, EXIF
+orientation applied) instead of through Pillow plus a copy: a 21 MP photo then costs 63 MB, not 126."""
+
+
+def _decode_large(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
+    import cv2
+
+    from .quiet import native_quiet
+
+    with Image.open(path) as im:
+        if im.format not in ("JPEG", "PNG") or im.mode != "RGB":
+            return None
+        info = {str(k): v for k, v in im.info.items()}
+    with native_quiet():
+        arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if arr is None:
+        return None
+    cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+    return arr, info
+
+
+def working_copy(rgb: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """The image downscaled (area-averaged) so its longest side is at most `side`, and the scale."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = min(1.0, side / max(h, w))
+    if s >= 1.0:
+        return rgb, 1.0
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
 def analyze(image: Image.Image | np.ndarray | str | Path, *, dlib68: bool = False) -> Analysis:
-    """Run the face, hand and segmentation models once on `image`."""
+    """Run the face, hand and segmentation models once on `image`.
+
+    Faces, hands and the person are found on a working copy of at most `WORK_SIDE` pixels;
+    each face's mesh is then fitted on a crop of the native pixels."""
+    from .quiet import native_quiet
+
     t0 = time.perf_counter()
     rgb, source, info = load_image(image)
     h, w = rgb.shape[:2]
     if min(h, w) < 16:
-        raise CheckError(f"image is too small to analyse ({w}x{h})")
+        raise CheckError(f"image is too small to analyse ({w}x{h})", hint="give a picture at least 16 pixels a side")
+    work, s = working_copy(rgb)
     models = _models()
-    with _lock:
-        faces = _find_faces(rgb, models)
-        hands = _find_hands(rgb, models)
-        person = _person_mask(rgb, models)
+    with _lock, native_quiet():
+        faces = _find_faces(rgb, work, s, models)
+        hands = _find_hands(work, s, models)
+        person = _person_mask(work, models)
     if dlib68:
         faces = [_with_dlib(rgb, f) for f in faces]
-    skin_colour = _skin_colour_mask(rgb, faces)
-    skin = skin_colour & (_dilate(person > 0.5, max(3, int(0.01 * max(h, w)))))
     return Analysis(
         rgb=rgb,
         faces=faces,
         hands=hands,
-        person_mask=person,
-        skin_mask=skin,
-        skin_colour=skin_colour,
+        person_work=person,
         seconds=time.perf_counter() - t0,
         source=source,
         info=info,
+        work=work,
+        work_scale=s,
     )
 
 
-def _find_faces(rgb: np.ndarray, models: dict[str, Any]) -> list[Face]:
+def _find_faces(rgb: np.ndarray, work: np.ndarray, s: float, models: dict[str, Any]) -> list[Face]:
     h, w = rgb.shape[:2]
-    res = models["detect"].process(rgb)
+    res = models["detect"].process(work)
     boxes: list[tuple[Box, float]] = []
     for d in res.detections or []:
         bb = d.location_data.relative_bounding_box
@@ -360,9 +512,9 @@ def _mesh_face(rgb: np.ndarray, box: Box, score: float, models: dict[str, Any], 
     return Face(box=box, score=score, landmarks=pts)
 
 
-def _find_hands(rgb: np.ndarray, models: dict[str, Any]) -> list[Hand]:
-    h, w = rgb.shape[:2]
-    res = models["hands"].process(rgb)
+def _find_hands(work: np.ndarray, s: float, models: dict[str, Any]) -> list[Hand]:
+    h, w = work.shape[0] / s, work.shape[1] / s
+    res = models["hands"].process(work)
     hands = []
     for lms, hd in zip(res.multi_hand_landmarks or [], res.multi_handedness or []):
         pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], np.float32)

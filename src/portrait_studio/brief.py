@@ -290,8 +290,10 @@ class Output(_Part):
     @field_validator("seed")
     @classmethod
     def _seed(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value < 2**32:
-            raise ValueError("seed must be between 0 and 4294967295")
+        from .seeds import SEED_MAX, SEED_MIN
+
+        if isinstance(value, int) and not SEED_MIN <= value <= SEED_MAX:
+            raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX}")
         return value
 
     @model_validator(mode="after")
@@ -405,8 +407,11 @@ VARIABLE_ELEMENTS: dict[str, tuple[str, ...]] = {
     "angle": ("composition", "angle"),
     "expression": ("expression", "mood"),
     "mouth": ("expression", "mouth"),
-    "pose": ("hands", "pose"),
+    "hand-pose": ("hands", "pose"),
 }
+"""The one element table: what `vary` (--NAME) and a series shot (NAME with '_') can change, and where
+it lives in the brief. A series shot also takes `pose` (head and body), which joins the expression
+sentence — the brief has no body-pose slot; `hand-pose` is the hands' pose."""
 
 
 # --- loading -----------------------------------------------------------------------------

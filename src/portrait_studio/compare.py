@@ -30,11 +30,12 @@ MAX_MODELS = 4
 def plan_compare(brief: Brief, models: Sequence[str], seeds: Sequence[int], *, provider: str | None = None,
                  deliver: str | None = None) -> ShootPlan:
     """Each model on its own provider: 'flux-1-dev@local', 'flux-2-pro@fal'; a bare id takes `provider`."""
-    if not 2 <= len(models) <= MAX_MODELS:
-        raise BriefError(
-            f"{len(models)} models chosen", field="--model",
-            hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)",
-        )
+    if len(models) < 2:
+        raise BriefError("only one model chosen" if models else "no model chosen", field="--model",
+                         hint=f"compare 2 to {MAX_MODELS} models: add another --model (see 'portrait models')")
+    if len(models) > MAX_MODELS:
+        raise BriefError(f"{len(models)} models chosen", field="--model",
+                         hint=f"compare 2 to {MAX_MODELS} models side by side (a fifth does not fit the grid)")
     requests: list[Request] = []
     for route in parse_model_refs(list(models), default_provider=provider):
         requests.extend(plan_shoot(brief, [route.model], seeds, provider=route.provider, kind="compare",

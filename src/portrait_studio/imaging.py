@@ -57,7 +57,11 @@ def _open(fp: str | BytesIO | Path, name: str, max_pixels: int) -> Image.Image:
             im.load()
     except ImageInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageInputError(f"image {_describe(name)} claims more pixels than the {max_pixels / 1e6:.0f} MP the studio "
+                              f"opens ({exc})", hint="downscale it first; a file this large is either a decompression "
+                              "bomb or not a portrait") from exc
+    except UnidentifiedImageError as exc:
         raise ImageInputError(f"{_describe(name)} is not an image the studio can read ({type(exc).__name__})",
                               hint="give a PNG, JPEG or WebP file") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -100,9 +104,14 @@ def image_size(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     p = Path(path)
     _check_path(p)
     try:
-        with Image.open(p) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below says it
+            with Image.open(p) as im:
+                w, h = im.size
+                orientation = im.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"image {_describe(str(p))} claims more pixels than the {max_pixels / 1e6:.0f} MP the "
+                              f"studio opens ({exc})", hint="downscale it first") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{_describe(str(p))} is not an image the studio can read",
                               hint="give a PNG, JPEG or WebP file") from exc

@@ -9,6 +9,7 @@ matter are re-said by our code in our words. `PORTRAIT_DEBUG=1` (read by the sur
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -20,6 +21,7 @@ __all__ = ["native_quiet"]
 _lock = threading.RLock()
 _depth = 0
 _saved: int | None = None
+_swapped: tuple[object, io.TextIOWrapper] | None = None
 
 
 @contextmanager
@@ -27,9 +29,11 @@ def native_quiet(enabled: bool = True) -> Iterator[None]:
     """Redirect fd 2 to /dev/null inside the block.
 
     Re-entrant and thread-safe: nested or concurrent users share one redirection, restored when
-    the last one leaves. Python-level `sys.stderr` writes are flushed first so nothing is lost.
+    the last one leaves. Python-level `sys.stderr` writes are flushed first, and while the block
+    runs (possibly in a warm-up thread) a real `sys.stderr` is pointed at the original stream, so
+    another thread's error message is never swallowed with the native noise.
     """
-    global _depth, _saved
+    global _depth, _saved, _swapped
     if not enabled:
         yield
         return
@@ -46,6 +50,7 @@ def native_quiet(enabled: bool = True) -> Iterator[None]:
                 os.close(devnull)
             except OSError:  # no fd 2 (embedded interpreters): nothing to silence
                 _saved = None
+            _swapped = _swap_stderr(_saved)
         _depth += 1
     try:
         yield
@@ -57,6 +62,31 @@ def native_quiet(enabled: bool = True) -> Iterator[None]:
                     sys.stderr.flush()
                 except (AttributeError, ValueError):
                     pass
+                if _swapped is not None:
+                    previous, wrapper = _swapped
+                    if sys.stderr is wrapper:
+                        sys.stderr = previous  # type: ignore[assignment]
+                    try:
+                        wrapper.close()
+                    except (OSError, ValueError):
+                        pass
+                    _swapped = None
                 os.dup2(_saved, 2)
                 os.close(_saved)
                 _saved = None
+
+
+def _swap_stderr(saved: int | None) -> tuple[object, io.TextIOWrapper] | None:
+    """Point a real (fd 2) `sys.stderr` at the saved original stream; leave test captures alone."""
+    current = sys.stderr
+    if saved is None or current is None:
+        return None
+    try:
+        if current.fileno() != 2:
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
+    wrapper = io.TextIOWrapper(io.FileIO(os.dup(saved), "w"), encoding=getattr(current, "encoding", None) or "utf-8",
+                               errors="backslashreplace", line_buffering=True)
+    sys.stderr = wrapper
+    return current, wrapper

@@ -22,9 +22,8 @@ import contextlib
 import itertools
 import math
 import os
-import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,20 +163,11 @@ def _load_rgb(image: Any) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """MediaPipe's C++ side logs a dozen W0000 lines per run straight to fd 2, and no
-    environment variable stops it; hide them so CLI output stays readable."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _native_stderr_silenced() -> contextlib.AbstractContextManager[None]:
+    """MediaPipe's C++ side logs straight to fd 2; `quiet.native_quiet` hides it (shared, re-entrant)."""
+    from .quiet import native_quiet
+
+    return native_quiet()
 
 
 def _mesh_skin_mask(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:

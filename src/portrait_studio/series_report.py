@@ -37,7 +37,10 @@ def series_sheet(report: SeriesReport, out: Path, *, title: str | None = None, t
         badges = [b for b in ("RESET" if shot.reset_applied else None, "SANDBOX" if shot.sandbox else None) if b]
         tiles.append(Tile(path=shot.path, lines=tuple(lines), status="fail" if shot.status == "no_face" else shot.status,
                           badge=" · ".join(badges) or None))
-    return contact_sheet(tiles, out, columns=min(len(tiles), 4), tile_height=tile_height, title=title)
+    legend = (("pass", f"same person (d <= {limit:g})"), ("warn", "same person, drifting"),
+              ("fail", "another face, or none"), (None, "the anchor"))
+    return contact_sheet(tiles, out, columns=min(len(tiles), 4), tile_height=tile_height, title=title,
+                         legend=legend, note=None)
 
 
 def identity_plot(report: SeriesReport, out: Path, *, title: str | None = None) -> Path:

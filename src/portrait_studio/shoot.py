@@ -17,13 +17,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from . import ranking
 from .brief import VARIABLE_ELEMENTS, Brief, parse_brief
 from .engine import Plan, Step
 from .errors import BriefError, BudgetExceeded, StudioError
-from .grids import Tile, contact_sheet
+from .grids import candidate_tile, contact_sheet
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
 from .records import Cost, Request
+from .seeds import SEED_MAX  # re-exported: the seed policy lives in seeds.py
 
 __all__ = [
     "SEED_MAX",
@@ -38,7 +40,6 @@ __all__ = [
     "run_json",
 ]
 
-SEED_MAX = 2**32 - 1
 """Seeds are 0 … 2³²−1: what the providers and diffusers' generators take (one seed policy)."""
 
 SHOOT_STEPS = (Step(name="deliver"), Step(name="check"), Step(name="sheet"))
@@ -77,18 +78,10 @@ class ShootPlan(BaseModel):
 
 
 def choose_seeds(count: int | None, seed: int | None, rng: random.Random | None = None) -> list[int]:
-    """`--seed S` locks one seed; `--seeds N` explores N random ones (3–5 recommended, at most 16)."""
-    if seed is not None:
-        if not 0 <= seed <= SEED_MAX:
-            raise BriefError(f"seed {seed} is outside 0–{SEED_MAX}", field="--seed",
-                             hint="FLUX providers take seeds from 0 to 4294967295")
-        return [seed]
-    if count is None:
-        count = 3
-    if not 1 <= count <= 16:
-        raise BriefError(f"{count} seeds", field="--seeds", hint="explore 3–5 seeds (1 to 16 allowed)")
-    rng = rng or random.SystemRandom()
-    return [rng.randrange(SEED_MAX + 1) for _ in range(count)]
+    """`--seed S` locks one seed; `--seeds N` explores N random ones (the policy is in seeds.py)."""
+    from .seeds import check_seed, random_seeds
+
+    return [check_seed(seed)] if seed is not None else random_seeds(count, rng)
 
 
 def plan_shoot(
@@ -293,9 +286,8 @@ def default_checker() -> Checker | None:
 
 
 def ranked_images(ledger: Ledger, run_id: str) -> list[ImageRow]:
-    """The run's generated images, best checklist score first (ties: earlier first)."""
-    images = [i for i in ledger.images(run_id=run_id, limit=100_000) if i.operation == "generate"]
-    return sorted(images, key=lambda r: (-(r.check_score if r.check_score is not None else -1), r.created_at, r.id))
+    """The run's generated images, best first by the one ranking rule (ranking.py)."""
+    return ranking.rank(i for i in ledger.images(run_id=run_id, limit=100_000) if i.operation == "generate")
 
 
 def contact_sheet_for(ledger: Ledger, run_id: str, out: Path) -> Path | None:
@@ -304,17 +296,6 @@ def contact_sheet_for(ledger: Ledger, run_id: str, out: Path) -> Path | None:
     ranked = ranked_images(ledger, run_id)
     if not ranked:
         return None
-    tiles = [
-        Tile(
-            path=r.out_path if r.out_path and Path(r.out_path).is_file() else r.path,
-            lines=(
-                f"#{rank} {r.model} · seed {r.seed}",
-                f"${r.cost_usd:.3f} · {r.timings.get('total_s', 0):.1f}s · check {r.check_overall or 'n/a'}",
-            ),
-            status=r.check_overall,
-            badge="SANDBOX" if r.sandbox else None,
-        )
-        for rank, r in enumerate(ranked, 1)
-    ]
+    tiles = [candidate_tile(r, n, ledger.checks(r.image_sha256)) for n, r in enumerate(ranked, 1)]
     title = f"{run.name or run.kind} · {run.id} · {time.strftime('%Y-%m-%d')}"
     return contact_sheet(tiles, out / "contact-sheet.png", title=title)

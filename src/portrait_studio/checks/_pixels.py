@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_of", "clip_box", "disk_mask", "lab", "laplacian_rms", "luma", "rect_crop"]
+__all__ = ["box_of", "clip_box", "disk_mask", "lab", "laplacian_rms", "luma", "points_box", "poly_mask", "rect_crop"]
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -50,3 +50,24 @@ def laplacian_rms(gray: np.ndarray, mask: np.ndarray) -> float:
     lap = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=3)
     vals = lap[mask]
     return float(np.sqrt(np.mean(vals**2))) if vals.size else 0.0
+
+
+def poly_mask(points: np.ndarray, box: list[int] | tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    """Filled polygon of image-pixel `points` on the canvas of `box` ([x0, y0, x1, y1]) at `scale`."""
+    import cv2
+
+    h = max(1, round((box[3] - box[1]) * scale))
+    w = max(1, round((box[2] - box[0]) * scale))
+    m = np.zeros((h, w), np.uint8)
+    pts = (np.asarray(points, np.float32)[:, :2] - np.array(box[:2], np.float32)) * scale
+    cv2.fillPoly(m, [np.round(pts).astype(np.int32)], (1,))
+    return m.astype(bool)
+
+
+def points_box(points: np.ndarray, w: int, h: int, pad: float = 0.0) -> list[int]:
+    """Clipped [x0, y0, x1, y1] around image-pixel `points`, grown by `pad` times their extent."""
+    p = np.asarray(points, np.float32)[:, :2]
+    x0, y0 = p.min(0)
+    x1, y1 = p.max(0)
+    dx, dy = (x1 - x0) * pad, (y1 - y0) * pad
+    return clip_box([int(np.floor(x0 - dx)), int(np.floor(y0 - dy)), int(np.ceil(x1 + dx)) + 1, int(np.ceil(y1 + dy)) + 1], w, h)

@@ -15,66 +15,103 @@ from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_background", "find_text"]
 
-BANDING_MAX = 0.004
-"""Share of the smooth background that is a 1-6 level step between perfectly flat plateaus.
-Natural gradients (with grain) measure ~0; a gradient posterised to 24 bands measures 0.01+."""
+BANDING_MAX = 0.009
+"""Share of the smooth background that is a hard step (2-40 levels, denoised) between plateaus that
+continue along the step: the staircase of a posterised gradient or sky. Natural 8-bit gradients
+step by 1 level at a time and are not counted."""
+BAND_EDGE_MIN = 0.08
+"""A step counts only as part of an edge at least this share of the image's short side long."""
 ARTIFACTS_MAX = 0
-"""Isolated, saturated blobs allowed on plain background."""
+"""Isolated blobs allowed on the plain backdrop (one warns, two or more fail)."""
 PLAIN_STD_MAX = 6.0
 """Luma standard deviation (median-filtered, ~41 px window) below which background counts as plain."""
 TEXT_MIN_SCORE = 0.8
 """OCR confidence above which a detected string counts as text (3+ letters or digits)."""
 OCR_SIDE = 640
 """Longest side the OCR detector sees: 640 finds a 40%-opaque watermark; 480 missed it."""
+EDGE_BAND = 0.12
+"""Text within this share of the frame from an edge, off the subject, sits where captions and marks go."""
 
 
 def check_background(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
     import cv2
 
-    person = analysis.person_mask > 0.3
-    pad = max(5, int(0.02 * max(analysis.shape)))
+    work = analysis.work_rgb
+    s = analysis.work_scale
+    person_p = analysis.person_work
+    person = person_p > 0.3
+    pad = max(5, int(0.02 * max(work.shape[:2])))
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1, 2 * pad + 1))
     background = ~cv2.dilate(person.astype(np.uint8), k).astype(bool)
-    return [_banding(image, background), _artifacts(image, background), _text(image)]
+    # banding needs the exact pixel values (area averaging blurs a step into a ramp): decimate
+    step = max(1, int(np.ceil((image.shape[0] * image.shape[1] / 1.1e6) ** 0.5)))
+    native = image[::step, ::step]
+    bg_native = cv2.resize(background.astype(np.uint8), (native.shape[1], native.shape[0]),
+                           interpolation=cv2.INTER_NEAREST).astype(bool)
+    return [_banding(native, bg_native, step), _artifacts(work, background, person_p, s, analysis),
+            _text(work, person_p, s, analysis)]
 
 
-def _banding(image: np.ndarray, background: np.ndarray) -> CheckResult:
+def _banding(image: np.ndarray, background: np.ndarray, step: int = 1) -> CheckResult:
     import cv2
 
-    y = np.round(luma(image)).astype(np.int16)
+    y8 = np.clip(np.round(luma(image)), 0, 255).astype(np.uint8)
+    y = cv2.medianBlur(y8, 3).astype(np.int16)  # JPEG and sensor noise off the plateaus, steps kept
     smooth = cv2.GaussianBlur(y.astype(np.float32), (0, 0), 2.0)
     gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
-    smooth_bg = background & (np.hypot(gx, gy) < 12) & (y > 3) & (y < 252)
+    mean = cv2.blur(y.astype(np.float32), (9, 9))
+    yf = y.astype(np.float32)
+    std = np.sqrt(np.maximum(cv2.blur(yf * yf, (9, 9)) - mean * mean, 0))
+    smooth_bg = background & (np.hypot(gx, gy) < 40) & (std < 8) & (y > 3) & (y < 252)
     n = int(smooth_bg.sum())
     if n < 0.02 * y.size:
         return CheckResult(item="background.banding", status="not_applicable",
                            explanation="There is too little smooth background to show banding.")
     steps = np.zeros(y.shape, bool)
-    for axis in (0, 1):
-        d = np.diff(y, axis=axis)
-        flat = d == 0
-        # a step pixel: a 1-6 level jump with 5 flat pixels on each side along the same axis
-        before = _run_ok(flat, axis, -1, 5)
-        after = _run_ok(flat, axis, 1, 5)
-        st = (np.abs(d) >= 1) & (np.abs(d) <= 6) & before & after
-        # JPEG's 8x8 blocks make flat tiles with steps on the block grid; those are not banding
-        idx = [slice(None)] * 2
-        idx[axis] = slice(7, None, 8)
-        st[tuple(idx)] = False
-        # a band edge is a contour: the step continues in the neighbouring rows/columns
-        other = 1 - axis
-        ksize = (1, 7) if axis == 1 else (7, 1)
-        near = cv2.dilate(st.astype(np.uint8), np.ones(ksize, np.uint8)).astype(bool)
-        st &= np.roll(near, 1, axis=other) & np.roll(near, -1, axis=other)
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (0, 1)
-        steps |= np.pad(st, pad)
+    # each colour channel on its own: a band can step in hue with almost no step in luma
+    for c in range(3):
+        ch = cv2.medianBlur(np.ascontiguousarray(image[..., c]), 3).astype(np.int16)
+        for axis in (0, 1):
+            d = np.diff(ch, axis=axis)
+            flat = np.abs(d) <= 1
+            before = _run_ok(flat, axis, -1, 4)
+            after = _run_ok(flat, axis, 1, 4)
+            st = (np.abs(d) >= 2) & (np.abs(d) <= 40) & before & after
+            # JPEG's 8x8 blocks make flat tiles with steps on the block grid; where steps crowd onto
+            # that grid they are compression, not banding (a band edge crosses it like any column)
+            # (the grid's phase is found, not assumed: a crop of a JPEG moves it)
+            if step == 1 and st.any():
+                per_line = st.sum(axis=1 - axis).astype(np.float64)
+                n8 = len(per_line) // 8 * 8
+                if n8 >= 16:
+                    phase = per_line[:n8].reshape(-1, 8).sum(0)
+                    p = int(np.argmax(phase))
+                    if phase[p] > 3 * (phase.sum() - phase[p]) / 7 + 2:
+                        idx = [slice(None)] * 2
+                        idx[axis] = slice(p, None, 8)
+                        st[tuple(idx)] = False
+            # a band edge is a contour: the step continues in the neighbouring rows/columns
+            other = 1 - axis
+            ksize = (1, 7) if axis == 1 else (7, 1)
+            near = cv2.dilate(st.astype(np.uint8), np.ones(ksize, np.uint8)).astype(bool)
+            st &= np.roll(near, 1, axis=other) & np.roll(near, -1, axis=other)
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (0, 1)
+            steps |= np.pad(st, pad)
     steps &= smooth_bg
+    # a band edge is long: it runs across the backdrop; compression specks and texture make short bits
+    joined = cv2.dilate(steps.astype(np.uint8), np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    reach = max(20, int(BAND_EDGE_MIN * min(y.shape)))
+    long_ids = [i for i in range(1, count)
+                if max(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]) >= reach]
+    steps &= np.isin(labels, long_ids)
     share = float(steps.sum()) / n
     status: Status = "fail" if share > BANDING_MAX else "pass"
+    box = box_of(steps) if status == "fail" else box_of(smooth_bg)
     return CheckResult(
         item="background.banding", status=status, measured=round(share, 5), threshold=BANDING_MAX,
-        region=box_of(steps) if status == "fail" else box_of(smooth_bg),
+        region=None if box is None else [v * step for v in box],
         explanation=(f"{share * 100:.2f}% of the smooth background is a hard step between flat bands; "
                      + ("the gradient is banded (posterised): add grain or re-render in 16 bit." if status == "fail"
                         else "gradients are smooth.")))
@@ -97,7 +134,10 @@ def _run_ok(flat: np.ndarray, axis: int, direction: int, length: int) -> np.ndar
     return out
 
 
-def _artifacts(image: np.ndarray, background: np.ndarray) -> CheckResult:
+def _artifacts(image: np.ndarray, background: np.ndarray, person_p: np.ndarray, s: float,
+               analysis: Analysis) -> CheckResult:
+    """Isolated blobs on the plain backdrop: not on or touching the subject (the person mask often
+    misses a suit or hair at the frame's edge), not on the frame's edge, not part of a pattern."""
     import cv2
 
     shrink = min(1.0, 640.0 / max(image.shape[:2]))  # blobs that matter survive 640 px; 3x faster
@@ -105,6 +145,12 @@ def _artifacts(image: np.ndarray, background: np.ndarray) -> CheckResult:
         image = cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
         background = cv2.resize(background.astype(np.uint8), (image.shape[1], image.shape[0]),
                                 interpolation=cv2.INTER_NEAREST).astype(bool)
+        person_p = cv2.resize(person_p, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    h, w = image.shape[:2]
+    # the backdrop: far from anything the segmentation thinks might be the person
+    near = max(3, int(0.04 * max(h, w)))
+    kn = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * near + 1, 2 * near + 1))
+    backdrop = background & ~cv2.dilate((person_p > 0.1).astype(np.uint8), kn).astype(bool)
     y = luma(image)
     scale = max(image.shape[:2]) / 512.0
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
@@ -112,55 +158,97 @@ def _artifacts(image: np.ndarray, background: np.ndarray) -> CheckResult:
     ksize = max(9, int(15 * scale) | 1)
     med_y = cv2.medianBlur(np.clip(y, 0, 255).astype(np.uint8), ksize).astype(np.float32)
     med_s = cv2.medianBlur(hsv[..., 1], ksize).astype(np.float32)
-    outlier = ((np.abs(y - med_y) > 45) | (sat - med_s > 90)) & background
+    outlier = ((np.abs(y - med_y) > 45) | (sat - med_s > 90)) & backdrop
     # texture around each blob: a blob on busy background is detail, on a plain one it is debris
     win = max(15, int(41 * scale) | 1)
     mean = cv2.blur(med_y, (win, win))
     tex = np.sqrt(np.maximum(cv2.blur(med_y * med_y, (win, win)) - mean * mean, 0))
     n, _labels, stats, cent = cv2.connectedComponentsWithStats(outlier.astype(np.uint8), connectivity=8)
     lo, hi = max(4, int(6 * scale * scale)), int(900 * scale * scale)
-    blobs = []
+    margin = max(2, int(0.01 * max(h, w)))
+    found = []
     for i in range(1, n):
         a = stats[i, cv2.CC_STAT_AREA]
         if not lo <= a <= hi:
             continue
+        x, y0, bw, bh = (int(v) for v in stats[i, :4])
+        if x <= margin or y0 <= margin or x + bw >= w - margin or y0 + bh >= h - margin:
+            continue  # cut by the frame: part of something outside it
         cx, cy = int(cent[i][0]), int(cent[i][1])
         if tex[cy, cx] < PLAIN_STD_MAX:
-            x, y0, w, h = stats[i, :4]
-            blobs.append([int(x / shrink), int(y0 / shrink), int((x + w) / shrink), int((y0 + h) / shrink)])
-    count = len(blobs)
-    region = ([min(b[0] for b in blobs), min(b[1] for b in blobs), max(b[2] for b in blobs), max(b[3] for b in blobs)]
-              if blobs else None)
-    # A single blob is as often a real detail (a patch, a flag) as debris: warn, don't fail.
+            colour = image[_labels == i].mean(0) if a < 2000 else image[cy, cx].astype(np.float64)
+            found.append((x, y0, bw, bh, float(a), colour))
+    blobs = [b for b in found if not _in_pattern(b, found)]
+    boxes = [[int(x / shrink / s), int(y0 / shrink / s), int((x + bw) / shrink / s), int((y0 + bh) / shrink / s)]
+             for x, y0, bw, bh, _, _ in blobs]
+    count = len(boxes)
+    region = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+              if boxes else None)
+    # A single blob is as often a real detail (a button, a star) as debris: warn, don't fail.
     status: Status = "pass" if count <= ARTIFACTS_MAX else ("warn" if count == ARTIFACTS_MAX + 1 else "fail")
+    pattern = len(found) - count
     return CheckResult(
         item="background.artifacts", status=status, measured=float(count), threshold=float(ARTIFACTS_MAX),
         region=region,
-        explanation=(f"{count} isolated blob(s) stand out from a plain background (generation debris or dust)."
-                     if count else "No stray blobs on the plain background."))
+        explanation=(f"{count} isolated blob(s) stand out from the plain backdrop (generation debris or dust)."
+                     if count else "No stray blobs on the plain backdrop"
+                     + (f" ({pattern} small shapes repeat as a pattern, like stars or dots, and are left alone)."
+                        if pattern else ".")))
+
+
+def _in_pattern(b: tuple, found: list[tuple]) -> bool:
+    """A blob with two or more look-alikes (size within 2x, similar colour) close by is part of a
+    pattern (stars on a flag, dots on a print), which debris is not."""
+    x, y, bw, bh, a, colour = b
+    cx, cy = x + bw / 2, y + bh / 2
+    reach = 8 * max(bw, bh, 3)
+    alike = 0
+    for o in found:
+        if o is b:
+            continue
+        ox, oy, obw, obh, oa, ocol = o
+        if (abs(ox + obw / 2 - cx) <= reach and abs(oy + obh / 2 - cy) <= reach
+                and 0.5 <= oa / a <= 2.0 and float(np.abs(np.asarray(ocol) - np.asarray(colour)).max()) < 40):
+            alike += 1
+    return alike >= 2
 
 
 _ocr_lock = threading.Lock()
 
 
-@cache
-def _ocr() -> Any:
-    from rapidocr import RapidOCR
+_ocr_load_lock = threading.Lock()
 
-    return RapidOCR(params={
+
+def _ocr() -> Any:
+    """The OCR engine, built once per process (waits for a warm-up thread that is building it)."""
+    with _ocr_load_lock:
+        return _build_ocr()
+
+
+@cache
+def _build_ocr() -> Any:
+    from ..quiet import native_quiet
+
+    with native_quiet():
+        from rapidocr import RapidOCR
+
+        return RapidOCR(params={
         "Global.log_level": "error",
         "Global.use_cls": False,
         "Det.limit_type": "max",
         "Det.limit_side_len": OCR_SIDE,
         "EngineConfig.onnxruntime.intra_op_num_threads": 1,
         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-    })
+        })
 
 
 def find_text(image: np.ndarray) -> list[tuple[str, float, list[int]]]:
     """Readable strings in the image: (text, confidence, [x0, y0, x1, y1]) for each line found."""
-    with _ocr_lock:
-        res = _ocr()(np.ascontiguousarray(image[..., ::-1]))
+    from ..quiet import native_quiet
+
+    engine = _ocr()
+    with _ocr_lock, native_quiet():
+        res = engine(np.ascontiguousarray(image[..., ::-1]))
     if res.txts is None or res.boxes is None:
         return []
     out = []
@@ -170,15 +258,54 @@ def find_text(image: np.ndarray) -> list[tuple[str, float, list[int]]]:
     return out
 
 
-def _text(image: np.ndarray) -> CheckResult:
-    found = [(t, s, b) for t, s, b in find_text(image)
-             if s >= TEXT_MIN_SCORE and len(re.findall(r"[0-9A-Za-z]", t)) >= 3]
+def _text(work: np.ndarray, person_p: np.ndarray, s: float, analysis: Analysis) -> CheckResult:
+    found = [(t, sc, b) for t, sc, b in find_text(work)
+             if sc >= TEXT_MIN_SCORE and len(re.findall(r"[0-9A-Za-z]", t)) >= 3]
     if not found:
         return CheckResult(item="background.text", status="pass", measured=0.0, threshold=TEXT_MIN_SCORE,
                            explanation="No readable text, logo lettering or watermark was found.")
-    best = max(found, key=lambda f: f[1])
-    boxes = [f[2] for f in found]
+    face = analysis.face
+    overlays: list[tuple[str, float, list[int], str | None]] = []
+    scene: list[tuple[str, float, list[int], str | None]] = []
+    for t, sc, b in found:
+        why = _overlay_reason(t, b, found, work.shape[:2], person_p, face, s)
+        (overlays if why else scene).append((t, sc, b, why))
+    chosen = overlays or scene
+    best = max(chosen, key=lambda f: f[1])
+    boxes = [[int(v / s) for v in f[2]] for f in chosen]
     region = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
-    shown = ", ".join(f"'{t}'" for t, _, _ in found[:3])
-    return CheckResult(item="background.text", status="fail", measured=round(best[1], 3), threshold=TEXT_MIN_SCORE,
-                       region=region, explanation=f"Text or a watermark is visible ({shown}); remove it before export.")
+    shown = ", ".join(f"'{t}'" for t, _, _, _ in chosen[:3])
+    if overlays:
+        return CheckResult(item="background.text", status="fail", measured=round(best[1], 3), threshold=TEXT_MIN_SCORE,
+                           region=region, explanation=f"Overlay text or a watermark is visible ({shown}: {overlays[0][3]}); "
+                           "remove it before export.")
+    return CheckResult(item="background.text", status="warn", measured=round(best[1], 3), threshold=TEXT_MIN_SCORE,
+                       region=region, explanation=f"Text is visible ({shown}) but it sits in the scene (on clothing or "
+                       "an object), not over the picture; check it is wanted.")
+
+
+def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ...], person_p: np.ndarray,
+                    face: Any, s: float) -> str | None:
+    """Why a line of text reads as laid over the picture rather than part of the scene (None: scene)."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = box
+    norm = re.sub(r"[^0-9a-z]", "", text.lower())
+    if sum(re.sub(r"[^0-9a-z]", "", t.lower()) == norm for t, _, _ in found) >= 2:
+        return "the same mark repeats across the frame"
+    if face is None or face.landmarks is None:
+        return "there is no subject for it to belong to"
+    fx0, fy0, fx1, fy1 = (v * s for v in face.box)
+    fw = max(1.0, fx1 - fx0)
+    on_person = float((person_p[max(0, y0):max(y0 + 1, y1), max(0, x0):max(x0 + 1, x1)] > 0.5).mean())
+    if x1 - x0 > 1.1 * fw:
+        return "it is wider than the face, across the subject"
+    if min(x1, fx1) - max(x0, fx0) > 0 and min(y1, fy1) - max(y0, fy0) > 0:
+        return "it lies over the face"
+    if 0.2 < on_person < 0.8:
+        return "it crosses the subject's outline"
+    edge = EDGE_BAND * max(h, w)
+    if on_person <= 0.2 and (x0 < edge or y0 < edge or x1 > w - edge or y1 > h - edge):
+        return "it sits off the subject near the frame's edge, where captions and marks go"
+    return None
+
+

@@ -11,7 +11,7 @@ import numpy as np
 from ..analysis import Analysis
 from .base import CheckContext, CheckResult, Status
 
-__all__ = ["check_export", "estimate_upscale", "read_metadata"]
+__all__ = ["check_export", "estimate_upscale", "halo_measure", "read_metadata"]
 
 UPSCALE_RANGE = (1.5, 2.0)
 """Finishing should upscale 1.5-2x: less leaves the generator's softness, more invents detail."""
@@ -23,7 +23,8 @@ SEED_RE = re.compile(r"\bSeed:\s*\d+", re.IGNORECASE)
 
 def check_export(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
     meta = read_metadata(analysis.source, analysis.info)
-    return [_resolution(analysis, context), _upscale(image, context), _label(meta, context), _record(meta, context)]
+    return [_resolution(analysis, context), _upscale(image, context), _sharpening(image, analysis),
+            _label(meta, context), _record(meta, context)]
 
 
 def read_metadata(path: Path | None, info: dict[str, Any] | None = None) -> dict[str, str]:
@@ -107,7 +108,10 @@ def estimate_upscale(gray: np.ndarray) -> float:
 def _upscale(image: np.ndarray, context: CheckContext) -> CheckResult:
     from ._pixels import luma
 
-    est = estimate_upscale(luma(image))
+    h, w = image.shape[:2]
+    n = min(512, min(h, w) // 2 * 2)
+    cy, cx = h // 2, w // 2
+    est = estimate_upscale(luma(image[cy - n // 2:cy + n // 2, cx - n // 2:cx + n // 2]))
     lo, hi = UPSCALE_RANGE
     if context.expected_upscale is None:
         return CheckResult(item="export.upscale", status="not_applicable", measured=est, threshold=hi,
@@ -143,3 +147,59 @@ def _record(meta: dict[str, str], context: CheckContext) -> CheckResult:
                        explanation=(f"The prompt and seed are recorded in the {where}: the image can be reproduced."
                                     if ok else "No prompt/seed record (PNG 'parameters' text or XMP description with "
                                     "'Seed: N'); the image cannot be reproduced from its file."))
+
+
+HALO_MAX = 0.7
+"""Median overshoot on both sides of the strongest edges, as a share of the edge's own contrast.
+Natural and normally sharpened photos measure low; an overdone unsharp mask rings visibly."""
+
+
+def halo_measure(image: np.ndarray, face_box: tuple[int, int, int, int] | None) -> tuple[float, list[int]]:
+    """Overshoot ('halo') at strong edges on a native-resolution crop around the face (or centre)."""
+    import cv2
+
+    from ._pixels import clip_box, luma
+
+    h, w = image.shape[:2]
+    if face_box is not None:
+        cx, cy = (face_box[0] + face_box[2]) // 2, (face_box[1] + face_box[3]) // 2
+        half = max(64, int(1.2 * (face_box[2] - face_box[0])))
+    else:
+        cx, cy, half = w // 2, h // 2, 384
+    half = min(half, 384)
+    box = clip_box([cx - half, cy - half, cx + half, cy + half], w, h)
+    g = luma(image[box[1]:box[3], box[0]:box[2]]).astype(np.float32)
+    if min(g.shape) < 32:
+        return 0.0, box
+    sm = cv2.GaussianBlur(g, (0, 0), 1.0)
+    gx, gy = cv2.Sobel(sm, cv2.CV_32F, 1, 0), cv2.Sobel(sm, cv2.CV_32F, 0, 1)
+    mag = np.hypot(gx, gy)
+    mag[:8], mag[-8:], mag[:, :8], mag[:, -8:] = 0, 0, 0, 0
+    thr = np.percentile(mag, 98)
+    ys, xs = np.nonzero(mag >= max(thr, 20.0))
+    if len(xs) < 20:
+        return 0.0, box
+    if len(xs) > 4000:
+        pick = np.linspace(0, len(xs) - 1, 4000).astype(int)
+        ys, xs = ys[pick], xs[pick]
+    nx, ny = gx[ys, xs] / mag[ys, xs], gy[ys, xs] / mag[ys, xs]
+    ts = np.arange(-6, 7, dtype=np.float32)
+    mx = (xs[:, None] + nx[:, None] * ts[None, :]).astype(np.float32)
+    my = (ys[:, None] + ny[:, None] * ts[None, :]).astype(np.float32)
+    prof = cv2.remap(g, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    hi_plateau = prof[:, 11:13].mean(1)
+    lo_plateau = prof[:, 0:2].mean(1)
+    over = np.maximum(0, prof[:, 7:10].max(1) - hi_plateau)
+    under = np.maximum(0, lo_plateau - prof[:, 3:6].min(1))
+    contrast = np.abs(hi_plateau - lo_plateau) + 4.0
+    return float(np.median((over + under) / contrast)), box
+
+
+def _sharpening(image: np.ndarray, analysis: Analysis) -> CheckResult:
+    halo, box = halo_measure(image, analysis.face_box)
+    status: Status = "fail" if halo > HALO_MAX else "pass"
+    return CheckResult(
+        item="export.sharpening", status=status, measured=round(halo, 3), threshold=HALO_MAX, region=box,
+        explanation=(f"Edges overshoot by {halo * 100:.0f}% of their contrast on both sides; "
+                     + ("the image is oversharpened (bright and dark halos): sharpen less." if status == "fail"
+                        else "no sharpening halos.")))

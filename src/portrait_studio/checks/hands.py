@@ -40,21 +40,29 @@ def check_hands(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
     return [_fingers(image, analysis), _pose(analysis)]
 
 
-def _hand_skin(image: np.ndarray, hand: Hand) -> tuple[np.ndarray, list[int]]:
-    """Skin mask around one hand, coloured like its own palm (robust to warm backgrounds)."""
+PALM_STANDARD = 60.0
+"""Hands whose palm is larger than this (pixels) are measured on a downscaled crop."""
+
+
+def _hand_skin(image: np.ndarray, hand: Hand) -> tuple[np.ndarray, list[int], float]:
+    """Skin mask around one hand, coloured like its own palm (robust to warm backgrounds), on a crop
+    scaled by the returned factor so the palm is at most `PALM_STANDARD` pixels."""
     import cv2
 
     s = hand.palm_size
     c = hand.palm_center
     box = clip_box([c[0] - 2.2 * s, c[1] - 2.2 * s, c[0] + 2.2 * s, c[1] + 2.2 * s], image.shape[1], image.shape[0])
     crop = image[box[1]:box[3], box[0]:box[2]]
+    k = min(1.0, PALM_STANDARD / max(1.0, s))
+    if k < 1.0:
+        crop = cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     palm = np.zeros(crop.shape[:2], np.uint8)
-    pts: np.ndarray = hand.landmarks[[0, 1, 5, 9, 13, 17], :2] - np.array(box[:2], np.float32)
+    pts = np.multiply(hand.landmarks[[0, 1, 5, 9, 13, 17], :2] - np.array(box[:2], np.float32), k)
     cv2.fillConvexPoly(palm, np.round(pts).astype(np.int32), (1,))
     sample = lab[palm.astype(bool)]
     if len(sample) < 20:
-        return np.zeros(crop.shape[:2], bool), box
+        return np.zeros(crop.shape[:2], bool), box, k
     mean = np.median(sample, axis=0)
     spread = np.maximum(np.percentile(np.abs(sample - mean), 85, axis=0), [18.0, 6.0, 6.0])
     d = np.abs(lab - mean) / (spread * 1.8)
@@ -63,7 +71,7 @@ def _hand_skin(image: np.ndarray, hand: Hand) -> tuple[np.ndarray, list[int]]:
     # keep the component(s) touching the palm
     _, labels = cv2.connectedComponents(mask)
     keep = np.unique(labels[palm.astype(bool) & (mask > 0)])
-    return np.isin(labels, keep[keep > 0]), box
+    return np.isin(labels, keep[keep > 0]), box, k
 
 
 def _runs(samples: np.ndarray) -> list[tuple[int, int]]:
@@ -105,12 +113,12 @@ def _crossing_angles(hand: Hand, center: np.ndarray, radius: float) -> list[floa
 
 
 def _extra_fingers(image: np.ndarray, hand: Hand) -> int:
-    mask, box = _hand_skin(image, hand)
+    mask, box, k = _hand_skin(image, hand)
     if not mask.any():
         return 0
-    s = hand.palm_size
-    c: np.ndarray = hand.palm_center - np.array(box[:2], np.float32)
-    wrist: np.ndarray = hand.landmarks[0, :2] - np.array(box[:2], np.float32)
+    s = hand.palm_size * k
+    c = np.multiply(hand.palm_center - np.array(box[:2], np.float32), k)
+    wrist = np.multiply(hand.landmarks[0, :2] - np.array(box[:2], np.float32), k)
     wrist_angle = math.degrees(math.atan2(wrist[1] - c[1], wrist[0] - c[0]))
     extras = []
     for k in RADII:
@@ -122,7 +130,7 @@ def _extra_fingers(image: np.ndarray, hand: Hand) -> int:
         inside = (c[0] + r * np.cos(th) >= 0) & (c[0] + r * np.cos(th) < mask.shape[1])
         inside &= (c[1] + r * np.sin(th) >= 0) & (c[1] + r * np.sin(th) < mask.shape[0])
         samples = mask[ys, xs] & inside
-        crossings = _crossing_angles(hand, hand.palm_center, r)
+        crossings = _crossing_angles(hand, hand.palm_center, r / k)
         extra = 0
         for start, length in _runs(samples):
             width_px = length * 2 * math.pi * r / n

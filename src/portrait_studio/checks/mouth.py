@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import INNER_MOUTH_IDX, Analysis
-from ._pixels import box_of, lab
+from ._pixels import clip_box, lab, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_mouth"]
@@ -22,10 +22,14 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
     face = analysis.face
     if face is None or face.landmarks is None:
         return CheckResult(item="mouth.teeth", status="not_applicable", explanation="No face with landmarks was found.")
-    inner = analysis.region_mask(INNER_MOUTH_IDX)
-    region = box_of(inner, 3)
-    opening = int(inner.sum())
     pts = face.points(INNER_MOUTH_IDX)
+    h, w = image.shape[:2]
+    box = points_box(pts, w, h, pad=0.05)
+    region = clip_box([box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3], w, h)
+    image = image[box[1]:box[3], box[0]:box[2]]
+    inner = poly_mask(pts, box)
+    pts = pts - np.array(box[:2], np.float32)
+    opening = int(inner.sum())
     width = float(np.ptp(pts[:, 0]))
     if opening < 40 or width < 12:
         teeth_share = 0.0
@@ -43,12 +47,7 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
         return CheckResult(item="mouth.teeth", status="not_applicable", measured=round(teeth_share, 3),
                            threshold=TEETH_MIN_SHARE, region=region,
                            explanation="No teeth are visible, so there is nothing to check in the mouth.")
-    x0 = int(pts[:, 0].min())
-    cols = teeth[:, x0:int(np.ceil(pts[:, 0].max())) + 1]
-    col_inner = inner[:, x0:int(np.ceil(pts[:, 0].max())) + 1].sum(0)
-    frac = np.where(col_inner > 0, cols.sum(0) / np.maximum(col_inner, 1), 0.0)
-    toothy = frac >= 0.35
-    gap = _widest_inner_run(~toothy, toothy) / width
+    gap = _gap(teeth, inner, L[..., 0], pts) / width
     xs = np.nonzero(teeth)[1]
     offset = abs(float(xs.mean()) - float(pts[:, 0].mean())) / width
     problems = []
@@ -63,13 +62,35 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
                      f"Teeth are visible ({teeth_share * 100:.0f}% of the mouth opening) with no gaps or lopsided row."))
 
 
+def _gap(teeth: np.ndarray, inner: np.ndarray, lightness: np.ndarray, pts: np.ndarray) -> int:
+    """Widest run of dark, toothless columns between tooth columns, in the rows the teeth fill and
+    in the middle of the mouth (incisors; the row's ends fall into shadow in every smile)."""
+    x0, x1 = int(pts[:, 0].min()), int(np.ceil(pts[:, 0].max())) + 1
+    t, m, lum = teeth[:, x0:x1], inner[:, x0:x1], lightness[:, x0:x1]
+    row_inner = m.sum(1)
+    rows = (row_inner > 0) & (t.sum(1) >= 0.3 * np.maximum(row_inner, 1))
+    if rows.sum() < 2:
+        rows = row_inner > 0
+    t, m, lum = t[rows], m[rows], lum[rows]
+    col_inner = m.sum(0)
+    frac = np.where(col_inner > 0, t.sum(0) / np.maximum(col_inner, 1), 0.0)
+    tooth_l = float(np.median(lightness[teeth])) if teeth.any() else 100.0
+    dark = np.where(col_inner > 0, ((lum < 0.55 * tooth_l) & m).sum(0) / np.maximum(col_inner, 1), 0.0)
+    toothy = frac >= 0.35
+    gapcol = (frac < 0.15) & (dark > 0.6)
+    n = len(frac)
+    gapcol[: int(0.15 * n)] = False
+    gapcol[int(np.ceil(0.85 * n)):] = False
+    return _widest_inner_run(gapcol, toothy)
+
+
 def _widest_inner_run(flag: np.ndarray, support: np.ndarray) -> int:
     """Longest run of `flag` that has `support` on both sides (a gap between teeth, not the corners)."""
     idx = np.nonzero(support)[0]
     if len(idx) < 2:
         return 0
     best = run = 0
-    for v in flag[idx[0]:idx[-1] + 1]:
+    for v in flag[idx[0]:idx[-1] + 1]:  # a run of flags (bounded by support on both sides)
         run = run + 1 if v else 0
         best = max(best, run)
     return best

@@ -1,4 +1,9 @@
-"""Shared CLI plumbing: the studio folder option, error rendering, JSON output."""
+"""Shared CLI plumbing: the app factory, the studio folder option, consoles, JSON output.
+
+Everything the studio prints that came from a user or the catalog (model names such as
+"FLUX1.1 [pro]", prompts, file names, licence text) goes through `plain()` or `escape()`:
+Rich would otherwise read "[pro]" as a style tag and drop it.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +15,60 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from ..config import Studio
-from ..errors import StudioError
+from ._run import EXIT_CODES_HELP, run_cli
 
-__all__ = ["HomeOption", "JsonOption", "console", "err_console", "print_json", "renamed_option", "run_cli", "studio"]
+__all__ = [
+    "HomeOption", "JsonOption", "console", "err_console", "escape", "new_app", "plain", "print_json",
+    "renamed_option", "run_cli", "say_command", "say_path", "studio",
+]
 
 console = Console()
 err_console = Console(stderr=True)
 
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="Studio folder (default: $PORTRAIT_STUDIO_HOME or ~/.portrait-studio).", show_default=False),
+    typer.Option("--home", help="Studio folder (default: $PORTRAIT_STUDIO_HOME or ~/.portrait-studio).",
+                 show_default=False, file_okay=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def new_app(help: str, *, epilog: str | None = None, **kwargs: Any) -> typer.Typer:
+    """A typer app (or command group) with the studio's conventions.
+
+    -h and --help; help shown verbatim (no Rich markup, so "FLUX.1 [dev]" survives); no
+    shell-completion options; no pretty tracebacks (run_cli turns errors into two lines).
+    """
+    return typer.Typer(
+        help=help, epilog=epilog, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+        rich_markup_mode=None, context_settings=CONTEXT, **kwargs,
+    )
+
+
 def studio(home: Path | None) -> Studio:
     return Studio.open(home)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """A table cell or message part shown exactly as written (no markup, no highlighting)."""
+    return Text(str(value), style=style)
+
+
+def say_path(label: str, path: object) -> None:
+    """A label, then the path on a line of its own, never cut or wrapped (so it can be copied)."""
+    console.print(label, highlight=False)
+    console.print(plain(f"  {path}"), soft_wrap=True)
+
+
+def say_command(label: str, command: str) -> None:
+    """'next:' and the command to type on its own line, unwrapped."""
+    console.print(label, highlight=False)
+    console.print(plain(f"  {command}"), soft_wrap=True)
 
 
 def renamed_option(old: str, value: object, new: str, meaning: str) -> None:
@@ -39,33 +80,10 @@ def renamed_option(old: str, value: object, new: str, meaning: str) -> None:
                          field=old, hint=f"use {new} {value}")
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+def print_json(data: Any, *, line: bool = False) -> None:
+    """JSON on stdout; `line=True` writes one compact line (JSON Lines, for long-running commands)."""
+    sys.stdout.write(json.dumps(data, indent=None if line else 2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
-def run_cli(app: typer.Typer) -> None:
-    """Run the app; a StudioError becomes one line on stderr (with its fix) and exit code 2."""
-    try:
-        code = app(standalone_mode=False)
-    except StudioError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"[yellow]fix:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        raise SystemExit(130) from None
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Abort):
-            err_console.print("aborted")
-            raise SystemExit(1) from None
-        raise
-    if isinstance(code, int) and code:
-        raise SystemExit(code)
+EXIT_HELP = EXIT_CODES_HELP

@@ -9,7 +9,11 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import CheckError
-from ._common import JsonOption, console, print_json
+from ._common import JsonOption, console, plain, print_json
+from ._options import finite, image_files, input_argument, input_option, text_file
+from ._progress import progress_bars
+from ._run import debug
+from ._tables import new_table
 
 __all__ = ["register"]
 
@@ -21,25 +25,40 @@ def _parse_target(target: str | None) -> tuple[int | None, int | None]:
     if not target:
         return None, None
     try:
-        w, h = target.lower().split("x")
-        return int(w), int(h)
+        w, h = (int(v) for v in target.lower().replace("×", "x").split("x"))
+        if not (0 < w <= 20_000 and 0 < h <= 20_000):
+            raise ValueError
+        return w, h
     except ValueError:
         raise CheckError(f"--target must look like 1024x1536, not {target!r}", hint="use WIDTHxHEIGHT") from None
+
+
+def _target_cb(value: str | None) -> str | None:
+    try:
+        _parse_target(value)
+    except CheckError as exc:
+        raise typer.BadParameter(exc.message.removeprefix("--target ")) from None
+    return value
 
 
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
-        images: Annotated[list[Path], typer.Argument(help="Image files to check.", exists=False)],
-        brief: Annotated[Path | None, typer.Option("--brief", help="Brief YAML: lighting, teeth and hands to expect.")] = None,
-        target: Annotated[str | None, typer.Option("--target", help="Export size WxH the image must have.")] = None,
-        upscale: Annotated[float | None, typer.Option("--upscale", help="Upscale factor the finishing step applied.")] = None,
+        images: Annotated[list[Path], input_argument("Image files to check.", image_files, "IMAGE...")],
+        brief: Annotated[Path | None, input_option("--brief", "Brief YAML: lighting, teeth and hands to expect.",
+                                                   text_file, "BRIEF")] = None,
+        target: Annotated[str | None, typer.Option("--target", help="Export size WxH the image must have.",
+                                                   callback=_target_cb)] = None,
+        upscale: Annotated[float | None, typer.Option("--upscale", help="Upscale factor the finishing step applied.",
+                                                      callback=finite(low=1.0, high=8.0))] = None,
         require_label: Annotated[bool, typer.Option("--require-label", help="Fail when the AI label or record is missing.")] = False,
-        annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated copies into this folder.")] = None,
+        annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated copies into this folder.",
+                                                      file_okay=False, metavar="FOLDER")] = None,
         json_out: JsonOption = False,
     ) -> None:
         """Run the final checklist (eyes, skin, mouth, hands, lighting, background, export) on each image."""
         from ..checks import CheckContext, run_checklist
+        from ..imaging import image_size
 
         tw, th = _parse_target(target)
         fields: dict[str, Any] = {"target_width": tw, "target_height": th, "expected_upscale": upscale,
@@ -50,21 +69,27 @@ def register(app: typer.Typer) -> None:
             context = CheckContext.from_brief(load_brief(brief), **fields)
         else:
             context = CheckContext(**fields)
-        results = []
-        for path in images:
-            if not path.is_file():
-                raise CheckError(f"no such image: {path}", hint="pass existing PNG or JPEG files")
-            from ..analysis import analyze
+        from ..analysis import analyze
+        from ..quiet import native_quiet
 
-            analysis = analyze(path)
-            checklist = run_checklist(path, context, analysis=analysis)
-            results.append(checklist)
-            if annotate is not None:
-                annotate.mkdir(parents=True, exist_ok=True)
-                out = annotate / f"{path.stem}.checked.png"
-                draw_annotations(analysis, checklist).save(out)
-            if not json_out:
-                _render(path, checklist, annotate)
+        for path in images:
+            image_size(path)  # missing files, folders, non-images and bombs: a clear error naming the file
+
+        results = []
+        with progress_bars(quiet=json_out or len(images) < 2) as bars:
+            bar = bars.bar("checklist", len(images), unit="images")
+            for path in images:
+                with native_quiet(enabled=not debug()):  # mediapipe/TFLite set-up chatter on fd 2
+                    analysis = analyze(path)
+                    checklist = run_checklist(path, context, analysis=analysis)
+                results.append(checklist)
+                if annotate is not None:
+                    annotate.mkdir(parents=True, exist_ok=True)
+                    out = annotate / f"{path.stem}.checked.png"
+                    draw_annotations(analysis, checklist).save(out)
+                if not json_out:
+                    console.print(_render(path, checklist, annotate))
+                bar.advance()
         if json_out:
             data = [c.model_dump() for c in results]
             print_json(data if len(data) > 1 else data[0])
@@ -72,22 +97,19 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _render(path: Path, checklist: Any, annotate: Path | None) -> None:
-    from rich.table import Table
+def _render(path: Path, checklist: Any, annotate: Path | None) -> Any:
+    from rich.console import Group
 
-    table = Table(title=f"{path.name}  {checklist.width}x{checklist.height}", title_justify="left", expand=False)
-    table.add_column("item")
-    table.add_column("status")
-    table.add_column("measured", justify="right")
-    table.add_column("threshold", justify="right")
-    table.add_column("why", overflow="fold")
+    table = new_table(("item", {}), ("status", {}), ("measured\n(limit)", {"justify": "right"}),
+                      ("why", {"ratio": 1}), title=f"{path.name}  {checklist.width}×{checklist.height}")
     for it in checklist.items:
-        table.add_row(it.item, f"[{_STYLE[it.status]}]{it.status}[/]",
-                      "" if it.measured is None else f"{it.measured:g}",
-                      "" if it.threshold is None else f"{it.threshold:g}", it.explanation)
-    console.print(table)
-    console.print(f"overall [{_STYLE[checklist.overall]}]{checklist.overall}[/]  score {checklist.score:g}  "
-                  f"({checklist.seconds:.2f} s)" + (f"  annotated -> {annotate}" if annotate else ""))
+        value = "" if it.measured is None else f"{it.measured:.3g}"
+        limit = "" if it.threshold is None else f"({it.threshold:.3g})"
+        table.add_row(plain(it.item), plain(it.status.replace("not_applicable", "n/a"), _STYLE[it.status]),
+                      plain(f"{value}\n{limit}".strip()), plain(it.explanation))
+    summary = plain("overall ") + plain(checklist.overall, _STYLE[checklist.overall]) + plain(
+        f"  score {checklist.score:g}  ({checklist.seconds:.2f} s)" + (f"  annotated -> {annotate}" if annotate else ""))
+    return Group(table, summary, plain(str(path), "dim"))
 
 
 def draw_annotations(analysis: Any, checklist: Any) -> Any:

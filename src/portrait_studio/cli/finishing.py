@@ -6,22 +6,27 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.markup import escape
 
 from ..errors import CapabilityError, LedgerError
 from ..ledger import Ledger
-from ._common import HomeOption, JsonOption, console, print_json, renamed_option, studio
+from ..quiet import native_quiet
+from ._common import HomeOption, JsonOption, console, plain, print_json, renamed_option, say_path, studio
+from ._options import (
+    BudgetOption,
+    ImageArg,
+    ProviderOption,
+    SandboxOption,
+    WeightsOption,
+    check_id,
+    finite,
+    seed_option,
+)
+from ._progress import progress_bars
+from ._run import debug
 
 T = TypeVar("T")
 
-ImageArg = Annotated[Path, typer.Argument(help="The image file.", exists=True, dir_okay=False)]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Output file or folder (default: next to the input).")]
-SandboxOption = Annotated[
-    str, typer.Option("--sandbox", help="auto: use the provider's sandbox when no API key is set; always; never.")
-]
-ProviderOption = Annotated[str | None, typer.Option("--provider", help="bfl, fal, replicate or local.")]
-WeightsOption = Annotated[str | None, typer.Option("--weights", help="local: a diffusers folder or HF repo id.")]
-BudgetOption = Annotated[float | None, typer.Option("--budget", help="Most this command may spend, in USD.")]
 LicenceOption = Annotated[bool, typer.Option("--accept-licence", help="Accept a local model's licence (non-commercial "
                                              "FLUX.1 [dev] weights) for this run.")]
 
@@ -46,7 +51,7 @@ def _print_chain(ledger: Ledger, sha: str) -> None:
 
     console.print("[bold]lineage[/] (oldest first):")
     for n, line in enumerate(describe_chain(ledger.lineage(sha))):
-        console.print(("  " if n == 0 else "  └─ ") + escape(line), highlight=False)
+        console.print(plain(("  " if n == 0 else "  └─ ") + line))
 
 
 def _chain_json(ledger: Ledger, sha: str) -> list[dict[str, Any]]:
@@ -60,17 +65,17 @@ def register(app: typer.Typer) -> None:
         region: Annotated[str | None, typer.Option("--region", help="mouth, teeth, eyes, face, skin or hands "
                                                    "(also eye_left, eye_right, hand_0 ...).")] = None,
         auto: Annotated[bool, typer.Option("--auto", help="Run the checklist and fix the regions that failed.")] = False,
-        max_tries: Annotated[int, typer.Option("--max-tries", help="--auto: most fix-and-recheck rounds.")] = 2,
-        denoise: Annotated[float | None, typer.Option("--denoise", help="How much the region may change (0–1); default "
+        max_tries: Annotated[int, typer.Option("--max-tries", min=1, max=10, help="--auto: most fix-and-recheck rounds.")] = 2,
+        denoise: Annotated[float | None, typer.Option("--denoise", callback=finite(0.0, 1.0), help="How much the region may change (0–1); default "
                                                       "per model (FLUX.1 dev 0.85: FLUX barely changes anything below ~0.8).")] = None,
-        strength: Annotated[float | None, typer.Option("--strength", hidden=True)] = None,
+        strength: Annotated[str | None, typer.Option("--strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="An inpainting model: flux-fill-pro, "
                                            "flux-1-fill-dev, flux-1-dev, flux-1-schnell.")] = "flux-fill-pro",
         provider: ProviderOption = None,
         prompt_add: Annotated[str | None, typer.Option("--prompt-add", help="Added to the region's repair cue, "
                                                        "e.g. 'even teeth, natural shade'.")] = None,
-        seed: Annotated[int | None, typer.Option("--seed", help="Default: derived from the image and region.")] = None,
-        steps: Annotated[int | None, typer.Option("--steps")] = None,
+        seed: Annotated[int | None, seed_option("Default: derived from the image and region.")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", min=1, max=100, help="Inference steps (local models).")] = None,
         who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make: the person shown.")] = None,
         source: Annotated[str | None, typer.Option("--source", help="Consent: where the photo comes from.")] = None,
         permission: Annotated[str | None, typer.Option("--permission", help="Consent: what they agreed to.")] = None,
@@ -106,27 +111,28 @@ def register(app: typer.Typer) -> None:
                                   f"{', '.join(r.failed_after) or '-'} (score {r.score_before:g} → {r.score_after:g})"
                                   + ("" if r.kept else " — not better, not kept"))
                     for e in r.errors:
-                        console.print(f"  [red]✗[/] {escape(e)}", highlight=False)
+                        console.print("  [red]✗[/]", plain(e), highlight=False)
 
             async def work_auto(engine: Engine) -> Any:
                 return await auto_fix(engine, image, max_tries=max_tries, on_round=on_round, budget_usd=budget, out=out,
                                       **{k: v for k, v in options.items() if k not in ("provider",)}, provider=pid)
 
-            report = run_with_engine(s, [pid], work_auto, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
-                                     accept_licence=model if accept_licence else None)
+            with native_quiet(enabled=not debug()):  # the checklist's mediapipe/TFLite set-up chatter
+                report = run_with_engine(s, [pid], work_auto, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                         accept_licence=model if accept_licence else None)
             with Ledger(s.ledger_path) as ledger:
                 if json_out:
                     print_json({**report.model_dump(mode="json"), "lineage": _chain_json(ledger, report.final_sha256)})
                     return
                 money = (f"spent ${report.spent_usd:.3f}" if not report.sandbox_usd
                          else f"sandbox ${report.sandbox_usd:.3f} (no real money)")
-                console.print(f"stopped: {report.stopped} · resolved: {', '.join(report.resolved) or '-'} · "
-                              f"still failing: {', '.join(report.remaining) or '-'} · {money}")
+                console.print(plain(f"stopped: {report.stopped} · resolved: {', '.join(report.resolved) or '-'} · "
+                                    f"still failing: {', '.join(report.remaining) or '-'} · {money}"))
                 if report.unfixable:
                     console.print(f"not region fixes (re-shoot or vary instead): {', '.join(report.unfixable)}")
                 if report.kept_original:
                     console.print("[yellow]kept the original[/]: no round improved the checklist score")
-                console.print(f"final: {escape(report.final)}", highlight=False)
+                say_path("final:", report.final)
                 _print_chain(ledger, report.final_sha256)
             return
         assert region is not None
@@ -134,34 +140,40 @@ def register(app: typer.Typer) -> None:
         async def work(engine: Engine) -> Any:
             return await fix_region(engine, image, region, seed=seed, budget_usd=budget, out=out, **options)
 
-        outcome = run_with_engine(s, [pid], work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
-                                  accept_licence=model if accept_licence else None)
+        with native_quiet(enabled=not debug()):
+            outcome = run_with_engine(s, [pid], work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                      accept_licence=model if accept_licence else None)
         with Ledger(s.ledger_path) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             for w in outcome.warnings:
-                console.print(f"[yellow]note:[/] {escape(w)}", highlight=False)
+                console.print("[yellow]note:[/]", plain(w), highlight=False)
             denoise_text = f" at denoise {outcome.denoise:g}" if outcome.denoise is not None else ""
             money = "sandbox, no real money" if outcome.sandbox else f"${outcome.cost_usd:.3f}"
-            console.print(f"fixed {region} with {escape(outcome.model)} via {outcome.provider}{denoise_text}: "
-                          f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
-                          f"feathered mask · {money}", highlight=False)
-            console.print(f"wrote {escape(outcome.path)}", highlight=False)
+            console.print(plain(f"fixed {region} with {outcome.model} via {outcome.provider}{denoise_text}: "
+                                f"{outcome.changed_pixels} px repainted, {outcome.outside_changed} px changed outside the "
+                                f"feathered mask · {money}"))
+            say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("upscale")
     def upscale(
         image: ImageArg,
-        scale: Annotated[float, typer.Option("--scale", help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
-        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", help="Add a light image-to-image "
+        scale: Annotated[float, typer.Option("--scale", callback=finite(1.0, 4.0, low_open=True), help="1.5 or 2 (the workflow's range; up to 4 allowed).")] = 2.0,
+        detail_denoise: Annotated[float | None, typer.Option("--detail-denoise", callback=finite(0.0, 1.0), help="Add a light image-to-image "
                                                              "detail pass at this denoise (0.1-0.3).")] = None,
-        detail_strength: Annotated[float | None, typer.Option("--detail-strength", hidden=True)] = None,
+        detail_strength: Annotated[str | None, typer.Option("--detail-strength", hidden=True)] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Detail-pass model.")] = "flux-1-dev",
         provider: ProviderOption = None,
         weights: WeightsOption = None,
-        gpu: Annotated[int | None, typer.Option("--gpu", help="Vulkan device index (default: CPU).")] = None,
-        tile: Annotated[int | None, typer.Option("--tile", help="Tile size in input pixels (bounds memory).")] = None,
+        gpu: Annotated[int | None, typer.Option("--gpu", min=0, max=64, help="Vulkan device index (default: CPU).")] = None,
+        tile: Annotated[int | None, typer.Option("--tile", min=32, max=4096, help="Tile size in input pixels (bounds memory).")] = None,
+        quality: Annotated[str, typer.Option("--quality", help="standard: SPAN, fast on CPU; max: Real-ESRGAN x4plus "
+                                             "(minutes on CPU, best on JPEG artefacts); lanczos: no network.")] = "standard",
+        who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make (detail pass).")] = None,
+        source: Annotated[str | None, typer.Option("--source", help="Consent: where the photo comes from.")] = None,
+        permission: Annotated[str | None, typer.Option("--permission", help="Consent: what they agreed to.")] = None,
         budget: BudgetOption = None,
         sandbox: SandboxOption = "auto",
         out: OutOption = None,
@@ -170,14 +182,22 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Upscale 1.5–4x to the exact size; keeps the lineage; an optional paid detail pass runs on the engine."""
+        """Upscale 1.5–4x to the exact size (SPAN on the CPU by default); keeps the lineage; an optional paid
+        detail pass runs on the engine."""
         from ..engine import Engine
         from ..finishing.fix import default_provider
         from ..finishing.upscaling import DetailPass, upscale_image
         from ._engine import run_with_engine
 
         renamed_option("--detail-strength", detail_strength, "--detail-denoise", "how much the detail pass may change")
+        methods = {"standard": "standard", "max": "max", "lanczos": "lanczos"}
+        if quality not in methods:
+            from ..errors import UsageError
+
+            raise UsageError(f"unknown quality '{quality}'", field="--quality", hint="choose standard, max or lanczos")
         s = studio(home)
+        with Ledger(s.ledger_path) as ledger:
+            record_consent(ledger, image, who, source, permission)
         detail = None
         ids: list[str] = []
         if detail_denoise is not None:
@@ -185,33 +205,38 @@ def register(app: typer.Typer) -> None:
             detail = DetailPass(model=model, denoise=detail_denoise, weights=weights, provider=pid)
             ids = [pid]
 
-        async def work(engine: Engine) -> Any:
-            return await upscale_image(engine, image, scale, detail=detail, gpu=gpu, tile=tile, out=out,
-                                       budget_usd=budget)
+        with progress_bars(quiet=json_out) as bars:
+            tiles = bars.bar(f"upscale ×{scale:g}", None, unit="tiles")
 
-        outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
-                                  checker=None, accept_licence=model if accept_licence and detail else None)
+            async def work(engine: Engine) -> Any:
+                engine.progress = tiles.update  # type: ignore[attr-defined]  # (tiles done, tiles in all)
+                return await upscale_image(engine, image, scale, detail=detail, gpu=gpu, tile=tile, out=out,
+                                           budget_usd=budget, method=methods[quality])
+
+            outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
+                                      checker=None, accept_licence=model if accept_licence and detail else None)
         with Ledger(s.ledger_path) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
-            console.print(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
-                          + (f" with a {escape(outcome.detail_model)} detail pass" if outcome.detail_model else ""),
-                          highlight=False)
-            console.print(f"wrote {escape(outcome.path)}", highlight=False)
+            console.print(plain(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
+                                + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else "")))
+            say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 
     @app.command("masks")
     def masks(
         image: ImageArg,
-        out: Annotated[Path, typer.Option("--out", help="Folder for the mask PNGs.")] = Path("masks"),
+        out: Annotated[Path, typer.Option("--out", help="Folder for the mask PNGs.", file_okay=False,
+                                          metavar="FOLDER")] = Path("masks"),
         json_out: JsonOption = False,
     ) -> None:
         """Write the region masks a fix would use (mouth, teeth, eyes, face, skin, hands) and an overlay."""
         from ..analysis import analyze
         from ..finishing.masks import region_masks, save_masks
 
-        analysis = analyze(image)
+        with native_quiet(enabled=not debug()):
+            analysis = analyze(image)
         paths = save_masks(analysis, out)
         found = region_masks(analysis)
         if json_out:
@@ -222,13 +247,14 @@ def register(app: typer.Typer) -> None:
         for name, p in paths.items():
             m = found.get(name)
             extra = f"  {m.area} px, feather {m.feather_px} px" if m else ""
-            console.print(f"{name:10s} {escape(str(p))}{extra}", highlight=False)
+            console.print(plain(f"{name:10s} {p}{extra}"))
         if not found:
             console.print("[yellow]no face or hands found[/]: nothing to mask")
 
     @app.command("lineage")
     def lineage(
-        image: Annotated[str, typer.Argument(help="Image file, or an id / sha256 prefix from 'portrait log'.")],
+        image: Annotated[str, typer.Argument(help="Image file, or an id / sha256 prefix from 'portrait log'.",
+                                             metavar="IMAGE")],
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
@@ -236,7 +262,9 @@ def register(app: typer.Typer) -> None:
         from ..finishing.lineage import describe_chain, file_sha256
 
         s = studio(home)
-        ref = file_sha256(image) if Path(image).is_file() else image
+        if Path(image).is_dir():
+            raise typer.BadParameter(f"'{image}' is a folder, not an image file or id", param_hint="IMAGE")
+        ref = file_sha256(image) if Path(image).is_file() else check_id(image, "image id or file") or image
         with Ledger(s.ledger_path) as ledger:
             try:
                 row = ledger.image(ref)
@@ -253,7 +281,7 @@ def register(app: typer.Typer) -> None:
             total = sum(r.cost_usd for r in chain)
             console.print(f"{len(chain)} step(s), ${total:.3f} in all")
             if children:
-                console.print("made from it: " + ", ".join(describe_chain([c])[0] for c in children), highlight=False)
+                console.print(plain("made from it: " + ", ".join(describe_chain([c])[0] for c in children)))
 
 
 __all__ = ["register"]

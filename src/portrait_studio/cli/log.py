@@ -6,17 +6,19 @@ import datetime as dt
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ..ledger import Ledger
-from ._common import HomeOption, JsonOption, console, print_json, studio
+from ._common import HomeOption, JsonOption, console, plain, print_json, studio
+from ._options import check_id
+from ._tables import ID, new_table
 
 
 def register(app: typer.Typer) -> None:
     @app.command("log")
     def log(
-        n: Annotated[int, typer.Option("-n", help="How many images.")] = 20,
-        run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+        n: Annotated[int, typer.Option("-n", min=1, max=10_000, help="How many images.")] = 20,
+        run: Annotated[str | None, typer.Option("--run", help="Only this run (id or unique prefix).", metavar="RUN",
+                                                callback=lambda v: check_id(v, "run id"))] = None,
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
@@ -31,18 +33,22 @@ def register(app: typer.Typer) -> None:
                 print_json([r.model_dump(mode="json") for r in rows])
                 return
             if not rows:
-                console.print("the ledger is empty — start with: portrait shoot BRIEF.yaml --model flux-1.1-pro --seeds 3")
+                console.print("the ledger is empty — start with: portrait shoot BRIEF.yaml --model flux-1.1-pro --seeds 3",
+                              highlight=False)
                 return
-            table = Table("image", "run", "op", "model", "seed", "cost", "check", "parent", "when")
+            # two lines per image: the ids you type next (never cut) over what the image is
+            table = new_table(("image / run", ID), ("model", {}), ("cost", {}),
+                              ("when", {}), spaced=True)
             for r in rows:
                 table.add_row(
-                    f"{r.id}{' ★' if r.picked else ''}", r.run_id or "-", r.operation, r.model or "-",
-                    str(r.seed if r.seed is not None else "-"),
-                    f"${r.cost_usd:.3f}" + (" SANDBOX" if r.sandbox else ""), r.check_overall or "-",
-                    (r.parent_sha256 or "")[:10] or "-",
-                    dt.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
+                    plain(r.id + (" ★" if r.picked else ""), "bold") + plain(f"\n{r.run_id or '-'}", "dim"),
+                    plain(f"{r.model or '-'}\n{r.seed if r.seed is not None else '-'}\n{r.operation}"),
+                    plain(f"${r.cost_usd:.3f}" + (" SANDBOX" if r.sandbox else "") + f"\n{r.check_overall or '-'}"),
+                    plain(dt.datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M")
+                          + f"\n{(r.parent_sha256 or '')[:10] or '-'}"),
                 )
             console.print(table)
             scope = f"run {run_id}" if run_id else "in total"
             console.print(f"spent {scope}: ${real.usd:.3f} real money"
-                          + (f" · sandbox (test, not money): ${sandbox.usd:.3f}" if sandbox.usd else ""))
+                          + (f" · sandbox (test, not money): ${sandbox.usd:.3f}" if sandbox.usd else ""), highlight=False)
+            console.print("★ picked · second line: run id; seed; operation", style="dim", highlight=False)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from ..catalog import all_models, model_summary
-from ._common import JsonOption, console, print_json
+from ._common import JsonOption, console, plain, print_json
+from ._tables import ID, new_table
 
 
 def register(app: typer.Typer) -> None:
@@ -17,10 +17,15 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(rows)
             return
-        table = Table("model", "providers", "modes", "max res", "aspect ratios", "variants", "price", title="FLUX models")
+        table = new_table(("model id / name", ID), ("providers · modes", {"ratio": 2}),
+                          ("size", {"ratio": 2}), ("price", {"ratio": 2}), title="FLUX models", spaced=True)
         for r in rows:
+            extras = f"\nvariants: {', '.join(r['variants'])}" if r["variants"] else ""
             table.add_row(
-                f"{r['name']}\n[dim]{r['id']}[/]", ", ".join(r["providers"]), ", ".join(r["modes"]),
-                r["max_resolution"], r["aspect_ratios"], ", ".join(r["variants"]) or "-", r["price"],
+                plain(r["id"], "bold") + plain(f"\n{r['name']}", "dim"),
+                plain(f"{', '.join(r['providers'])}\n{', '.join(r['modes'])}{extras}"),
+                plain(f"{r['max_resolution']}\n{r['aspect_ratios']}"),
+                plain(r["price"]),
             )
         console.print(table)
+        console.print("use the id with --model, e.g. portrait shoot BRIEF -m flux-1.1-pro", highlight=False)

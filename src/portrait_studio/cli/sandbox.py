@@ -3,40 +3,55 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
-from ._common import console
+from ._common import JsonOption, console, plain, print_json
+from ._options import PortOption, finite
 
 __all__ = ["register"]
 
 _ENV = {"bfl": "BFL_API_KEY", "fal": "FAL_KEY", "replicate": "REPLICATE_API_TOKEN"}
 
 
+def _key(value: str) -> str:
+    if not value.strip() or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise typer.BadParameter("use visible ASCII characters without spaces")
+    return value
+
+
+def _announce(provider: str, handle: Any) -> None:
+    console.print(f"[bold]{provider} sandbox[/] listening on", plain(handle.url), highlight=False)
+    console.print(plain(f"  key: {handle.key}   (e.g. {_ENV[provider]}={handle.key})"))
+    if handle.ca_file:
+        console.print(plain(f"  TLS certificate to trust: {handle.ca_file}"))
+    console.print("  images are SANDBOX output, not FLUX; press Ctrl-C to stop", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("sandbox")
     def sandbox(
-        provider: Annotated[str, typer.Option("--provider", help="bfl, fal or replicate")] = "bfl",
-        port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1 (0 picks a free one)")] = 0,
-        latency: Annotated[float, typer.Option("--latency", help="seconds each task takes")] = 2.0,
-        credits: Annotated[float, typer.Option("--credits", help="account balance")] = 1000.0,
-        key: Annotated[str, typer.Option("--key", help="the API key the sandbox accepts")] = "sandbox-key",
-        duration: Annotated[float, typer.Option("--duration", hidden=True, help="stop after N seconds")] = 0.0,
+        provider: Annotated[Literal["bfl", "fal", "replicate"], typer.Option("--provider", help="Which API to serve.")] = "bfl",
+        port: PortOption = 0,
+        latency: Annotated[float, typer.Option("--latency", help="Seconds each task takes.",
+                                               callback=finite(0.0, 3600.0))] = 2.0,
+        credits: Annotated[float, typer.Option("--credits", help="Account balance.", callback=finite(0.0))] = 1000.0,
+        key: Annotated[str, typer.Option("--key", help="The API key the sandbox accepts.", callback=_key)] = "sandbox-key",
+        duration: Annotated[float, typer.Option("--duration", hidden=True, help="Stop after N seconds.",
+                                                callback=finite(0.0))] = 0.0,
+        json_out: JsonOption = False,
     ) -> None:
         """Serve a local sandbox of a provider's API (real HTTP, fake images from a public-domain photo)."""
-        from ..errors import StudioError
         from ..testing.sandbox import start_sandbox
 
-        if provider not in _ENV:
-            raise StudioError(f"no sandbox for provider '{provider}'", hint="use --provider bfl, fal or replicate")
         handle = start_sandbox(provider, port=port, latency=latency, credits=credits, key=key)
         try:
-            console.print(f"[bold]{provider} sandbox[/] listening on {handle.url}", highlight=False)
-            console.print(f"  key: {handle.key}   (e.g. {_ENV[provider]}={handle.key})", highlight=False)
-            if handle.ca_file:
-                console.print(f"  TLS certificate to trust: {handle.ca_file}", highlight=False)
-            console.print("  images are SANDBOX output, not FLUX; press Ctrl-C to stop", highlight=False)
+            if json_out:
+                print_json({"provider": provider, "url": handle.url, "key": handle.key, "env_var": _ENV[provider],
+                            "ca_file": str(handle.ca_file) if handle.ca_file else None}, line=True)
+            else:
+                _announce(provider, handle)
             started = time.monotonic()
             while not duration or time.monotonic() - started < duration:
                 time.sleep(0.2)
@@ -45,4 +60,7 @@ def register(app: typer.Typer) -> None:
         finally:
             stats = handle.stats
             handle.stop()
-            console.print(f"stopped: {stats.paid} tasks, {stats.credits_spent:g} credits spent", highlight=False)
+            if json_out:
+                print_json({"stopped": True, "tasks": stats.paid, "credits_spent": stats.credits_spent}, line=True)
+            else:
+                console.print(f"stopped: {stats.paid} tasks, {stats.credits_spent:g} credits spent", highlight=False)

@@ -7,30 +7,57 @@ from typing import Annotated
 
 import typer
 
+from ..config import KEY_ENV_VARS
 from ..errors import LedgerError
 from ..ledger import Ledger
-from ._common import HomeOption, console, studio
+from ._common import HomeOption, JsonOption, console, escape, new_app, print_json, studio
+from ._options import RunArg, check_id
+
+
+def _provider(value: str) -> str:
+    if value not in KEY_ENV_VARS:
+        raise typer.BadParameter(f"'{value}' takes no API key here; choose one of {', '.join(KEY_ENV_VARS)}")
+    return value
+
+
+def _key(value: str) -> str:
+    """A key is one line of visible ASCII: a pasted newline or a non-ASCII quote would be sent as is."""
+    value = value.strip()
+    if not value:
+        raise typer.BadParameter("the key is empty")
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise typer.BadParameter("the key has spaces or non-ASCII characters; paste it exactly as the provider shows it")
+    return value
 
 
 def register(app: typer.Typer) -> None:
-    keys_app = typer.Typer(help="API keys (stored in the studio folder, never in the ledger).", no_args_is_help=True)
+    keys_app = new_app("API keys (stored in the studio folder, never in the ledger).")
     app.add_typer(keys_app, name="keys")
 
     @keys_app.command("set")
     def set_key(
-        provider: Annotated[str, typer.Argument(help="bfl, fal or replicate.")],
-        value: Annotated[str, typer.Option(prompt=True, hide_input=True, help="The key (asked for if omitted).")],
+        provider: Annotated[str, typer.Argument(help=f"{', '.join(KEY_ENV_VARS)}.", metavar="PROVIDER",
+                                                callback=_provider)],
+        value: Annotated[str, typer.Option("--value", prompt="API key", hide_input=True, callback=_key,
+                                           help="The key (asked for if omitted, without echo).")],
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
-        """Store an API key in keys.json (mode 600)."""
+        """Store an API key in keys.json (mode 600); the environment variable still wins."""
         s = studio(home)
         s.set_key(provider, value)
-        console.print(f"stored the {provider} key in {s.keys_path}")
+        if json_out:
+            print_json({"provider": provider, "stored_in": str(s.keys_path), "env_var": KEY_ENV_VARS[provider]})
+            return
+        console.print(f"stored the {provider} key in {escape(str(s.keys_path))} "
+                      f"({KEY_ENV_VARS[provider]}, when set, takes precedence)", highlight=False)
 
     @app.command("audit")
     def audit(
-        run: Annotated[str, typer.Argument(help="Run id.")],
-        out: Annotated[Path, typer.Option("--out", help="Zip file to write.")] = Path("audit-bundle.zip"),
+        run: RunArg,
+        out: Annotated[Path, typer.Option("--out", help="Zip file to write.", dir_okay=False,
+                                          metavar="ZIP")] = Path("audit-bundle.zip"),
+        json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Write an audit bundle: images, a record per image, CSV, summary page — no secrets."""
@@ -38,6 +65,7 @@ def register(app: typer.Typer) -> None:
         from ..engine import Engine
         from ..finishing.lineage import LabelSettings
 
+        check_id(run)
         s = studio(home)
         try:  # repair missing or damaged delivered copies first, so every image ships labelled
             with Ledger(s.ledger_path) as ledger:
@@ -50,5 +78,9 @@ def register(app: typer.Typer) -> None:
         except (LedgerError, OSError):
             pass  # a read-only studio: ship what is there (the summary says what is labelled)
         with Ledger(s.ledger_path, read_only=True) as ledger:
-            path = build_audit_bundle(ledger, ledger.run(run).id, out, secrets=s.secrets())
-        console.print(f"wrote {path}")
+            run_id = ledger.run(run).id
+            path = build_audit_bundle(ledger, run_id, out, secrets=s.secrets())
+        if json_out:
+            print_json({"run_id": run_id, "bundle": str(path)})
+            return
+        console.print(f"wrote {escape(str(path))}", highlight=False)

@@ -32,7 +32,15 @@ from .lineage import derived_path, ensure_recorded, record_derived
 
 __all__ = ["DETAIL_PROMPT", "DetailPass", "UpscaleOutcome", "upscale_image", "upscale_plan"]
 
-ENGINE = "realesrgan-x4plus"
+ENGINE = "span-x2-ch48"  # the default network at 2x; each upscale records the one it ran (`_network`)
+
+
+def _network(method: str | None, scale: float) -> tuple[str, str]:
+    """(name, title) of the network `finishing.upscale` runs for this method and scale."""
+    from .upscale import DEFAULT_METHOD, model_for
+
+    model = model_for(method or DEFAULT_METHOD, min(scale, 4.0))  # type: ignore[arg-type]
+    return (model.name, model.title) if model else ("lanczos", "Lanczos")
 DETAIL_PROMPT = "the same photograph with crisp natural detail, fine skin texture, sharp eyes"
 
 
@@ -155,16 +163,17 @@ async def _drive_upscale(engine: Any, run_id: str, args: dict[str, Any], budget_
         scale = float(args["scale"])
         size = target_size(source.width, source.height, scale)
     started = time.perf_counter()
-    options = {k: args[k] for k in ("tile", "overlap", "gpu") if args.get(k) is not None}
+    options = {k: args[k] for k in ("tile", "overlap", "gpu", "method") if args.get(k) is not None}
+    network, _ = _network(args.get("method"), scale)
     if progress is not None:
         options["progress"] = progress
     upscaled = await asyncio.to_thread(upscale, source, scale, **options)
     if upscaled.size != size:
         upscaled = upscaled.resize(size, Image.Resampling.LANCZOS)
     seconds = round(time.perf_counter() - started, 3)
-    details: dict[str, Any] = {"scale": round(scale, 4), "engine": ENGINE, "size": list(size), "seconds": seconds,
+    details: dict[str, Any] = {"scale": round(scale, 4), "engine": network, "size": list(size), "seconds": seconds,
                                **{k: args.get(k) for k in ("tile", "overlap", "gpu")}}
-    cost_usd, provider, model, seed, sandbox = 0.0, "local", ENGINE, None, parent.sandbox
+    cost_usd, provider, model, seed, sandbox = 0.0, "local", network, None, parent.sandbox
     request_id = None
     final = upscaled
     if args.get("detail"):
@@ -209,12 +218,14 @@ def _label(engine: Any, made: ImageRow | None, parent: ImageRow, args: dict[str,
            size: tuple[int, int] | None = None, details: dict[str, Any] | None = None) -> LabelInfo:
     details = details or (made.operation_details if made else {}) or {}
     detail = args.get("detail")
-    edit = f"upscaled {details.get('scale', args.get('scale'))}x with Real-ESRGAN" + (
+    factor = float(details.get("scale") or args.get("scale") or 2)
+    network, title = _network(args.get("method"), factor)
+    edit = f"upscaled {factor:g}x with {title}" + (
         f", detail pass by {detail['model']} at denoise {detail['denoise']:g}" if detail else "")
     width, height = size or ((made.width, made.height) if made else (None, None))
     labels = engine.labels
     return LabelInfo(
-        model=detail["model"] if detail else ENGINE, provider=args.get("detail_provider") or "local",
+        model=detail["model"] if detail else network, provider=args.get("detail_provider") or "local",
         prompt=detail["prompt"] if detail else _parent_prompt(engine, parent),
         seed=details.get("detail_seed"), denoise=detail["denoise"] if detail else None,
         width=width, height=height, is_composite=True, edit=edit, parent_sha256=parent.image_sha256,
@@ -300,14 +311,15 @@ async def _make_delivery(engine: Any, run_id: str, image: ImageRow, request: Req
     left, top = (cover_w - plan.final_w) // 2, (cover_h - plan.final_h) // 2
     final = big.crop((left, top, left + plan.final_w, top + plan.final_h))
     seconds = round(time.perf_counter() - started, 3)
-    details = {"deliver": plan.deliver, "scale": round(scale, 4), "engine": ENGINE, "size": [plan.final_w, plan.final_h],
+    network, _ = _network(None, scale)
+    details = {"deliver": plan.deliver, "scale": round(scale, 4), "engine": network, "size": [plan.final_w, plan.final_h],
                "native": [source.width, source.height], "crop": [left, top], "seconds": seconds}
     buffer = BytesIO()
     final.save(buffer, "PNG")
     return record_derived(
         engine, buffer.getvalue(), parent=image, operation="upscale", details=details,
         info=_delivery_label(engine, None, image, request, plan, size=final.size, scale=scale), path=path,
-        run_id=run_id, provider="local", model=ENGINE, sandbox=image.sandbox, timings={"upscale_s": seconds},
+        run_id=run_id, provider="local", model=network, sandbox=image.sandbox, timings={"upscale_s": seconds},
     )
 
 
@@ -317,7 +329,7 @@ def _delivery_label(engine: Any, made: ImageRow | None, parent: ImageRow, reques
     factor = scale if scale is not None else ((made.operation_details or {}).get("scale") if made else None)
     return LabelInfo.from_request(
         request, is_composite=True, parent_sha256=parent.image_sha256, width=width, height=height,
-        edit=f"{plan.deliver} delivery: upscaled ×{factor:.2f} with Real-ESRGAN and centre-cropped to "
+        edit=f"{plan.deliver} delivery: upscaled ×{factor:.2f} with {_network(None, factor)[1]} and centre-cropped to "
              f"{plan.final_w}×{plan.final_h}" if factor else f"{plan.deliver} delivery",
         sandbox=parent.sandbox, creator=getattr(engine.labels, "creator", None),
         credit=getattr(engine.labels, "credit", None),

@@ -1,14 +1,19 @@
 """Synthetic defects made from real photos, for calibrating and testing the checklist.
 
-Each builder takes a clean RGB array and its `Analysis` and returns a new RGB array with
-one defect a retoucher would reject. `DEFECTS` maps a name to the builder and the check
-item it must fail; tests and `bench/bench_checks.py` share it.
+Each builder takes a clean RGB array and its `Analysis` and returns a new RGB array with one
+defect a retoucher would reject. Builders take a `severity` ('mild' or 'obvious') and an
+`rng`: the parameters (strength, radius, method details, placement, colours, fonts) are drawn
+from ranges, so the calibration does not learn one fixed recipe. `DEFECTS` maps a name to the
+builder and the check item it must fail; `SCENE` lists changes that are *not* defects (text that
+belongs to the scene) and must not fail anything. Tests and `bench/bench_checks.py` share them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -23,23 +28,50 @@ from ..analysis import (
 
 __all__ = [
     "DEFECTS",
+    "SCENE",
+    "SEVERITIES",
     "Defect",
     "banded_background",
+    "banded_sky",
     "blow_highlights",
     "blur_eyes",
+    "blur_nearest_eye",
     "clip_shadows",
     "double_pupil",
     "extra_finger",
+    "logo_mark",
     "mismatched_irises",
+    "missing_pupil",
+    "name_tag",
     "overlay_text",
+    "oversharpen",
+    "posterise_background",
     "relight_from_side",
     "remove_catchlights",
     "stray_artifacts",
+    "tiled_watermark",
     "tint_face",
     "tooth_gap",
     "watermark",
+    "waxy_beauty",
+    "waxy_bilateral",
+    "waxy_blur",
+    "waxy_frequency_separation",
+    "waxy_guided",
     "waxy_skin",
 ]
+
+SEVERITIES = ("mild", "obvious")
+Rng = np.random.Generator
+
+
+def _rng(rng: Rng | None) -> Rng:
+    return rng if rng is not None else np.random.default_rng(7)
+
+
+def _pick(rng: Rng, severity: str, mild: tuple[float, float], obvious: tuple[float, float]) -> float:
+    lo, hi = mild if severity == "mild" else obvious
+    return float(rng.uniform(lo, hi))
 
 
 def _face(an: Analysis) -> Face:
@@ -55,97 +87,249 @@ def _feather(mask: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.5, sigma))[..., None]
 
 
-def _blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    return np.clip(a.astype(np.float32) * (1 - alpha) + b.astype(np.float32) * alpha, 0, 255).astype(np.uint8)
+def _blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
+    return np.clip(a.astype(np.float32) * (1 - alpha) + np.asarray(b, np.float32) * alpha, 0, 255).astype(np.uint8)
 
 
-def blur_eyes(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Both eyes out of focus (Gaussian of 2% of the face width), the rest untouched."""
+# --- eyes -------------------------------------------------------------------------------------
+def _eye_mask(an: Analysis, f: Face, sides: tuple[str, ...], pad: float = 0.45) -> np.ndarray:
+    m = np.zeros(an.shape, bool)
+    for s in sides:
+        x0, y0, x1, y1 = f.group_box(f.eye(s), pad=pad)
+        m[max(0, y0):y1, max(0, x0):x1] = True
+    return m
+
+
+def blur_eyes(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Both eyes out of focus (Gaussian of about 2% of the face width), the rest untouched."""
     import cv2
 
     f = _face(an)
-    m = np.zeros(an.shape, bool)
-    for s in ("left", "right"):
-        x0, y0, x1, y1 = f.group_box(f.eye(s), pad=0.45)
-        m[max(0, y0):y1, max(0, x0):x1] = True
-    blurred = cv2.GaussianBlur(rgb, (0, 0), max(1.2, f.width * 0.02))
-    return _blend(rgb, blurred, _feather(m, f.width * 0.01))
+    sigma = f.width * (0.02 if rng is None else _pick(rng, severity, (0.012, 0.016), (0.02, 0.03)))
+    blurred = cv2.GaussianBlur(rgb, (0, 0), max(1.2, sigma))
+    return _blend(rgb, blurred, _feather(_eye_mask(an, f, ("left", "right")), f.width * 0.01))
 
 
-def remove_catchlights(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Paint the irises' bright spots out with the iris's own median colour."""
+def blur_nearest_eye(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Only the eye nearer the camera is soft (focus missed by a few centimetres)."""
+    import cv2
+
+    from ..checks.eyes import _nearest_side
+
+    rng = _rng(rng)
+    f = _face(an)
+    sigma = f.width * _pick(rng, severity, (0.012, 0.016), (0.02, 0.03))
+    blurred = cv2.GaussianBlur(rgb, (0, 0), max(1.2, sigma))
+    return _blend(rgb, blurred, _feather(_eye_mask(an, f, (_nearest_side(f),)), f.width * 0.01))
+
+
+def _iris_disk(an: Analysis, f: Face, side: str, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    c, r = f.iris(side)
+    yy, xx = np.mgrid[: an.shape[0], : an.shape[1]]
+    disk = ((xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= (r * scale) ** 2) & f.mask(f.eye(side), an.shape)
+    return disk, c, r
+
+
+def remove_catchlights(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Paint the irises' bright spots out with the iris's own median colour (mild: mostly out)."""
     import cv2
 
     f = _face(an)
     out = rgb.copy()
-    yy, xx = np.mgrid[: an.shape[0], : an.shape[1]]
     lum = out.astype(np.float32).mean(-1)
+    keep = 0.0 if severity == "obvious" else 0.25
     for s in ("left", "right"):
-        c, r = f.iris(s)
-        disk = ((xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= (r * 1.0) ** 2) & f.mask(f.eye(s), an.shape)
+        disk, c, r = _iris_disk(an, f, s)
         if not disk.any():
             continue
         d = max(3, int(r * 1.1) | 1)
         spots = cv2.morphologyEx(lum, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
         bright = cv2.dilate((disk & (spots > 10)).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & disk
-        out[bright] = np.median(out[disk & ~bright], axis=0).astype(np.uint8) if (disk & ~bright).any() else out[bright]
+        if (disk & ~bright).any():
+            med = np.median(out[disk & ~bright], axis=0)
+            out[bright] = _blend(med[None, :].repeat(int(bright.sum()), 0), out[bright], keep)
     return out
 
 
-def double_pupil(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """A second dark pupil beside the real one in each iris."""
+def double_pupil(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A second dark pupil beside the real one in the iris (both irises when obvious)."""
     import cv2
 
+    seeded = rng is not None
+    rng = _rng(rng)
+    f = _face(an)
+    out = rgb.copy()
+    sides = ("left", "right") if severity == "obvious" or not seeded else (str(rng.choice(["left", "right"])),)
+    for s in sides:
+        c, r = f.iris(s)
+        off = _pick(rng, severity, (0.5, 0.6), (0.52, 0.62)) if seeded else 0.55
+        angle = rng.uniform(-0.5, 0.5) if seeded else 0.0
+        rad = max(1, round(r * (_pick(rng, severity, (0.2, 0.24), (0.2, 0.25)) if seeded else 0.22)))
+        for sign in (-1, 1):
+            x = c[0] + sign * off * r * np.cos(angle)
+            y = c[1] + sign * off * r * np.sin(angle)
+            cv2.circle(out, (round(x), round(y)), rad, (8, 6, 6), -1, cv2.LINE_AA)
+    return out
+
+
+def missing_pupil(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """The pupil is painted over with the iris's own colour: a blank, doll-like iris."""
     f = _face(an)
     out = rgb.copy()
     for s in ("left", "right"):
-        c, r = f.iris(s)
-        for dx in (-0.55, 0.55):
-            cv2.circle(out, (round(c[0] + dx * r), round(c[1])), max(1, round(r * 0.22)), (8, 6, 6), -1, cv2.LINE_AA)
+        disk, c, r = _iris_disk(an, f, s, 0.95)
+        if not disk.any():
+            continue
+        colour = np.percentile(out[disk], 70, axis=0)
+        yy, xx = np.mgrid[: an.shape[0], : an.shape[1]]
+        pupil = disk & ((xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= (r * 0.6) ** 2)
+        out[pupil] = _blend(out[pupil], colour[None, :].repeat(int(pupil.sum()), 0), 0.85 if severity == "mild" else 1.0)
     return out
 
 
-def mismatched_irises(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Recolour the subject's left iris pale blue, as generators sometimes do."""
+def mismatched_irises(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Recolour the subject's left iris (pale blue or green), as generators sometimes do."""
+    rng = _rng(rng)
     f = _face(an)
-    c, r = f.iris("left")
-    yy, xx = np.mgrid[: an.shape[0], : an.shape[1]]
-    disk = ((xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= (r * 0.95) ** 2) & f.mask(f.eye("left"), an.shape)
+    disk, _, _ = _iris_disk(an, f, "left", 0.95)
     out = rgb.copy()
     lum = out[disk].astype(np.float32).mean(-1, keepdims=True)
-    out[disk] = np.clip(lum * 0.6 + np.array([70, 130, 200]) * 0.7, 0, 255).astype(np.uint8)
+    colour = np.array([[70, 130, 200], [80, 170, 110]][int(rng.integers(2))], np.float32)
+    k = _pick(rng, severity, (0.55, 0.6), (0.7, 0.8))
+    out[disk] = np.clip(lum * (1.3 - k) + colour * k, 0, 255).astype(np.uint8)
     return out
 
 
-def waxy_skin(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Plastic skin: repeated edge-preserving smoothing on the face's skin only."""
+# --- skin -------------------------------------------------------------------------------------
+def _skin_blend(rgb: np.ndarray, smooth: np.ndarray, an: Analysis, f: Face, amount: float = 1.0) -> np.ndarray:
+    m = an.face_skin_mask(f)
+    return _blend(rgb, smooth, _feather(m, f.width * 0.01) * amount)
+
+
+def waxy_bilateral(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Plastic skin: repeated edge-preserving (bilateral) smoothing on the face's skin only."""
     import cv2
 
+    rng = _rng(rng)
     f = _face(an)
-    m = an.face_skin_mask(f)
+    d = max(5, int(f.width * _pick(rng, severity, (0.03, 0.045), (0.05, 0.07))))
+    passes = int(rng.integers(2, 4)) if severity == "mild" else int(rng.integers(4, 7))
+    sigma_c = _pick(rng, severity, (30, 50), (60, 90))
     smooth = rgb.copy()
-    d = max(7, int(f.width * 0.06))
-    for _ in range(6):
-        smooth = cv2.bilateralFilter(smooth, d, 80, d)
-    return _blend(rgb, smooth, _feather(m, f.width * 0.01))
+    for _ in range(passes):
+        smooth = cv2.bilateralFilter(smooth, d, sigma_c, d)
+    return _skin_blend(rgb, smooth, an, f)
 
 
-def tint_face(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """A face that does not match its neck: the face oval shifted towards orange-pink."""
+def waxy_skin(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """The original recipe: six bilateral passes (kept for the existing tests)."""
+    return waxy_bilateral(rgb, an, severity, rng)
+
+
+def _guided(img: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter with the image as its own guide (per channel, box filters)."""
+    import cv2
+
+    x = img.astype(np.float32) / 255.0
+    k = (2 * radius + 1, 2 * radius + 1)
+    mean = cv2.blur(x, k)
+    var = cv2.blur(x * x, k) - mean * mean
+    a = var / (var + eps)
+    b = mean - a * mean
+    return np.clip((cv2.blur(a, k) * x + cv2.blur(b, k)) * 255.0, 0, 255)
+
+
+def waxy_guided(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Guided / 'surface blur' smoothing: flattens low-contrast texture, keeps strong edges."""
+    rng = _rng(rng)
+    f = _face(an)
+    radius = max(2, int(f.width * _pick(rng, severity, (0.015, 0.025), (0.03, 0.05))))
+    eps = _pick(rng, severity, (0.001, 0.002), (0.003, 0.01))
+    return _skin_blend(rgb, _guided(rgb, radius, eps), an, f)
+
+
+def waxy_frequency_separation(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Frequency-separation retouch overdone: the fine (high-pass) layer turned down on the skin."""
+    import cv2
+
+    rng = _rng(rng)
+    f = _face(an)
+    sigma = max(1.0, f.width * _pick(rng, severity, (0.008, 0.012), (0.01, 0.02)))
+    x = rgb.astype(np.float32)
+    low = cv2.GaussianBlur(x, (0, 0), sigma)
+    keep = _pick(rng, severity, (0.3, 0.4), (0.0, 0.15))
+    return _skin_blend(rgb, low + (x - low) * keep, an, f)
+
+
+def waxy_blur(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Plain blur of the face skin with the eyes, brows and mouth left sharp."""
+    import cv2
+
+    rng = _rng(rng)
+    f = _face(an)
+    sigma = max(1.0, f.width * _pick(rng, severity, (0.006, 0.009), (0.012, 0.02)))
+    return _skin_blend(rgb, cv2.GaussianBlur(rgb, (0, 0), sigma), an, f)
+
+
+def waxy_beauty(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A phone 'beauty' filter: smoothing, a brighter, pinker, lower-contrast face."""
+    import cv2
+
+    rng = _rng(rng)
+    f = _face(an)
+    d = max(5, int(f.width * _pick(rng, severity, (0.03, 0.04), (0.05, 0.06))))
+    smooth = cv2.bilateralFilter(rgb, d, _pick(rng, severity, (30, 45), (50, 80)), d).astype(np.float32)
+    soft = cv2.GaussianBlur(smooth, (0, 0), max(0.8, f.width * _pick(rng, severity, (0.003, 0.005), (0.006, 0.01))))
+    glow = _pick(rng, severity, (1.03, 1.06), (1.06, 1.12))
+    return _skin_blend(rgb, soft * np.array([glow * 1.02, glow, glow * 0.99], np.float32) + 6, an, f)
+
+
+def tint_face(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A face that does not match its neck: the face oval shifted towards orange, pink or yellow."""
     f = _face(an)
     m = f.mask(FACE_OVAL_IDX, an.shape)
-    tinted = np.clip(rgb.astype(np.float32) * np.array([1.18, 0.92, 0.78]) + np.array([18, 0, 0]), 0, 255)
+    gain: np.ndarray
+    add: np.ndarray
+    if rng is None:
+        gain, add = np.array([1.18, 0.92, 0.78]), np.array([18.0, 0.0, 0.0])
+    else:
+        k = _pick(rng, severity, (0.6, 0.75), (1.0, 1.3))
+        gain, add = [
+            (np.array([1.18, 0.92, 0.78]), np.array([18.0, 0.0, 0.0])),   # orange
+            (np.array([1.15, 0.85, 0.95]), np.array([15.0, 0.0, 5.0])),   # pink
+            (np.array([1.08, 1.02, 0.72]), np.array([8.0, 6.0, 0.0])),    # yellow
+        ][int(rng.integers(3))]
+        gain, add = 1 + (gain - 1) * k, add * k
+    tinted = np.clip(rgb.astype(np.float32) * gain + add, 0, 255)
     return _blend(rgb, tinted, _feather(m, f.width * 0.02))
 
 
-def tooth_gap(rgb: np.ndarray, an: Analysis) -> np.ndarray:
+def oversharpen(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """An overdone unsharp mask on the whole frame: bright and dark halos along every edge."""
+    import cv2
+
+    rng = _rng(rng)
+    scale = max(an.shape) / 1000
+    radius = max(1.0, scale * _pick(rng, severity, (1.5, 2.5), (2.5, 4.0)))
+    amount = _pick(rng, severity, (1.2, 1.8), (2.5, 4.0))
+    x = rgb.astype(np.float32)
+    return np.clip(x + amount * (x - cv2.GaussianBlur(x, (0, 0), radius)), 0, 255).astype(np.uint8)
+
+
+# --- mouth ------------------------------------------------------------------------------------
+def tooth_gap(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
     """A dark gap (missing tooth) in the visible teeth, off the mouth's centre line."""
     f = _face(an)
     inner = f.mask(INNER_MOUTH_IDX, an.shape)
     pts = f.points(INNER_MOUTH_IDX)
     x0, x1 = pts[:, 0].min(), pts[:, 0].max()
-    cx = x0 + (x1 - x0) * 0.62
-    half = max(1.5, (x1 - x0) * 0.045)
+    if rng is None:
+        where, width = 0.62, 0.045
+    else:
+        where = float(rng.choice([rng.uniform(0.3, 0.4), rng.uniform(0.6, 0.7)]))
+        width = _pick(rng, severity, (0.06, 0.07), (0.08, 0.1)) / 2
+    cx = x0 + (x1 - x0) * where
+    half = max(1.5, (x1 - x0) * width)
     out = rgb.copy()
     xx = np.arange(an.shape[1])[None, :]
     band = inner & (np.abs(xx - cx) <= half)
@@ -153,27 +337,32 @@ def tooth_gap(rgb: np.ndarray, an: Analysis) -> np.ndarray:
     return out
 
 
-def clip_shadows(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Crushed blacks: a levels move that sends the darker 40% of the tones to 0."""
+# --- lighting ---------------------------------------------------------------------------------
+def clip_shadows(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Crushed blacks: a levels move that sends the darker tones (a third to a half) to 0."""
+    black = 100.0 if rng is None else _pick(rng, severity, (70, 85), (95, 120))
     x = rgb.astype(np.float32)
-    return np.clip((x - 100) * 255 / 155, 0, 255).astype(np.uint8)
+    return np.clip((x - black) * 255 / (255 - black), 0, 255).astype(np.uint8)
 
 
-def blow_highlights(rgb: np.ndarray, an: Analysis) -> np.ndarray:
+def blow_highlights(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
     """Blown highlights: about +1 stop, so lit skin and whites clip at 255."""
-    return np.clip(rgb.astype(np.float32) * 1.9, 0, 255).astype(np.uint8)
+    gain = 1.9 if rng is None else _pick(rng, severity, (1.5, 1.65), (1.8, 2.2))
+    return np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
-def relight_from_side(rgb: np.ndarray, an: Analysis) -> np.ndarray:
+def relight_from_side(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
     """Light falls off hard towards the image's right: a key from camera left, no fill."""
     f = _face(an)
     x0, _, x1, _ = f.box
     xx = np.arange(an.shape[1], dtype=np.float32)
     t = np.clip((xx - x0) / max(1, x1 - x0), 0, 1)
-    gain = (1.15 - 0.85 * t)[None, :, None]
+    drop = 0.85 if rng is None else _pick(rng, severity, (0.6, 0.7), (0.8, 0.9))
+    gain = (1.15 - drop * t)[None, :, None]
     return np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
+# --- background -------------------------------------------------------------------------------
 def _background(an: Analysis) -> np.ndarray:
     import cv2
 
@@ -182,68 +371,225 @@ def _background(an: Analysis) -> np.ndarray:
     return ~cv2.dilate(person.astype(np.uint8), k).astype(bool)
 
 
-def banded_background(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Replace the background with a smooth studio gradient posterised to 24 visible bands."""
+def banded_background(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Replace the background with a smooth studio gradient posterised into visible bands."""
     h, w = an.shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    t = 0.6 * yy / h + 0.4 * xx / w
-    levels = np.floor(t * 24) / 24
-    grad = (np.array([70, 90, 120], np.float32) + levels[..., None] * np.array([110, 100, 80], np.float32))
+    if rng is None:
+        t, bands = 0.6 * yy / h + 0.4 * xx / w, 24.0
+        lo, span = np.array([70, 90, 120], np.float32), np.array([110, 100, 80], np.float32)
+    else:
+        a = rng.uniform(0, np.pi)
+        t = np.cos(a) * yy / h + np.sin(a) * xx / w
+        t = (t - t.min()) / max(1e-6, float(np.ptp(t)))
+        bands = _pick(rng, severity, (36, 48), (16, 28))
+        lo = rng.uniform(40, 120, 3).astype(np.float32)
+        span = rng.uniform(50, 110, 3).astype(np.float32)
+    levels = np.floor(t * bands) / bands
+    grad = lo + levels[..., None] * span
     bg = _background(an)
     return _blend(rgb, grad, _feather(bg, 1.5) * bg[..., None])
 
 
-def stray_artifacts(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """Three small saturated blobs, like generation debris, on the plain background."""
+def banded_sky(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A blue sky (deep at the top, pale at the horizon) that an 8-bit pipeline posterised into bands."""
+    rng = _rng(rng)
+    h, w = an.shape
+    yy = np.mgrid[:h, :w][0].astype(np.float32) / h
+    t = np.clip(yy * rng.uniform(0.9, 1.3), 0, 1) ** rng.uniform(0.7, 1.3)
+    top = np.array([rng.uniform(30, 70), rng.uniform(80, 120), rng.uniform(160, 210)], np.float32)
+    bottom = np.array([rng.uniform(170, 210), rng.uniform(200, 225), rng.uniform(225, 245)], np.float32)
+    sky = top + t[..., None] * (bottom - top)
+    step = _pick(rng, severity, (3, 4), (6, 10))
+    sky = np.floor(sky / step) * step
+    bg = _background(an)
+    return _blend(rgb, sky, _feather(bg, 1.5) * bg[..., None])
+
+
+def posterise_background(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """The photo's own background smoothed and then posterised, as heavy compression or 8-bit edits do."""
     import cv2
 
+    rng = _rng(rng)
+    bg = _background(an)
+    smooth = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), max(an.shape) * rng.uniform(0.02, 0.04))
+    step = _pick(rng, severity, (4, 5), (7, 12))
+    poster = np.floor(smooth / step) * step + step / 2
+    return _blend(rgb, poster, _feather(bg, 1.5) * bg[..., None])
+
+
+def stray_artifacts(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Small blobs, like generation debris, on the plainest parts of the background."""
+    import cv2
+
+    seeded = rng is not None
+    rng = _rng(rng)
     out = rgb.copy()
     bg = _background(an)
     h, w = an.shape
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     local = cv2.blur(gray * gray, (31, 31)) - cv2.blur(gray, (31, 31)) ** 2
-    r = max(3, int(0.008 * max(h, w)))
+    r = max(3, int((0.008 if not seeded else _pick(rng, severity, (0.005, 0.007), (0.008, 0.012))) * max(h, w)))
     cand = bg & (local < np.percentile(local[bg], 30) if bg.any() else bg)
-    cand[: 3 * r] = cand[-3 * r :] = False
-    cand[:, : 3 * r] = cand[:, -3 * r :] = False
+    cand[: 3 * r] = cand[-3 * r:] = False
+    cand[:, : 3 * r] = cand[:, -3 * r:] = False
     ys, xs = np.nonzero(cand)
-    rng = np.random.default_rng(7)
-    colours = [(230, 20, 200), (20, 240, 60), (250, 250, 40)]
-    for col in colours:
+    count = 3 if not seeded else (int(rng.integers(2, 4)) if severity == "mild" else int(rng.integers(3, 6)))
+    palette = [(230, 20, 200), (20, 240, 60), (250, 250, 40), (20, 20, 20), (240, 240, 240), (200, 40, 30)]
+    for k in range(count):
         if len(xs) == 0:
             break
+        col = palette[k % len(palette)] if not seeded else palette[int(rng.integers(len(palette)))]
         i = int(rng.integers(len(xs)))
         cv2.circle(out, (int(xs[i]), int(ys[i])), r, col, -1, cv2.LINE_AA)
         cv2.circle(out, (int(xs[i]) + r, int(ys[i]) - r // 2), max(1, r // 2), col, -1, cv2.LINE_AA)
     return out
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+# --- text -------------------------------------------------------------------------------------
+@cache
+def _font_path(kind: int) -> str | None:
+    from pathlib import Path
+
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    names = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"]
+    p = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / names[kind % len(names)]
+    return str(p) if p.exists() else None
 
 
-def overlay_text(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """A caption burnt into the bottom of the image."""
-    im = Image.fromarray(rgb)
-    d = ImageDraw.Draw(im)
+def _font(size: int, kind: int = 0) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    path = _font_path(kind)
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
+
+
+CAPTIONS = ("(c) studio 2024", "© Lumen Photo", "PREVIEW ONLY", "www.portraitpro.net", "SAMPLE", "draft v3")
+MARKS = ("shutterstock", "gettyimages", "iStock", "Adobe Stock", "WATERMARK", "alamy")
+
+
+def overlay_text(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A caption burnt into a corner or along the bottom of the image."""
+    im = Image.fromarray(rgb).convert("RGBA")
     h, w = an.shape
-    size = max(14, int(min(h, w) * 0.05))
-    d.text((int(w * 0.05), int(h * 0.88)), "(c) studio 2024", fill=(255, 255, 255), font=_font(size))
-    return np.asarray(im)
+    if rng is None:
+        text, size, pos, alpha, kind = "(c) studio 2024", max(14, int(min(h, w) * 0.05)), (int(w * 0.05), int(h * 0.88)), 255, 0
+    else:
+        text = str(rng.choice(CAPTIONS))
+        size = max(12, int(min(h, w) * _pick(rng, severity, (0.035, 0.045), (0.05, 0.07))))
+        kind = int(rng.integers(4))
+        tw = int(_font(size, kind).getlength(text))
+        corner = int(rng.integers(4))
+        x = int(w * 0.04) if corner in (0, 2) else max(0, w - tw - int(w * 0.04))
+        y = int(h * 0.04) if corner in (0, 1) else int(h * 0.96) - size
+        pos, alpha = (x, y), int(_pick(rng, severity, (170, 220), (230, 255)))
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    colour = (255, 255, 255) if rng is None or rng.random() < 0.6 else (20, 20, 20)
+    ImageDraw.Draw(layer).text(pos, text, fill=(*colour, alpha), font=_font(size, kind))
+    return np.asarray(Image.alpha_composite(im, layer).convert("RGB"))
 
 
-def watermark(rgb: np.ndarray, an: Analysis) -> np.ndarray:
-    """A big semi-transparent stock watermark across the middle."""
+def watermark(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A big semi-transparent stock watermark across the middle (over the subject)."""
     im = Image.fromarray(rgb).convert("RGBA")
     h, w = an.shape
     layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
-    size = max(16, int(w * 0.11))
-    d.text((int(w * 0.12), int(h * 0.45)), "shutterstock", fill=(255, 255, 255, 110), font=_font(size))
+    if rng is None:
+        text, size, alpha, pos, kind = "shutterstock", max(16, int(w * 0.11)), 110, (int(w * 0.12), int(h * 0.45)), 0
+    else:
+        text = str(rng.choice(MARKS))
+        kind = int(rng.integers(4))
+        size = max(16, int(w * rng.uniform(0.08, 0.12)))
+        tw = int(_font(size, kind).getlength(text))
+        alpha = int(_pick(rng, severity, (80, 100), (110, 160)))
+        pos = (max(0, (w - tw) // 2 + int(rng.integers(-w // 10, w // 10 + 1))), int(h * rng.uniform(0.35, 0.6)))
+    d.text(pos, text, fill=(255, 255, 255, alpha), font=_font(size, kind))
     return np.asarray(Image.alpha_composite(im, layer).convert("RGB"))
 
 
-def extra_finger(rgb: np.ndarray, an: Analysis) -> np.ndarray:
+def tiled_watermark(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A stock-photo pattern: the same faint mark repeated on a diagonal grid over everything."""
+    rng = _rng(rng)
+    im = Image.fromarray(rgb).convert("RGBA")
+    h, w = an.shape
+    text = str(rng.choice(MARKS))
+    size = max(14, int(min(h, w) * rng.uniform(0.05, 0.08)))
+    kind = int(rng.integers(4))
+    font = _font(size, kind)
+    alpha = int(_pick(rng, severity, (60, 80), (90, 130)))
+    tile = Image.new("RGBA", (int(font.getlength(text)) + size, size * 2), (0, 0, 0, 0))
+    ImageDraw.Draw(tile).text((size // 2, size // 2), text, fill=(255, 255, 255, alpha), font=font)
+    tile = tile.rotate(float(rng.uniform(15, 35)), expand=True)
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    step_x, step_y = int(tile.width * 1.2), int(tile.height * 1.1)
+    for j, y in enumerate(range(-step_y // 2, h, step_y)):
+        for x in range(-step_x // 2 + (j % 2) * step_x // 2, w, step_x):
+            layer.alpha_composite(tile, (max(0, x), max(0, y)))
+    return np.asarray(Image.alpha_composite(im, layer).convert("RGB"))
+
+
+def logo_mark(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """A studio logo in a corner: a coloured badge with lettering."""
+    rng = _rng(rng)
+    im = Image.fromarray(rgb).convert("RGBA")
+    h, w = an.shape
+    size = max(12, int(min(h, w) * _pick(rng, severity, (0.035, 0.045), (0.05, 0.07))))
+    text = str(rng.choice(["LUMEN", "NOVA STUDIO", "PHOTO+", "FOTOLAB"]))
+    font = _font(size, 1)
+    tw = int(font.getlength(text))
+    pad = size // 3
+    corner = int(rng.integers(4))
+    x = int(w * 0.03) if corner in (0, 2) else w - tw - 2 * pad - int(w * 0.03)
+    y = int(h * 0.03) if corner in (0, 1) else h - size - 2 * pad - int(h * 0.03)
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    badge = tuple(int(v) for v in rng.integers(30, 220, 3))
+    alpha = int(_pick(rng, severity, (160, 200), (220, 255)))
+    d.rounded_rectangle((x, y, x + tw + 2 * pad, y + size + 2 * pad), radius=pad, fill=(*badge, alpha))
+    d.text((x + pad, y + pad // 2), text, fill=(255, 255, 255, alpha), font=font)
+    return np.asarray(Image.alpha_composite(im, layer).convert("RGB"))
+
+
+def name_tag(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
+    """Not a defect: a name tag pinned on the subject's chest (text that belongs to the scene)."""
+    rng = _rng(rng)
+    f = _face(an)
+    h, w = an.shape
+    fw = f.width
+    cx = (f.box[0] + f.box[2]) / 2 + fw * rng.uniform(-0.6, 0.6)
+    cy = f.box[3] + fw * rng.uniform(0.9, 1.3)
+    size = max(10, int(fw * rng.uniform(0.09, 0.13)))
+    text = str(rng.choice(["HOPPER", "J. SMITH", "Dr. Lee", "NASA", "STAFF", "M. GARCIA"]))
+    font = _font(size, int(rng.integers(4)))
+    tw = int(font.getlength(text))
+    x0, y0 = int(cx - tw / 2 - size * 0.4), int(cy)
+    if y0 + size * 2 > h or x0 < 0 or x0 + tw + size > w or an.person_mask[min(h - 1, y0), min(w - 1, max(0, int(cx)))] < 0.5:
+        raise ValueError("no visible chest for a name tag")
+    tag = Image.new("RGBA", (tw + int(size * 0.8), int(size * 1.6)), (0, 0, 0, 0))
+    d = ImageDraw.Draw(tag)
+    plate = (250, 250, 245, 255) if rng.random() < 0.6 else (20, 30, 60, 255)
+    ink = (20, 20, 30, 255) if plate[0] > 128 else (235, 235, 235, 255)
+    d.rectangle((0, 0, tag.width - 1, tag.height - 1), fill=plate)
+    d.text((int(size * 0.4), int(size * 0.2)), text, fill=ink, font=font)
+    tag = tag.rotate(float(rng.uniform(-8, 8)), expand=True, resample=Image.Resampling.BICUBIC)
+    im = Image.fromarray(rgb).convert("RGBA")
+    im.alpha_composite(tag, (max(0, x0), max(0, y0)))
+    # the tag is in the scene: it takes the scene's light and softness
+    import cv2
+
+    out = np.asarray(im.convert("RGB")).astype(np.float32)
+    region = np.zeros(an.shape, np.float32)
+    region[y0:y0 + tag.height, max(0, x0):x0 + tag.width] = 1
+    shade = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), fw * 0.2).mean(-1, keepdims=True) / 160
+    lit = out * np.clip(shade, 0.5, 1.1)
+    lit = cv2.GaussianBlur(lit, (0, 0), 0.7)
+    return _blend(rgb, lit, region[..., None]) if region.any() else rgb
+
+
+# --- hands ------------------------------------------------------------------------------------
+def extra_finger(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
     """A sixth finger: a finger-shaped, palm-coloured, softly shaded capsule growing out beside the
     little finger of the clearest hand, pointing away from the other fingers."""
     import cv2
@@ -259,7 +605,8 @@ def extra_finger(rgb: np.ndarray, an: Analysis) -> np.ndarray:
     fingers_dir = (p[9] - p[0]) / (np.linalg.norm(p[9] - p[0]) + 1e-6)
     direction = out_dir + fingers_dir
     direction /= np.linalg.norm(direction) + 1e-6
-    tip = base + direction * 1.15 * s
+    length = 1.15 if rng is None else _pick(rng, severity, (0.95, 1.05), (1.1, 1.3))
+    tip = base + direction * length * s
     width = max(3, round(s * 0.2))
     palm = np.zeros(an.shape, np.uint8)
     cv2.fillConvexPoly(palm, np.round(p[[0, 1, 5, 9, 13, 17]]).astype(np.int32), 1)  # type: ignore[call-overload]
@@ -272,32 +619,53 @@ def extra_finger(rgb: np.ndarray, an: Analysis) -> np.ndarray:
     return _blend(rgb, finger, cv2.GaussianBlur(mask, (0, 0), 0.8)[..., None])
 
 
+Builder = Callable[..., np.ndarray]
+
+
 @dataclass(frozen=True)
 class Defect:
-    build: Callable[[np.ndarray, Analysis], np.ndarray]
+    build: Builder
+    """`build(rgb, analysis, severity='obvious', rng=None)`: the defective copy."""
     target: str
-    """The checklist item this defect must fail."""
+    """The checklist item this defect must fail ('' for scene changes that must fail nothing)."""
     needs: str = "face"
-    """'face', 'iris', 'teeth', 'hand' or 'any': what the source photo must show."""
-    context: dict[str, object] | None = None
+    """'face', 'iris', 'teeth', 'hand', 'skin' or 'any': what the source photo must show."""
+    context: dict[str, Any] | None = None
     """CheckContext fields the defect is judged against (e.g. the brief's lighting)."""
+    family: str = ""
 
 
 DEFECTS: dict[str, Defect] = {
-    "blurred_eyes": Defect(blur_eyes, "eyes.sharpness"),
-    "no_catchlights": Defect(remove_catchlights, "eyes.catchlights", needs="iris"),
-    "double_pupil": Defect(double_pupil, "eyes.pupils", needs="iris"),
-    "mismatched_irises": Defect(mismatched_irises, "eyes.pair", needs="iris"),
-    "waxy_skin": Defect(waxy_skin, "skin.texture"),
-    "tinted_face": Defect(tint_face, "skin.tone"),
-    "tooth_gap": Defect(tooth_gap, "mouth.teeth", needs="teeth"),
-    "clipped_shadows": Defect(clip_shadows, "lighting.shadows", needs="any"),
-    "blown_highlights": Defect(blow_highlights, "lighting.highlights", needs="any"),
-    "wrong_key_side": Defect(relight_from_side, "lighting.pattern", context={"lighting_pattern": "loop", "key_side": "right"}),
-    "banded_background": Defect(banded_background, "background.banding", needs="any"),
-    "stray_artifacts": Defect(stray_artifacts, "background.artifacts", needs="any"),
-    "overlaid_text": Defect(overlay_text, "background.text", needs="any"),
-    "watermark": Defect(watermark, "background.text", needs="any"),
-    "extra_finger": Defect(extra_finger, "hands.fingers", needs="hand"),
+    "blurred_eyes": Defect(blur_eyes, "eyes.sharpness", family="blurred eye"),
+    "blurred_nearest_eye": Defect(blur_nearest_eye, "eyes.sharpness", family="blurred eye"),
+    "no_catchlights": Defect(remove_catchlights, "eyes.catchlights", needs="iris", family="catchlights"),
+    "double_pupil": Defect(double_pupil, "eyes.pupils", needs="iris", family="pupils"),
+    "missing_pupil": Defect(missing_pupil, "eyes.pupils", needs="iris", family="pupils"),
+    "mismatched_irises": Defect(mismatched_irises, "eyes.pair", needs="iris", family="iris pair"),
+    "waxy_skin": Defect(waxy_bilateral, "skin.texture", needs="skin", family="waxy skin"),
+    "waxy_guided": Defect(waxy_guided, "skin.texture", needs="skin", family="waxy skin"),
+    "waxy_frequency_separation": Defect(waxy_frequency_separation, "skin.texture", needs="skin", family="waxy skin"),
+    "waxy_blur": Defect(waxy_blur, "skin.texture", needs="skin", family="waxy skin"),
+    "waxy_beauty": Defect(waxy_beauty, "skin.texture", needs="skin", family="waxy skin"),
+    "oversharpened": Defect(oversharpen, "export.sharpening", needs="any", family="oversharpening"),
+    "tinted_face": Defect(tint_face, "skin.tone", family="face/neck tone"),
+    "tooth_gap": Defect(tooth_gap, "mouth.teeth", needs="teeth", family="teeth"),
+    "clipped_shadows": Defect(clip_shadows, "lighting.shadows", needs="any", family="clipping"),
+    "blown_highlights": Defect(blow_highlights, "lighting.highlights", needs="any", family="clipping"),
+    "wrong_key_side": Defect(relight_from_side, "lighting.pattern", context={"lighting_pattern": "loop", "key_side": "right"},
+                             family="key side"),
+    "banded_background": Defect(banded_background, "background.banding", needs="any", family="banding"),
+    "banded_sky": Defect(banded_sky, "background.banding", needs="any", family="banding"),
+    "posterised_background": Defect(posterise_background, "background.banding", needs="any", family="banding"),
+    "stray_artifacts": Defect(stray_artifacts, "background.artifacts", needs="any", family="debris"),
+    "overlaid_text": Defect(overlay_text, "background.text", needs="any", family="overlay text"),
+    "watermark": Defect(watermark, "background.text", needs="any", family="overlay text"),
+    "tiled_watermark": Defect(tiled_watermark, "background.text", needs="any", family="overlay text"),
+    "logo": Defect(logo_mark, "background.text", needs="any", family="overlay text"),
+    "extra_finger": Defect(extra_finger, "hands.fingers", needs="hand", family="fingers"),
 }
 
+SCENE: dict[str, Defect] = {
+    "name_tag": Defect(name_tag, "", family="scene text"),
+}
+"""Changes that are part of a real scene, not defects: nothing may fail because of them."""

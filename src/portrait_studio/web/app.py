@@ -31,7 +31,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import actions
+from .. import actions, ranking
 from ..brief import (
     VARIABLE_ELEMENTS,
     Rights,
@@ -67,6 +67,7 @@ from ..jobs import JobManager, execute_recorded_run, record_plan
 from ..ledger import ImageRow, Ledger
 from ..preview import preview_brief, save_brief, store_reference
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
+from ..seeds import EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
 from .security import MAX_BODY, StudioGuard
 
@@ -105,8 +106,8 @@ class ShootForm(_Form):
     brief: dict[str, Any]
     models: list[str]
     kind: Literal["shoot", "compare"] = "shoot"
-    seeds: int | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    seeds: int | None = Field(default=None, ge=EXPLORE_MIN, le=EXPLORE_MAX)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     budget: float | None = Field(default=None, ge=0)
     sandbox: SandboxChoice = "auto"
 
@@ -372,7 +373,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         data = {
             "progress": progress.model_dump(mode="json"),
             "job": job.model_dump(mode="json") if job else None,
-            "images": [_tile(i) for i in sorted(images, key=lambda i: i.created_at)],
+            "images": [_tile(i) for i in ranking.rank(images)],
         }
         finished = job.finished if job else progress.finished
         return data, finished

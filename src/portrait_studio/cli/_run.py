@@ -1,0 +1,209 @@
+"""Running the app: every failure becomes two lines (what went wrong, how to fix it) and an exit code.
+
+Exit codes (also in `portrait --help` and the README):
+
+    0    ok
+    1    the checks failed (check, verify, review, series, swap), or you declined a prompt
+    2    usage or input error: an option, argument, file, brief or limit is wrong
+    3    provider or network error: key refused, out of credits, moderated, connection dropped
+    70   an unexpected error (a bug): one line here, the traceback with PORTRAIT_DEBUG=1
+    130  interrupted (Ctrl-C); a paid run says how to resume it
+
+Typer >= 0.20 ships its own copy of click (`typer._click`), whose exceptions are not the
+`click` package's: catching `click.ClickException` catches nothing there. `_click_exceptions`
+finds the module typer really uses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from types import ModuleType
+from typing import Any, NoReturn
+
+import typer
+from rich.markup import escape
+
+from ..errors import ProviderError, StudioError
+
+__all__ = ["DEBUG_ENV", "EXIT_CODES", "EXIT_CODES_HELP", "exit_code_for", "run_cli"]
+
+DEBUG_ENV = "PORTRAIT_DEBUG"
+
+EXIT_CODES: dict[int, str] = {
+    0: "ok",
+    1: "checks failed",
+    2: "usage or input error",
+    3: "provider or network error",
+    70: "unexpected error (a bug; PORTRAIT_DEBUG=1 shows the traceback)",
+    130: "interrupted",
+}
+EXIT_CODES_HELP = "Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
+
+def exit_code_for(exc: StudioError) -> int:
+    """3 for anything a provider or the network did; 2 for everything the user can fix in the input."""
+    return 3 if isinstance(exc, ProviderError) else 2
+
+
+def _click_exceptions() -> ModuleType:
+    try:
+        from typer._click import exceptions  # typer >= 0.20 vendors click
+    except ImportError:  # pragma: no cover - older typer uses the click package
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
+def debug() -> bool:
+    """PORTRAIT_DEBUG=1: tracebacks, and the native libraries' own log lines."""
+    return _debug()
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
+
+
+def _err() -> Any:
+    from ._common import err_console
+
+    return err_console
+
+
+def _say(error: str, fix: str | None) -> None:
+    console = _err()
+    console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
+    if fix:
+        console.print(f"[yellow]fix:[/] {escape(fix)}", highlight=False, soft_wrap=True)
+
+
+def _exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+def _command_path(ctx: Any) -> str:
+    return ctx.command_path if ctx is not None else "portrait"
+
+
+def _param_name(param: Any) -> str:
+    """How the user spells a parameter: --seed for an option, BRIEF for an argument."""
+    if param is None:
+        return "argument"
+    opts = [o for o in getattr(param, "opts", []) if o.startswith("--")] or list(getattr(param, "opts", []))
+    if getattr(param, "param_type_name", "") == "option" and opts:
+        return opts[0]
+    return (param.metavar or param.name or "argument").upper().strip("{}<>")
+
+
+def _usage_error(exc: Any) -> tuple[str, str]:
+    """(error, fix) for one of click's usage errors, in our words."""
+    ce = _click_exceptions()
+    ctx = exc.ctx
+    where = _command_path(ctx)
+    help_hint = f"see '{where} --help'"
+    if isinstance(exc, ce.NoSuchOption):
+        close = list(exc.possibilities or [])
+        if not close and ctx is not None:
+            names = [o for p in ctx.command.params for o in [*p.opts, *p.secondary_opts] if o.startswith("-")]
+            close = difflib.get_close_matches(exc.option_name, names, n=3, cutoff=0.6)
+        if exc.option_name in ("--version", "-V") and where != "portrait":
+            return f"'{where}' has no option {exc.option_name}", "use 'portrait --version'"
+        fix = f"did you mean {' or '.join(close)}? ({help_hint})" if close else help_hint
+        return f"'{where}' has no option {exc.option_name}", fix
+    if isinstance(exc, ce.MissingParameter):
+        name = _param_name(exc.param)
+        what = (getattr(exc.param, "help", None) or "").split(" (")[0].rstrip(".")
+        kind = "option" if name.startswith("-") else "argument"
+        return (f"missing {kind} {name}" + (f" ({what})" if what else ""),
+                f"usage: {where} {_usage_line(ctx)}; {help_hint}")
+    if isinstance(exc, ce.BadParameter):
+        name = _param_name(exc.param) if exc.param is not None else (exc.param_hint or "value")
+        if isinstance(name, (list, tuple)):
+            name = " / ".join(name)
+        about = (getattr(exc.param, "help", None) or "").strip()
+        return f"{name}: {_strip_invalid(exc.message)}", (f"{name}: {about} ({help_hint})" if about else help_hint)
+    message = exc.format_message()
+    if message.startswith("No such command"):
+        # typer adds "Did you mean 'shoot'?": keep it as the fix
+        head, _, tail = message.partition(". ")
+        name = head.removeprefix("No such command").strip(" '\"")
+        suggestion = tail.rstrip(".")
+        suggestion = suggestion[:1].lower() + suggestion[1:]
+        return f"'{where}' has no command '{name}'", (f"{suggestion} ({help_hint})" if tail else help_hint)
+    return message.rstrip("."), help_hint
+
+
+def _strip_invalid(message: str) -> str:
+    """click's 'Invalid value for ...:' prefix repeats the option name we already print."""
+    if message.startswith("Invalid value for") and ": " in message:
+        message = message.split(": ", 1)[1]
+    return message.removeprefix("Value error, ").replace("Input should be", "must be").rstrip(".")
+
+
+def _usage_line(ctx: Any) -> str:
+    if ctx is None:
+        return "[OPTIONS]"
+    pieces = ctx.command.collect_usage_pieces(ctx)
+    return " ".join(p.replace("{", "").replace("}", "") for p in pieces)
+
+
+def _os_error(exc: OSError) -> tuple[str, str]:
+    name = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"{reason}:{name}", "check the path"
+    if isinstance(exc, IsADirectoryError):
+        return f"{name.strip()} is a folder, not a file", "give a file"
+    if isinstance(exc, PermissionError):
+        return f"{reason}:{name}", "check the permissions, or choose another --home / --out"
+    return f"{reason}:{name}", "check the disk (space, permissions) and try again"
+
+
+def run_cli(app: typer.Typer, args: list[str] | None = None) -> None:
+    """Run the app; never show a traceback (unless PORTRAIT_DEBUG=1); exit with a documented code."""
+    ce = _click_exceptions()
+    debug = _debug()
+    try:
+        code = app(args=args, standalone_mode=False, prog_name="portrait")
+    except StudioError as exc:
+        if debug:
+            raise
+        _say(exc.message, exc.hint)
+        _exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        _err().print("interrupted")
+        _exit(130)
+    except ce.NoArgsIsHelpError as exc:
+        # a bare group: show its help; exit 2 like any usage error (click's convention)
+        if exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())
+        _exit(2)
+    except ce.UsageError as exc:
+        error, fix = _usage_error(exc)
+        _say(error, fix)
+        _exit(2)
+    except ce.ClickException as exc:
+        _say(exc.format_message(), None)
+        _exit(exc.exit_code)
+    except typer.Exit as exc:
+        _exit(exc.exit_code)
+    except typer.Abort:
+        _say("stopped at a prompt: no answer was given (input ended)",
+             "answer the question, or pass the option that answers it (see --help)")
+        _exit(2)
+    except SystemExit:
+        raise
+    except OSError as exc:
+        if debug:
+            raise
+        error, fix = _os_error(exc)
+        _say(error, fix)
+        _exit(2)
+    except Exception as exc:
+        if debug:
+            raise
+        _say(f"unexpected {type(exc).__name__}: {exc}".strip(), f"run with {DEBUG_ENV}=1 for details, and please report it")
+        _exit(70)
+    if isinstance(code, int) and code:
+        _exit(code)
+    sys.stdout.flush()
