@@ -239,14 +239,14 @@ def example_batch_path(name: str = "team-page") -> Path:
 def _validate(data: Any, source: str, lines: dict[tuple[Any, ...], int]) -> BatchFile:
     if not isinstance(data, dict):
         raise BriefError("a batch file is a mapping with people: [...] (and defaults: brief, model, seeds ...)",
-                         file=source, line=1)
+                         file=source, line=1, hint=f"see {example_batch_path()} for one that works")
     try:
         return BatchFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")
-        hint = None
+        hint = f"see {example_batch_path()} for the format"
         if first["type"] == "extra_forbidden":
             owner = BatchPerson if "people" in loc else (Shot if "looks" in loc else BatchFile)
             msg, hint = f"unknown field '{loc[-1]}'", f"known fields: {', '.join(owner.model_fields)}"

@@ -16,6 +16,22 @@ from ..ledger import Ledger
 from ..runner import Outcome, RunReport
 from ._common import HomeOption, JsonOption, console, err_console, print_json, studio
 from ._engine import run_with_engine
+from ._options import (
+    BudgetOption,
+    OutDirOption,
+    ProviderOption,
+    SandboxOption,
+    WeightsOption,
+    _input,
+    seed_option,
+    text_file,
+)
+
+RayOption = Annotated[str | None, typer.Option(
+    "--ray", metavar="auto|ADDRESS", help="Run on Ray: 'auto' (the cluster this machine belongs to, or a new one "
+    "here) or a cluster's ADDRESS (host:port). Without it: in this process.")]
+GpuResourceOption = Annotated[str | None, typer.Option(
+    "--gpu-resource", help="With --ray: the Ray resource that marks a GPU worker (default: real GPUs).")]
 
 
 def _duration(seconds: float | None) -> str:
@@ -43,26 +59,30 @@ def _print_plan(plan: Any, *, budget: float | None, seconds: float, source: str,
 def register(app: typer.Typer) -> None:
     @app.command("batch")
     def batch(
-        jobs: Annotated[Path, typer.Argument(help="JOBS.yaml, or a CSV of people (name, age, anchor, consent_who ...).")],
+        jobs: Annotated[Path, _input("JOBS.yaml, or a CSV of people (name, age, anchor, consent_who ...).",
+                                     text_file, "JOBS")],
         brief: Annotated[str | None, typer.Option("--brief", help="Default brief (file or preset) for rows without one.")] = None,
         model: Annotated[str | None, typer.Option("--model", "-m", help="Default model.")] = None,
-        provider: Annotated[str | None, typer.Option("--provider", help="bfl, fal, replicate or local.")] = None,
-        seeds: Annotated[int | None, typer.Option("--seeds", help="Default candidates per person and look.")] = None,
-        keep: Annotated[int | None, typer.Option("--keep", help="Keep the best N per person and look.")] = None,
-        rerolls: Annotated[int | None, typer.Option("--rerolls", help="Re-roll rounds for a look short of N.")] = None,
-        seed: Annotated[int | None, typer.Option("--seed", help="The batch seed (every image's seed derives from it).")] = None,
-        budget: Annotated[float | None, typer.Option("--budget", help="Most this batch may spend, in USD.")] = None,
-        ray: Annotated[str | None, typer.Option("--ray", help="Run on Ray: 'auto' (this machine's cluster, or a new "
-                                                "one here) or a cluster ADDRESS. Without it: in this process.")] = None,
-        gpu_resource: Annotated[str | None, typer.Option("--gpu-resource", help="Ray resource that marks a GPU "
-                                                         "worker (default: real GPUs).")] = None,
-        gpu_workers: Annotated[int | None, typer.Option("--gpu-workers", help="Local pipelines (default: one per GPU).")] = None,
-        hosted_workers: Annotated[int, typer.Option("--hosted-workers", help="Workers for hosted requests.")] = 2,
-        cpu_workers: Annotated[int, typer.Option("--cpu-workers", help="Workers for labels and checks.")] = 1,
-        out: Annotated[Path | None, typer.Option("--out", help="Folder for the batch's files.")] = None,
-        weights: Annotated[str | None, typer.Option("--weights", help="local: a diffusers folder or HF repo id.")] = None,
-        sandbox: Annotated[str, typer.Option("--sandbox", help="auto: the provider's sandbox when no API key is set; "
-                                             "always; never.")] = "auto",
+        provider: ProviderOption = None,
+        seeds: Annotated[int | None, typer.Option("--seeds", min=1, max=16,
+                                                  help="Default candidates per person and look (1–16).")] = None,
+        keep: Annotated[int | None, typer.Option("--keep", min=1, max=16,
+                                                 help="Keep the best N per person and look.")] = None,
+        rerolls: Annotated[int | None, typer.Option("--rerolls", min=0, max=5,
+                                                    help="Re-roll rounds for a look short of N (0–5).")] = None,
+        seed: Annotated[int | None, seed_option("The batch seed: every image's seed derives from it.")] = None,
+        budget: BudgetOption = None,
+        ray: RayOption = None,
+        gpu_resource: GpuResourceOption = None,
+        gpu_workers: Annotated[int | None, typer.Option("--gpu-workers", min=1, max=4096,
+                                                        help="With --ray: local pipelines (default: one per GPU).")] = None,
+        hosted_workers: Annotated[int, typer.Option("--hosted-workers", min=1, max=1024,
+                                                    help="With --ray: workers for hosted requests.")] = 2,
+        cpu_workers: Annotated[int, typer.Option("--cpu-workers", min=0, max=4096,
+                                                 help="With --ray: workers for labels and checks.")] = 1,
+        out: OutDirOption = None,
+        weights: WeightsOption = None,
+        sandbox: SandboxOption = "auto",
         no_check: Annotated[bool, typer.Option("--no-check", help="Skip the checklist (keep the first N).")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its estimates; spend nothing.")] = False,
         json_out: JsonOption = False,

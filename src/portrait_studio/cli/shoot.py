@@ -375,10 +375,10 @@ def register(app: typer.Typer) -> None:
                                       "acceptance is unknown (may pay twice for them).")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send again requests the provider accepted "
                                 "and that then failed (moderated, error, expired): they may have been charged.")] = False,
-        ray: Annotated[str | None, typer.Option("--ray", help="Finish it on Ray: 'auto' or a cluster ADDRESS "
-                                                "(a batch; see 'portrait batch --help').")] = None,
-        gpu_resource: Annotated[str | None, typer.Option("--gpu-resource", help="with --ray: the resource that marks "
-                                                         "a GPU worker (default: real GPUs).")] = None,
+        ray: Annotated[str | None, typer.Option("--ray", metavar="auto|ADDRESS", help="Finish it on Ray: 'auto' or "
+                                                "a cluster's ADDRESS (as 'portrait batch --ray').")] = None,
+        gpu_resource: Annotated[str | None, typer.Option("--gpu-resource", help="With --ray: the Ray resource that "
+                                                         "marks a GPU worker (default: real GPUs).")] = None,
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
