@@ -222,3 +222,19 @@ def test_the_web_jobs_page_shows_a_batchs_progress(studio: Studio, tmp_path: Pat
         data = client.get(f"/api/batches/{run_id}/progress").json()
         assert (data["done"], data["failed"], data["total"], data["eta_s"]) == (4, 0, 4, 0.0)
         assert data["images_per_minute"] > 0 and data["sandbox_usd"] == pytest.approx(0.16)
+
+
+def test_a_free_local_request_caught_mid_generation_by_a_kill_is_simply_made_again(tmp_path: Path) -> None:
+    """A driver killed while GPU workers generate leaves local requests 'submitting'; nothing can be paid
+    twice for free generation, so resume makes them again (a paid one stays uncertain: test_runner)."""
+    from portrait_studio.runner import run_plan
+    from test_runner import CountingProvider, _start
+
+    class FreeProvider(CountingProvider):
+        billing = "free"
+
+    ledger, run_id, _ = _start(tmp_path, [1])
+    ledger.set_request_status(ledger.requests(run_id)[0].id, "submitting")
+    provider = FreeProvider()
+    report = asyncio.run(run_plan(run_id, ledger=ledger, providers={"bfl": provider}, images_dir=tmp_path / "img"))
+    assert report.outcomes[0].status == "done" and provider.paid == [1]
