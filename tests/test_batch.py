@@ -238,3 +238,28 @@ def test_a_free_local_request_caught_mid_generation_by_a_kill_is_simply_made_aga
     provider = FreeProvider()
     report = asyncio.run(run_plan(run_id, ledger=ledger, providers={"bfl": provider}, images_dir=tmp_path / "img"))
     assert report.outcomes[0].status == "done" and provider.paid == [1]
+
+
+def test_kept_images_are_upscaled_as_their_labelled_children_once(studio: Studio, tmp_path: Path) -> None:
+    path = write_batch(tmp_path, [{"name": "Ana Ruiz"}, {"name": "Ben Okafor", "upscale": 1.5}], seeds=2, rerolls=0,
+                       upscale=2, upscale_method="lanczos")
+    with start_sandbox("bfl", latency=0.01) as sb:
+        run_id = run_batch(studio, sb, path, checker=fails_for())
+
+        async def resume() -> None:
+            async with Engine.open(studio, ["bfl"], sandbox="always", start_sandbox=given(sb), checker=fails_for(),
+                                   options=FAST) as engine:
+                await engine.execute(run_id)
+
+        asyncio.run(resume())  # a replay of the step upscales nothing twice
+    with Ledger(studio.ledger_path) as ledger:
+        report = batch_report(ledger, run_id)
+        assert report.kept == 2 and report.upscaled == 2
+        ups = [i for i in ledger.images(run_id=run_id, limit=100) if i.operation == "upscale"]
+        assert len(ups) == 2
+        for up in ups:
+            parent = ledger.image(up.parent_sha256 or "")
+            factor = 1.5 if "ben-okafor" in (up.out_path or "") else 2
+            assert (up.width, up.height) == (round(parent.width * factor), round(parent.height * factor))
+            assert parent.id in {k for c in report.cells for k in c.kept}
+            assert any(f["labelled"] for f in ledger.files_for(up.id)) and Path(up.out_path or "").is_file()

@@ -233,9 +233,10 @@ def test_the_driver_killed_mid_batch_is_finished_by_resume(cluster: str, tmp_pat
         assert run.status == "done" and (Path(run.out_dir or "") / "batch-report.json").is_file()
 
 
-def test_the_quality_filter_runs_on_cpu_workers_in_parallel_with_generation(
+def test_checks_labels_and_upscales_run_on_cpu_workers(
         cluster: str, studio: Studio, tmp_path: Path) -> None:
-    path = write_batch(tmp_path, [{"name": "Ana Ruiz"}, {"name": "Ben Okafor"}], rerolls=1)
+    path = write_batch(tmp_path, [{"name": "Ana Ruiz"}, {"name": "Ben Okafor"}], rerolls=1, upscale=2,
+                       upscale_method="lanczos")
     with start_sandbox("bfl", latency=0.2, key="key-filter") as sb:
         run_id, runner = asyncio.run(on_cluster(studio, sb, path, cluster, checker=fails_for("Ben Okafor")))
         assert sb.stats.paid == 5
@@ -243,3 +244,4 @@ def test_the_quality_filter_runs_on_cpu_workers_in_parallel_with_generation(
         report = batch_report(ledger, run_id)
         assert report.rerolls == 1 and report.short_cells == ["ben-okafor"] and report.kept == 1
         assert report.checked == 5 and runner.stats["finished_remote"] == 5  # checked by the CPU worker
+        assert report.upscaled == 1 and runner.stats["upscaled_remote"] == 1  # the kept one, upscaled there too

@@ -27,7 +27,7 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -89,6 +89,7 @@ class BatchPerson(BaseModel):
     looks: list[Shot] | str | None = None
     keep: int | None = Field(default=None, ge=1, le=MAX_SEEDS)
     rerolls: int | None = Field(default=None, ge=0, le=MAX_REROLLS)
+    upscale: float | None = Field(default=None, gt=1, le=4, description="upscale the kept images by this factor")
 
     @field_validator("subject")
     @classmethod
@@ -112,6 +113,8 @@ class BatchFile(BaseModel):
     keep: int = Field(default=1, ge=1, le=MAX_SEEDS)
     rerolls: int = Field(default=1, ge=0, le=MAX_REROLLS)
     seed: int | None = Field(default=None, ge=0, lt=2**32, description="the batch seed every cell's seeds derive from")
+    upscale: float | None = Field(default=None, gt=1, le=4, description="upscale the kept images by this factor")
+    upscale_method: Literal["standard", "max", "lanczos"] = "standard"
     looks: list[Shot] | str | None = None
     people: list[BatchPerson] = Field(min_length=1, max_length=MAX_CELLS)
 
@@ -144,6 +147,8 @@ class BatchCell(BaseModel):
     consent: Rights | None = None
     reference_weight: float = 0.3
     declared: dict[str, Any] = Field(default_factory=dict)
+    upscale: float | None = None
+    upscale_method: str = "standard"
     requests: tuple[Request, ...]
 
     def compile(self, seed: int, round_: int) -> Request:
@@ -403,7 +408,8 @@ def plan_batch(batch: BatchFile, *, base_dir: str | Path = ".", source: str | No
                 keep=person.keep or batch.keep, rerolls=person.rerolls if person.rerolls is not None else batch.rerolls,
                 anchor=anchor, consent=person.consent, reference_weight=person.reference_weight,
                 declared={k: v for k, v in person.subject.items() if k in ("age", "skin_tone", "gender_expression", "ethnicity")},
-                requests=(),
+                upscale=person.upscale if person.upscale is not None else batch.upscale,
+                upscale_method=batch.upscale_method, requests=(),
             )
             if isinstance(seeds_spec, int):
                 if not 1 <= seeds_spec <= MAX_SEEDS:
@@ -564,10 +570,70 @@ async def _step_batch(ctx: StepContext) -> None:
         await engine.make_many(run.id, requests, budget_usd=ctx.budget_usd)
     _check_missing(engine, ledger.run(run.id))
     report = batch_report(ledger, run.id)
+    if any(c.upscale for c in cells.values()):
+        await _upscale_kept(engine, ledger.run(run.id), cells, report, ctx.out_dir)
+        report = batch_report(ledger, run.id)
     _write_outputs(ledger, run.id, report, ctx.out_dir)
     record["kept"] = {c.id: c.kept for c in report.cells}
     record["report"] = report.model_dump(mode="json", exclude={"cells"})
     ledger.set_run_plan(run.id, {**(ledger.run(run.id).plan or {}), "batch": record})
+
+
+def _upscaled(ledger: Ledger, run_id: str, image: ImageRow) -> ImageRow | None:
+    return next((c for c in ledger.children(image.image_sha256) if c.operation == "upscale" and c.run_id == run_id), None)
+
+
+async def _upscale_kept(engine: Any, run: RunRow, cells: Mapping[str, BatchCell], report: BatchReport,
+                        out: Path) -> None:
+    """The kept images of each cell that asks for it, upscaled (on the cluster's CPU workers when the batch
+    runs on Ray, else here in a thread) and recorded as their children; idempotent on resume."""
+    import asyncio
+    import io
+
+    from PIL import Image
+
+    from .finishing.lineage import record_derived
+    from .finishing.upscale import target_size, upscale
+    from .finishing.upscaling import _label, _network
+
+    ledger = engine.ledger
+    remote = engine.runner.upscale if getattr(engine.runner, "finishers", None) is not None else None
+
+    async def one(image: ImageRow, scale: float, method: str) -> None:
+        if _upscaled(ledger, run.id, image) is not None:
+            return
+        started = time.perf_counter()
+        data = Path(image.path).read_bytes()
+        if remote is not None:
+            made: bytes = await remote(data, scale, method)
+        else:
+            def work() -> bytes:
+                with Image.open(io.BytesIO(data)) as im:
+                    big = upscale(im.convert("RGB"), scale, method=method)  # type: ignore[arg-type]
+                buffer = io.BytesIO()
+                big.save(buffer, "PNG")
+                return buffer.getvalue()
+
+            made = await asyncio.to_thread(work)
+        size = target_size(image.width or 0, image.height or 0, scale)
+        seconds = round(time.perf_counter() - started, 3)
+        details = {"scale": scale, "engine": _network(method, scale)[0], "size": list(size), "seconds": seconds,
+                   "batch": True}
+        args = {"scale": scale, "method": method}
+        source = Path(image.out_path or image.path)
+        record_derived(engine, made, parent=image, operation="upscale", details=details,
+                       info=_label(engine, None, image, args, size=size, details=details),
+                       path=source.with_name(f"{source.stem}.upscaled-{scale:g}x.png"), run_id=run.id,
+                       model=details["engine"], sandbox=image.sandbox, timings={"upscale_s": seconds})
+
+    jobs = []
+    for summary in report.cells:
+        cell = cells.get(summary.id)
+        if cell is None or not cell.upscale:
+            continue
+        for image_id in summary.kept:
+            jobs.append(one(ledger.image(image_id), cell.upscale, cell.upscale_method))
+    await asyncio.gather(*jobs)
 
 
 # --- report, sheets, progress ---------------------------------------------------------------------
@@ -587,6 +653,7 @@ class CellSummary(BaseModel):
     kept: list[str]
     """Image ids kept, best first."""
     kept_files: list[str]
+    upscaled_files: list[str] = []
 
     @property
     def short(self) -> bool:
@@ -609,6 +676,7 @@ class BatchReport(BaseModel):
     checked: int
     passed: int
     kept: int
+    upscaled: int = 0
     short_cells: list[str]
     spent_usd: float
     sandbox_usd: float
@@ -638,6 +706,7 @@ def batch_report(ledger: Ledger, run_id: str) -> BatchReport:
             rerolled=sum(1 for r in rows if (r.request.options.get("batch") or {}).get("cell") == cid
                          and int((r.request.options.get("batch") or {}).get("round", 0)) > 0),
             kept=[i.id for i in kept], kept_files=[i.out_path or i.path for i in kept],
+            upscaled_files=[u.out_path or u.path for i in kept if (u := _upscaled(ledger, run.id, i)) is not None],
         ))
     all_images = [i for m in images.values() for i in m]
     checked_all = [i for i in all_images if i.check_overall is not None]
@@ -647,6 +716,7 @@ def batch_report(ledger: Ledger, run_id: str) -> BatchReport:
         run_id=run.id, name=run.name or run.id, people=len({c.person for c in cells.values()}), cells=summaries,
         requests=len(rows), images=len(all_images), failed=sum(failed.values()), rerolls=rerolls,
         checked=len(checked_all), passed=sum(_passes(i) for i in checked_all), kept=sum(len(c.kept) for c in summaries),
+        upscaled=sum(len(c.upscaled_files) for c in summaries),
         short_cells=[c.id for c in summaries if c.short], spent_usd=ledger.spent(run.id).usd,
         sandbox_usd=ledger.spent(run.id, sandbox=True).usd, seconds=round(seconds, 3),
         images_per_minute=round(len(all_images) / seconds * 60, 2) if seconds > 0 else 0.0,
@@ -660,7 +730,7 @@ def _report_markdown(report: BatchReport) -> str:
         f"- people: {report.people} · cells (person × look): {len(report.cells)}",
         f"- requests: {report.requests} · images: {report.images} · failed: {report.failed} · re-rolls: {report.rerolls}",
         f"- checked: {report.checked} · passed: {report.passed} · pass rate: {rate}",
-        f"- kept: {report.kept}" + (f" · short of their keep: {', '.join(report.short_cells)}" if report.short_cells else ""),
+        f"- kept: {report.kept}" + (f" · upscaled: {report.upscaled}" if report.upscaled else "") + (f" · short of their keep: {', '.join(report.short_cells)}" if report.short_cells else ""),
         f"- cost: ${report.spent_usd:.3f}" + (f" (+ sandbox ${report.sandbox_usd:.3f}, not money)" if report.sandbox_usd else ""),
         f"- time: {report.seconds:.1f}s · {report.images_per_minute:.1f} images/minute", "",
         "| cell | person | look | candidates | passed | failed | re-rolled | kept |",

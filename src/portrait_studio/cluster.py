@@ -330,6 +330,20 @@ class Finisher:
     def ping(self) -> int:
         return os.getpid()
 
+    def upscale(self, data: bytes, scale: float, method: str) -> bytes:
+        """A kept image, upscaled (the pixels only; the driver records and labels the result)."""
+        import io
+
+        from PIL import Image
+
+        from .finishing.upscale import upscale
+
+        with Image.open(io.BytesIO(data)) as im:
+            big = upscale(im.convert("RGB"), scale, method=method)  # type: ignore[arg-type]
+        buffer = io.BytesIO()
+        big.save(buffer, "PNG")
+        return buffer.getvalue()
+
     def finish(self, data: bytes, name: str, info: Any, brief: dict[str, Any] | None) -> dict[str, Any]:
         import tempfile
 
@@ -732,6 +746,16 @@ class ClusterRunner:
                 await self._renewer
             self._renewer = None
         return report
+
+    async def upscale(self, data: bytes, scale: float, method: str) -> bytes:
+        """Upscale on a CPU worker (the batch step's kept images); here when there is none."""
+        if self.finishers is None:
+            raise NotConfigured("no CPU worker on the cluster", hint="--cpu-workers 1 or more")
+        worker = await self.finishers.pick()
+        async with self.finishers.using(worker):
+            made: bytes = await worker.upscale.remote(data, scale, method)
+        self.stats["upscaled_remote"] = self.stats.get("upscaled_remote", 0) + 1
+        return made
 
     async def peak_active(self) -> dict[str, int]:
         """The most slots held at once per group since the limiter started (tests, bench)."""
