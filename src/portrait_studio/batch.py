@@ -617,14 +617,15 @@ async def _upscale_kept(engine: Any, run: RunRow, cells: Mapping[str, BatchCell]
             made = await asyncio.to_thread(work)
         size = target_size(image.width or 0, image.height or 0, scale)
         seconds = round(time.perf_counter() - started, 3)
-        details = {"scale": scale, "engine": _network(method, scale)[0], "size": list(size), "seconds": seconds,
-                   "batch": True}
+        network = _network(method, scale)[0]
+        details: dict[str, Any] = {"scale": scale, "engine": network, "size": list(size), "seconds": seconds,
+                                   "batch": True}
         args = {"scale": scale, "method": method}
         source = Path(image.out_path or image.path)
         record_derived(engine, made, parent=image, operation="upscale", details=details,
                        info=_label(engine, None, image, args, size=size, details=details),
                        path=source.with_name(f"{source.stem}.upscaled-{scale:g}x.png"), run_id=run.id,
-                       model=details["engine"], sandbox=image.sandbox, timings={"upscale_s": seconds})
+                       model=network, sandbox=image.sandbox, timings={"upscale_s": seconds})
 
     jobs = []
     for summary in report.cells:
