@@ -23,7 +23,7 @@ import pytest
 import ray
 
 from _batch_helpers import fails_for, given, write_batch
-from portrait_studio.batch import batch_report, load_batch, plan_batch, record_consent
+from portrait_studio.batch import batch_report, example_batch_path, load_batch, plan_batch, record_consent
 from portrait_studio.cluster import ClusterOptions, ClusterRunner
 from portrait_studio.config import Studio
 from portrait_studio.engine import Engine
@@ -245,3 +245,15 @@ def test_checks_labels_and_upscales_run_on_cpu_workers(
         assert report.rerolls == 1 and report.short_cells == ["ben-okafor"] and report.kept == 1
         assert report.checked == 5 and runner.stats["finished_remote"] == 5  # checked by the CPU worker
         assert report.upscaled == 1 and runner.stats["upscaled_remote"] == 1  # the kept one, upscaled there too
+
+
+def test_the_example_batch_runs_on_the_sandbox_with_ray_auto(cluster: str, cli: Any, studio: Studio) -> None:
+    """`portrait batch presets/batches/team-page.yaml --ray auto`: joins the cluster this process is on."""
+    code, out, err = cli("batch", str(example_batch_path()), "--ray", "auto", "--no-check", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["status"] == "done" and data["report"]["images"] == 22 and data["report"]["kept"] == 10
+    assert data["report"]["sandbox_usd"] == pytest.approx(22 * 0.04) and data["report"]["spent_usd"] == 0
+    with Ledger(studio.ledger_path) as ledger:
+        images = ledger.images(run_id=data["run_id"], limit=100)
+        assert len({i.metadata["worker"]["pid"] for i in images}) == 2
