@@ -13,6 +13,7 @@
        ├─ record the image (content-addressed, 'done')
        └─ labels + checklist ──────────────────────────────────────────► Finisher (CPU), in parallel
           ◄──────── labelled bytes, label record, checks ─── written and recorded here
+          (and the kept images' upscales, once the batch step has chosen them)
 
 - One GPU worker per GPU holds its loaded pipeline (and its compiled/quantised state) for the
   whole batch (`num_gpus=1`; or a custom resource, which is how the tests simulate GPUs on CPUs).
@@ -316,7 +317,7 @@ class SlotLimiter:
 
 
 class Finisher:
-    """A Ray actor on a CPU: writes the AI labels into an image and runs the checklist on it."""
+    """A Ray actor on a CPU: writes the AI labels into an image and runs the checklist on it; upscales."""
 
     def __init__(self, labels: Any, checker: Any, secrets: Sequence[str]) -> None:
         self._labels = labels
