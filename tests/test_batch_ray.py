@@ -75,9 +75,10 @@ def statuses(studio: Studio, run_id: str | None = None) -> list[str]:
 
 
 async def on_cluster(studio: Studio, sb: SandboxHandle, path: Path, cluster: str, *, checker: Any = None,
-                     during: Any = None, options: dict[str, Any] | None = None,
+                     during: Any = None, after: Any = None, options: dict[str, Any] | None = None,
                      providers: dict[str, dict[str, Any]] | None = None) -> tuple[str, ClusterRunner]:
-    """Record and run a batch on the cluster; `during(runner)` runs alongside (to kill a worker)."""
+    """Record and run a batch on the cluster; `during(runner)` runs alongside (to kill a worker), `after(runner)`
+    before its workers are let go."""
     plan = plan_batch(load_batch(path), base_dir=path.parent, source=str(path))
     async with Engine.open(studio, plan.provider_ids, sandbox="always", start_sandbox=given(sb), checker=checker,
                            options=providers or FAST) as engine:
@@ -89,6 +90,8 @@ async def on_cluster(studio: Studio, sb: SandboxHandle, path: Path, cluster: str
             if during is not None:
                 await during(runner, run_id)
             await work
+            if after is not None:
+                await after(runner)
         finally:
             runner.close()
     return run_id, runner
@@ -164,38 +167,43 @@ def tiny_schnell(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_gpu_workers_keep_their_pipeline_and_a_killed_one_is_replaced(
         cluster: str, studio: Studio, tmp_path: Path, tiny_schnell: str) -> None:
-    people = [{"name": f"Person {i}", "overrides": {"output": {"width": 256, "height": 256}}} for i in range(6)]
+    people = [{"name": f"Person {i}", "overrides": {"output": {"width": 256, "height": 256}}} for i in range(10)]
     path = write_batch(tmp_path, people, model="flux-1-schnell", provider="local", seeds=2, rerolls=0)
     killed: list[int] = []
+    held: list[int] = []
+
+    async def pipelines(runner: ClusterRunner) -> None:
+        held.extend(await asyncio.gather(*(w.pipelines.remote() for w in runner.pools["local"].workers)))
 
     async def kill_one(runner: ClusterRunner, run_id: str) -> None:
-        deadline = time.monotonic() + 120
-        while statuses(studio).count("done") < 2 and time.monotonic() < deadline:
+        """Once both GPU workers have made an image, SIGKILL one of them."""
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with Ledger(studio.ledger_path) as ledger:
+                pids = {i.metadata["worker"]["pid"] for i in ledger.images(run_id=run_id, limit=100)}
+            if len(pids) >= 2:
+                break
             await asyncio.sleep(0.05)
-        pid = (await runner.worker_pids())["local"][0]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        os.kill(min(pids), signal.SIGKILL)
+        killed.append(min(pids))
 
     with start_sandbox("bfl", key="key-local") as sb:
-        run_id, runner = asyncio.run(on_cluster(studio, sb, path, cluster, during=kill_one,
+        run_id, runner = asyncio.run(on_cluster(studio, sb, path, cluster, during=kill_one, after=pipelines,
                                                 options={"gpu_resource": "fake_gpu", "cpu_workers": 0},
                                                 providers={"local": {"weights": tiny_schnell}}))
     with Ledger(studio.ledger_path) as ledger:
         rows = ledger.requests(run_id)
         images = ledger.images(run_id=run_id, limit=100)
-        assert len(rows) == 12 and {r.status for r in rows} == {"done"} and len(images) == 12
-        assert len({i.request_id for i in images}) == 12  # each made once in the ledger
+        assert len(rows) == 20 and {r.status for r in rows} == {"done"} and len(images) == 20
+        assert len({i.request_id for i in images}) == 20  # each made once in the ledger
         pids = {i.metadata["worker"]["pid"] for i in images}
         assert len(pids) >= 2  # both simulated GPUs worked
         assert {i.versions["model_revision"] for i in images} == {images[0].versions["model_revision"]}
         assert all(i.width == 256 for i in images)
-        # a GPU worker loads its pipeline once and keeps it: only the requests that arrived while it loaded
-        # (two in flight per GPU) waited for it; every later image takes no load time
-        by_pid: dict[int, list[float]] = {}
-        for i in sorted(images, key=lambda i: i.created_at):
-            by_pid.setdefault(i.metadata["worker"]["pid"], []).append(i.timings["load_s"])
-        for loads in by_pid.values():
-            assert all(t < 0.05 for t in loads[2:]), loads
+        # a GPU worker loads its pipeline once and keeps it for the batch (the restarted one holds its own, or
+        # none if the survivor finished the rest first)
+        assert max(held) == 1 and all(h <= 1 for h in held)
+        assert sum(i.timings["load_s"] < 0.05 for i in images) >= 20 - 3 * 4  # only those waiting on a first load
 
 
 def test_the_driver_killed_mid_batch_is_finished_by_resume(cluster: str, tmp_path: Path) -> None:

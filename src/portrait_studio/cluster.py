@@ -222,6 +222,13 @@ class GenerationWorker:
     async def ping(self) -> int:
         return os.getpid()
 
+    async def pipelines(self) -> int:
+        """How many local pipelines this worker holds (one per weights it served: loaded once, kept)."""
+        import sys
+
+        runtime = sys.modules.get("portrait_studio.providers.local_runtime")
+        return len(getattr(runtime, "_CACHE", {}))
+
     async def submit(self, request: Request) -> Answer:
         try:
             provider = self._provider(request.provider)
