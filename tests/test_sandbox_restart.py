@@ -33,6 +33,7 @@ from portrait_studio.errors import (
     TaskNotFound,
     UncertainSubmission,
 )
+from portrait_studio.ledger import Ledger
 from portrait_studio.providers.bfl import BflProvider
 from portrait_studio.providers.fal import FalProvider
 from portrait_studio.providers.replicate import ReplicateProvider
@@ -334,21 +335,82 @@ def test_the_portrait_commands_keep_their_sandboxes_under_the_studio_folder(stud
     assert SandboxStats.load(studio.home / "sandbox" / "bfl").accepted == 0
 
 
-def test_kill_9_of_a_keyless_shoot_then_resume_collects_from_the_auto_sandbox(tmp_path: Path, studio_home: Path) -> None:
-    """The README's main job with no key: `portrait shoot` (auto sandbox), kill -9, `portrait resume`."""
+KILL_MOMENTS = {
+    # every task accepted, none downloaded / some images in, others in flight / all in, finishing not done
+    "accepted": lambda st, sheet: len(st) == 3 and set(st) == {"accepted"},
+    "some_done": lambda st, sheet: len(st) == 3 and 0 < st.count("done") < 3,
+    "finishing": lambda st, sheet: len(st) == 3 and set(st) == {"done"} and not sheet,
+}
+
+
+@pytest.mark.parametrize("moment", list(KILL_MOMENTS))
+def test_kill_9_of_a_keyless_shoot_then_resume_collects_from_the_auto_sandbox(moment: str, tmp_path: Path,
+                                                                              studio_home: Path) -> None:
+    """The README's main job with no key: `portrait shoot` (auto sandbox), kill -9 at three moments,
+    `portrait resume`: every image delivered, labelled, each task paid exactly once."""
+    import sqlite3
+
+    from portrait_studio.brief import example_brief_path
+    from portrait_studio.labels import verify
+
+    state_dir = studio_home / "sandbox" / "bfl"
+    # the account's tasks take 2 s; for "some_done" one download trickles out over 8 s (a pending fault,
+    # kept in the sandbox's folder like everything else)
+    with start_sandbox("bfl", state_dir=state_dir, latency=2.0) as sb:
+        if moment == "some_done":
+            sb.inject("slow_download", count=1, delay=8.0)
+    env = {**os.environ, "PORTRAIT_STUDIO_HOME": str(studio_home), "PYTHONPATH": str(SRC)}
+    brief = example_brief_path("rembrandt-studio-headshot")
+    proc = subprocess.Popen([sys.executable, "-m", "portrait_studio", "shoot", str(brief), "-m", "flux-1.1-pro",
+                             "--seeds", "3", "--json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def statuses() -> list[str]:
+        try:
+            rows = sqlite3.connect(studio_home / "ledger.db").execute("SELECT status FROM requests ORDER BY position")
+            return [r[0] for r in rows.fetchall()]
+        except sqlite3.Error:
+            return []
+
+    reached = KILL_MOMENTS[moment]
+
+    def sheet() -> bool:
+        return any(studio_home.glob("runs/*/contact-sheet.png"))
+
+    try:
+        _wait_for(lambda: reached(statuses(), sheet()) or proc.poll() is not None, timeout=90)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    (run_id,) = sqlite3.connect(studio_home / "ledger.db").execute("SELECT id FROM runs").fetchone()
+    resumed = subprocess.run([sys.executable, "-m", "portrait_studio", "resume", run_id, "--json"], env=env,
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert len(report["images"]) == 3 and not report["failed"]
+    for image in report["images"]:
+        assert verify(image["out_path"]).labelled, image["out_path"]
+        assert image["check_overall"] in ("pass", "warn", "fail")  # the checklist ran on every image
+    assert sheet()
+    stats = SandboxStats.load(state_dir)
+    assert stats.accepted == 3 and stats.paid == 3 and not stats.paid_twice, (moment, stats)
+
+
+def test_two_resumes_of_one_run_at_once_record_each_image_once(tmp_path: Path, studio_home: Path) -> None:
+    """Two `portrait resume RUN` at the same moment: one works, the other is told who holds the run."""
     import sqlite3
 
     from portrait_studio.brief import example_brief_path
 
     state_dir = studio_home / "sandbox" / "bfl"
-    with start_sandbox("bfl", state_dir=state_dir, latency=2.0):  # the account's tasks take 2 s
+    with start_sandbox("bfl", state_dir=state_dir, latency=3.0):
         pass
     env = {**os.environ, "PORTRAIT_STUDIO_HOME": str(studio_home), "PYTHONPATH": str(SRC)}
     brief = example_brief_path("rembrandt-studio-headshot")
     proc = subprocess.Popen([sys.executable, "-m", "portrait_studio", "shoot", str(brief), "-m", "flux-1.1-pro",
                              "--seeds", "3", "--json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def all_accepted() -> bool:
+    def accepted() -> bool:
         try:
             rows = sqlite3.connect(studio_home / "ledger.db").execute("SELECT status FROM requests").fetchall()
         except sqlite3.Error:
@@ -356,16 +418,22 @@ def test_kill_9_of_a_keyless_shoot_then_resume_collects_from_the_auto_sandbox(tm
         return len(rows) == 3 and {r[0] for r in rows} == {"accepted"}
 
     try:
-        _wait_for(lambda: all_accepted() or proc.poll() is not None)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        _wait_for(lambda: accepted() or proc.poll() is not None, timeout=90)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     (run_id,) = sqlite3.connect(studio_home / "ledger.db").execute("SELECT id FROM runs").fetchone()
-    resumed = subprocess.run([sys.executable, "-m", "portrait_studio", "resume", run_id, "--json"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
-    report = json.loads(resumed.stdout)
-    assert len(report["images"]) == 3 and not report["failed"]
+    cmd = [sys.executable, "-m", "portrait_studio", "resume", run_id, "--json"]
+    both = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=180), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "")
+               for p in both]
+    codes = sorted(code for code, _, _ in results)
+    assert codes[0] == 0, results
+    refused = [err for code, _, err in results if code != 0]
+    assert all("being worked on by another process" in " ".join(e.split()) for e in refused), refused
+    with Ledger(studio_home / "ledger.db") as ledger:
+        images = ledger.images(run_id=run_id)
+        assert len(images) == 3 and len({i.request_id for i in images}) == 3  # each image recorded once
+        assert ledger.spent(run_id, sandbox=True).usd == pytest.approx(0.12)
     stats = SandboxStats.load(state_dir)
-    assert stats.submissions == 3 and stats.accepted == 3 and stats.paid == 3 and not stats.paid_twice
+    assert stats.paid == 3 and not stats.paid_twice

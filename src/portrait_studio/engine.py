@@ -44,7 +44,7 @@ from .errors import CapabilityError, ConsentRequired, ProviderError, StudioError
 from .files import atomic_write_text
 from .ledger import ImageRow, Ledger, RunRow
 from .providers.base import Provider
-from .records import Cost, InputImage, Request, new_id
+from .records import Cost, InputImage, Request, estimated_total, new_id
 from .redaction import find_key, redact
 from .runner import Outcome, RunReport, run_plan
 
@@ -102,10 +102,7 @@ class Plan(BaseModel):
 
     @property
     def estimated(self) -> Cost:
-        total = Cost()
-        for r in self.requests:
-            total = total + r.estimated_cost
-        return total
+        return estimated_total(self.requests)
 
     @property
     def provider_ids(self) -> list[str]:
@@ -168,6 +165,15 @@ def _step(name: str) -> StepFn:
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def hold_run(ledger: Ledger, run_id: str) -> None:
+    """Claim `run_id` for this process before opening providers (so a second `resume` of the same run
+    leaves before it starts a sandbox or a model); the engine's `execute` keeps the same claim."""
+    holder = ledger.claim_run(run_id, _owner(), alive=_alive)
+    if holder is not None:
+        raise RunLocked(f"run {run_id} is being worked on by another process ({holder})",
+                        hint="wait for it to finish, then 'portrait resume' again if anything is left")
 
 
 def _alive(owner: str) -> bool:
@@ -319,6 +325,8 @@ class Engine:
         from .shoot import check_budget
 
         self.preflight(plan)
+        if out_dir is not None:
+            out_dir = self.check_out(out_dir)
         limit = self.budget(budget_usd)
         check_budget(plan, limit)
         run_id = run_id or new_id("run_")
@@ -499,6 +507,16 @@ class Engine:
                                  "signed" if record.c2pa is not None else "missing")
         return image
 
+    def check_out(self, out: str | Path) -> Path:
+        """A user's --out (a folder, or a file for a derivative): never the studio folder, above it, or
+        inside it outside runs/ and exports/ (the web serves run folders; keys and the ledger live there)."""
+        from .config import check_out_dir
+
+        path = Path(out)
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+            return check_out_dir(self.runs_dir.parent, path.parent) / path.name
+        return check_out_dir(self.runs_dir.parent, path)
+
     def work_path(self, name: str) -> Path:
         """A stable place for intermediates (masks, upscaled inputs), under the studio folder."""
         path = self.work_dir / name
@@ -629,4 +647,4 @@ def failure_summary(report: RunReport) -> RunFailed | None:
                      provider="", hint=hint or f"see 'portrait log'; then 'portrait resume {report.run_id}'")
 
 
-__all__ += ["default_checker", "failure_summary", "write_labelled"]
+__all__ += ["default_checker", "failure_summary", "hold_run", "write_labelled"]

@@ -101,9 +101,13 @@ def out_name(request: Request, position: int) -> str:
     return name
 
 
-def _charge_after_failure(provider: Provider, row_ticket: Ticket | None, request: Request) -> Cost:
-    """What an accepted task that ended without an image costs, by the provider's billing rule."""
-    if provider.billing != "on_accept":
+def _charge_after_failure(provider: Provider, row_ticket: Ticket | None, request: Request,
+                          charged: bool | None = None) -> Cost:
+    """What an accepted task that ended without an image costs: what the provider's answer says
+    (`ProviderError.charged`: a fal content-policy refusal is billed), else its billing rule."""
+    if charged is None:
+        charged = provider.billing == "on_accept"
+    if not charged:
         return Cost()
     if row_ticket is not None and row_ticket.cost is not None:
         return row_ticket.cost
@@ -190,7 +194,8 @@ async def _run_one(
             ledger.set_request_status(row.id, "accepted", message)
             return Outcome(**base, status="accepted", error=message, error_type=type(exc).__name__,
                            hint="the task is still the provider's; 'portrait resume RUN' collects it")
-        charge = _charge_after_failure(provider, ticket, request) if (was_accepted or ticket) else Cost()
+        charged = getattr(exc, "charged", None)
+        charge = _charge_after_failure(provider, ticket, request, charged) if (was_accepted or ticket) else Cost()
         ledger.settle(row.id, charge)
         ledger.set_request_status(row.id, "failed", message)
         return Outcome(**base, status="failed", error=message, error_type=type(exc).__name__,

@@ -104,8 +104,8 @@ class Shot(BaseModel):
     def _no_minor(self) -> Shot:
         from .minors import refuse_minor_fields
 
-        try:
-            refuse_minor_fields({k: v for k, v in (("name", self.name), *self.changes.items()) if isinstance(v, str)})
+        try:  # the shot's changes are screened as brief fields when applied; its name is screened here
+            refuse_minor_fields({"name": self.name} if self.name else {})
         except BriefError as exc:  # located by parse_shots (file, line, field)
             raise ValueError(exc.message if not exc.hint else f"{exc.message} ({exc.hint})") from None
         return self

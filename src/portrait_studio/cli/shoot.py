@@ -384,9 +384,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Finish an interrupted run of any kind without paying twice: re-poll accepted tasks, send only
         what never went out, then apply its finishing steps (labels, checks, composites, next shots)."""
+        from ..engine import hold_run
+
         s = studio(home)
         with Ledger(s.ledger_path) as ledger:
             row = ledger.run(run)
+            hold_run(ledger, row.id)  # one resumer at a time, decided before any sandbox or model is opened
             rows = ledger.requests(row.id)
             statuses = [r.status for r in rows]
             providers = list(dict.fromkeys([*(row.plan or {}).get("providers", []), *(r.provider for r in rows)]))

@@ -400,8 +400,13 @@ class HostedProvider(Provider):
                 return response.content, verify_image(response.content, self.provider_id)
             except GenerationFailed as exc:
                 last = exc.message
-        raise GenerationFailed(f"could not download a valid image after {self.options.download_attempts} "
-                               f"attempts ({last})", provider=self.provider_id)
+        from ..errors import NetworkError
+
+        # The task is done and paid; only the download failed (a dropped connection, a truncated answer):
+        # the image is still the provider's until its URL expires, so the task stays collectable.
+        raise NetworkError(f"could not download a valid image after {self.options.download_attempts} "
+                           f"attempts ({last})", provider=self.provider_id,
+                           hint="'portrait resume RUN' downloads it again (the provider keeps it for a while)")
 
     def http_error(self, response: httpx.Response, *, during: str) -> ProviderError:
         """The error for an unexpected answer. Never includes the key (only the body's message)."""

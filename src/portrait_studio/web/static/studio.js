@@ -94,7 +94,7 @@ function briefBuilder(form) {
   }
   function imagesPlanned() {
     const locked = $("#shoot-seed").value.trim() !== "";
-    return locked ? 1 : Math.max(1, parseInt($("#shoot-seeds").value || "1", 10));
+    return locked ? 1 : Math.max(1, parseInt($("#shoot-seeds").value || $("#shoot-seeds").dataset.default, 10));
   }
   function renderPreview(data) {
     $("#brief-error").textContent = data.ok ? "" : (data.field ? data.field + ": " : "") + data.error + (data.hint ? " — fix: " + data.hint : "");
@@ -145,7 +145,7 @@ function briefBuilder(form) {
     $("#shoot-error").textContent = "";
     const seedText = $("#shoot-seed").value.trim(), budgetText = $("#shoot-budget").value.trim();
     const body = { brief: collect(), models: chosen(), kind, sandbox: $("#shoot-sandbox").value,
-      seeds: seedText ? null : parseInt($("#shoot-seeds").value || "3", 10),
+      seeds: seedText || !$("#shoot-seeds").value.trim() ? null : parseInt($("#shoot-seeds").value, 10),
       seed: seedText ? parseInt(seedText, 10) : null, budget: budgetText ? parseFloat(budgetText) : null };
     try {
       const started = await api("/api/shoot", body);
@@ -222,6 +222,10 @@ function runLive(box) {
   const source = new EventSource(`/api/runs/${box.dataset.run}/events`);
   source.onmessage = (e) => render(JSON.parse(e.data));
   source.addEventListener("end", () => { source.close(); box.dataset.finished = "true"; document.body.dataset.runFinished = "true"; });
+  source.addEventListener("timeout", (e) => {
+    source.close();
+    $("#run-errors").insertAdjacentHTML("beforeend", `<li>Live progress stopped: ${esc(JSON.parse(e.data).reason)} — reload the page to see where it stands.</li>`);
+  });
   source.onerror = () => { if (box.dataset.finished === "true") source.close(); };
 }
 
@@ -241,6 +245,10 @@ function watchJob(jobId) {
     status.innerHTML = html;
   };
   source.addEventListener("end", () => source.close());
+  source.addEventListener("timeout", (e) => {
+    source.close();
+    status.insertAdjacentHTML("beforeend", `<br><span class="note">Live progress stopped: ${esc(JSON.parse(e.data).reason)} — see the Jobs page.</span>`);
+  });
 }
 // ---- jobs page: batches (run from the CLI or here) update from the ledger --------------------
 function batchesLive(table) {
