@@ -241,6 +241,36 @@ def test_the_driver_killed_mid_batch_is_finished_by_resume(cluster: str, tmp_pat
         assert run.status == "done" and (Path(run.out_dir or "") / "batch-report.json").is_file()
 
 
+def test_the_driver_killed_on_the_commands_own_sandbox_is_finished_by_resume(cluster: str, tmp_path: Path) -> None:
+    """No API key: `portrait batch --ray` runs on the sandbox the command starts, which keeps its tasks under
+    the studio folder; killed with its driver, it comes back with `portrait resume` and bills each task once."""
+    from portrait_studio.testing.sandbox import SandboxStats
+
+    home = tmp_path / "home"
+    state = home / "sandbox" / "bfl"
+    with start_sandbox("bfl", latency=2.0, state_dir=state):  # the sandbox the commands will find: 2 s per task
+        pass
+    (home / "config.toml").write_text('[providers.bfl]\npoll_interval = 0.05\n')
+    env = {**os.environ, "PORTRAIT_STUDIO_HOME": str(home)}
+    env.pop("BFL_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "portrait_studio", "batch", str(forty(tmp_path)), "--ray", cluster,
+                             "--no-check", "--json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    studio = Studio(home)
+    try:
+        asyncio.run(quiescent(studio, accepted=24, timeout=120))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert statuses(studio).count("planned") == 16
+    run_id = sqlite3.connect(home / "ledger.db").execute("SELECT id FROM runs").fetchone()[0]
+    resumed = subprocess.run([sys.executable, "-m", "portrait_studio", "resume", run_id, "--ray", cluster, "--json"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert statuses(studio) == ["done"] * 40
+    stats = SandboxStats.load(state)
+    assert stats.paid == 40 and not stats.paid_twice and stats.max_active <= 24
+
+
 def test_checks_labels_and_upscales_run_on_cpu_workers(
         cluster: str, studio: Studio, tmp_path: Path) -> None:
     path = write_batch(tmp_path, [{"name": "Ana Ruiz"}, {"name": "Ben Okafor"}], rerolls=1, upscale=2,
