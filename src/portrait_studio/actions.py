@@ -44,7 +44,7 @@ def upscale_image(
 
     async def work(engine: Any) -> ImageRow:
         engine.progress = progress
-        outcome = await run_upscale(engine, _file_of(source), scale, out=studio.home / "exports")
+        outcome = await run_upscale(engine, _file_of(source), scale)  # next to the source, in its run folder
         return outcome.image
 
     return run_on_engine(studio, [], work, start_sandbox=start_sandbox, checker=None, ledger=ledger)
@@ -64,7 +64,7 @@ def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, *, mo
 
     async def work(engine: Any) -> ImageRow:
         outcome = await run_fix(engine, _file_of(source), region, model=model, provider=pid, budget_usd=budget_usd,
-                                out=studio.home / "exports", **options)
+                                **options)
         return outcome.image
 
     return run_on_engine(studio, [pid], work, sandbox=sandbox, start_sandbox=start_sandbox,  # type: ignore[arg-type]

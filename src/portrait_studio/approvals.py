@@ -111,5 +111,5 @@ def export_approved(studio: Studio, ledger: Ledger, folder: Path, *, run_id: str
     if not shipped:
         atomic_write_text(manifest, text)
         raise StudioError("no approved image could be shipped labelled", hint="see manifest.json for why")
-    _write_recorded(ledger, manifest, text, entries[0]["image_id"])
+    _write_recorded(ledger, manifest, text, str(entries[0]["image_id"]))
     return ApprovedExport(folder=folder, files=shipped, manifest=manifest, skipped=skipped)

@@ -149,14 +149,14 @@ def check_out_dir(home: str | os.PathLike[str], path: str | os.PathLike[str]) ->
 
     Refused: the studio folder itself, any folder above it (a run folder is served by the web
     studio, and must never hold the keys or the ledger) and any folder inside it except under
-    runs/ and exports/ (images/, thumbs/ … belong to the studio).
+    runs/ (images/, thumbs/, exports/ … belong to the studio).
     """
     out = Path(path).expanduser().resolve()
     root = Path(home).expanduser().resolve()
     if root.is_relative_to(out):
         raise StudioError(f"--out {path} {'is' if out == root else 'contains'} the studio folder {root}",
                           hint="write the run to a folder of its own outside the studio, e.g. --out ./portraits")
-    if out.is_relative_to(root) and not (out.is_relative_to(root / "runs") or out.is_relative_to(root / "exports")):
+    if out.is_relative_to(root) and not out.is_relative_to(root / "runs"):
         raise StudioError(f"--out {path} is inside the studio folder {root}",
                           hint=f"leave --out out (runs go to {root / 'runs'}) or choose a folder outside the studio")
     return out

@@ -563,9 +563,17 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return render(request, "compare.html", run=run, rows=rows, grid=grid, columns=COLUMNS,
                     finished=run_snapshot(run.id)[1])
 
+    @app.get("/api/batches/{run_id}/progress")
+    def batch_progress_api(run_id: str) -> dict[str, Any]:
+        from ..batch import batch_progress
+
+        return batch_progress(ledger(), ledger().run(run_id).id).model_dump(mode="json")
+
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs_page(request: Request) -> Response:
-        return render(request, "jobs.html", jobs=job_manager().jobs(current_actor()))
+        from ..batch import recent_batches
+
+        return render(request, "jobs.html", jobs=job_manager().jobs(current_actor()), batches=recent_batches(ledger()))
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: str) -> Response:

@@ -255,6 +255,27 @@ function watchJob(jobId) {
     status.insertAdjacentHTML("beforeend", `<br><span class="note">Live progress stopped: ${esc(JSON.parse(e.data).reason)} — see the Jobs page.</span>`);
   });
 }
+// ---- jobs page: batches (run from the CLI or here) update from the ledger --------------------
+function batchesLive(table) {
+  const tick = async () => {
+    let running = false;
+    for (const row of $$("tr.batch", table)) {
+      if (!["running", "planned"].includes(row.dataset.status)) continue;
+      running = true;
+      const r = await fetch(`/api/batches/${row.dataset.batch}/progress`);
+      if (!r.ok) continue;
+      const b = await r.json();
+      row.dataset.status = b.status;
+      $(".status", row).textContent = b.status;
+      $(".done", row).textContent = `${b.done}/${b.total}`;
+      $(".failed", row).textContent = b.failed;
+      $(".rate", row).textContent = `${b.images_per_minute.toFixed(1)} img/min`;
+      $(".eta", row).textContent = b.eta_s === null ? "?" : `${Math.round(b.eta_s)}s`;
+    }
+    if (running) setTimeout(tick, 2000);
+  };
+  tick();
+}
 function detailPage() {
   const pick = $("#pick");
   if (pick) pick.addEventListener("click", async () => {
@@ -321,6 +342,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const live = $("#run-live");
   if (live) runLive(live);
   if ($("#actions")) detailPage();
+  const batches = $("#batches");
+  if (batches) batchesLive(batches);
   const compare = $("#compare-view");
   if (compare) compareZoom(compare);
   document.body.dataset.ready = "true";
