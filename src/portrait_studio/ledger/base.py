@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,15 +44,26 @@ class LedgerBase:
         self.read_only = read_only
         self.url = database.database_url(location, create=not read_only)
         self.path: Path | None = Path(self.url.database) if self.url.get_backend_name() == "sqlite" and self.url.database else None
-        self._engine = database.connect(self.url, read_only=read_only)
         self._owns_engine = True
         self.actor = actor
-        try:
-            with database.damage_as_ledger_error(self.location):
-                self.migrate()
-        except BaseException:
-            self._engine.dispose()
-            raise
+        # Many processes opening one brand-new SQLite ledger at once: switching it to WAL and the
+        # first migration can answer SQLITE_BUSY without waiting on the busy timeout (SQLite's
+        # deadlock avoidance), so a busy first open is retried for a while before it is an error.
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                self._engine = database.connect(self.url, read_only=read_only)
+                try:
+                    with database.damage_as_ledger_error(self.location):
+                        self.migrate()
+                except BaseException:
+                    self._engine.dispose()
+                    raise
+                break
+            except LedgerError as exc:
+                if self.path is None or " is busy " not in exc.message or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.02, 0.2))
 
     @property
     def dialect(self) -> str:
