@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from portrait_studio.brief import example_brief_path
+from portrait_studio.config import Studio
 from portrait_studio.ledger import Ledger
 from portrait_studio.testing.sandbox import start_sandbox
 
@@ -52,7 +53,7 @@ def test_audit_bundle_of_a_sandbox_run_has_everything_and_no_key(cli, studio_hom
                 assert verify(shipped).labelled, name
         for name in names:
             assert SECRET.encode() not in zf.read(name), name
-    with Ledger(studio_home / "ledger.db") as ledger:
+    with Ledger(Studio(studio_home).ledger_path) as ledger:
         dump = "\n".join(str(tuple(row)) for t in ("runs", "requests", "results", "labels", "checks")
                          for row in ledger.db.execute(f"SELECT * FROM {t}"))
     assert SECRET not in dump

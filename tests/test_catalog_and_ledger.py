@@ -72,33 +72,9 @@ def test_ledger_records_runs_requests_images_and_costs(tmp_path: Path) -> None:
 
 
 def test_ledger_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
+    from portrait_studio.ledger.database import head
+
     Ledger(tmp_path / "l.db").close()
     with Ledger(tmp_path / "l.db") as ledger:
-        names = [r[0] for r in ledger.db.execute("SELECT name FROM _migrations")]
-        assert names == ["m001_initial", "m002_engine"]
+        assert [r[0] for r in ledger.db.execute("SELECT version_num FROM alembic_version")] == [head()]
         assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_a_ledger_of_the_first_version_migrates_forward_with_its_spend(tmp_path: Path) -> None:
-    """Ledgers written before the engine counted money on results; the migration carries it onto requests."""
-    import sqlite3
-
-    from portrait_studio.ledger import MIGRATIONS
-
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-    db.execute("BEGIN")
-    MIGRATIONS[0](db)
-    db.execute("INSERT INTO _migrations VALUES ('m001_initial', 0)")
-    db.execute("INSERT INTO runs (id, kind, created_at) VALUES ('run_old', 'shoot', 0)")
-    db.execute("INSERT INTO requests (id, run_id, position, idempotency_key, model, provider, seed, request_json, status,"
-               " updated_at) VALUES ('req_old', 'run_old', 0, 'k', 'flux-1.1-pro', 'bfl', 1, '{}', 'done', 0)")
-    db.execute("INSERT INTO images (sha256, path, created_at) VALUES ('ab', '/x.png', 0)")
-    db.execute("INSERT INTO results (id, run_id, request_id, image_sha256, cost_usd, cost_credits, created_at)"
-               " VALUES ('img_old', 'run_old', 'req_old', 'ab', 0.04, 4, 0)")
-    db.execute("COMMIT")
-    db.close()
-    with Ledger(path) as ledger:
-        assert ledger.spent("run_old").usd == pytest.approx(0.04)
-        assert ledger.image("img_old").cost_usd == pytest.approx(0.04)

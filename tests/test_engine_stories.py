@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from portrait_studio.brief import example_brief_path
+from portrait_studio.config import Studio
 from portrait_studio.labels import verify
 from portrait_studio.ledger import Ledger
 
@@ -69,7 +70,7 @@ def test_a_shoot_where_nothing_can_be_made_exits_non_zero_naming_the_real_fix(cl
     assert code != 0
     assert "portrait local licence flux-1-dev" in said and "portrait resume" not in said
     assert said.count("Non-Commercial") <= 1  # the licence is named once, not once per request
-    with Ledger(studio_home / "ledger.db") as ledger:
+    with Ledger(Studio(studio_home).ledger_path) as ledger:
         assert ledger.runs() == []  # refused before anything was recorded
 
 
@@ -86,7 +87,7 @@ def test_a_key_pasted_into_a_brief_is_refused_before_sending(cli, tmp_path: Path
     brief.write_text("subject:\n  description: a woman, bfl_0123456789abcdefghijklmnopqrstuv\n")
     code, out, err = cli("shoot", brief, "-m", "flux-1.1-pro", "--seeds", "1")
     assert code == 2 and "API key" in err
-    with Ledger(studio_home / "ledger.db") as ledger:
+    with Ledger(Studio(studio_home).ledger_path) as ledger:
         assert ledger.runs() == []
 
 
@@ -100,7 +101,7 @@ def test_an_identity_reference_without_a_rights_record_is_not_sent(cli, tmp_path
                     ["compare", brief, "-m", "flux-1.1-pro-ultra", "-m", "flux-2-pro", "--seed", "1"]):
         code, out, err = cli(*command)
         assert code == 2 and "rights" in err, err
-    with Ledger(studio_home / "ledger.db") as ledger:
+    with Ledger(Studio(studio_home).ledger_path) as ledger:
         assert ledger.runs() == [] and ledger.spent(sandbox=None).usd == 0
 
 
@@ -115,7 +116,7 @@ def test_a_truncated_run_folder_copy_is_repaired_by_resume(cli) -> None:
     assert code == 0, err
     for f in (damaged, missing):
         assert verify(f).labelled, f
-    with Ledger(Path(shot["out_dir"]).parents[1] / "ledger.db") as ledger:
+    with Ledger(Studio(Path(shot["out_dir"]).parents[1]).ledger_path) as ledger:
         assert ledger.run(shot["run_id"]).status == "done"
         assert ledger.spent(shot["run_id"], sandbox=True).usd == pytest.approx(0.08)  # nothing paid again
 

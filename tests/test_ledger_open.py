@@ -70,7 +70,7 @@ def test_read_only_open_cannot_write(tmp_path: Path) -> None:
         ledger.create_run("shoot", name="first")
     with Ledger(tmp_path / "ledger.db", read_only=True) as ledger:
         assert [r.name for r in ledger.runs()] == ["first"]
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with pytest.raises(LedgerError, match="opened read-only"):
             ledger.create_run("shoot")
 
 

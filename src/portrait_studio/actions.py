@@ -3,13 +3,15 @@ lineage and labels:
 
     upscale_image   upscale (finishing.upscaling) → a new ledger image, parent = the source, labelled
     fix_region      a masked inpaint of one region (finishing.fix), composited and labelled
-    export_labelled a copy in <home>/exports/ with XMP/IPTC, parameters, caption and C2PA (signed last)
+    export_labelled a copy in <home>/exports/ with XMP/IPTC, parameters, caption and C2PA (signed last);
+                    in a team studio only of an approved image, with its audit record next to it
 
 Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ def upscale_image(
         outcome = await run_upscale(engine, _file_of(source), scale)  # next to the source, in its run folder
         return outcome.image
 
-    return run_on_engine(studio, [], work, start_sandbox=start_sandbox, checker=None)
+    return run_on_engine(studio, [], work, start_sandbox=start_sandbox, checker=None, ledger=ledger)
 
 
 def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, *, model: str = "flux-fill-pro",
@@ -65,7 +67,8 @@ def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, *, mo
                                 **options)
         return outcome.image
 
-    return run_on_engine(studio, [pid], work, sandbox=sandbox, start_sandbox=start_sandbox)  # type: ignore[arg-type]
+    return run_on_engine(studio, [pid], work, sandbox=sandbox, start_sandbox=start_sandbox,  # type: ignore[arg-type]
+                         ledger=ledger)
 
 
 def edit_image(studio: Studio, ledger: Ledger, image_id: str, *, instruction: str | None = None,
@@ -85,7 +88,8 @@ def edit_image(studio: Studio, ledger: Ledger, image_id: str, *, instruction: st
                               provider=route.provider, seed=seed if seed is not None else random.randrange(2**32),
                               budget_usd=budget_usd)
 
-    return run_on_engine(studio, [route.provider], work, sandbox=sandbox, start_sandbox=start_sandbox)  # type: ignore[arg-type]
+    return run_on_engine(studio, [route.provider], work, sandbox=sandbox, start_sandbox=start_sandbox,  # type: ignore[arg-type]
+                         ledger=ledger)
 
 
 def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path | None = None) -> tuple[Path, str]:
@@ -95,6 +99,11 @@ def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path 
     from .labels import verify
 
     image = ledger.image(image_id)
+    if ledger.actor is not None:  # a team studio ships only approved images, each with its audit record
+        from .approvals import require_approved
+
+        ledger.actor.require("review")
+        require_approved(ledger, image)
     folder = folder or (studio.home / "exports")
     name = f"{image.model or 'image'}-seed{image.seed}-{image.image_sha256[:10]}{Path(image.path).suffix}"
     dest = folder / name
@@ -107,6 +116,11 @@ def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path 
         parent = _file_of(p)
     engine.deliver(image, path=dest, info=info, kind="export", parent_path=parent)
     status = verify(dest, studio.config.c2pa.trust_anchors).c2pa.status
+    if ledger.actor is not None:
+        from .approvals import _write_recorded, audit_record
+
+        _write_recorded(ledger, dest.with_name(dest.name + ".audit.json"),
+                        json.dumps(audit_record(ledger, image, dest), indent=2, default=str), image.id)
     return dest, status
 
 

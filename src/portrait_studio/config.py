@@ -4,13 +4,17 @@ Read once at the edge (CLI, web, tests) and passed down as a `Studio`; library c
 never reads the environment on its own.
 
     <home>/
-      config.toml     creator, credit, default budget, C2PA certificate and key, provider options
+      config.toml     creator, credit, default budget, C2PA certificate and key, provider options;
+                      for a team studio: database (a postgresql:// URL) or server (its web
+                      address, for `portrait remote`), and token (your API token)
       keys.json       API keys (never logged, never written to the ledger or image metadata)
-      ledger.db       the SQLite ledger
+      ledger.db       the SQLite ledger (unless `database` names a shared one)
       images/ab/<sha256>.<ext>   content-addressed images
       runs/<run id>/  a folder per run: images, contact sheet, run.json
 
 `PORTRAIT_STUDIO_HOME` (or `--home`) moves the folder; the default is `~/.portrait-studio`.
+`PORTRAIT_DATABASE`, `PORTRAIT_TOKEN` and `PORTRAIT_SERVER` override `database`, `token` and
+`server` (scripts, CI).
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from .files import atomic_write_text
 
 __all__ = [
     "check_out_dir",
-    "HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "C2paConfig", "Studio", "StudioConfig", "read_config", "read_keys",
-    "resolve_home",
+    "DATABASE_ENV", "HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "SERVER_ENV", "TOKEN_ENV", "C2paConfig", "Studio",
+    "StudioConfig", "read_config", "read_keys", "resolve_home",
 ]
 
 MAX_CONFIG_BYTES = 64 * 1024
 
 HOME_ENV = "PORTRAIT_STUDIO_HOME"
+DATABASE_ENV = "PORTRAIT_DATABASE"
+TOKEN_ENV = "PORTRAIT_TOKEN"
+SERVER_ENV = "PORTRAIT_SERVER"
 
 KEY_ENV_VARS = {
     "bfl": "BFL_API_KEY",
@@ -67,6 +74,12 @@ class StudioConfig(BaseModel):
     bfl_host: str = "https://api.bfl.ai"
     c2pa: C2paConfig = Field(default_factory=C2paConfig)
     providers: dict[str, dict[str, object]] = Field(default_factory=dict)
+    database: str | None = None
+    """Where the ledger lives when not in ledger.db: a postgresql:// URL shared by a team."""
+    token: str | None = None
+    """Your API token for a team studio ('portrait team token create'): who the CLI acts as."""
+    server: str | None = None
+    """A team studio's web address, for `portrait remote` (when you reach its server, not its database)."""
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -156,12 +169,14 @@ class Studio:
     existing) folder. Writers create what they need (`ensure_home`).
     """
 
-    def __init__(self, home: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, home: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
+                 *, database: str | None = None) -> None:
         self.home = Path(home)
         if self.home.exists() and not self.home.is_dir():
             raise StudioError(f"the studio folder {self.home} is a file", hint="point --home / PORTRAIT_STUDIO_HOME at a folder")
         self._environ = dict(os.environ if environ is None else environ)
         self.config = self._load_config()
+        self._database = database
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None) -> Studio:
@@ -177,8 +192,29 @@ class Studio:
         return self.home
 
     @property
-    def ledger_path(self) -> Path:
-        return self.home / "ledger.db"
+    def database(self) -> str | None:
+        """The shared database, if any: `--database`, else $PORTRAIT_DATABASE, else config.toml's `database`."""
+        return self._database or self._environ.get(DATABASE_ENV) or self.config.database or None
+
+    @property
+    def ledger_url(self) -> str:
+        """Where the ledger lives: the shared database's URL, else the path of <home>/ledger.db."""
+        return self.database or str(self.home / "ledger.db")
+
+    @property
+    def ledger_path(self) -> Path | str:
+        """Where the ledger lives, for `Ledger(...)`: <home>/ledger.db, or the shared database's URL."""
+        return self.database or self.home / "ledger.db"
+
+    @property
+    def server(self) -> str | None:
+        """A team studio's web address for `portrait remote` ($PORTRAIT_SERVER, else config.toml's `server`)."""
+        return self._environ.get(SERVER_ENV) or self.config.server or None
+
+    @property
+    def token(self) -> str | None:
+        """The API token the CLI acts with in a team studio ($PORTRAIT_TOKEN, else config.toml's `token`)."""
+        return self._environ.get(TOKEN_ENV) or self.config.token or None
 
     @property
     def images_dir(self) -> Path:
@@ -250,4 +286,13 @@ class Studio:
     def secrets(self) -> list[str]:
         """Every key value known to this studio, so writers can prove none leaks."""
         found = [self._environ[v] for v in KEY_ENV_VARS.values() if self._environ.get(v)]
-        return found + list(self._keys().values())
+        found += list(self._keys().values())
+        if self.token:
+            found.append(self.token)
+        if self.database and "://" in self.database:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.database).password
+            if password and len(password) >= 12:  # a short one would match ordinary words in prompts
+                found.append(password)
+        return found

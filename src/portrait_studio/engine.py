@@ -238,10 +238,11 @@ class Engine:
         """The engine over `studio`'s ledger with `provider_ids` open (sandboxes started by the
         surface's `start_sandbox` when allowed); providers are closed when the block ends."""
         from .finishing.lineage import LabelSettings
+        from .ledger import open_ledger
         from .providers import open_providers
 
         own = ledger is None
-        led = ledger or Ledger(studio.ledger_path)
+        led = ledger if ledger is not None else open_ledger(studio)
         try:
             ids = list(dict.fromkeys(provider_ids))
             with contextlib.ExitStack() as stack:
@@ -320,7 +321,7 @@ class Engine:
 
     # --- recording -------------------------------------------------------------------------
     def record(self, plan: Plan, *, budget_usd: float | None = None, out_dir: Path | None = None,
-               run_id: str | None = None) -> str:
+               run_id: str | None = None, project: str | None = None) -> str:
         """Preflight, then write the run, its requests and steps (before anything is sent) and run.json."""
         from .shoot import check_budget
 
@@ -338,7 +339,7 @@ class Engine:
             plan={"estimated_usd": plan.estimated.usd, "requests": len(requests), **plan.details,
                   "providers": list(dict.fromkeys([*plan.provider_ids, *plan.details.get("providers", [])]))},
             budget_usd=limit, parent_run_id=plan.parent_run_id, varied=plan.varied, forced=plan.forced,
-            out_dir=str(out),
+            out_dir=str(out), project=project,
         )
         self.ledger.set_run_steps(run_id, [s.model_dump() for s in plan.steps])
         if requests:

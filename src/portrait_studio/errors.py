@@ -8,6 +8,11 @@
     ├── BudgetExceeded               the plan or the next request would go over the budget
     ├── ConsentRequired              a reference image of a real person has no rights record
     ├── LedgerError                  the ledger cannot find or store what was asked
+    ├── AccessError                  a team studio refused who is asking
+    │   ├── LoginRequired            nobody signed in (no session, no token) where accounts exist
+    │   ├── Forbidden                signed in, but the role may not do this: names the role that may
+    │   ├── TooManyAttempts          too many failed logins; carries retry_after
+    │   └── NotApproved              a team studio ships only approved images
     ├── CheckError                   an image could not be analysed at all
     └── ProviderError                a provider call failed
         ├── NotConfigured            no API key / weights: names the env var or command that fixes it
@@ -30,18 +35,22 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessError",
     "AuthenticationError",
     "BriefError",
     "BudgetExceeded",
     "CapabilityError",
     "CheckError",
     "ConsentRequired",
+    "Forbidden",
     "GenerationFailed",
     "InsufficientCredits",
     "LedgerError",
     "LimitError",
+    "LoginRequired",
     "Moderated",
     "NetworkError",
+    "NotApproved",
     "NotConfigured",
     "ProviderError",
     "ProviderValidationError",
@@ -49,6 +58,7 @@ __all__ = [
     "ResultExpired",
     "StudioError",
     "TaskNotFound",
+    "TooManyAttempts",
     "UncertainSubmission",
     "UsageError",
 ]
@@ -122,6 +132,30 @@ class ConsentRequired(StudioError):
 
 class LedgerError(StudioError):
     """The ledger has no such run/image, or cannot be written."""
+
+
+class AccessError(StudioError):
+    """A team studio refused who is asking (the one-person studio never raises these)."""
+
+
+class LoginRequired(AccessError):
+    """No one is signed in: no session cookie, no API token (HTTP 401)."""
+
+
+class Forbidden(AccessError):
+    """The signed-in person's role may not do this (HTTP 403); the hint names the role that may."""
+
+
+class TooManyAttempts(AccessError):
+    """Too many failed logins for this account or address (HTTP 429); wait `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class NotApproved(AccessError):
+    """A team studio exports only images a reviewer approved (HTTP 409)."""
 
 
 class CheckError(StudioError):

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import LedgerError, UsageError
 from .imaging import ImageInputError, image_size
-from .ledger import ImageRow, Ledger, RunRow
+from .ledger import ImageRow, Ledger, ReviewRow, RunRow
 
 __all__ = [
     "CHECK_STATUSES",
+    "REVIEW_STATUSES",
     "GalleryFilter",
     "GalleryPage",
     "ImageDetail",
@@ -43,6 +44,7 @@ __all__ = [
 
 THUMB_PX = 320
 CHECK_STATUSES = ("pass", "warn", "fail", "unchecked")
+REVIEW_STATUSES = ("approved", "rejected", "unreviewed")
 
 
 class GalleryFilter(BaseModel):
@@ -55,6 +57,8 @@ class GalleryFilter(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**32)
     check: Literal["pass", "warn", "fail", "unchecked"] | None = None
     picked: bool | None = None
+    review: Literal["approved", "rejected", "unreviewed"] | None = None
+    """The latest approval decision (team studios)."""
     page: int = Field(default=1, ge=1, le=1_000_000)
     per_page: int = Field(default=48, ge=1, le=200)
 
@@ -81,7 +85,7 @@ class GalleryPage(BaseModel):
 def gallery_page(ledger: Ledger, f: GalleryFilter) -> GalleryPage:
     """One page of images, newest first, with the total and the choices for the filters."""
     images, total = ledger.gallery(run_id=f.run, model=f.model, seed=f.seed, check=f.check, picked=f.picked,
-                                   limit=f.per_page, offset=(f.page - 1) * f.per_page)
+                                   limit=f.per_page, offset=(f.page - 1) * f.per_page, review=f.review)
     return GalleryPage(images=images, total=total, filter=f, runs=ledger.run_choices(), models=ledger.models_used())
 
 
@@ -98,6 +102,8 @@ class ImageDetail(BaseModel):
     children: list[ImageRow]  # fixes and upscales made from it
     label: dict[str, Any] | None
     rights: list[dict[str, Any]]
+    reviews: list[ReviewRow] = []
+    """Approval decisions, newest first."""
 
 
 def image_detail(ledger: Ledger, image_id: str) -> ImageDetail:
@@ -113,7 +119,7 @@ def image_detail(ledger: Ledger, image_id: str) -> ImageDetail:
     return ImageDetail(
         image=image, run=run, request=request, checklist=ledger.checks(image.image_sha256),
         lineage=ledger.lineage(image.image_sha256), children=ledger.children(image.image_sha256),
-        label=ledger.label(image.image_sha256), rights=rights,
+        label=ledger.label(image.image_sha256), rights=rights, reviews=ledger.reviews(image.id),
     )
 
 

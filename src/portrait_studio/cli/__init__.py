@@ -58,6 +58,8 @@ COMMAND_MODULES: list[str] = [
     "edit",
     "web",
     "doctor",
+    "team",
+    "remote",
 ]
 
 for _name in COMMAND_MODULES:

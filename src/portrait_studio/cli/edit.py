@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import Engine
-from ..ledger import Ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, print_json, studio
 from ._engine import run_with_engine
 from ._options import BudgetOption, ImageArg, SandboxOption, _input, image_file, image_files, seed_option
@@ -26,7 +26,7 @@ SeedOption = Annotated[int | None, seed_option("Default: random (recorded).")]
 def _consent(s: Any, image: Path, who: str | None, source: str | None, permission: str | None) -> None:
     from .finishing import record_consent
 
-    with Ledger(s.ledger_path) as ledger:
+    with open_ledger(s) as ledger:
         record_consent(ledger, image, who, source, permission)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import CapabilityError, LedgerError
-from ..ledger import Ledger
+from ..ledger import Ledger, open_ledger
 from ..quiet import native_quiet
 from ._common import HomeOption, JsonOption, console, plain, print_json, renamed_option, say_path, studio
 from ._options import (
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         pid = provider or default_provider(model)
         options: dict[str, Any] = dict(model=model, provider=pid, denoise=denoise, prompt_add=prompt_add, steps=steps,
                                        weights=weights)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             record_consent(ledger, image, who, source, permission)
 
         if auto:
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
             with native_quiet(enabled=not debug()):  # the checklist's mediapipe/TFLite set-up chatter
                 report = run_with_engine(s, [pid], work_auto, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                          accept_licence=model if accept_licence else None)
-            with Ledger(s.ledger_path) as ledger:
+            with open_ledger(s) as ledger:
                 if json_out:
                     print_json({**report.model_dump(mode="json"), "lineage": _chain_json(ledger, report.final_sha256)})
                     return
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         with native_quiet(enabled=not debug()):
             outcome = run_with_engine(s, [pid], work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                       accept_licence=model if accept_licence else None)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
@@ -207,7 +207,7 @@ def register(app: typer.Typer) -> None:
 
             raise UsageError("a detail pass runs on a local upscale", field="--quality",
                              hint="use --quality standard (or max) with --detail-denoise")
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             record_consent(ledger, image, who, source, permission)
         detail = None
         ids: list[str] = []
@@ -230,7 +230,7 @@ def register(app: typer.Typer) -> None:
 
             outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                       checker=None, accept_licence=model if accept_licence and detail else None)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             if json_out:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
@@ -281,7 +281,7 @@ def register(app: typer.Typer) -> None:
         if Path(image).is_dir():
             raise typer.BadParameter(f"'{image}' is a folder, not an image file or id", param_hint="IMAGE")
         ref = file_sha256(image) if Path(image).is_file() else check_id(image, "image id or file") or image
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             try:
                 row = ledger.image(ref)
             except LedgerError as exc:

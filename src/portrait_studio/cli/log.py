@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..ledger import Ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, plain, print_json, studio
 from ._options import check_id
 from ._tables import ID, new_table
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the images in the ledger: run, model, seed, cost, checks, lineage."""
         s = studio(home)
-        with Ledger(s.ledger_path, read_only=True) as ledger:
+        with open_ledger(s, read_only=True) as ledger:
             run_id = ledger.run(run).id if run else None
             rows = ledger.images(run_id=run_id, limit=n)
             real = ledger.spent(run_id)

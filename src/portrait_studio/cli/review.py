@@ -94,11 +94,11 @@ def register(app: typer.Typer) -> None:
         from ..review import DeclaredAttributes, ReviewItem, load_declared, review_set
 
         if len(paths) == 1 and not paths[0].exists():  # a run id: images and declared attributes from the ledger
-            from ..ledger import Ledger
+            from ..ledger import open_ledger
             from ..review import run_items
 
             run = check_id(str(paths[0]), "run id, image file or folder")
-            with Ledger(studio(home).ledger_path) as ledger:
+            with open_ledger(studio(home)) as ledger:
                 items = run_items(ledger, ledger.run(run or "").id)
         else:
             missing = [str(p) for p in paths if not p.exists()]

@@ -7,13 +7,11 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from ..config import KEY_ENV_VARS
 from ._common import JsonOption, console, plain, print_json
 from ._options import PortOption, finite
 
 __all__ = ["register"]
-
-_ENV = {"bfl": "BFL_API_KEY", "fal": "FAL_KEY", "replicate": "REPLICATE_API_TOKEN"}
-
 
 def _key(value: str) -> str:
     if not value.strip() or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
@@ -23,7 +21,7 @@ def _key(value: str) -> str:
 
 def _announce(provider: str, handle: Any) -> None:
     console.print(f"[bold]{provider} sandbox[/] listening on", plain(handle.url), highlight=False)
-    console.print(plain(f"  key: {handle.key}   (e.g. {_ENV[provider]}={handle.key})"))
+    console.print(plain(f"  key: {handle.key}   (e.g. {KEY_ENV_VARS[provider]}={handle.key})"))
     if handle.ca_file:
         console.print(plain(f"  TLS certificate to trust: {handle.ca_file}"))
     console.print("  images are SANDBOX output, not FLUX; press Ctrl-C to stop", highlight=False)
@@ -48,7 +46,7 @@ def register(app: typer.Typer) -> None:
         handle = start_sandbox(provider, port=port, latency=latency, credits=credits, key=key)
         try:
             if json_out:
-                print_json({"provider": provider, "url": handle.url, "key": handle.key, "env_var": _ENV[provider],
+                print_json({"provider": provider, "url": handle.url, "key": handle.key, "env_var": KEY_ENV_VARS[provider],
                             "ca_file": str(handle.ca_file) if handle.ca_file else None}, line=True)
             else:
                 _announce(provider, handle)

@@ -12,7 +12,7 @@ from .. import ranking
 from ..brief import VARIABLE_ELEMENTS, load_brief
 from ..config import Studio
 from ..engine import Engine, Plan, failure_summary
-from ..ledger import ImageRow, Ledger
+from ..ledger import ImageRow, Ledger, open_ledger
 from ..runner import Outcome, RunReport
 from ..shoot import ShootPlan, check_budget, choose_seeds, plan_shoot, plan_vary, ranked_images
 from ._common import (
@@ -172,7 +172,7 @@ def _money(report: RunReport, spent_usd: float) -> str:
 
 
 def _summarise(s: Studio, report: RunReport, json_out: bool, *, spent_before: float = 0.0, was_complete: bool = False) -> None:
-    with Ledger(s.ledger_path) as ledger:
+    with open_ledger(s) as ledger:
         run = ledger.run(report.run_id)
         out = Path(run.out_dir or "")
         ranked = ranked_images(ledger, run.id)
@@ -222,7 +222,7 @@ def _vary_command(app: typer.Typer) -> None:
         changes = {e: elements[option_name(e)] for e in VARIABLE_ELEMENTS if elements.get(option_name(e)) is not None}
         s = studio(home)
         limit = _budget(s, budget)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             plan = plan_vary(ledger, run, changes, force=force)
         if not json_out:
             _print_plan(plan, limit)
@@ -336,7 +336,7 @@ def register(app: typer.Typer) -> None:
         report = record_and_execute(s, plan.to_plan(brief_path=str(brief_path)), sandbox=sandbox, budget=limit,
                                     weights=weights, out=out, quiet=json_out)
         if not json_out:  # the engine's compare step wrote the grid and the tables
-            with Ledger(s.ledger_path) as ledger:
+            with open_ledger(s) as ledger:
                 folder = Path(ledger.run(report.run_id).out_dir or "")
             _print_comparison(s, report.run_id)
             for name in [*sorted(folder.glob("compare-grid*.png")), folder / "comparison.html", folder / "comparison.md"]:
@@ -353,7 +353,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Mark the chosen candidate; its seed and settings become the locked baseline."""
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             row = ledger.pick(ledger.run(run).id, image)
             brief = ledger.run(row.run_id).brief if row.run_id else None
         if json_out:
@@ -387,7 +387,7 @@ def register(app: typer.Typer) -> None:
         from ..engine import hold_run
 
         s = studio(home)
-        with Ledger(s.ledger_path) as ledger:
+        with open_ledger(s) as ledger:
             row = ledger.run(run)
             hold_run(ledger, row.id)  # one resumer at a time, decided before any sandbox or model is opened
             rows = ledger.requests(row.id)
@@ -422,7 +422,7 @@ def _print_comparison(s: Studio, run_id: str) -> None:
     """The comparison as a table that fits 80 columns (comparison.md keeps every column)."""
     from ..compare import comparison_rows
 
-    with Ledger(s.ledger_path) as ledger:
+    with open_ledger(s) as ledger:
         rows = comparison_rows(ledger, run_id)
     table = new_table(("model", {"ratio": 3}), ("size · modes", {"ratio": 3}), ("price / this run", {"ratio": 2}),
                       ("time · check", {"ratio": 2}), title=f"comparison, run {run_id}")

@@ -9,7 +9,7 @@ import typer
 
 from ..config import KEY_ENV_VARS
 from ..errors import LedgerError
-from ..ledger import Ledger
+from ..ledger import open_ledger
 from ._common import HomeOption, JsonOption, console, escape, new_app, print_json, studio
 from ._options import RunArg, check_id
 
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         check_id(run)
         s = studio(home)
         try:  # repair missing or damaged delivered copies first, so every image ships labelled
-            with Ledger(s.ledger_path) as ledger:
+            with open_ledger(s) as ledger:
                 row = ledger.run(run)
                 engine = Engine(ledger=ledger, images_dir=s.images_dir, runs_dir=s.runs_dir, providers={},
                                 labels=LabelSettings.from_studio(s), secrets=s.secrets())
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                         engine.deliver(image)
         except (LedgerError, OSError):
             pass  # a read-only studio: ship what is there (the summary says what is labelled)
-        with Ledger(s.ledger_path, read_only=True) as ledger:
+        with open_ledger(s, read_only=True) as ledger:
             run_id = ledger.run(run).id
             path = build_audit_bundle(ledger, run_id, out, secrets=s.secrets())
         if json_out:

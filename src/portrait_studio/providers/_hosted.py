@@ -41,6 +41,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from pydantic import Field
 
+from ..config import KEY_ENV_VARS
 from ..errors import (
     AuthenticationError,
     CapabilityError,
@@ -412,7 +413,7 @@ class HostedProvider(Provider):
         """The error for an unexpected answer. Never includes the key (only the body's message)."""
         status = response.status_code
         detail = _detail(response)
-        env = {"bfl": "BFL_API_KEY", "fal": "FAL_KEY", "replicate": "REPLICATE_API_TOKEN"}[self.provider_id]
+        env = KEY_ENV_VARS[self.provider_id]
         if status in (401, 403) and "balance" not in detail.lower():
             return AuthenticationError(f"{self.provider_id} refused the API key (HTTP {status}): {detail}",
                                        provider=self.provider_id, hint=f"check {env}")

@@ -1,13 +1,16 @@
 """The web studio: FastAPI routes that parse, call the library, and render.
 
 Pages: brief builder (/), gallery (/gallery), image detail (/images/ID), run with live
-progress (/runs/ID), compare view (/runs/ID/compare), jobs (/jobs). JSON under /api.
-Long work runs in the `JobManager`; progress streams over SSE and is read from the ledger.
+progress (/runs/ID), compare view (/runs/ID/compare), jobs (/jobs), sign-in (/login, team
+studios only). JSON under /api. Long work runs as jobs in the ledger's database (`JobManager`),
+so they survive a restart; progress streams over SSE and is read from the ledger.
+
+A team studio (one whose ledger has accounts) asks everyone to sign in (`web.accounts`); each
+request then sees the ledger as its person — their team's rows only, every write signed.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,12 +45,15 @@ from ..catalog import all_models
 from ..compare import COLUMNS, MAX_MODELS, comparison_rows, plan_compare
 from ..config import Studio
 from ..errors import (
+    AccessError,
     BriefError,
     BudgetExceeded,
     CapabilityError,
     ConsentRequired,
     LedgerError,
     LimitError,
+    LoginRequired,
+    NotApproved,
     NotConfigured,
     ProviderError,
     StudioError,
@@ -55,6 +61,7 @@ from ..errors import (
 )
 from ..gallery import (
     CHECK_STATUSES,
+    REVIEW_STATUSES,
     RUN_FILES,
     GalleryFilter,
     clean_thumbnail_parts,
@@ -66,13 +73,14 @@ from ..gallery import (
     thumbnail,
 )
 from ..imaging import ImageInputError
-from ..jobs import JobManager, execute_recorded_run, record_plan
+from ..jobs import JobManager, record_plan
 from ..ledger import ImageRow, Ledger, RunRow
 from ..preview import preview_brief, save_brief, store_reference, studio_references
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 from ..seeds import EXPLORE_DEFAULT, EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
-from .isolated import run_isolated
+from . import isolated  # noqa: F401  (registers the web's upscale job: in a child process)
+from .accounts import SESSION_COOKIE, AccountGuard, current_actor, current_csrf, safe_next, session_cookie
 from .security import MAX_BODY, StudioGuard
 from .streams import ProgressStreams
 
@@ -84,7 +92,10 @@ SandboxChoice = Literal["auto", "always", "never"]
 
 def http_status(exc: StudioError) -> int:
     """The HTTP answer for each branch of the error tree."""
+    from ..errors import Forbidden, TooManyAttempts
+
     for kind, status in (
+        (LoginRequired, 401), (Forbidden, 403), (TooManyAttempts, 429), (NotApproved, 409), (AccessError, 403),
         (LedgerError, 404), (ConsentRequired, 403), (BudgetExceeded, 402), (NotConfigured, 503),
         (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ImageInputError, 422), (ProviderError, 502),
     ):
@@ -115,6 +126,7 @@ class ShootForm(_Form):
     seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     budget: float | None = Field(default=None, ge=0)
     sandbox: SandboxChoice = "auto"
+    project: str | None = Field(default=None, max_length=200)
 
 
 class VaryForm(_Form):
@@ -130,6 +142,21 @@ class UpscaleForm(_Form):
 
 class FixForm(_Form):
     region: str
+
+
+class ReviewForm(_Form):
+    decision: Literal["approved", "rejected"]
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class ApprovedExportForm(_Form):
+    run_id: str | None = None
+
+
+class LoginForm(_Form):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+    team: str | None = None
 
 
 class EditForm(_Form):
@@ -153,34 +180,39 @@ def _models_chosen(models: list[str]) -> list[str]:
 
 
 def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
-               start_sandbox: Any = None, streams: ProgressStreams | None = None) -> Any:
+               start_sandbox: Any = None, streams: ProgressStreams | None = None, workers: int = 2) -> Any:
     """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist); `start_sandbox`
     (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes;
-    `streams` sets the progress streams' limits (defaults: see `ProgressStreams`)."""
-    jobs = JobManager(studio)
+    `streams` sets the progress streams' limits (defaults: see `ProgressStreams`). Jobs left
+    unfinished by an earlier server on the same ledger (stopped, crashed, killed) are picked up."""
+    base = Ledger(studio.ledger_path)  # one pool for every request thread; created/migrated here, once
+    jobs = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers, start=False)
     streams = streams or ProgressStreams()
-    with Ledger(studio.ledger_path):  # create/migrate once, before request threads open their own connections
-        pass
     clean_thumbnail_parts(studio.home)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        jobs.shutdown(wait=False)
+        running = JobManager(studio, ledger=base, start_sandbox=start_sandbox, checker=checker, workers=workers)
+        app.state.jobs = running
+        try:
+            yield
+        finally:
+            running.shutdown(wait=False)
+            base.close()
 
     # The OpenAPI schema is served (for scripts, and so the API is fuzzed from its own description); no docs UI.
     app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    local = threading.local()
     app.state.studio = studio
     app.state.jobs = jobs
 
     def ledger() -> Ledger:
-        """One connection per worker thread (SQLite connections are not shared across threads)."""
-        found: Ledger | None = getattr(local, "ledger", None)
-        if found is None:
-            found = local.ledger = Ledger(studio.ledger_path)
+        """The ledger as the signed-in person sees it (their team's rows; the whole ledger for one person)."""
+        return base.as_actor(current_actor())
+
+    def job_manager() -> JobManager:
+        found: JobManager = app.state.jobs
         return found
 
     def exact_image(ref: str) -> ImageRow:
@@ -197,7 +229,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return run
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status)
+        return templates.TemplateResponse(
+            request, name, {"nav": name.split(".")[0], "actor": current_actor(), "csrf": current_csrf(), **context},
+            status_code=status)
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", "")
@@ -272,26 +306,20 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         role: Literal["identity", "style"] = Form("identity"),
     ) -> dict[str, Any]:
         data = file.file.read(max_body + 1)
-        rights = Rights(who=who, source=source, permission=permission, recorded_by="web studio") if (
+        actor = current_actor()
+        by = f"web studio ({actor.label})" if actor else "web studio"
+        rights = Rights(who=who, source=source, permission=permission, recorded_by=by) if (
             who.strip() and source.strip() and permission.strip()) else None
         stored = store_reference(ledger(), studio.images_dir, data, rights)
         return {**stored.model_dump(mode="json"), "role": role}
 
     # --- shoots, compares, varies ------------------------------------------------------------
-    def submit(kind: str, title: str, work: Any, **where: str | None) -> Any:
-        try:
-            return jobs.submit(kind, title, work, **where)
-        except RuntimeError:  # the job pool closed: the server is shutting down
-            raise StudioError("the studio server is shutting down; nothing was started",
-                              hint="start 'portrait serve' again; 'portrait resume' finishes a recorded run") from None
+    def submit(kind: str, title: str, spec: dict[str, Any], **where: str | None) -> Any:
+        """Queue a job as a row: whichever server is free (this one, restarted, or another) does it."""
+        return job_manager().submit(kind, title, spec, actor=current_actor(), **where)
 
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
-        def work(ctx: Any) -> str:
-            execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker,
-                                 start_sandbox=start_sandbox)
-            return run_id
-
-        return submit(kind, title, work, run_id=run_id).id
+        return submit(kind, title, {"run_id": run_id, "sandbox": sandbox, "budget": budget}, run_id=run_id).id
 
     @app.post("/api/shoot")
     def shoot(form: ShootForm) -> dict[str, Any]:
@@ -308,7 +336,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
         studio_references(ledger(), studio.images_dir, brief, record=True)  # rights stated in the brief, kept now
-        run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
+        run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox,
+                             ledger=ledger(), project=form.project)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
         job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
         return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}",
@@ -321,10 +350,12 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         value: Any = form.value.strip()
         if form.element == "lens":
             value = int(value) if value.isascii() and value.isdigit() else value
-        plan = plan_vary(ledger(), exact_run(run_id).id, {form.element: value})
+        base_run = exact_run(run_id)
+        plan = plan_vary(ledger(), base_run.id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
-        new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
+        new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox,
+                              ledger=ledger(), project=base_run.project)
         job_id = start_job(new_run, "vary", f"vary {form.element} → {value}", form.sandbox, budget)
         return {"run_id": new_run, "job_id": job_id, "url": f"/runs/{new_run}"}
 
@@ -338,14 +369,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         row = db.pick(image.run_id, image.id)
         return {"image": row.model_dump(mode="json"), "vary_url": f"/images/{row.id}#vary"}
 
-    def image_job(kind: str, image_id: str, title: str, fn: Any) -> dict[str, Any]:
+    def image_job(kind: str, image_id: str, title: str, spec: dict[str, Any]) -> dict[str, Any]:
         image = exact_image(image_id)  # 404 before queueing anything
-
-        def work(ctx: Any) -> str | None:
-            with Ledger(studio.ledger_path) as own:
-                return fn(ctx, own, image.id)
-
-        job = submit(kind, title, work, run_id=None, image_id=image.id)
+        job = submit(kind, title, {**spec, "image_id": image.id}, run_id=None, image_id=image.id)
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     @app.post("/api/images/{image_id}/upscale")
@@ -353,19 +379,15 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if not 1.0 < form.scale <= 4.0:
             raise LimitError(f"scale {form.scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
 
-        def work(ctx: Any, own: Ledger, ref: str) -> str | None:
-            # In a child process: the upscaler holds the GIL, which would freeze every other request.
-            return run_isolated("upscale", [str(studio.home), ref, form.scale], ctx.say)
-
-        return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
+        # The job runs the upscaler in a child process (web.isolated registers it): the upscaler holds
+        # the GIL, which would freeze every other request.
+        return image_job("upscale", image_id, f"upscale ×{form.scale:g}", {"scale": form.scale})
 
     @app.post("/api/images/{image_id}/fix")
     def fix(image_id: str, form: FixForm) -> dict[str, Any]:
         if form.region not in actions.FIX_REGIONS:
             raise LimitError(f"unknown region '{form.region}'", field="region", hint=f"choose one of: {', '.join(actions.FIX_REGIONS)}")
-        return image_job("fix", image_id, f"fix {form.region}",
-                         lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region,
-                                                                  start_sandbox=start_sandbox).id)
+        return image_job("fix", image_id, f"fix {form.region}", {"region": form.region})
 
     @app.post("/api/images/{image_id}/edit")
     def edit(image_id: str, form: EditForm) -> dict[str, Any]:
@@ -381,45 +403,65 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if form.look:
             load_look(form.look)
         title = f"edit: {form.instruction}" if form.instruction else f"restyle: {form.look}"
-
-        def work(ctx: Any, own: Ledger, ref: str) -> str:
-            report = actions.edit_image(studio, own, ref, instruction=form.instruction or None,
-                                        looks=(form.look,) if form.look else (), model=form.model,
-                                        sandbox=form.sandbox, start_sandbox=start_sandbox, budget_usd=form.budget)
-            first = report.results[0]
-            ctx.say(f"identity {first.identity} ({first.distance}); checklist {first.check or 'n/a'}")
-            return str(first.image_id)
-
-        return image_job("edit", image_id, title, work)
+        return image_job("edit", image_id, title, {"instruction": form.instruction or None, "look": form.look,
+                                                    "model": form.model, "sandbox": form.sandbox,
+                                                    "budget": form.budget})
 
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
-        def work(ctx: Any, own: Ledger, ref: str) -> str:
-            path, status = actions.export_labelled(studio, own, ref)
-            ctx.say(f"labelled; C2PA {status}")
-            return str(path.relative_to(studio.home))
+        db = ledger()
+        if db.actor is not None:  # refuse now, not in the job: a team ships only approved images
+            from ..approvals import require_approved
 
-        return image_job("export", image_id, "export with labels", work)
+            require_approved(db, exact_image(image_id))
+        return image_job("export", image_id, "export with labels", {})
+
+    # --- review: approve or reject, and ship what was approved -----------------------------------------
+    @app.post("/api/images/{image_id}/review")
+    def review(image_id: str, form: ReviewForm) -> dict[str, Any]:
+        from ..approvals import review_image
+
+        row = review_image(ledger(), exact_image(image_id).id, form.decision, form.comment)
+        return {"review": row.model_dump(mode="json"), "image": ledger().image(row.result_id).model_dump(mode="json")}
+
+    @app.get("/api/images/{image_id}/reviews")
+    def reviews(image_id: str) -> list[dict[str, Any]]:
+        return [r.model_dump(mode="json") for r in ledger().reviews(exact_image(image_id).id)]
+
+    @app.post("/api/exports/approved")
+    def export_approved(form: ApprovedExportForm) -> dict[str, Any]:
+        db = ledger()
+        if form.run_id:
+            exact_run(form.run_id)  # 404 before queueing
+        if not db.images(run_id=form.run_id, review="approved", limit=1):
+            raise NotApproved("no approved images to export", hint="a reviewer approves images first")
+        job = submit("export_approved", "export approved images", {"run_id": form.run_id})
+        return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     # --- jobs and progress ------------------------------------------------------------------------
+    @app.get("/api/jobs")
+    def job_list(limit: int = 100) -> list[dict[str, Any]]:
+        return [j.model_dump(mode="json") for j in job_manager().jobs(current_actor(), limit=min(max(limit, 1), 500))]
+
     @app.get("/api/jobs/{job_id}")
     def job_state(job_id: str) -> dict[str, Any]:
-        return jobs.get(job_id).model_dump(mode="json")
+        return job_manager().get(job_id, current_actor()).model_dump(mode="json")
 
     @app.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)
     def job_events(job_id: str) -> Response:
-        jobs.get(job_id)
+        actor = current_actor()
+        job_manager().get(job_id, actor)
 
         def snapshot() -> tuple[dict[str, Any], bool]:
-            job = jobs.get(job_id)
+            job = job_manager().get(job_id, actor)
             return job.model_dump(mode="json"), job.finished
 
-        return streams.response(f"job:{job_id}", snapshot, live=lambda: not jobs.get(job_id).finished)
+        return streams.response(f"job:{job_id}", snapshot, live=lambda: not job_manager().get(job_id, actor).finished)
 
-    def run_snapshot(run_id: str) -> tuple[dict[str, Any], bool]:
-        db = ledger()
+    def run_snapshot(run_id: str, actor: Any = None) -> tuple[dict[str, Any], bool]:
+        db = base.as_actor(actor) if actor is not None else ledger()
         progress = run_progress(db, run_id)
-        job = jobs.for_run(progress.run_id)
+        job = job_manager().for_run(progress.run_id, db.actor)
         images = db.images(run_id=progress.run_id, limit=200)
         data = {
             "progress": progress.model_dump(mode="json"),
@@ -436,24 +478,27 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     @app.get("/api/runs/{run_id}/events", response_class=StreamingResponse)
     def run_events(run_id: str) -> Response:
         exact_run(run_id)
+        actor = current_actor()
 
         def live() -> bool:
-            job = jobs.for_run(run_id)
+            job = job_manager().for_run(run_id, actor)
             return job is not None and not job.finished
 
-        return streams.response(f"run:{run_id}", lambda: run_snapshot(run_id), live=live)
+        return streams.response(f"run:{run_id}", lambda: run_snapshot(run_id, actor), live=live)
 
     # --- pages ---------------------------------------------------------------------------------
     @app.get("/gallery", response_class=HTMLResponse)
     def gallery(
         request: Request, run: str | None = None, model: str | None = None, seed: str | None = None,
         check: str | None = None, picked: str | None = None, page_no: int = 1, page: int | None = None,
+        review: str | None = None,
     ) -> Response:
         try:
             f = GalleryFilter.model_validate({
                 "run": run or None, "model": model or None,
                 "seed": int(seed) if seed and seed.isascii() and seed.isdigit() else None,
                 "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
+                "review": review or None,
             })
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -463,7 +508,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return _page_gallery(request, result)
 
     def _page_gallery(request: Request, result: Any) -> Response:
-        return render(request, "gallery.html", result=result, f=result.filter, checks=CHECK_STATUSES)
+        return render(request, "gallery.html", result=result, f=result.filter, checks=CHECK_STATUSES,
+                      reviews=REVIEW_STATUSES)
 
     @app.get("/images/{image_id}", response_class=HTMLResponse)
     def detail(request: Request, image_id: str) -> Response:
@@ -527,17 +573,69 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def jobs_page(request: Request) -> Response:
         from ..batch import recent_batches
 
-        return render(request, "jobs.html", jobs=jobs.jobs(), batches=recent_batches(ledger()))
+        return render(request, "jobs.html", jobs=job_manager().jobs(current_actor()), batches=recent_batches(ledger()))
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: str) -> Response:
-        return render(request, "jobs.html", jobs=[jobs.get(job_id)], single=True)
+        return render(request, "jobs.html", jobs=[job_manager().get(job_id, current_actor())], single=True)
+
+    # --- signing in (team studios) -----------------------------------------------------------------
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str | None = None) -> Response:
+        return render(request, "login.html", next=safe_next(next), error=None)
+
+    def _client(request: Request) -> str:
+        return request.client.host if request.client else ""
+
+    def _signed_in(request: Request, form: LoginForm) -> tuple[Any, str, str]:
+        from ..ledger.accounts import SESSION_TTL_S
+
+        actor, secret, csrf = base.login(form.email, form.password, client=_client(request), team=form.team)
+        return actor, session_cookie(secret, host=request.url.hostname or "", max_age=SESSION_TTL_S), csrf
+
+    @app.post("/login")
+    def login(request: Request, email: str = Form(...), password: str = Form(...), next: str = Form("/"),
+              team: str | None = Form(None)) -> Response:
+        try:
+            _, cookie, _ = _signed_in(request, LoginForm(email=email, password=password, team=team or None))
+        except (LoginRequired, AccessError) as exc:
+            status = http_status(exc)
+            response: Response = render(request, "login.html", status=status, next=safe_next(next), error=exc.message,
+                              hint=exc.hint, email=email)
+            if status == 429:
+                response.headers["retry-after"] = str(int(getattr(exc, "retry_after", 60)) + 1)
+            return response
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.headers["set-cookie"] = cookie
+        return response
+
+    @app.post("/api/login")
+    def api_login(request: Request, form: LoginForm) -> Response:
+        actor, cookie, csrf = _signed_in(request, form)
+        response = JSONResponse({"user": actor.email, "team": actor.team_name, "role": actor.role, "csrf": csrf})
+        response.headers["set-cookie"] = cookie
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request) -> Response:
+        secret = request.cookies.get(SESSION_COOKIE)
+        if secret:
+            base.end_session(secret)
+        response = RedirectResponse("/login", status_code=303)
+        response.headers["set-cookie"] = f"{SESSION_COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+        return response
+
+    @app.get("/api/me")
+    def me() -> dict[str, Any]:
+        actor = current_actor()
+        return {"user": None} if actor is None else {**actor.model_dump(mode="json"), "csrf": current_csrf()}
 
     @app.get("/favicon.ico")
     def favicon() -> Response:
         return RedirectResponse("/static/favicon.svg")
 
-    guarded = StudioGuard(app, token=token, max_body=max_body)
+    accounts = AccountGuard(app, base)
+    guarded = StudioGuard(accounts, token=token, max_body=max_body, accounts=accounts.accounts)
     guarded.fastapi = app  # type: ignore[attr-defined]  # tests reach app.state.jobs through it
     return guarded
 

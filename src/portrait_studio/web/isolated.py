@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StudioError
+from ..jobs import JobContext, job_kind
 
 __all__ = ["TASKS", "run_isolated"]
 
@@ -30,17 +31,29 @@ Report = Callable[[str], None]
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds portrait_studio/
 
 
-def _upscale(report: Report, home: str, image_id: str, scale: float) -> str:
-    """Upscale one ledger image (`actions.upscale_image`); returns the new image's id."""
+def _upscale(report: Report, home: str, image_id: str, scale: float, database: str | None = None,
+             user_id: str | None = None, team_id: str | None = None) -> str:
+    """Upscale one ledger image (`actions.upscale_image`), as the person who asked (a team studio's
+    member: their team's image, the new one signed by them); returns the new image's id."""
     from ..actions import upscale_image
     from ..config import Studio
     from ..ledger import Ledger
 
-    studio = Studio(home)
-    with Ledger(studio.ledger_path) as ledger:
+    studio = Studio(home, database=database)
+    with Ledger(studio.ledger_path) as base:
+        ledger = base.as_actor(base.actor_for(user_id, team_id) if user_id and team_id else None)
         made = upscale_image(studio, ledger, image_id, scale,
                              progress=lambda done, total, *_: report(f"tile {done} of {total}"))
     return made.id
+
+
+@job_kind("upscale")
+def upscale_job(ctx: JobContext) -> str | None:
+    """The web studio's upscale job: in a child process (the server's threads keep answering)."""
+    actor = ctx.actor
+    return run_isolated("upscale", [str(ctx.studio.home), str(ctx.spec["image_id"]), float(ctx.spec.get("scale", 2.0)),
+                                    ctx.studio.ledger_url, actor.user_id if actor else None,
+                                    actor.team_id if actor else None], ctx.say)
 
 
 TASKS: dict[str, Callable[..., str | None]] = {"upscale": _upscale}

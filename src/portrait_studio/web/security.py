@@ -1,7 +1,9 @@
 """The web studio's guards, as plain ASGI middleware.
 
 - Loopback by default. Without a token, only loopback Host headers are served, which stops
-  DNS-rebinding pages from talking to the studio through the user's browser.
+  DNS-rebinding pages from talking to the studio through the user's browser. A team studio
+  (its ledger has accounts) is served on any host: there, every request signs in
+  (`web.accounts`), so a page that rebinds a name to it gets nothing.
 - With a token (required to bind anywhere else), every request must carry it: the
   `?token=` link printed by `portrait serve` sets an HttpOnly, SameSite=Strict cookie.
 - State-changing requests must come from the studio's own pages: an `Origin` that is not this
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -89,10 +92,12 @@ async def _answer(send: Send, status: int, message: str, hint: str, headers: lis
 
 
 class StudioGuard:
-    def __init__(self, app: ASGIApp, *, token: str | None = None, max_body: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None = None, max_body: int = MAX_BODY,
+                 accounts: Callable[[], bool] | None = None) -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
+        self.accounts = accounts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +107,7 @@ class StudioGuard:
         host = _hostname(headers.get("host", ""))
         extra: list[tuple[bytes, bytes]] = []
         if self.token is None:
-            if not is_loopback(host):
+            if not is_loopback(host) and not (self.accounts is not None and self.accounts()):
                 await _answer(send, 400, f"this studio answers on loopback only, not '{host}'",
                               "open http://127.0.0.1:PORT, or restart 'portrait serve' with --token to share it")
                 return

@@ -15,12 +15,14 @@ from .security import is_loopback
 __all__ = ["ServerThread", "check_bind", "serve"]
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Loopback needs nothing; any other address needs a token (the studio spends money)."""
-    if not is_loopback(host) and not token:
+def check_bind(host: str, token: str | None, *, accounts: bool = False) -> None:
+    """Loopback needs nothing; any other address needs a token (the studio spends money) — or
+    accounts (a team studio, where everyone signs in)."""
+    if not is_loopback(host) and not token and not accounts:
         raise StudioError(
             f"binding to {host} would let anyone on that network spend your credits",
-            hint="pass --token SECRET (share the printed link), or keep the default --host 127.0.0.1",
+            hint="pass --token SECRET (share the printed link), set up accounts ('portrait team init'), "
+            "or keep the default --host 127.0.0.1",
         )
     if token is not None and len(token) < 12:
         raise StudioError("the token is too short to guard the studio", hint="use at least 12 characters")
@@ -74,18 +76,24 @@ class ServerThread:
 
 
 def serve(studio: Studio, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          open_browser: bool = True, announce: Any = print, start_sandbox: Any = None) -> None:
+          open_browser: bool = True, announce: Any = print, start_sandbox: Any = None, workers: int = 2) -> None:
     """Serve until Ctrl-C. Prints (and opens) the URL, with the token when there is one."""
     import uvicorn
 
+    from ..ledger import Ledger
     from .app import create_app
 
-    check_bind(host, token)
+    with Ledger(studio.ledger_path) as ledger:
+        accounts = ledger.has_users()
+        where = ledger.location
+    check_bind(host, token, accounts=accounts)
     sock = _socket(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-    announce(f"Portrait Studio on {url}  (studio folder {studio.home}; Ctrl-C stops)")
+    announce(f"Portrait Studio on {url}  (studio folder {studio.home}; ledger {where}"
+             f"{'; team studio: sign in' if accounts else ''}; Ctrl-C stops)")
     if open_browser:
         threading.Timer(0.8, webbrowser.open, args=(url,)).start()
-    server = uvicorn.Server(uvicorn.Config(create_app(studio, token=token, start_sandbox=start_sandbox), log_level="warning", timeout_graceful_shutdown=2))
+    app = create_app(studio, token=token, start_sandbox=start_sandbox, workers=workers)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     server.run(sockets=[sock])

@@ -4,8 +4,11 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
+const csrfToken = () => (document.querySelector('meta[name="csrf-token"]') || {}).content;
+
 async function api(url, body, method = "POST") {
   const opts = { method, headers: { Accept: "application/json" } };
+  if (method !== "GET" && csrfToken()) opts.headers["X-CSRF-Token"] = csrfToken();
   if (body instanceof FormData) opts.body = body;
   else if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
   const res = await fetch(url, opts);
@@ -147,13 +150,15 @@ function briefBuilder(form) {
     const body = { brief: collect(), models: chosen(), kind, sandbox: $("#shoot-sandbox").value,
       seeds: seedText || !$("#shoot-seeds").value.trim() ? null : parseInt($("#shoot-seeds").value, 10),
       seed: seedText ? parseInt(seedText, 10) : null, budget: budgetText ? parseFloat(budgetText) : null };
+    const project = $("#shoot-project") && $("#shoot-project").value.trim();
+    if (project) body.project = project;
     try {
       const started = await api("/api/shoot", body);
       window.location.href = started.url;
     } catch (err) { $("#shoot-error").textContent = explain(err); }
   }
-  $("#shoot").addEventListener("click", () => start("shoot"));
-  $("#compare").addEventListener("click", () => start("compare"));
+  if ($("#shoot")) $("#shoot").addEventListener("click", () => start("shoot"));
+  if ($("#compare")) $("#compare").addEventListener("click", () => start("compare"));
 
   form.addEventListener("input", schedule);
   form.addEventListener("change", schedule);
@@ -294,6 +299,15 @@ function detailPage() {
   for (const button of $$(".job-action")) button.addEventListener("click", async () => {
     try { watchJob((await api(button.dataset.url, JSON.parse(button.dataset.body || "{}"))).job_id); }
     catch (err) { $("#job-status").textContent = explain(err); }
+  });
+  const review = $("#review-form");
+  if (review) review.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const decision = (e.submitter && e.submitter.value) || "approved";
+    try {
+      await api(review.dataset.url, { decision, comment: review.elements.comment.value || null });
+      window.location.reload();
+    } catch (err) { $("#job-status").textContent = explain(err); }
   });
   const toggle = $("#show-overlay");
   if (toggle) toggle.addEventListener("change", () => { $("#overlay").hidden = !toggle.checked; });
