@@ -292,3 +292,13 @@ def test_the_cli_table_and_the_contact_sheet_rank_the_same_way(shot: dict[str, A
     assert [i["id"] for i in shot["data"]["images"]] == expected
     run_json = json.loads((Path(shot["data"]["out_dir"]) / "run.json").read_text())
     assert run_json["run_id"] == shot["run"]
+
+
+def test_the_log_prints_every_model_id_whole_at_80_columns(cli, monkeypatch) -> None:
+    """`portrait log` folded 'flux-1.1-pro-ultra' into 'flux-1.1-pro-u' / 'ltra' next to a SANDBOX cost."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, _, err = cli("shoot", BRIEF, "-m", "flux-1.1-pro-ultra", "--seeds", "1", "--sandbox", "always")
+    assert code in (0, 1), err
+    code, out, _ = cli("log", "-n", "5")
+    assert code == 0 and "flux-1.1-pro-ultra" in out and "SANDBOX" in out
+    assert max(len(line) for line in out.splitlines()) <= 80, out

@@ -37,13 +37,13 @@ def register(app: typer.Typer) -> None:
                               highlight=False)
                 return
             # two lines per image: the ids you type next (never cut) over what the image is
-            table = new_table(("image / run", ID), ("model", {}), ("cost", {}),
+            table = new_table(("image / run", ID), ("model", ID), ("cost", {}),
                               ("when", {}), spaced=True)
             for r in rows:
                 table.add_row(
                     plain(r.id + (" ★" if r.picked else ""), "bold") + plain(f"\n{r.run_id or '-'}", "dim"),
                     plain(f"{r.model or '-'}\n{r.seed if r.seed is not None else '-'}\n{r.operation}"),
-                    plain(f"${r.cost_usd:.3f}" + (" SANDBOX" if r.sandbox else "") + f"\n{r.check_overall or '-'}"),
+                    plain(f"${r.cost_usd:.3f}" + ("\nSANDBOX" if r.sandbox else "") + f"\n{r.check_overall or '-'}"),
                     plain(dt.datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M")
                           + f"\n{(r.parent_sha256 or '')[:10] or '-'}"),
                 )
@@ -51,4 +51,4 @@ def register(app: typer.Typer) -> None:
             scope = f"run {run_id}" if run_id else "in total"
             console.print(f"spent {scope}: ${real.usd:.3f} real money"
                           + (f" · sandbox (test, not money): ${sandbox.usd:.3f}" if sandbox.usd else ""), highlight=False)
-            console.print("★ picked · second line: run id; seed; operation", style="dim", highlight=False)
+            console.print("★ picked · under each image: its run id; the model's seed and operation; SANDBOX and the checklist verdict under the cost", style="dim", highlight=False)
