@@ -37,13 +37,17 @@ import numpy as np
 SIDE_EFFECTS: dict[str, set[str]] = {
     "blurred_eyes": {"eyes.catchlights", "eyes.pupils"},
     "blurred_nearest_eye": {"eyes.catchlights", "eyes.pupils"},
-    "clipped_shadows": {"lighting.pattern", "mouth.teeth", "background.artifacts", "lighting.highlights"},
+    "clipped_shadows": {"lighting.pattern", "mouth.teeth", "background.artifacts", "lighting.highlights",
+                        "background.banding"},
     "blown_highlights": {"lighting.shadows", "eyes.catchlights", "skin.texture", "skin.tone"},
     "wrong_key_side": {"lighting.shadows"},
     "missing_pupil": {"eyes.catchlights"},
-    "oversharpened": {"background.artifacts"},
+    "oversharpened": {"background.artifacts", "background.banding"},
 }
-"""Second items a defect really does break (a crushed-black image also has clipped shadows on the face)."""
+"""Second items a defect really does break: a crushed-black image also has clipped shadows on the face;
+crushing the blacks is a levels stretch of 1.4-1.9x, which leaves every other 8-bit code unused on a
+smooth backdrop (posterisation, the textbook cause of banding); oversharpening turns a compressed
+backdrop's faint contours into hard steps."""
 
 
 def _seed(*parts: str) -> int:

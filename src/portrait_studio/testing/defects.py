@@ -240,11 +240,23 @@ def _guided(img: np.ndarray, radius: int, eps: float) -> np.ndarray:
 
 
 def waxy_guided(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng: Rng | None = None) -> np.ndarray:
-    """Guided / 'surface blur' smoothing: flattens low-contrast texture, keeps strong edges."""
+    """Guided / 'surface blur' smoothing: flattens low-contrast texture, keeps strong edges.
+
+    The threshold (eps) is set relative to the skin's own local contrast, as a retoucher sets a
+    surface blur's threshold by eye: a fixed eps flattens a soft face and leaves a weathered one
+    almost untouched."""
+    import cv2
+
     rng = _rng(rng)
     f = _face(an)
     radius = max(2, int(f.width * _pick(rng, severity, (0.015, 0.025), (0.03, 0.05))))
-    eps = _pick(rng, severity, (0.001, 0.002), (0.003, 0.01))
+    x = rgb.astype(np.float32) / 255.0
+    k = (2 * radius + 1, 2 * radius + 1)
+    mean = cv2.blur(x, k)
+    var = (cv2.blur(x * x, k) - mean * mean).mean(-1)
+    skin = an.face_skin_mask(f)
+    local = float(np.median(var[skin])) if skin.any() else 0.001
+    eps = max(3e-4, local * _pick(rng, severity, (1.0, 2.0), (3.0, 8.0)))
     return _skin_blend(rgb, _guided(rgb, radius, eps), an, f)
 
 
