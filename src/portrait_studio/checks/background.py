@@ -20,6 +20,9 @@ BANDING_MAX = 0.009
 step between flat plateaus (`_hard_steps`) that continues along the edge and belongs to a long
 contour. Clean training photos measure up to 0.006 (a JPEG's smooth wall); posterised gradients and
 skies 0.01-0.2."""
+BANDING_PIXELS = 0.55e6
+"""Banding is looked for on every k-th native pixel, k chosen so at most this many are looked at
+(area averaging would turn a step into a ramp; a band worth flagging is 8+ native pixels wide)."""
 BAND_EDGE_MIN = 0.08
 """A step counts only as part of an edge at least this share of the image's short side long."""
 BAND_STEP = 3
@@ -31,8 +34,12 @@ PLAIN_STD_MAX = 6.0
 """Luma standard deviation (median-filtered, ~41 px window) below which background counts as plain."""
 TEXT_MIN_SCORE = 0.8
 """OCR confidence above which a detected string counts as text (3+ letters or digits)."""
-OCR_SIDE = 640
-"""Longest side the OCR detector sees: 640 finds a 40%-opaque watermark; 480 missed it."""
+OCR_PIXELS = 0.3e6
+"""Pixels of the copy text is read on (640x480 for a 4:3 photo; by area, so a tall or wide photo's
+captions are not shrunk more than a 4:3 one's): finds a 40%-opaque watermark and a caption 3.5% of
+the short side tall."""
+OCR_SIDE = 960
+"""The OCR engine never shrinks what it is given below this longest side."""
 EDGE_BAND = 0.12
 """Text within this share of the frame from an edge, off the subject, sits where captions and marks go."""
 
@@ -45,10 +52,9 @@ def check_background(image: np.ndarray, analysis: Analysis, context: CheckContex
     person_p = analysis.person_work
     person = person_p > 0.3
     pad = max(5, int(0.02 * max(work.shape[:2])))
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1, 2 * pad + 1))
-    background = ~cv2.dilate(person.astype(np.uint8), k).astype(bool)
+    background = _farther_than(person, pad)
     # banding needs the exact pixel values (area averaging blurs a step into a ramp): decimate
-    step = max(1, int(np.ceil((image.shape[0] * image.shape[1] / 1.1e6) ** 0.5)))
+    step = max(1, int(np.ceil((image.shape[0] * image.shape[1] / BANDING_PIXELS) ** 0.5)))
     native = image[::step, ::step]
     bg_native = cv2.resize(background.astype(np.uint8), (native.shape[1], native.shape[0]),
                            interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -98,15 +104,16 @@ def banding_measure(image: np.ndarray, background: np.ndarray, step: int = 1) ->
             # JPEG's 8x8 blocks make flat tiles with steps on the block grid; where steps crowd onto
             # that grid they are compression, not banding (a band edge crosses it like any column)
             # (the grid's phase is found, not assumed: a crop of a JPEG moves it)
-            if step == 1 and st.any():
+            period = 8 // step if 8 % step == 0 else 0  # the block grid in decimated pixels
+            if period >= 2 and st.any():
                 per_line = st.sum(axis=1 - axis).astype(np.float64)
-                n8 = len(per_line) // 8 * 8
-                if n8 >= 16:
-                    phase = per_line[:n8].reshape(-1, 8).sum(0)
+                nb = len(per_line) // period * period
+                if nb >= 2 * period:
+                    phase = per_line[:nb].reshape(-1, period).sum(0)
                     p = int(np.argmax(phase))
-                    if phase[p] > 3 * (phase.sum() - phase[p]) / 7 + 2:
+                    if phase[p] > 3 * (phase.sum() - phase[p]) / (period - 1) + 2:
                         idx = [slice(None)] * 2
-                        idx[axis] = slice(p, None, 8)
+                        idx[axis] = slice(p, None, period)
                         st[tuple(idx)] = False
             # a band edge is a contour: the step continues in the neighbouring rows/columns
             other = 1 - axis
@@ -127,36 +134,47 @@ def banding_measure(image: np.ndarray, background: np.ndarray, step: int = 1) ->
     return {"share": share, "contours": len(long_ids), "box": box}
 
 
+def _farther_than(mask: np.ndarray, distance: int) -> np.ndarray:
+    """Pixels more than `distance` pixels from every True pixel of `mask` (a distance transform:
+    linear in the image, unlike a dilation with a large disk)."""
+    import cv2
+
+    if not mask.any():
+        return np.ones(mask.shape, bool)
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
+    return np.asarray(dist > distance)
+
+
 def _hard_steps(ch: np.ndarray, axis: int) -> np.ndarray:
     """Pixels of `ch` (int16) where, along `axis`, the value jumps between two flat plateaus: by
     `BAND_STEP` to 60 levels between plateaus that drift by at most a level per pixel for 4 pixels
     on each side, or by 2 levels between plateaus that do not change at all for 3 pixels. Natural
     8-bit gradients climb a level at a time (a tone stretch of them: a level or two, with the
     plateaus still creeping), so neither counts."""
+    import cv2
+
     d = np.diff(ch, axis=axis)
     a = np.abs(d)
     n = d.shape[axis]
     if n < 10:
         return np.zeros(ch.shape, bool)
 
-    def cumulative(mask: np.ndarray) -> np.ndarray:
-        c = np.cumsum(mask, axis=axis, dtype=np.int32)
-        return np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
+    def window(mask: np.ndarray, k: int) -> np.ndarray:
+        """Number of True in mask[i .. i+k-1] along the axis, at every i (zeros past the end)."""
+        ksize = (k, 1) if axis == 1 else (1, k)
+        return cv2.boxFilter(mask.astype(np.uint8), cv2.CV_16U, ksize, anchor=(0, 0), normalize=False,
+                             borderType=cv2.BORDER_CONSTANT)
 
     def take(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
         idx = [slice(None)] * x.ndim
         idx[axis] = slice(lo, hi)
         return x[tuple(idx)]
 
-    def runs(c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """For i in 4..n-5: all of d[i-k..i-1], and all of d[i+1..i+k], pass."""
-        m = n - 8
-        before = (take(c, 4, 4 + m) - take(c, 4 - k, 4 - k + m)) == k
-        after = (take(c, 5 + k, 5 + k + m) - take(c, 5, 5 + m)) == k
-        return before, after
-
-    fb, fa = runs(cumulative(a <= 1), 4)
-    sb, sa = runs(cumulative(a == 0), 3)
+    # for diff i in 4..n-5: d[i-k..i-1] (the window starting at i-k) and d[i+1..i+k] (starting at i+1)
+    m = n - 8
+    wf, ws = window(a <= 1, 4), window(a == 0, 3)
+    fb, fa = take(wf, 0, m) == 4, take(wf, 5, 5 + m) == 4
+    sb, sa = take(ws, 1, 1 + m) == 3, take(ws, 5, 5 + m) == 3
     mid = take(a, 4, n - 4)
     hit = ((mid >= BAND_STEP) & (mid <= 60) & fb & fa) | ((mid == 2) & sb & sa)
     out = np.zeros(ch.shape, bool)
@@ -172,7 +190,7 @@ def _artifacts(image: np.ndarray, background: np.ndarray, person_p: np.ndarray, 
     misses a suit or hair at the frame's edge), not on the frame's edge, not part of a pattern."""
     import cv2
 
-    shrink = min(1.0, 640.0 / max(image.shape[:2]))  # blobs that matter survive 640 px; 3x faster
+    shrink = min(1.0, 480.0 / max(image.shape[:2]))  # blobs that matter survive 480 px; 5x faster
     if shrink < 1.0:
         image = cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
         background = cv2.resize(background.astype(np.uint8), (image.shape[1], image.shape[0]),
@@ -181,8 +199,7 @@ def _artifacts(image: np.ndarray, background: np.ndarray, person_p: np.ndarray, 
     h, w = image.shape[:2]
     # the backdrop: far from anything the segmentation thinks might be the person
     near = max(3, int(0.04 * max(h, w)))
-    kn = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * near + 1, 2 * near + 1))
-    backdrop = background & ~cv2.dilate((person_p > 0.1).astype(np.uint8), kn).astype(bool)
+    backdrop = background & _farther_than(person_p > 0.1, near)
     y = luma(image)
     scale = max(image.shape[:2]) / 512.0
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
@@ -253,8 +270,10 @@ _ocr_load_lock = threading.Lock()
 
 def _ocr() -> Any:
     """The OCR engine, built once per process (waits for a warm-up thread that is building it)."""
+    from ..analysis import in_own_thread
+
     with _ocr_load_lock:
-        return _build_ocr()
+        return in_own_thread(_build_ocr)
 
 
 @cache
@@ -277,15 +296,15 @@ def _build_ocr() -> Any:
 def find_text(image: np.ndarray) -> list[tuple[str, float, list[int]]]:
     """Readable strings in the image: (text, confidence, [x0, y0, x1, y1]) for each line found.
 
-    The OCR detector's own response on a `PROPOSAL_SIDE` copy (a quarter of the pixels) proposes
-    where text may be; only those regions (with a margin) are read at `OCR_SIDE`. A photo without
-    text costs one small detector pass; one covered in text costs what a full pass does."""
+    The OCR detector's own response on a `PROPOSAL_PIXELS` copy (a third of the pixels) proposes
+    where text may be; only those regions (with a margin) are read on the `OCR_PIXELS` copy. A photo
+    without text costs one small detector pass; one covered in text costs what a full pass does."""
     import cv2
 
     from ..quiet import native_quiet
 
     h, w = image.shape[:2]
-    k = min(1.0, OCR_SIDE / max(h, w))
+    k = min(1.0, (OCR_PIXELS / (h * w)) ** 0.5, OCR_SIDE / max(h, w))
     bgr = np.ascontiguousarray(image[..., ::-1])
     if k < 1.0:
         bgr = cv2.resize(bgr, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
@@ -303,15 +322,18 @@ def find_text(image: np.ndarray) -> list[tuple[str, float, list[int]]]:
     return out
 
 
-PROPOSAL_SIDE = 320
-"""Longest side of the copy the OCR detector first looks at for where text may be."""
+PROPOSAL_PIXELS = 0.08e6
+"""Pixels of the copy the OCR detector first looks at for where text may be."""
+CAPTION_BAND = 0.12
+"""Share of the height read at full size along the top and bottom edges, where captions go."""
 PROPOSAL_MIN = 0.15
 """Detector probability (0-1) above which a spot of the small copy is read at full OCR size."""
 
 
 def _proposals(engine: Any, bgr: np.ndarray) -> list[list[int]]:
-    """Boxes of `bgr` worth reading: spots where the text detector, run on a small copy, responds
-    (grown by a margin and merged); the whole image when they cover most of it."""
+    """Boxes of `bgr` worth reading: the top and bottom `CAPTION_BAND` strips, and spots where the
+    text detector, run on a small copy, responds (grown by a margin); merged; the whole image when
+    they cover most of it."""
     import cv2
 
     h, w = bgr.shape[:2]
@@ -320,7 +342,9 @@ def _proposals(engine: Any, bgr: np.ndarray) -> list[list[int]]:
         from rapidocr.ch_ppocr_det.utils import DetPreProcess
 
         det = engine._load_det_model()
-        pre = DetPreProcess(PROPOSAL_SIDE, "max", det.mean, det.std)(bgr)
+        q = min(1.0, (PROPOSAL_PIXELS / (h * w)) ** 0.5)
+        side = max(32, round(max(h, w) * q))
+        pre = DetPreProcess(side, "max", det.mean, det.std)(bgr)
         if pre is None:
             return whole
         prob = np.asarray(det.session(pre))[0, 0]
@@ -336,8 +360,12 @@ def _proposals(engine: Any, bgr: np.ndarray) -> list[list[int]]:
         mx = max(16.0, 2.0 * bh * sy)
         boxes.append([max(0, int(x * sx - mx)), max(0, int(y * sy - my)),
                       min(w, int((x + bw) * sx + mx)), min(h, int((y + bh) * sy + my))])
+    # captions, credits and corner logos are small and sit along the top and bottom: read those
+    # strips at full OCR size whatever the small copy saw (the low copy misses text under ~15 px)
+    band = max(32, int(CAPTION_BAND * h))
+    boxes += [[0, 0, w, band], [0, h - band, w, h]]
     boxes = _merge_boxes(boxes)
-    if sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes) > 0.5 * w * h:
+    if sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes) > 0.6 * w * h:
         return whole
     return boxes
 

@@ -250,6 +250,10 @@ def _pair(image: np.ndarray, face: Face) -> CheckResult:
     if delta > IRIS_COLOUR_DELTA_MAX:
         problems.append(f"the irises differ in colour by ΔE {delta:.0f}")
     status: Status = "fail" if problems else "pass"
+    if not problems and len(colours) < 2:
+        return CheckResult(item="eyes.pair", status="not_applicable", measured=None, threshold=IRIS_COLOUR_DELTA_MAX,
+                           region=region, explanation=f"The irises are too small or closed to compare their colour "
+                           f"(their sizes match, ratio {size_ratio:.2f}).")
     explanation = ("The eyes do not match: " + " and ".join(problems) + "." if problems else
                    f"The two irises match in size (ratio {size_ratio:.2f}) and colour (ΔE {delta:.0f}).")
     return CheckResult(item="eyes.pair", status=status, measured=round(delta, 1), threshold=IRIS_COLOUR_DELTA_MAX,

@@ -152,7 +152,8 @@ def _body_skin(crop: np.ndarray, cheek_rgb: np.ndarray, oval: np.ndarray) -> np.
     mu = ref[:, 1:].mean(0)
     inv = np.linalg.inv(np.cov(ref[:, 1:].T) + np.eye(2) * 4.0)
     d = ycc[..., 1:] - mu
-    dist = np.einsum("...i,ij,...j->...", d, inv, d)
+    inv = inv.astype(np.float32)
+    dist = d[..., 0] * d[..., 0] * inv[0, 0] + 2 * d[..., 0] * d[..., 1] * inv[0, 1] + d[..., 1] * d[..., 1] * inv[1, 1]
     lo, hi = np.percentile(ref[:, 0], 5), np.percentile(ref[:, 0], 95)
     away = ~cv2.dilate(oval.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4).astype(bool)
     body = (dist < 4) & (ycc[..., 0] > lo * 0.8) & (ycc[..., 0] < min(245.0, hi * 1.1)) & away

@@ -192,9 +192,15 @@ def mismatched_irises(rgb: np.ndarray, an: Analysis, severity: str = "obvious", 
     rng = _rng(rng)
     f = _face(an)
     disk, _, _ = _iris_disk(an, f, "left", 0.95)
+    other, _, _ = _iris_disk(an, f, "right", 0.95)
     out = rgb.copy()
     lum = out[disk].astype(np.float32).mean(-1, keepdims=True)
-    colour = np.array([[70, 130, 200], [80, 170, 110]][int(rng.integers(2))], np.float32)
+    palette = np.array([[70, 130, 200], [80, 170, 110], [150, 95, 45], [120, 140, 150]], np.float32)
+    # a colour unlike the other eye's (recolouring blue eyes blue is no mismatch)
+    ref = np.median(out[other], axis=0).astype(np.float32) if other.any() else np.array([90, 70, 50], np.float32)
+    ref_chroma = ref - ref.mean()
+    far = np.argsort([-float(np.linalg.norm((c - c.mean()) - ref_chroma)) for c in palette])[:2]
+    colour = palette[int(far[int(rng.integers(2))])]
     k = _pick(rng, severity, (0.55, 0.6), (0.7, 0.8))
     out[disk] = np.clip(lum * (1.3 - k) + colour * k, 0, 255).astype(np.uint8)
     return out
