@@ -43,12 +43,16 @@ SIDE_EFFECTS: dict[str, set[str]] = {
     "blown_highlights": {"lighting.shadows", "eyes.catchlights", "skin.texture", "skin.tone"},
     "wrong_key_side": {"lighting.shadows"},
     "missing_pupil": {"eyes.catchlights"},
+    "tinted_face": {"lighting.highlights"},
+    "waxy_beauty": {"lighting.highlights"},
     "oversharpened": {"background.artifacts", "background.banding", "lighting.shadows", "lighting.highlights"},
 }
 """Second items a defect really does break: a crushed-black image also has clipped shadows on the face;
 crushing the blacks is a levels stretch of 1.4-1.9x, which leaves every other 8-bit code unused on a
 smooth backdrop (posterisation, the textbook cause of banding); oversharpening turns a compressed
-backdrop's faint contours into hard steps, and its dark and bright halos clip."""
+backdrop's faint contours into hard steps, and its dark and bright halos clip; an orange or pink
+tint (red x1.15-1.18 plus up to 18 levels) and a beauty filter's glow push light skin's red channel
+to 255."""
 
 
 def _seed(*parts: str) -> int:

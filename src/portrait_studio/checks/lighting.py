@@ -50,8 +50,20 @@ class _FaceSkin:
     @classmethod
     def of(cls, image: np.ndarray, analysis: Analysis) -> _FaceSkin:
         face = analysis.face
-        if face is None or face.landmarks is None:
+        if face is None:
             return cls(np.zeros((1, 1), np.float32), np.zeros((1, 1), bool), [0, 0, 1, 1], 1, None)
+        if face.landmarks is None:  # found but not meshed (a blown-out face defeats the mesh first)
+            import cv2
+
+            box = list(face.box)
+            step = max(1, int(face.width // 400))
+            rgb = image[box[1]:box[3]:step, box[0]:box[2]:step]
+            y = luma(rgb)
+            skin = np.zeros(y.shape, np.uint8)
+            hh, ww = y.shape
+            cv2.ellipse(skin, (ww // 2, hh // 2), (max(1, int(ww * 0.35)), max(1, int(hh * 0.4))), 0, 0, 360, (1,), -1)
+            ok = skin.astype(bool) if skin.sum() >= 50 else np.zeros(y.shape, bool)
+            return cls(y, ok, box, step, None, rgb)
         box = points_box(face.points(FACE_OVAL_IDX), analysis.shape[1], analysis.shape[0], pad=0.02)
         step = max(1, int(face.width // 400))
         rgb = image[box[1]:box[3]:step, box[0]:box[2]:step]

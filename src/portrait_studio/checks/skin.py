@@ -58,6 +58,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
                            explanation=f"The face is {width:.0f} px wide, too small to resolve skin texture.")
     view = face_view(image, face)
     patches = view.mask(CHEEK_L_IDX) | view.mask(CHEEK_R_IDX) | view.mask(FOREHEAD_IDX)
+    patches &= ~_hands_over(view, analysis)  # a hand on the forehead or cheek is not the face's skin
     # highlights and deep shadows carry little texture whatever the skin; weigh mid-tones
     skin = patches & (view.gray > 40) & (view.gray < 235)
     if skin.sum() < 50:
@@ -88,6 +89,20 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
         status, why = "pass", "pores and texture are visible."
     return CheckResult(item="skin.texture", status=status, measured=round(index, 3), threshold=TEXTURE_FAIL,
                        region=region, explanation=f"{measured}; {why}")
+
+
+def _hands_over(view: Any, analysis: Analysis) -> np.ndarray:
+    """The hands' outlines (convex hull of the 21 points, grown by a tenth of the palm) on the view."""
+    import cv2
+
+    out = np.zeros(view.gray.shape, np.uint8)
+    for hand in analysis.hands:
+        pts = (hand.landmarks[:, :2] - np.array(view.origin, np.float32)) * view.scale
+        hull = cv2.convexHull(np.round(pts).astype(np.int32))
+        cv2.fillConvexPoly(out, hull, (1,))
+        grow = max(1, int(0.1 * hand.palm_size * view.scale))
+        out = cv2.dilate(out, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return out.astype(bool)
 
 
 def _bands(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
