@@ -6,7 +6,7 @@ import itertools
 from io import BytesIO
 from pathlib import Path
 
-from portrait_studio.brief import example_brief_path, load_brief
+from portrait_studio.brief import Brief, example_brief_path, load_brief
 from portrait_studio.config import Studio
 from portrait_studio.engine import Engine
 from portrait_studio.ledger import ImageRow, Ledger
@@ -30,14 +30,18 @@ def portrait_png(size: tuple[int, int] = (192, 256), shade: int = 0) -> bytes:
 
 def shoot_into_ledger(
     studio: Studio, models: list[str], seeds: list[int], *, kind: str = "shoot", size: tuple[int, int] = (192, 256),
+    out_dir: Path | None = None, brief: Brief = BRIEF,
 ) -> tuple[str, list[ImageRow]]:
     """Record a run the way `portrait shoot` does, with each request's image stored in the ledger."""
-    plan = plan_shoot(BRIEF, models, seeds, kind=kind).to_plan()
+    plan = plan_shoot(brief, models, seeds, kind=kind).to_plan()
     made = []
     with Ledger(studio.ledger_path) as ledger:
         engine = Engine(ledger=ledger, images_dir=studio.images_dir, runs_dir=studio.runs_dir, providers={})
         engine.preflight = lambda plan: None  # type: ignore[method-assign]  # no provider is opened: results are stored directly
-        run_id = engine.record(plan)
+        # An --out the engine would refuse today (inside or above the studio) stands for a ledger written by an
+        # older version: the web must stay safe whatever the ledger holds.
+        engine.check_out = lambda out: Path(out)  # type: ignore[method-assign]
+        run_id = engine.record(plan, out_dir=out_dir)
         out = Path(ledger.run(run_id).out_dir or "")
         for n, row in enumerate(ledger.requests(run_id)):
             result = Result(request_id=row.id, provider=row.provider, model=row.model, seed=row.seed,

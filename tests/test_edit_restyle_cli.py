@@ -129,7 +129,8 @@ def test_a_shot_list_describing_a_minor_is_refused_naming_the_shot(tmp_path: Pat
     from portrait_studio.series import load_shots
 
     shots = tmp_path / "shots.yaml"
-    shots.write_text("- name: studio\n  wardrobe: navy blazer\n- name: school day\n  wardrobe: a teen schoolboy uniform\n")
+    shots.write_text("- name: studio\n  wardrobe: navy blazer\n- name: a teen schoolboy on his first day\n"
+                     "  wardrobe: navy blazer\n")
     with pytest.raises(BriefError) as err:
         load_shots(shots)
-    assert "shots.1" in str(err.value) and "wardrobe" in str(err.value) and "shots.yaml:3" in str(err.value)
+    assert "shots.1" in str(err.value) and "shots.yaml:3" in str(err.value)

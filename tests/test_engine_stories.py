@@ -127,3 +127,11 @@ def test_resume_of_a_finished_run_pays_nothing_and_counts_right(cli) -> None:
     said = " ".join((out + err).split())
     assert "2/2" in said and "4/2" not in said
     assert "$0.080" in said  # what the run cost, sandbox — not paid again
+
+
+def test_out_inside_or_above_the_studio_is_refused_before_anything_is_sent(cli, studio_home: Path) -> None:
+    for out in (studio_home, studio_home.parent, studio_home / "images"):
+        code, _, err = cli("shoot", BRIEF, "-m", "flux-1.1-pro", "--seeds", "1", "--out", out)
+        assert code == 2 and "studio folder" in err, (out, err)
+    with Ledger(studio_home / "ledger.db") as ledger:
+        assert ledger.runs() == []

@@ -133,3 +133,11 @@ def test_a_region_that_is_not_there_says_so():
         region_mask(blank, "mouth")
     with pytest.raises(CheckError, match="unknown region"):
         region_mask(astronaut(), "elbow")
+
+
+def test_every_mask_is_white_where_the_model_repaints():
+    """Inpainting APIs read white as 'repaint': a mask of 0/1 values would repaint nothing."""
+    an = astronaut()
+    for name in ("mouth", "teeth", "eye_left", "eye_right", "eyes", "face", "skin"):
+        values = set(np.unique(np.asarray(region_mask(an, name).mask)).tolist())
+        assert values == {0, 255}, name

@@ -440,3 +440,25 @@ def test_portrait_serve_serves_the_studio_on_loopback(studio: Studio) -> None:
         assert server.url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(server.url + "/gallery") as res:
             assert res.status == 200 and b"No images yet" in res.read()
+
+
+def test_an_instruction_edit_from_the_detail_page_is_a_labelled_child(app, client: TestClient, studio: Studio) -> None:  # type: ignore[no-untyped-def]
+    from portrait_studio.labels import verify
+
+    _, made = shoot_into_ledger(studio, ["flux-2-pro"], [21])
+    page = client.get(f"/images/{made[0].id}", headers=HTML).text
+    assert 'data-url="/api/images/' in page and 'name="instruction"' in page and "cinematic" in page
+    refused = client.post(f"/api/images/{made[0].id}/edit", json={"instruction": "", "look": ""})
+    assert refused.status_code == 422 and "instruction" in refused.text
+    minor = client.post(f"/api/images/{made[0].id}/edit", json={"instruction": "make her a 12-year-old girl"})
+    assert minor.status_code == 422
+    started = client.post(f"/api/images/{made[0].id}/edit", json={"instruction": "change the sweater to navy",
+                                                                   "look": "", "model": "flux-2-pro@bfl",
+                                                                   "sandbox": "always"})
+    assert started.status_code == 200, started.text
+    job = _wait(app, started.json()["job_id"])
+    assert job.status == "done", job.error
+    with Ledger(studio.ledger_path) as ledger:
+        child = ledger.image(job.result_id)
+        assert child.operation == "edit" and child.parent_sha256 == made[0].image_sha256
+        assert child.out_path and verify(child.out_path).labelled

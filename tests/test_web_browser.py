@@ -199,3 +199,44 @@ def test_a_missing_image_shows_a_friendly_error_page(page) -> None:  # type: ign
     assert response.status == 404
     assert "Fix:" in page.inner_text("main")
 
+
+
+def test_the_seed_count_starts_at_the_policy_default(page) -> None:  # type: ignore[no-untyped-def]
+    from portrait_studio.seeds import EXPLORE_DEFAULT as default
+
+    open_builder(page)
+    tick_models(page, ["flux-1.1-pro"])
+    assert page.input_value("#shoot-seeds") == str(default) == "3"  # like `portrait shoot` without --seeds
+    page.locator("#estimate", has_text=f"for {default} images").wait_for()
+    page.fill("#shoot-seeds", "")  # an empty field means the default, not 1 image
+    page.dispatch_event("#shoot-seeds", "input")
+    page.locator("#estimate", has_text=f"for {default} images").wait_for()
+
+
+def test_model_names_with_brackets_are_shown_verbatim(page) -> None:  # type: ignore[no-untyped-def]
+    open_builder(page)
+    tick_models(page, ["flux-1.1-pro", "flux-2-max"])
+    assert "FLUX1.1 [pro]" in page.inner_text(".models")
+    page.locator(".model-preview[data-model='flux-2-max'] h3", has_text="FLUX.2 [max]").wait_for()
+    assert "FLUX1.1 [pro]" in page.inner_text(".model-preview[data-model='flux-1.1-pro'] h3")
+
+
+def test_a_long_prompt_wraps_on_the_detail_page_instead_of_overflowing(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from _web_helpers import BRIEF, shoot_into_ledger
+
+    studio = Studio(tmp_path / "studio", environ={})
+    long = BRIEF.model_copy(update={"subject": BRIEF.subject.model_copy(update={
+        "description": "a woman wearing a " + "very-" * 60 + "long-hyphenated-jacket, photographed " + "x" * 300})})
+    _, (made,) = shoot_into_ledger(studio, ["flux-1.1-pro"], [7], brief=long)
+    with ServerThread(create_app(studio, checker=None)) as server:
+        for width in (1360, 900, 420):
+            context = browser.new_context(viewport={"width": width, "height": 900}, base_url=server.url)
+            tab = context.new_page()
+            tab.goto(f"/images/{made.id}")
+            assert "x" * 300 in tab.inner_text("dd.prompt").replace("\n", "")
+            sideways = tab.evaluate("[document.documentElement.scrollWidth, window.innerWidth,"
+                                    " document.querySelector('dd.prompt').scrollWidth, document.querySelector('dd.prompt').clientWidth]")
+            wide = tab.evaluate("Array.from(document.querySelectorAll('.facts *')).filter(e => e.scrollWidth > e.clientWidth + 1)"
+                                ".map(e => e.tagName + '.' + e.className + ' ' + e.scrollWidth + '>' + e.clientWidth)")
+            context.close()
+            assert sideways[0] <= sideways[1] and sideways[2] <= sideways[3], (width, sideways, wide)

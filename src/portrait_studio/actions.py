@@ -21,7 +21,7 @@ from .jobs import run_on_engine
 from .ledger import ImageRow, Ledger
 from .providers import SandboxStarter
 
-__all__ = ["FIX_REGIONS", "export_labelled", "fix_region", "upscale_image"]
+__all__ = ["FIX_REGIONS", "edit_image", "export_labelled", "fix_region", "upscale_image"]
 
 
 def _file_of(image: ImageRow) -> str:
@@ -42,7 +42,7 @@ def upscale_image(
 
     async def work(engine: Any) -> ImageRow:
         engine.progress = progress
-        outcome = await run_upscale(engine, _file_of(source), scale, out=studio.home / "exports")
+        outcome = await run_upscale(engine, _file_of(source), scale)  # next to the source, in its run folder
         return outcome.image
 
     return run_on_engine(studio, [], work, start_sandbox=start_sandbox, checker=None)
@@ -62,10 +62,30 @@ def fix_region(studio: Studio, ledger: Ledger, image_id: str, region: str, *, mo
 
     async def work(engine: Any) -> ImageRow:
         outcome = await run_fix(engine, _file_of(source), region, model=model, provider=pid, budget_usd=budget_usd,
-                                out=studio.home / "exports", **options)
+                                **options)
         return outcome.image
 
     return run_on_engine(studio, [pid], work, sandbox=sandbox, start_sandbox=start_sandbox)  # type: ignore[arg-type]
+
+
+def edit_image(studio: Studio, ledger: Ledger, image_id: str, *, instruction: str | None = None,
+               looks: tuple[str, ...] = (), model: str = "flux-2-pro", seed: int | None = None, sandbox: str = "auto",
+               start_sandbox: SandboxStarter | None = None, budget_usd: float | None = None) -> Any:
+    """One instruction edit, or a restyle to one or more looks: labelled children with identity and checks."""
+    import random
+
+    from .catalog import parse_model_ref
+    from .edit import run_edit
+
+    source = ledger.image(image_id)
+    route = parse_model_ref(model)
+
+    async def work(engine: Any) -> Any:
+        return await run_edit(engine, _file_of(source), instruction=instruction, looks=looks, model=route.model,
+                              provider=route.provider, seed=seed if seed is not None else random.randrange(2**32),
+                              budget_usd=budget_usd)
+
+    return run_on_engine(studio, [route.provider], work, sandbox=sandbox, start_sandbox=start_sandbox)  # type: ignore[arg-type]
 
 
 def export_labelled(studio: Studio, ledger: Ledger, image_id: str, folder: Path | None = None) -> tuple[Path, str]:

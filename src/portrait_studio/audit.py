@@ -48,13 +48,16 @@ def _library_versions() -> dict[str, str]:
 
 def image_record(ledger: Ledger, image: ImageRow) -> dict[str, Any]:
     """Everything the ledger knows about one image, for an auditor."""
-    request = None
+    request: dict[str, Any] | None = None
+    sent: list[dict[str, Any]] = []
     if image.request_id:
         row = ledger.request(image.request_id)
-        request = {"request": row.request.model_dump(mode="json"), "provider_task_id": row.task_id, "status": row.status,
+        body = row.request.model_dump(mode="json")
+        sent = list(body.get("images") or [])
+        request = {"request": body, "provider_task_id": row.task_id, "status": row.status,
                    "charged_usd": row.charged_usd, "sandbox": row.sandbox}
     references = []
-    for ref in (request or {}).get("request", {}).get("images", []):
+    for ref in sent:
         references.append({**ref, "rights": ledger.rights_for(ref["sha256"])})
     run = ledger.run(image.run_id) if image.run_id else None
     return {

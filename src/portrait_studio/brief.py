@@ -407,8 +407,11 @@ VARIABLE_ELEMENTS: dict[str, tuple[str, ...]] = {
     "angle": ("composition", "angle"),
     "expression": ("expression", "mood"),
     "mouth": ("expression", "mouth"),
-    "pose": ("hands", "pose"),
+    "hand-pose": ("hands", "pose"),
 }
+"""The one element table: what `vary` (--NAME) and a series shot (NAME with '_') can change, and where
+it lives in the brief. A series shot also takes `pose` (head and body), which joins the expression
+sentence — the brief has no body-pose slot; `hand-pose` is the hands' pose."""
 
 
 # --- loading -----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ __all__ = [
     "providers",
 ]
 
-Family = Literal["pro11", "ultra", "flux2", "flux2-flex", "klein", "kontext", "fill", "dev", "schnell"]
+Family = Literal["pro11", "ultra", "flux2", "flux2-flex", "klein", "kontext", "fill", "dev", "schnell", "upscale"]
 USD_PER_CREDIT = 0.01
 
 

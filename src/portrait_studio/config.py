@@ -29,6 +29,7 @@ from .errors import NotConfigured, StudioError, UsageError
 from .files import atomic_write_text
 
 __all__ = [
+    "check_out_dir",
     "HOME_ENV", "KEY_ENV_VARS", "MAX_CONFIG_BYTES", "C2paConfig", "Studio", "StudioConfig", "read_config", "read_keys",
     "resolve_home",
 ]
@@ -130,6 +131,24 @@ def read_keys(path: Path) -> dict[str, str]:
     return {str(k): v for k, v in data.items() if v}
 
 
+def check_out_dir(home: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """`path` resolved, if a run may write its files there (`--out`); else a StudioError.
+
+    Refused: the studio folder itself, any folder above it (a run folder is served by the web
+    studio, and must never hold the keys or the ledger) and any folder inside it except under
+    runs/ (images/, thumbs/, exports/ … belong to the studio).
+    """
+    out = Path(path).expanduser().resolve()
+    root = Path(home).expanduser().resolve()
+    if root.is_relative_to(out):
+        raise StudioError(f"--out {path} {'is' if out == root else 'contains'} the studio folder {root}",
+                          hint="write the run to a folder of its own outside the studio, e.g. --out ./portraits")
+    if out.is_relative_to(root) and not out.is_relative_to(root / "runs"):
+        raise StudioError(f"--out {path} is inside the studio folder {root}",
+                          hint=f"leave --out out (runs go to {root / 'runs'}) or choose a folder outside the studio")
+    return out
+
+
 class Studio:
     """A studio folder, its config and its keys. Cheap to create; nothing heavy is loaded.
 
@@ -176,6 +195,10 @@ class Studio:
     @property
     def keys_path(self) -> Path:
         return self.home / "keys.json"
+
+    def check_out_dir(self, path: str | os.PathLike[str]) -> Path:
+        """`path` resolved, if a run may write its files there (`--out`); else a StudioError (see `check_out_dir`)."""
+        return check_out_dir(self.home, path)
 
     def _load_config(self) -> StudioConfig:
         return read_config(self.config_path)

@@ -34,7 +34,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from .errors import CapabilityError, ConsentRequired, ProviderError, StudioError
 from .files import atomic_write_text
 from .ledger import ImageRow, Ledger, RunRow
 from .providers.base import Provider
-from .records import Cost, InputImage, Request, new_id
+from .records import Cost, InputImage, Request, estimated_total, new_id
 from .redaction import find_key, redact
 from .runner import Outcome, RunReport, run_plan
 
@@ -102,10 +102,7 @@ class Plan(BaseModel):
 
     @property
     def estimated(self) -> Cost:
-        total = Cost()
-        for r in self.requests:
-            total = total + r.estimated_cost
-        return total
+        return estimated_total(self.requests)
 
     @property
     def provider_ids(self) -> list[str]:
@@ -140,6 +137,7 @@ _STEP_HOMES = {
     "compare": "portrait_studio.compare",
     "edit": "portrait_studio.edit",
     "deliver_size": "portrait_studio.finishing.upscaling",
+    "batch": "portrait_studio.batch",
 }
 
 
@@ -167,6 +165,15 @@ def _step(name: str) -> StepFn:
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def hold_run(ledger: Ledger, run_id: str) -> None:
+    """Claim `run_id` for this process before opening providers (so a second `resume` of the same run
+    leaves before it starts a sandbox or a model); the engine's `execute` keeps the same claim."""
+    holder = ledger.claim_run(run_id, _owner(), alive=_alive)
+    if holder is not None:
+        raise RunLocked(f"run {run_id} is being worked on by another process ({holder})",
+                        hint="wait for it to finish, then 'portrait resume' again if anything is left")
 
 
 def _alive(owner: str) -> bool:
@@ -209,6 +216,9 @@ class Engine:
         self.work_dir = Path(work_dir) if work_dir else self.runs_dir.parent / "work"
         self.default_budget_usd = default_budget_usd
         self.owner = _owner()
+        self.runner: Callable[..., Awaitable[RunReport]] = run_plan
+        """What sends the requests: the in-process runner, or its cluster form (`cluster.ClusterRunner`),
+        which takes the same arguments and keeps the ledger in this process."""
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -315,6 +325,8 @@ class Engine:
         from .shoot import check_budget
 
         self.preflight(plan)
+        if out_dir is not None:
+            out_dir = self.check_out(out_dir)
         limit = self.budget(budget_usd)
         check_budget(plan, limit)
         run_id = run_id or new_id("run_")
@@ -355,7 +367,7 @@ class Engine:
         heartbeat = asyncio.create_task(self._heartbeat(run.id))
         _warm_checklist(self.checker)
         try:
-            report = await run_plan(
+            report = await self.runner(
                 run.id, ledger=self.ledger, providers=self.providers, images_dir=self.images_dir,
                 out_dir=Path(run.out_dir) if run.out_dir else None, budget_usd=limit,
                 resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed, on_outcome=on_outcome,
@@ -416,26 +428,46 @@ class Engine:
         """Make one image inside a multi-stage run, memoised by the request's settings: replaying a
         driver after a kill finds what was already asked for (done, in flight or failed) and
         never pays for it twice."""
-        request = request.model_copy(update={"run_id": run_id, "parent_id": parent_id or request.parent_id})
-        existing = self.ledger.request_by_key(run_id, request.idempotency_key)
-        if existing is None:
-            self.check_request(request)
-            self.ledger.add_requests(run_id, [request])
-            request_id = request.request_id
-        else:
-            request_id = existing.id
+        request = request.model_copy(update={"parent_id": parent_id or request.parent_id})
+        return (await self.make_many(run_id, [request], budget_usd=budget_usd))[0]
+
+    async def make_many(self, run_id: str, requests: Sequence[Request], *,
+                        budget_usd: float | None = None) -> list[Outcome]:
+        """`make` for several images at once (a batch's re-roll round), sent together; outcomes in order."""
+        ids: list[str] = []
+        known: dict[str, Outcome] = {}
+        new: list[Request] = []
+        planned: dict[str, str] = {}
+        for request in requests:
+            request = request.model_copy(update={"run_id": run_id})
+            if request.idempotency_key in planned:  # the same image twice in one call: made once
+                ids.append(planned[request.idempotency_key])
+                continue
+            existing = self.ledger.request_by_key(run_id, request.idempotency_key)
+            if existing is None:
+                planned[request.idempotency_key] = request.request_id
+                self.check_request(request)
+                new.append(request)
+                ids.append(request.request_id)
+                continue
+            ids.append(existing.id)
             if existing.status == "done":
-                image = self.ledger.result_for_request(existing.id)
-                return Outcome(request_id=existing.id, position=existing.position, status="done", image=image,
-                               already=True, sandbox=existing.sandbox)
-        run = self.ledger.run(run_id)
-        limit = budget_usd if budget_usd is not None else run.budget_usd
-        report = await run_plan(
-            run_id, ledger=self.ledger, providers=self.providers, images_dir=self.images_dir,
-            out_dir=Path(run.out_dir) if run.out_dir else None, budget_usd=limit, request_ids={request_id},
-            secrets=self.secrets, deliver=self.deliver if _has_step(run, "deliver") else None,
-        )
-        return report.outcomes[0]
+                known[existing.id] = Outcome(request_id=existing.id, position=existing.position, status="done",
+                                             image=self.ledger.result_for_request(existing.id), already=True,
+                                             sandbox=existing.sandbox)
+        if new:
+            self.ledger.add_requests(run_id, new)
+        todo = {i for i in ids if i not in known}
+        if todo:
+            run = self.ledger.run(run_id)
+            limit = budget_usd if budget_usd is not None else run.budget_usd
+            report = await self.runner(
+                run_id, ledger=self.ledger, providers=self.providers, images_dir=self.images_dir,
+                out_dir=Path(run.out_dir) if run.out_dir else None, budget_usd=limit, request_ids=todo,
+                secrets=self.secrets, deliver=self.deliver if _has_step(run, "deliver") else None,
+            )
+            known.update({o.request_id: o for o in report.outcomes})
+        return [known[i] for i in ids]
 
     # --- delivery: the labelled copy of every image -----------------------------------------
     def deliver(self, image: ImageRow, request: Request | None = None, *, path: Path | None = None,
@@ -474,6 +506,16 @@ class Engine:
         self.ledger.record_label(image.image_sha256, {**data, "path": str(target)},
                                  "signed" if record.c2pa is not None else "missing")
         return image
+
+    def check_out(self, out: str | Path) -> Path:
+        """A user's --out (a folder, or a file for a derivative): never the studio folder, above it, or
+        inside it outside runs/ (the web serves run folders; keys and the ledger live there)."""
+        from .config import check_out_dir
+
+        path = Path(out)
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+            return check_out_dir(self.runs_dir.parent, path.parent) / path.name
+        return check_out_dir(self.runs_dir.parent, path)
 
     def work_path(self, name: str) -> Path:
         """A stable place for intermediates (masks, upscaled inputs), under the studio folder."""
@@ -605,4 +647,4 @@ def failure_summary(report: RunReport) -> RunFailed | None:
                      provider="", hint=hint or f"see 'portrait log'; then 'portrait resume {report.run_id}'")
 
 
-__all__ += ["default_checker", "failure_summary", "write_labelled"]
+__all__ += ["default_checker", "failure_summary", "hold_run", "write_labelled"]

@@ -27,6 +27,8 @@ The CLI turns these into one-line messages; the web layer into HTTP answers.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationError",
     "BriefError",
@@ -127,7 +129,15 @@ class CheckError(StudioError):
 
 
 class ProviderError(StudioError):
-    """A provider call failed. `provider` names which one."""
+    """A provider call failed. `provider` names which one.
+
+    When the provider had accepted the task, `ticket` is its `records.Ticket` and `charged`
+    says what the provider bills for this outcome (its documented billing): True paid, False
+    not paid, None not known yet (the task may still finish; resume it). Errors raised before
+    acceptance leave both None (`UncertainSubmission`: acceptance itself is unknown)."""
+
+    ticket: Any = None
+    charged: bool | None = None
 
     def __init__(self, message: str, *, provider: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

@@ -1,18 +1,26 @@
-"""The gallery's view of the ledger: filtered pages, one image in detail, run progress, thumbnails.
+"""The gallery's view of the ledger: filtered pages, one image in detail, run progress, thumbnails,
+and which files on disk are the studio's outputs (the only ones the web studio serves).
 
 Thumbnails are small JPEGs made once per image into `<home>/thumbs/ab/<sha256>-<px>.jpg`
 (content-addressed, so a cached one never goes stale); the gallery never ships full images.
-Queries are plain SQL over the ledger so the first page stays fast with 10,000 images.
+Each is written under a name of its own and moved into place, so any number of requests (or
+processes) may make the same one at once. Queries are plain SQL over the ledger so the first
+page stays fast with 10,000 images.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import LedgerError
+from .errors import LedgerError, UsageError
+from .imaging import ImageInputError, image_size
 from .ledger import ImageRow, Ledger, RunRow
 
 __all__ = [
@@ -22,8 +30,12 @@ __all__ = [
     "ImageDetail",
     "RunProgress",
     "THUMB_PX",
+    "RUN_FILES",
+    "clean_thumbnail_parts",
     "gallery_page",
     "image_detail",
+    "output_file",
+    "run_file",
     "run_progress",
     "thumbnail",
     "thumbnail_path",
@@ -43,7 +55,7 @@ class GalleryFilter(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**32)
     check: Literal["pass", "warn", "fail", "unchecked"] | None = None
     picked: bool | None = None
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=1_000_000)
     per_page: int = Field(default=48, ge=1, le=200)
 
     def query(self, **changes: Any) -> dict[str, Any]:
@@ -139,6 +151,9 @@ def run_progress(ledger: Ledger, run_id: str) -> RunProgress:
 
 # --- thumbnails --------------------------------------------------------------------------------
 
+STALE_PART_S = 600.0
+"""A `.part` file older than this was left by a writer that died; younger ones may still be written."""
+
 
 def thumbnail_path(home: Path, sha256: str, px: int = THUMB_PX) -> Path:
     if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
@@ -151,17 +166,133 @@ def thumbnail(home: Path, image: ImageRow, px: int = THUMB_PX) -> Path:
     path = thumbnail_path(home, image.image_sha256, px)
     if path.exists():
         return path
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = Path(image.path)
-    if not source.exists():
+    if not source.is_file():
         raise LedgerError(f"the file of image {image.id} is missing: {source}", hint="restore the studio's images/ folder")
-    with Image.open(source) as im:
-        im.draft("RGB", (px, px))  # JPEG sources decode at reduced size
-        small = ImageOps.exif_transpose(im).convert("RGB")
-        small.thumbnail((px, px), Image.Resampling.LANCZOS)
+    image_size(source)  # refuses a non-image or a decompression bomb by its header, before decoding
+    try:
+        with Image.open(source) as im:
+            im.draft("RGB", (px, px))  # JPEG sources decode at reduced size
+            small = ImageOps.exif_transpose(im).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"the file of image {image.id} is damaged: {exc}",
+                              hint="restore it from a backup, or re-run the shoot") from exc
+    small.thumbnail((px, px), Image.Resampling.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    small.save(tmp, "JPEG", quality=82, optimize=True)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            small.save(fh, "JPEG", quality=82, optimize=True)
+        os.replace(tmp, path)  # atomic: a reader sees no thumbnail or a whole one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def clean_thumbnail_parts(home: Path, older_than_s: float = STALE_PART_S) -> int:
+    """Delete `.part` files that writers killed mid-way left in the thumbnail cache; returns how many."""
+    folder = home / "thumbs"
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for part in folder.glob("*/*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process cleaned it, or its writer finished
+            continue
+    return removed
+
+
+# --- files the web studio serves ---------------------------------------------------------------
+
+RUN_FILES = re.compile(
+    r"run\.json|contact-sheet\.png|compare-grid(-seed\d+)?\.png|comparison\.(md|html)|series-sheet\.png|identity-plot\.png"
+)
+"""The files a run writes into its folder besides its images (by exact name)."""
+
+_PRIVATE = {"config.toml", "keys.json", "licences.json", "ledger.db", "ledger.db-wal", "ledger.db-shm", "ledger.db-journal"}
+_BAD = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def _no_file(ref: str) -> LedgerError:
+    return LedgerError(f"no studio file '{ref}'",
+                       hint="the studio serves only its outputs: images, contact sheets, grids and run.json of a run")
+
+
+def _plain_parts(ref: str) -> list[str]:
+    if _BAD.search(ref):
+        raise UsageError("contains a control character or a backslash", field="path",
+                         hint="use the link the studio gave (e.g. /files/runs/RUN/run.json)")
+    parts = ref.split("/")
+    if not ref or ref.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise _no_file(ref)
+    return parts
+
+
+def _servable(path: Path, home: Path, ref: str) -> Path:
+    """The resolved file, unless it is none, or one of the studio's own (config, keys, ledger)."""
+    resolved = path.resolve()
+    private = {(home / name).resolve() for name in _PRIVATE}
+    if resolved in private or resolved.name in _PRIVATE or resolved.suffix in (".db", ".sqlite") or not resolved.is_file():
+        raise _no_file(ref)
+    return resolved
+
+
+SERVED_KINDS = ("output", "export")
+"""Kinds of recorded files the web serves: labelled run-folder copies and exports (not work files)."""
+
+
+def _is_output(ledger: Ledger, target: Path) -> bool:
+    """Whether the ledger lists `target` as an output: a recorded file of a served kind, or an image's
+    stored original or run-folder copy, matched by exact resolved path."""
+    resolved = target.resolve()
+    record = ledger.file(resolved)
+    if record is not None:
+        return record["kind"] in SERVED_KINDS
+    try:
+        image = ledger.image(str(resolved))
+    except LedgerError:
+        return False
+    return resolved in {Path(p).resolve() for p in (image.path, image.out_path) if p}
+
+
+def run_file(ledger: Ledger, home: Path, run_id: str, name: str) -> Path:
+    """A file of a run's folder, by name: one of its recorded images or one of `RUN_FILES`.
+
+    Wherever `--out` put the folder, nothing else in it is served (not a file the user keeps
+    there, and never the studio's own files if the folder holds them).
+    """
+    if len(_plain_parts(name)) != 1:
+        raise _no_file(name)
+    run = ledger.run(run_id)
+    if run.id != run_id or not run.out_dir:  # exact ids only: no prefix or wildcard reaches a run here
+        raise _no_file(f"{run_id}/{name}")
+    target = Path(run.out_dir) / name
+    if not RUN_FILES.fullmatch(name) and not _is_output(ledger, target):
+        raise _no_file(f"{run_id}/{name}")
+    return _servable(target, home, f"{run_id}/{name}")
+
+
+def output_file(ledger: Ledger, home: Path, ref: str) -> Path:
+    """The file `ref` (a path inside the studio folder) if the ledger lists it as an output.
+
+    Outputs are run files (`runs/RUN/NAME`, see `run_file`), stored images, run-folder copies and
+    labelled exports, matched by their exact recorded path. The config, the keys, the ledger and
+    anything else in or around the studio folder are never served, whatever `--out` was.
+    """
+    parts = _plain_parts(ref)
+    if parts[0] == "runs" and len(parts) == 3:
+        found = run_file(ledger, home, parts[1], parts[2])
+        if found != (home / ref).resolve():  # a run whose folder is elsewhere has no file here
+            raise _no_file(ref)
+        return found
+    target = home / ref
+    if not _is_output(ledger, target):
+        raise _no_file(ref)
+    return _servable(target, home, ref)

@@ -928,7 +928,8 @@ class Ledger:
         """What providers charged, per request and whatever its outcome (a moderated task a provider
         bills for counts). Every paid operation goes through a request, so nothing else costs money.
         `sandbox=False` (the default) is real money only; True is sandbox spend only; None is both."""
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[Any] = []
         if run_id:
             where.append("run_id=?")
             args.append(run_id)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -24,6 +25,7 @@ __all__ = [
     "Request",
     "Result",
     "Ticket",
+    "estimated_total",
     "new_id",
 ]
 
@@ -192,3 +194,11 @@ class Result(_Frozen):
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.image).hexdigest()
+
+
+def estimated_total(requests: Iterable[Request]) -> Cost:
+    """What a set of requests is estimated to cost (plans, budgets, the cost column)."""
+    total = Cost()
+    for r in requests:
+        total = total + r.estimated_cost
+    return total

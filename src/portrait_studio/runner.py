@@ -16,7 +16,7 @@ The order of events for one image, each a ledger write before the next step:
   never-accepted `failed` requests. A task the provider accepted and that then failed is NOT re-sent
   unless the caller asks (`retry_failed`): it may have been paid for. A request left in
   `submitting` (the process died between sending and hearing back) is not re-sent unless
-  `resubmit_uncertain`.
+  `resubmit_uncertain` (or the provider is free: local generation is simply made again).
 - Errors are written with every known API key redacted.
 """
 
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -36,7 +37,7 @@ from .providers.base import Provider
 from .records import Cost, Request, Result, Ticket
 from .redaction import redact
 
-__all__ = ["Deliver", "Outcome", "RunReport", "run_plan"]
+__all__ = ["Admit", "Deliver", "Outcome", "RunReport", "run_plan"]
 
 
 class Outcome(BaseModel):
@@ -83,15 +84,30 @@ class RunReport(BaseModel):
 Deliver = Callable[[ImageRow, Request], ImageRow]
 """Write the delivered (labelled) copy of a finished image; returns its row (the engine's step)."""
 
+Admit = Callable[[RequestRow, Provider], AbstractAsyncContextManager[Any]]
+"""A slot held from before a request's reservation until its image is in (the cluster runner's
+account-wide limiter): a request waiting for one is still 'planned', so a kill while it waits
+leaves nothing uncertain."""
+
 
 def out_name(request: Request, position: int) -> str:
+    """The delivered file's name in the run folder (in the request's `folder` when it names one: a batch
+    keeps each person's images together)."""
     ext = {"jpeg": "jpg"}.get(request.output_format, request.output_format)
-    return f"{position + 1:02d}-{request.model}-seed{request.seed}.{ext}"
+    name = f"{position + 1:02d}-{request.model}-seed{request.seed}.{ext}"
+    folder = str(request.options.get("folder") or "")
+    if folder and all(part.replace("-", "").replace("_", "").isalnum() for part in folder.split("/")):
+        return f"{folder}/{name}"
+    return name
 
 
-def _charge_after_failure(provider: Provider, row_ticket: Ticket | None, request: Request) -> Cost:
-    """What an accepted task that ended without an image costs, by the provider's billing rule."""
-    if provider.billing != "on_accept":
+def _charge_after_failure(provider: Provider, row_ticket: Ticket | None, request: Request,
+                          charged: bool | None = None) -> Cost:
+    """What an accepted task that ended without an image costs: what the provider's answer says
+    (`ProviderError.charged`: a fal content-policy refusal is billed), else its billing rule."""
+    if charged is None:
+        charged = provider.billing == "on_accept"
+    if not charged:
         return Cost()
     if row_ticket is not None and row_ticket.cost is not None:
         return row_ticket.cost
@@ -115,7 +131,7 @@ async def _run_one(
     base: dict[str, Any] = {"request_id": row.id, "position": row.position, "sandbox": provider.sandbox}
     if row.status == "done":
         return Outcome(**base, status="done", image=ledger.result_for_request(row.id), already=True)
-    if row.status == "submitting" and not resubmit_uncertain:
+    if row.status == "submitting" and not resubmit_uncertain and provider.billing != "free":
         return Outcome(
             **base, status="uncertain",
             error="sent before an interruption, acceptance unknown; not re-sent",
@@ -178,7 +194,8 @@ async def _run_one(
             ledger.set_request_status(row.id, "accepted", message)
             return Outcome(**base, status="accepted", error=message, error_type=type(exc).__name__,
                            hint="the task is still the provider's; 'portrait resume RUN' collects it")
-        charge = _charge_after_failure(provider, ticket, request) if (was_accepted or ticket) else Cost()
+        charged = getattr(exc, "charged", None)
+        charge = _charge_after_failure(provider, ticket, request, charged) if (was_accepted or ticket) else Cost()
         ledger.settle(row.id, charge)
         ledger.set_request_status(row.id, "failed", message)
         return Outcome(**base, status="failed", error=message, error_type=type(exc).__name__,
@@ -208,6 +225,7 @@ async def run_plan(
     request_ids: Collection[str] | None = None,
     secrets: Sequence[str] = (),
     deliver: Deliver | None = None,
+    admit: Admit | None = None,
 ) -> RunReport:
     """Run (or resume) every request of `run_id` that is not done yet (only `request_ids`, when given:
     a series runs shot by shot and measures each before planning the next)."""
@@ -222,7 +240,7 @@ async def run_plan(
             outcome = Outcome(request_id=row.id, position=row.position, status="failed",
                               error=f"no provider '{row.provider}' is open for this run", error_type="NotConfigured")
         else:
-            async with gate:
+            async with gate, (admit(row, provider) if admit is not None else contextlib.nullcontext()):
                 outcome = await _run_one(
                     row, provider, ledger=ledger, images_dir=images_dir, out_dir=out_dir, budget_usd=budget_usd,
                     resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed, secrets=secrets, deliver=deliver,

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .brief import Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
+from .brief import VARIABLE_ELEMENTS, Brief, Reference, Rights, Subject, _line_for, parse_brief, read_yaml
 from .catalog import get_model
 from .consent import file_sha256, reference_rights, require_rights
 from .errors import BriefError, CapabilityError, StudioError
@@ -69,20 +69,13 @@ __all__ = [
 Method = Literal["seed", "reference", "anchors", "lora"]
 METHODS: tuple[str, ...] = ("seed", "reference", "anchors", "lora")
 
-# A shot's element -> where it lives in the brief. `pose` joins the expression sentence
-# (the brief has no body-pose slot; "head turned to camera left" reads naturally there).
+# A shot's element -> where it lives in the brief: the brief's one element table (VARIABLE_ELEMENTS),
+# in the order the reset rule reintroduces them, plus `pose` (head and body), which joins the
+# expression sentence (the brief has no body-pose slot; "head turned to camera left" reads naturally there).
+_SHOT_ORDER = ("wardrobe", "hair", "makeup", "background", "lighting", "key-side", "framing", "angle", "pose",
+               "expression", "mouth")
 ELEMENTS: dict[str, tuple[str, ...]] = {
-    "wardrobe": ("styling", "wardrobe"),
-    "hair": ("styling", "hair"),
-    "makeup": ("styling", "makeup"),
-    "background": ("background", "description"),
-    "lighting": ("lighting", "pattern"),
-    "key_side": ("lighting", "key_side"),
-    "framing": ("composition", "framing"),
-    "angle": ("composition", "angle"),
-    "pose": ("expression", "mood"),
-    "expression": ("expression", "mood"),
-    "mouth": ("expression", "mouth"),
+    name.replace("-", "_"): VARIABLE_ELEMENTS.get(name, ("expression", "mood")) for name in _SHOT_ORDER
 }
 
 
@@ -111,8 +104,8 @@ class Shot(BaseModel):
     def _no_minor(self) -> Shot:
         from .minors import refuse_minor_fields
 
-        try:
-            refuse_minor_fields({k: v for k, v in (("name", self.name), *self.changes.items()) if isinstance(v, str)})
+        try:  # the shot's changes are screened as brief fields when applied; its name is screened here
+            refuse_minor_fields({"name": self.name} if self.name else {})
         except BriefError as exc:  # located by parse_shots (file, line, field)
             raise ValueError(exc.message if not exc.hint else f"{exc.message} ({exc.hint})") from None
         return self

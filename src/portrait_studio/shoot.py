@@ -24,7 +24,7 @@ from .errors import BriefError, BudgetExceeded, StudioError
 from .grids import candidate_tile, contact_sheet
 from .ledger import ImageRow, Ledger
 from .prompting import compile_brief
-from .records import Cost, Request
+from .records import Cost, Request, estimated_total
 from .seeds import SEED_MAX  # re-exported: the seed policy lives in seeds.py
 
 __all__ = [
@@ -59,10 +59,7 @@ class ShootPlan(BaseModel):
 
     @property
     def estimated(self) -> Cost:
-        total = Cost()
-        for r in self.requests:
-            total = total + r.estimated_cost
-        return total
+        return estimated_total(self.requests)
 
     def to_plan(self, *, brief_path: str | None = None) -> Plan:
         """The engine's plan: these requests, then labelled copies, the checklist and the sheet

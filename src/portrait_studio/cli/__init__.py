@@ -54,6 +54,7 @@ COMMAND_MODULES: list[str] = [
     "local",
     "finishing",
     "series",
+    "batch",
     "edit",
     "web",
     "doctor",

@@ -32,6 +32,7 @@ def sandbox_starter(studio: Studio, **options: Any) -> Callable[[str], AbstractC
         opts = dict(options)
         if "state_dir" in inspect.signature(start_sandbox).parameters:
             opts.setdefault("state_dir", studio.home / "sandbox" / provider_id)
+            opts.setdefault("busy", "join")  # a second command at the same time shares the running sandbox
         return start_sandbox(provider_id, **opts)
 
     return start

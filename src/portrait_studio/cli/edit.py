@@ -14,15 +14,13 @@ from ..engine import Engine
 from ..ledger import Ledger
 from ._common import HomeOption, JsonOption, console, print_json, studio
 from ._engine import run_with_engine
+from ._options import BudgetOption, ImageArg, SandboxOption, _input, image_file, image_files, seed_option
 
-ImageArg = Annotated[Path, typer.Argument(help="The portrait to edit (a file the studio made, or a photo with consent).")]
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="An edit model: flux-2-pro, flux-kontext-pro, "
                                           "flux-kontext-max, flux-2-flex, flux-2-max, flux-2-klein-4b, … (MODEL@PROVIDER).")]
-BudgetOption = Annotated[float | None, typer.Option("--budget", help="Most this command may spend, in USD.")]
-SandboxOption = Annotated[str, typer.Option("--sandbox", help="auto: the provider's sandbox when no API key is set; always; never.")]
 DeliverOption = Annotated[str | None, typer.Option("--deliver", help="1080p, 2k or 4k: render at the model's best "
                                                    "native size, then upscale to the exact size.")]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Default: random (recorded).")]
+SeedOption = Annotated[int | None, seed_option("Default: random (recorded).")]
 
 
 def _consent(s: Any, image: Path, who: str | None, source: str | None, permission: str | None) -> None:
@@ -66,7 +64,8 @@ def register(app: typer.Typer) -> None:
         image: ImageArg,
         instruction: Annotated[str, typer.Argument(help='What to change, e.g. "soften the fill light".')],
         model: ModelOption = "flux-2-pro",
-        ref: Annotated[list[Path] | None, typer.Option("--ref", help="A reference image (models that take several).")] = None,
+        ref: Annotated[list[Path] | None, _input("A reference image (models that take several); repeat for more.",
+                                                 image_files, "IMAGE", option="--ref")] = None,
         seed: SeedOption = None,
         deliver: DeliverOption = None,
         who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make.")] = None,
@@ -97,8 +96,8 @@ def register(app: typer.Typer) -> None:
         image: ImageArg,
         look: Annotated[list[str] | None, typer.Option("--look", help="A look preset (editorial, cinematic, lifestyle, "
                                                        "film, black-and-white, …) or a look file; repeat for several.")] = None,
-        style_ref: Annotated[Path | None, typer.Option("--style-ref", help="Match the look of this image "
-                                                       "(rights recorded like any reference).")] = None,
+        style_ref: Annotated[Path | None, _input("Match the look of this image (rights recorded like any reference).",
+                                                 image_file, "IMAGE", option="--style-ref")] = None,
         model: ModelOption = "flux-2-pro",
         seed: SeedOption = None,
         deliver: DeliverOption = None,

@@ -169,8 +169,10 @@ def register(app: typer.Typer) -> None:
         weights: WeightsOption = None,
         gpu: Annotated[int | None, typer.Option("--gpu", min=0, max=64, help="Vulkan device index (default: CPU).")] = None,
         tile: Annotated[int | None, typer.Option("--tile", min=32, max=4096, help="Tile size in input pixels (bounds memory).")] = None,
-        quality: Annotated[str, typer.Option("--quality", help="standard: SPAN, fast on CPU; max: Real-ESRGAN x4plus "
-                                             "(minutes on CPU, best on JPEG artefacts); lanczos: no network.")] = "standard",
+        quality: Annotated[str, typer.Option("--quality", help="auto: a local GPU, else the hosted upscaler when "
+                                             "FAL_KEY is set, else SPAN on the CPU; standard: SPAN locally; max: "
+                                             "Real-ESRGAN x4plus (minutes on CPU, best on JPEG artefacts); hosted: fal's "
+                                             "Real-ESRGAN (paid); lanczos: no network.")] = "auto",
         who: Annotated[str | None, typer.Option("--who", help="Consent for a photo the studio did not make (detail pass).")] = None,
         source: Annotated[str | None, typer.Option("--source", help="Consent: where the photo comes from.")] = None,
         permission: Annotated[str | None, typer.Option("--permission", help="Consent: what they agreed to.")] = None,
@@ -190,12 +192,21 @@ def register(app: typer.Typer) -> None:
         from ._engine import run_with_engine
 
         renamed_option("--detail-strength", detail_strength, "--detail-denoise", "how much the detail pass may change")
-        methods = {"standard": "standard", "max": "max", "lanczos": "lanczos"}
+        methods = {"auto": "auto", "standard": "standard", "max": "max", "lanczos": "lanczos", "hosted": "hosted"}
         if quality not in methods:
             from ..errors import UsageError
 
-            raise UsageError(f"unknown quality '{quality}'", field="--quality", hint="choose standard, max or lanczos")
+            raise UsageError(f"unknown quality '{quality}'", field="--quality",
+                             hint="choose auto, standard, max, hosted or lanczos")
         s = studio(home)
+        from ..finishing.upscaling import HOSTED_UPSCALER, choose_method
+
+        method = choose_method(s, quality, gpu=gpu)
+        if method == "hosted" and detail_denoise is not None:
+            from ..errors import UsageError
+
+            raise UsageError("a detail pass runs on a local upscale", field="--quality",
+                             hint="use --quality standard (or max) with --detail-denoise")
         with Ledger(s.ledger_path) as ledger:
             record_consent(ledger, image, who, source, permission)
         detail = None
@@ -204,6 +215,10 @@ def register(app: typer.Typer) -> None:
             pid = provider or default_provider(model)
             detail = DetailPass(model=model, denoise=detail_denoise, weights=weights, provider=pid)
             ids = [pid]
+        if method == "hosted":
+            from ..catalog import get_model
+
+            ids = [get_model(HOSTED_UPSCALER).default_provider]
 
         with progress_bars(quiet=json_out) as bars:
             tiles = bars.bar(f"upscale ×{scale:g}", None, unit="tiles")
@@ -211,7 +226,7 @@ def register(app: typer.Typer) -> None:
             async def work(engine: Engine) -> Any:
                 engine.progress = tiles.update  # type: ignore[attr-defined]  # (tiles done, tiles in all)
                 return await upscale_image(engine, image, scale, detail=detail, gpu=gpu, tile=tile, out=out,
-                                           budget_usd=budget, method=methods[quality])
+                                           budget_usd=budget, method=method)
 
             outcome = run_with_engine(s, ids, work, sandbox=sandbox, weights=weights, sign=sign, quiet=json_out,
                                       checker=None, accept_licence=model if accept_licence and detail else None)
@@ -220,7 +235,8 @@ def register(app: typer.Typer) -> None:
                 print_json({**outcome.model_dump(mode="json"), "lineage": _chain_json(ledger, outcome.image.image_sha256)})
                 return
             console.print(plain(f"upscaled ×{scale:g} to {outcome.size[0]}×{outcome.size[1]} in {outcome.seconds:.1f}s"
-                                + (f" with a {outcome.detail_model} detail pass" if outcome.detail_model else "")))
+                                f" with {outcome.engine}"
+                                + (f" and a {outcome.detail_model} detail pass" if outcome.detail_model else "")))
             say_path("wrote", outcome.path)
             _print_chain(ledger, outcome.image.image_sha256)
 

@@ -375,14 +375,21 @@ def register(app: typer.Typer) -> None:
                                       "acceptance is unknown (may pay twice for them).")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Send again requests the provider accepted "
                                 "and that then failed (moderated, error, expired): they may have been charged.")] = False,
+        ray: Annotated[str | None, typer.Option("--ray", metavar="auto|ADDRESS", help="Finish it on Ray: 'auto' or "
+                                                "a cluster's ADDRESS (as 'portrait batch --ray').")] = None,
+        gpu_resource: Annotated[str | None, typer.Option("--gpu-resource", help="With --ray: the Ray resource that "
+                                                         "marks a GPU worker (default: real GPUs).")] = None,
         json_out: JsonOption = False,
         home: HomeOption = None,
     ) -> None:
         """Finish an interrupted run of any kind without paying twice: re-poll accepted tasks, send only
         what never went out, then apply its finishing steps (labels, checks, composites, next shots)."""
+        from ..engine import hold_run
+
         s = studio(home)
         with Ledger(s.ledger_path) as ledger:
             row = ledger.run(run)
+            hold_run(ledger, row.id)  # one resumer at a time, decided before any sandbox or model is opened
             rows = ledger.requests(row.id)
             statuses = [r.status for r in rows]
             providers = list(dict.fromkeys([*(row.plan or {}).get("providers", []), *(r.provider for r in rows)]))
@@ -393,8 +400,19 @@ def register(app: typer.Typer) -> None:
             console.print(plain(f"run {row.id} ({row.kind}, {row.status}): {counts}"))
 
         async def work(engine: Engine) -> RunReport:
-            return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
-                                               retry_failed=retry_failed, quiet=json_out or complete)
+            quiet = json_out or complete
+            if not ray:
+                return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
+                                                   retry_failed=retry_failed, quiet=quiet)
+            from ..cluster import ClusterOptions, ClusterRunner
+
+            runner = ClusterRunner(ClusterOptions(address=ray, gpu_resource=gpu_resource), engine=engine)
+            engine.runner = runner
+            try:
+                return await execute_with_progress(engine, row.id, budget=budget, resubmit_uncertain=resubmit_uncertain,
+                                                   retry_failed=retry_failed, quiet=quiet)
+            finally:
+                runner.close()
 
         report = run_with_engine(s, providers, work, sandbox=sandbox, weights=weights, quiet=json_out or complete)
         _summarise(s, report, json_out, spent_before=spent_before, was_complete=complete)

@@ -209,6 +209,7 @@ def fix_plan(engine: Any, image_path: str | Path, region: str, *, model: str = D
     from ..engine import Plan, Step
 
     image_path = Path(image_path)
+    out = engine.check_out(out) if out is not None else None
     parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
     request, mask, path = _fix_request(engine, parent, region, model=model, provider=provider, denoise=denoise,
                                        prompt_add=prompt_add, seed=seed, steps=steps, out=out, weights=weights,
@@ -406,6 +407,7 @@ def autofix_plan(engine: Any, image_path: str | Path, *, model: str = DEFAULT_FI
     if max_tries < 1:
         raise CapabilityError(f"--max-tries {max_tries} must be at least 1", hint="use 1-3")
     image_path = Path(image_path)
+    out = engine.check_out(out) if out is not None else None
     parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
     args = {"parent_id": parent.id, "source": str(image_path), "model": model, "provider": provider or default_provider(model),
             "max_tries": max_tries, "out": str(out) if out else None, "options": options}

@@ -158,7 +158,7 @@ def _face_masks(an: Analysis, face: Face) -> list[RegionMask]:
     shape, fw = an.shape, face.width
     eye_l = _finish("eye_left", _eye(face, "left", shape), MASK_SPECS["eye"], fw)
     eye_r = _finish("eye_right", _eye(face, "right", shape), MASK_SPECS["eye"], fw)
-    both = np.asarray(eye_l.mask) | np.asarray(eye_r.mask)
+    both = (np.asarray(eye_l.mask) > 0) | (np.asarray(eye_r.mask) > 0)  # bool: 255 * 255 overflows uint8 to 1
     return [
         _finish("mouth", _polygon(face.points(LIPS_OUTER_IDX), shape), MASK_SPECS["mouth"], fw),
         _finish("teeth", _polygon(face.points(INNER_MOUTH_IDX), shape), MASK_SPECS["teeth"], fw),

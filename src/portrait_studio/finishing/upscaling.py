@@ -122,10 +122,13 @@ def upscale_plan(
     if scale is not None and not 1.0 < scale <= 4.0:
         raise LimitError(f"scale {scale:g} is outside 1–4", field="--scale", hint="upscale 1.5–2x for portraits")
     image_path = Path(image_path)
+    out = engine.check_out(out) if out is not None else None
     parent = ensure_recorded(engine.ledger, image_path, engine.images_dir)
     provider = None
     if detail is not None:
         provider = detail.provider or get_model(detail.model).default_provider
+    if method == "hosted":
+        return _hosted_plan(engine, image_path, parent, scale, size, out)
     tag = f"x{scale:g}" if scale is not None else f"{size[0]}x{size[1]}"  # type: ignore[index]
     path = derived_path(image_path, tag, out)
     args = {"parent_id": parent.id, "scale": scale, "size": list(size) if size else None, "path": str(path),
@@ -134,6 +137,52 @@ def upscale_plan(
     return Plan(kind="upscale", name=f"upscale {image_path.name} {tag}", steps=(Step(name="upscale", args=args),),
                 details={"parent_sha256": parent.image_sha256, "source": str(image_path), "scale": scale,
                          "providers": [provider] if provider else []})
+
+
+HOSTED_UPSCALER = "real-esrgan"
+
+
+def _hosted_plan(engine: Any, image_path: Path, parent: ImageRow, scale: float | None,
+                 size: tuple[int, int] | None, out: str | Path | None) -> Any:
+    """A hosted super-resolution request (for users with a key and no GPU): recorded, budgeted and
+    resumable like any paid request; the `upscale` step resamples its answer to the exact size."""
+    from ..engine import Plan, Step
+    from .upscale import target_size
+
+    spec = get_model(HOSTED_UPSCALER)
+    provider = spec.default_provider
+    w, h = parent.width or 0, parent.height or 0
+    final = size or target_size(w, h, float(scale or 2.0))
+    factor = round(max(final[0] / max(w, 1), final[1] / max(h, 1)), 4)
+    request = Request(
+        model=spec.id, provider=provider, mode="upscale", prompt="", seed=0, width=final[0], height=final[1],
+        images=(InputImage(path=parent.path, sha256=parent.image_sha256, role="init"),), parent_id=parent.id,
+        options={"scale": min(8.0, max(1.0, factor)), "record_as": "raw"},
+        estimated_cost=estimate_cost(spec, provider, final[0], final[1]),
+    )
+    tag = f"x{scale:g}" if scale is not None else f"{final[0]}x{final[1]}"
+    args = {"parent_id": parent.id, "scale": factor, "size": list(final), "path": str(derived_path(image_path, tag, out)),
+            "hosted_request_id": request.request_id, "method": "hosted"}
+    return Plan(kind="upscale", name=f"upscale {image_path.name} {tag} (hosted)", requests=(request,),
+                steps=(Step(name="upscale", args=args),),
+                details={"parent_sha256": parent.image_sha256, "source": str(image_path), "scale": factor,
+                         "engine": f"{spec.name} on {provider}"})
+
+
+def choose_method(studio: Any, method: str, *, gpu: int | None = None) -> str:
+    """'auto' → a local Vulkan GPU, else the hosted upscaler when its provider has a key, else the CPU."""
+    if method != "auto":
+        return method
+    if gpu is not None:
+        return "standard"
+    from .vulkan import probe_vulkan
+
+    if probe_vulkan().hardware:
+        return "standard"
+    spec = get_model(HOSTED_UPSCALER)
+    if studio.key(spec.default_provider):
+        return "hosted"
+    return "standard"
 
 
 async def _upscale_step(ctx: Any) -> None:
@@ -147,12 +196,16 @@ async def _drive_upscale(engine: Any, run_id: str, args: dict[str, Any], budget_
 
     ledger = engine.ledger
     done = ledger.derived_in_run(run_id, "upscale")
-    if done is not None:
+    if done is not None and args.get("method") != "hosted":
         parent = ledger.image(done.parent_sha256 or "")
         engine.deliver(done, info=_label(engine, done, parent, args), kind="upscale",
                        parent_path=parent.out_path if parent.out_path and Path(parent.out_path).is_file() else parent.path)
         return done
     parent = ledger.image(args["parent_id"])
+    if args.get("method") == "hosted":
+        if done is not None:
+            return done
+        return await _finish_hosted(engine, run_id, args, parent)
     from ..imaging import open_image
 
     source = open_image(parent.path, mode=None)
@@ -214,6 +267,35 @@ async def _drive_upscale(engine: Any, run_id: str, args: dict[str, Any], budget_
     )
 
 
+async def _finish_hosted(engine: Any, run_id: str, args: dict[str, Any], parent: ImageRow) -> ImageRow:
+    from ..imaging import open_image
+
+    ledger = engine.ledger
+    raw = ledger.result_for_request(args["hosted_request_id"])
+    if raw is None:
+        row = ledger.request(args["hosted_request_id"])
+        raise StudioError(f"the hosted upscale did not finish: {row.error or row.status}",
+                          hint=f"'portrait resume {run_id}' collects it")
+    size = (int(args["size"][0]), int(args["size"][1]))
+    made = open_image(raw.path)
+    final = made if made.size == size else made.resize(size, Image.Resampling.LANCZOS)
+    buffer = BytesIO()
+    final.save(buffer, "PNG")
+    request = ledger.request(args["hosted_request_id"]).request
+    details = {"scale": args["scale"], "engine": f"{request.model}@{request.provider}", "size": list(size),
+               "hosted": True, "cost_usd": raw.cost_usd}
+    info = LabelInfo(model=request.model, provider=request.provider, prompt=_parent_prompt(engine, parent),
+                     width=size[0], height=size[1], is_composite=True,
+                     edit=f"upscaled {args['scale']:g}x by {request.model} on {request.provider}",
+                     parent_sha256=parent.image_sha256, sandbox=parent.sandbox or raw.sandbox,
+                     creator=getattr(engine.labels, "creator", None), credit=getattr(engine.labels, "credit", None))
+    return record_derived(
+        engine, buffer.getvalue(), parent=parent, operation="upscale", details=details, info=info,
+        path=Path(args["path"]), run_id=run_id, request_id=raw.request_id, provider=request.provider,
+        model=request.model, cost_usd=raw.cost_usd, sandbox=raw.sandbox, timings=raw.timings,
+    )
+
+
 def _label(engine: Any, made: ImageRow | None, parent: ImageRow, args: dict[str, Any],
            size: tuple[int, int] | None = None, details: dict[str, Any] | None = None) -> LabelInfo:
     details = details or (made.operation_details if made else {}) or {}
@@ -249,7 +331,7 @@ async def upscale_image(engine: Any, image_path: str | Path, scale: float | None
         path=str(made.out_path or made.path), image=made, parent=engine.ledger.image(made.parent_sha256 or ""),
         scale=float(d.get("scale") or scale or 0), size=(made.width or 0, made.height or 0),
         seconds=round(time.perf_counter() - started, 3), cost_usd=engine.ledger.spent(run_id, sandbox=None).usd,
-        detail_model=d.get("detail_model"), run_id=run_id, sandbox=made.sandbox,
+        detail_model=d.get("detail_model"), run_id=run_id, sandbox=made.sandbox, engine=str(d.get("engine") or ENGINE),
     )
 
 

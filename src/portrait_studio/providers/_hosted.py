@@ -9,23 +9,34 @@
   re-sent: that is how nobody pays twice for one image.
 - `account_slots`: one semaphore per account and limit group per event loop, so a
   process never has more active tasks than the provider allows.
-- `verify_image`: a downloaded result must decode before it counts.
+- `verify_image`: a downloaded result must be a whole image before it counts.
+- `LatencyLog` / `HostedProvider.poll`: adaptive polling. Each model's latency is learnt
+  from the tasks this process has seen; the first poll lands near the expected finish and
+  later ones come at short intervals, so a slot is never left idle waiting for a poll.
+  Until a first latency is known, one "scout" task polls densely and wakes the others.
+- Errors raised after a provider accepted a task carry that `ticket` and whether the
+  provider `charged` for the outcome (`settle`), so the engine can account for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import io
 import logging
 import math
 import random
+import ssl
+import statistics
+import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import Field
@@ -40,14 +51,17 @@ from ..errors import (
     RateLimited,
     UncertainSubmission,
 )
-from ..records import InputImage, Request
+from ..records import InputImage, Request, Ticket
 from .base import Provider, ProviderOptions
 
 __all__ = [
     "HostedOptions",
     "HostedProvider",
+    "LatencyLog",
     "Secret",
+    "SANDBOX_MARK",
     "account_slots",
+    "carries_sandbox_mark",
     "data_uri",
     "nearest_ratio",
     "raw_b64",
@@ -82,9 +96,12 @@ class HostedOptions(ProviderOptions):
     """Settings every hosted client has."""
 
     base_url: str | None = Field(default=None, description="override the provider's host (sandboxes, proxies)")
-    poll_interval_s: float = Field(default=0.5, gt=0)
+    poll_interval_s: float = Field(default=0.5, gt=0, description="first poll interval while a model's "
+                                   "latency is unknown (and with adaptive_polling off)")
     poll_backoff: float = Field(default=1.2, ge=1.0)
     poll_max_interval_s: float = Field(default=5.0, gt=0)
+    poll_min_interval_s: float = Field(default=0.05, gt=0, description="shortest gap between two polls of one task")
+    adaptive_polling: bool = Field(default=True, description="poll from each model's observed latency")
     request_timeout_s: float = Field(default=30.0, gt=0)
     download_timeout_s: float = Field(default=120.0, gt=0)
     task_timeout_s: float = Field(default=900.0, gt=0, description="give up waiting for one task after this")
@@ -114,19 +131,32 @@ class HostedProvider(Provider):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         models: ModelLookup | None = None,
+        sandbox: bool = False,
+        moved_origins: Mapping[str, str] | None = None,
     ) -> None:
         if not key:
             raise AuthenticationError("an empty API key was given", provider=self.provider_id)
         self._key = Secret(key)
         self.options = options or self.Options()
         self._models = models
+        self.sandbox = sandbox
+        self._moved = dict(moved_origins or {}) if sandbox else {}
+        verify = _ssl_verify(self.options.verify)
+        if transport is None:
+            from ._wire import lean_transport
+
+            transport = lean_transport(verify if isinstance(verify, ssl.SSLContext) else
+                                       httpx.create_ssl_context(verify=verify))
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.options.request_timeout_s),
-            verify=_ssl_verify(self.options.verify),
+            verify=verify,
             follow_redirects=True,
             headers={"user-agent": "portrait-studio"},
         )
+        # The provider APIs set no cookies, and parsing every answer for them (httpx builds
+        # urllib request objects per response) costs more CPU than the rest of a poll.
+        self._client._cookies = _NoCookies()
 
     @classmethod
     def create(cls, studio: Any, **options: Any) -> HostedProvider:
@@ -135,11 +165,49 @@ class HostedProvider(Provider):
 
     @classmethod
     def for_sandbox(cls, sandbox: Any, **options: Any) -> HostedProvider:
-        """Build the client against a running sandbox (`testing.sandbox.start_sandbox`)."""
+        """Build the client against a running sandbox (`testing.sandbox.start_sandbox`).
+
+        Everything it returns is marked `sandbox=True`. If the sandbox was restarted on another
+        port, the polling URLs of tickets it issued before are mapped to where it listens now
+        (`handle.moved_origins`); URLs of real providers are never rewritten."""
         opts: dict[str, Any] = {**options, "base_url": sandbox.url}
         if getattr(sandbox, "ca_file", None):
             opts["verify"] = sandbox.ca_file
-        return cls(sandbox.key, cls.Options(**opts))
+        return cls(sandbox.key, cls.Options(**opts), sandbox=True,
+                   moved_origins=getattr(sandbox, "moved_origins", None))
+
+    def resolve(self, url: str) -> str:
+        """`url` as stored in a ticket, pointed at the sandbox's current origin if it moved."""
+        for old, new in self._moved.items():
+            if url == old or url.startswith(old + "/") or url.startswith(old + "?"):
+                return new + url[len(old):]
+        return url
+
+    # --- what an accepted task's failure costs ------------------------------------------
+    def charged_for(self, exc: ProviderError) -> bool | None:
+        """Whether the provider bills a task that ended in `exc`, by `billing`. Subclasses
+        set `exc.charged` at the raise site where the documentation says otherwise."""
+        if self.billing == "on_accept":
+            return True
+        if self.billing == "free":
+            return False
+        if isinstance(exc, NetworkError):
+            return None  # still running, or finished: resuming the ticket will tell
+        return True  # documents silent: never under-count
+
+    def unreadable(self, exc: Exception) -> ProviderError:
+        """The error for an answer that does not have the documented shape (after acceptance)."""
+        return ProviderError(f"{self.provider_id} sent an answer the client cannot read ({type(exc).__name__}: "
+                             f"{exc})", provider=self.provider_id,
+                             hint="the task was accepted; 'portrait resume RUN' asks for it again")
+
+    def settle(self, exc: ProviderError, ticket: Ticket) -> ProviderError:
+        """Attach the accepted `ticket` and what it costs to an error raised after acceptance."""
+        if exc.ticket is None:
+            exc.ticket = ticket
+        if exc.charged is None:
+            exc.charged = self.charged_for(exc)
+        return exc
 
     @property
     def base_url(self) -> str:
@@ -224,7 +292,7 @@ class HostedProvider(Provider):
                 continue
             return response
 
-    async def get_with_retries(self, url: str, *, headers: dict[str, str] | None = None,
+    async def get_with_retries(self, url: str | httpx.URL, *, headers: dict[str, str] | None = None,
                                what: str = "poll") -> httpx.Response:
         """GET a status; 5xx, 429 and dropped connections are retried with backoff."""
         failures = 0
@@ -247,10 +315,62 @@ class HostedProvider(Provider):
             await asyncio.sleep(wait if wait is not None else self._backoff(failures))
 
     def poll_intervals(self) -> Iterator[float]:
+        """The fixed schedule (adaptive_polling off): poll_interval_s growing by poll_backoff."""
         delay = self.options.poll_interval_s
         while True:
             yield delay
             delay = min(self.options.poll_max_interval_s, delay * self.options.poll_backoff)
+
+    async def poll(self, model: str, started: float, once: Callable[[], Awaitable[_T | None]], *,
+                   what: str, immediately: bool = False,
+                   reported: Callable[[_T], float | None] | None = None) -> _T:
+        """Call `once()` (one status request; None while the task runs) until it returns a value.
+
+        `started` is when the task was accepted (time.time()). With adaptive polling the
+        schedule comes from `next_poll_delay` and this model's `LatencyLog`; each finished
+        task adds what it showed of the latency: the provider's own figure when `reported`
+        finds one in the answer (exact, unlike timing our polls through a busy server),
+        otherwise the window between the polls. Gives up after `task_timeout_s`."""
+        opts = self.options
+        deadline = time.monotonic() + opts.task_timeout_s
+        log = LatencyLog.of(self.provider_id, self.base_url, model)
+        fixed = self.poll_intervals()
+        scout = opts.adaptive_polling and log.estimate is None and log.enlist_scout()
+        last_pending: float | None = None
+        polls = late = 0
+        try:
+            while True:
+                elapsed = time.time() - started
+                if opts.adaptive_polling and not scout and log.estimate is None:
+                    scout = log.enlist_scout()  # the scout's task ended unseen: take over
+                if opts.adaptive_polling:
+                    delay = next_poll_delay(log.estimate, elapsed, polls=polls, late=late, scout=scout,
+                                            options=opts)
+                else:
+                    delay = next(fixed)
+                if immediately:
+                    delay, immediately = 0.0, False
+                if delay > 0:
+                    await log.wait(delay, early=not scout and log.estimate is None)
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"{what} not finished after {opts.task_timeout_s:.0f} s",
+                                       provider=self.provider_id, hint="'portrait resume RUN' polls it again later")
+                asked = time.time() - started
+                value = await once()
+                seen = (asked + time.time() - started) / 2  # the server looked about half-way through
+                if value is not None:
+                    log.observe(last_pending, seen, reported(value) if reported is not None else None)
+                    return value
+                last_pending = seen
+                polls += 1
+                estimate = log.estimate
+                if estimate is not None and asked >= estimate * (1 + _FIRST_POLL_MARGIN):
+                    late += 1
+        finally:
+            if scout:
+                log.scouts -= 1
+                if log.estimate is None:
+                    log.notify()  # wake the others: one of them scouts now
 
     async def download(self, url: str) -> tuple[bytes, dict[str, Any]]:
         """Fetch a result image (without our key: result hosts are public CDNs) and check it decodes."""
@@ -280,8 +400,13 @@ class HostedProvider(Provider):
                 return response.content, verify_image(response.content, self.provider_id)
             except GenerationFailed as exc:
                 last = exc.message
-        raise GenerationFailed(f"could not download a valid image after {self.options.download_attempts} "
-                               f"attempts ({last})", provider=self.provider_id)
+        from ..errors import NetworkError
+
+        # The task is done and paid; only the download failed (a dropped connection, a truncated answer):
+        # the image is still the provider's until its URL expires, so the task stays collectable.
+        raise NetworkError(f"could not download a valid image after {self.options.download_attempts} "
+                           f"attempts ({last})", provider=self.provider_id,
+                           hint="'portrait resume RUN' downloads it again (the provider keeps it for a while)")
 
     def http_error(self, response: httpx.Response, *, during: str) -> ProviderError:
         """The error for an unexpected answer. Never includes the key (only the body's message)."""
@@ -302,10 +427,15 @@ class HostedProvider(Provider):
                              provider=self.provider_id)
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing (see HostedProvider.__init__)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 def _ssl_verify(verify: bool | str) -> Any:
     if isinstance(verify, str):
-        import ssl
-
         return ssl.create_default_context(cafile=verify)
     return verify
 
@@ -362,20 +492,50 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def verify_image(data: bytes, provider: str) -> dict[str, Any]:
-    """Decode `data` fully; return media type, size and whether it carries the sandbox mark."""
+    """Check `data` is a whole image file; return its media type and size.
+
+    What breaks a download in practice is a cut-off or wrong body (an error page, a partial
+    file), not flipped bits (TLS and TCP check those), so this checks structure, cheaply
+    enough for every download: the header must parse; a PNG's chunks must all pass their
+    CRC up to IEND; a JPEG must end with its EOI marker; a WebP's RIFF length must match;
+    anything else is fully decoded."""
     from PIL import Image, UnidentifiedImageError
 
     from ..errors import GenerationFailed
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            from ..testing.sandbox_images import is_sandbox_image
-
-            return {"media_type": Image.MIME.get(img.format or "", "application/octet-stream"),
-                    "width": img.width, "height": img.height, "sandbox": is_sandbox_image(img)}
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            info = {"media_type": Image.MIME.get(img.format or "", "application/octet-stream"),
+                    "width": img.width, "height": img.height, "sandbox_mark": carries_sandbox_mark(img)}
+            if img.format == "PNG":
+                img.verify()
+            elif img.format == "JPEG":
+                if b"\xff\xd9" not in data[-64:]:
+                    raise OSError("the JPEG ends before its EOI marker (truncated)")
+            elif img.format == "WEBP":
+                if int.from_bytes(data[4:8], "little") + 8 > len(data):
+                    raise OSError("the WebP file is shorter than its RIFF header says (truncated)")
+            else:
+                img.load()
+            return info
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise GenerationFailed(f"the result image does not decode ({exc})", provider=provider) from None
+
+
+SANDBOX_MARK = "SANDBOX: made by a Portrait Studio sandbox from a public-domain photo, not by FLUX"
+"""What every sandbox image says in its metadata (PNG text, JPEG comment, WebP XMP)."""
+
+
+def carries_sandbox_mark(img: Any) -> bool:
+    """True when an opened image says it is sandbox output. A client pointed at a sandbox by
+    hand (a `portrait sandbox` URL in config.toml) still marks what it gets as SANDBOX."""
+    for key in ("Comment", "comment", "xmp"):
+        value = img.info.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str) and "SANDBOX" in value:
+            return True
+    return False
 
 
 def raw_b64(image: InputImage) -> str:
@@ -407,6 +567,106 @@ def reduced_ratio(width: int, height: int) -> str:
     return f"{f.numerator}:{f.denominator}"
 
 
+_T = TypeVar("_T")
+_FIRST_POLL_MARGIN = 0.02
+_STEP_FRACTION = 0.03
+_SCOUT_FRACTION = 0.05
+_SCOUTS = 1
+
+
+def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late: int, scout: bool,
+                    options: HostedOptions) -> float:
+    """Seconds to wait before the next poll of a task accepted `elapsed` seconds ago. Pure.
+
+    - latency known (`estimate`): first poll just after the expected finish, then short steps
+      (3% of the latency, at least `poll_min_interval_s`) that grow by half each late poll;
+    - unknown, the scout (one task per model): every 5% of the time elapsed, at least twice
+      `poll_min_interval_s` apart (the finish is seen within ~5%);
+    - unknown, others: wait for the scout to learn the latency (it wakes them), polling at
+      `poll_max_interval_s` meanwhile in case the scout's task is slow.
+    """
+    lo, hi = options.poll_min_interval_s, options.poll_max_interval_s
+    if estimate is not None:
+        first = estimate * (1 + _FIRST_POLL_MARGIN)
+        if elapsed < first:
+            return first - elapsed if polls == 0 else max(first - elapsed, lo)
+        if late == 0:
+            return 0.0 if polls == 0 else lo
+        return min(hi, max(lo, _STEP_FRACTION * estimate) * 1.5 ** (late - 1))
+    if scout:
+        return min(options.poll_interval_s, max(2 * lo, _SCOUT_FRACTION * elapsed))
+    return hi  # a safety net: the scout wakes this task as soon as it learns the latency
+
+
+class LatencyLog:
+    """What this process has seen of one model's latency on one host: accept → finished.
+
+    The estimate is the median of recent samples. A sample is the provider's own figure for
+    the task when its answer carries one; otherwise the middle of the window
+    between the last poll that found the task running and the one that found it done; when
+    the first poll already found it done, 97% of that time (so the estimate drifts down until
+    a poll lands early again: it follows a model that got faster)."""
+
+    _all: ClassVar[dict[tuple[str, str, str], LatencyLog]] = {}
+
+    def __init__(self) -> None:
+        self.samples: deque[float] = deque(maxlen=15)
+        self.scouts = 0
+        self._events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+            weakref.WeakKeyDictionary())
+
+    @classmethod
+    def of(cls, provider: str, host: str, model: str) -> LatencyLog:
+        return cls._all.setdefault((provider, host, model), cls())
+
+    @property
+    def estimate(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    def enlist_scout(self) -> bool:
+        if self.scouts >= _SCOUTS:
+            return False
+        self.scouts += 1
+        return True
+
+    def observe(self, last_pending: float | None, finished: float, reported: float | None = None) -> None:
+        if reported is not None and reported > 0:
+            sample = reported
+        else:
+            sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
+        self.samples.append(max(0.0, sample))
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every task waiting in `wait(early=True)`; later waiters wait afresh."""
+        events, self._events = self._events, weakref.WeakKeyDictionary()
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, event in list(events.items()):
+            if loop is current:
+                event.set()
+            else:  # another thread's loop (web jobs): events are not thread-safe
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(event.set)
+
+    async def wait(self, delay: float, *, early: bool) -> None:
+        """Sleep `delay` s; with `early`, wake as soon as a first latency is learnt (or the
+        scout gave up)."""
+        if not early:
+            await asyncio.sleep(delay)
+            return
+        loop = asyncio.get_running_loop()
+        event = self._events.get(loop)
+        if event is None:
+            event = self._events[loop] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), delay)
+        except TimeoutError:
+            pass
+
+
 _SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
@@ -428,3 +688,12 @@ class account_slots:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+
+def reported_seconds(value: Any) -> float | None:
+    """A provider-reported duration, when it is a positive number."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds < 86400 else None

@@ -17,7 +17,6 @@ exist, and the runner will not re-send it on its own.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Literal
 
@@ -29,12 +28,11 @@ from ..errors import (
     CapabilityError,
     GenerationFailed,
     Moderated,
-    NetworkError,
     ProviderError,
     TaskNotFound,
 )
 from ..records import Cost, Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, account_slots, raw_b64
+from ._hosted import HostedOptions, HostedProvider, account_slots, raw_b64, reported_seconds
 from .base import OnAccepted
 
 __all__ = ["BflOptions", "BflProvider", "HOSTS", "request_body"]
@@ -107,17 +105,19 @@ def request_body(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 class BflProvider(HostedProvider):
-    """Black Forest Labs' own API, on the shared hosted-client base."""
+    """Black Forest Labs' own API, on the shared hosted-client base.
+
+    Billing: `on_accept`. BFL answers the submission with the task's `cost` in credits and
+    charges it then (docs.bfl.ai pricing, "The real charge is returned in `cost`"; credits
+    are taken at submission, notes/provider-apis.md §1.2, §1.6); nothing in its documents
+    refunds a task that ends moderated, in error, lost or with an expired result, so every
+    accepted task is counted as paid. `Ticket.cost` carries that cost."""
 
     provider_id = "bfl"
     key_env_var = "BFL_API_KEY"
     hosted = True
+    billing = "on_accept"
     Options = BflOptions
-
-    def __init__(self, key: str, options: BflOptions | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
-                 sandbox: bool = False) -> None:
-        super().__init__(key, options or BflOptions(), transport=transport)
-        self.sandbox = sandbox
 
     @property
     def base_url(self) -> str:
@@ -130,10 +130,6 @@ class BflProvider(HostedProvider):
         if opts.base_url is None and "region" not in options and studio.config.bfl_host != HOSTS["global"]:
             opts = opts.model_copy(update={"base_url": studio.config.bfl_host})
         return cls(studio.require_key("bfl"), opts)
-
-    @classmethod
-    def for_sandbox(cls, sandbox: Any, **options: Any) -> BflProvider:
-        return cls(sandbox.key, BflOptions(**{**options, "base_url": sandbox.url}), sandbox=True)
 
     def max_concurrency(self, model: str) -> int:
         return get_model(model).route("bfl").max_active or 24
@@ -157,40 +153,48 @@ class BflProvider(HostedProvider):
             ticket = Ticket(
                 request_id=request.request_id, provider="bfl", task_id=str(answer["id"]),
                 polling_url=answer.get("polling_url") or f"{self.base_url}/v1/get_result?id={answer['id']}",
+                accepted_at=submitted,
                 cost=Cost(credits=float(cost), usd=round(float(cost) * USD_PER_CREDIT, 6)) if cost is not None else None,
                 data={"endpoint": endpoint, "input_mp": answer.get("input_mp"), "output_mp": answer.get("output_mp")},
             )
             if on_accepted is not None:
                 await on_accepted(ticket)
-            ready = await self._poll(ticket)
+            try:
+                ready = await self._poll(ticket, request.model)
+            except ProviderError as exc:
+                raise self.settle(exc, ticket) from None
+            except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+                raise self.settle(self.unreadable(exc), ticket) from None
         result = await self._collect(ticket, request, ready)
         timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
         return result.model_copy(update={"timings": timings})
 
     async def resume(self, ticket: Ticket, request: Request) -> Result:
         async with self._slots(request.model):
-            ready = await self._poll(ticket)
+            try:
+                ready = await self._poll(ticket, request.model, immediately=True)
+            except ProviderError as exc:
+                raise self.settle(exc, ticket) from None
+            except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+                raise self.settle(self.unreadable(exc), ticket) from None
         return await self._collect(ticket, request, ready)
 
-    async def _poll(self, ticket: Ticket) -> dict[str, Any]:
+    async def _poll(self, ticket: Ticket, model: str, *, immediately: bool = False) -> dict[str, Any]:
         assert ticket.polling_url
-        deadline = time.monotonic() + self.options.task_timeout_s
+        url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        headers = {"x-key": self._key.reveal()}
         start = time.time()
-        for delay in self.poll_intervals():
-            await asyncio.sleep(delay)
-            if time.monotonic() > deadline:
-                raise NetworkError(f"task {ticket.task_id} not ready after {self.options.task_timeout_s:.0f}s",
-                                   provider="bfl", hint="'portrait resume RUN' polls it again later")
-            response = await self.get_with_retries(ticket.polling_url, headers={"x-key": self._key.reveal()})
+
+        async def once() -> dict[str, Any] | None:
+            response = await self.get_with_retries(url, headers=headers)
             if response.status_code != 200:
                 raise self.http_error(response, during="poll")
             payload = dict(response.json())
             status = payload.get("status")
             if status == "Ready":
-                payload["_poll_s"] = round(time.time() - start, 3)
                 return payload
             if status in ("Pending", None):
-                continue
+                return None
             details = payload.get("details") or {}
             reasons = list(details.get("Moderation Reasons", [])) if isinstance(details, dict) else []
             if status == "Request Moderated":
@@ -201,17 +205,28 @@ class BflProvider(HostedProvider):
             if status == "Task not found":
                 raise TaskNotFound(f"BFL does not know task {ticket.task_id}", provider="bfl")
             if status in ("Error", "Failed"):
-                raise GenerationFailed(f"BFL reported an error for task {ticket.task_id}: {details or ''}", provider="bfl")
+                raise GenerationFailed(f"BFL reported an error for task {ticket.task_id}: {details or ''}",
+                                       provider="bfl")
             raise ProviderError(f"BFL answered an unknown status {status!r}", provider="bfl")
-        raise AssertionError("unreachable")  # pragma: no cover - poll_intervals never ends
+
+        payload = await self.poll(model, ticket.accepted_at, once, what=f"task {ticket.task_id}",
+                                  immediately=immediately,
+                                  reported=lambda p: reported_seconds((p.get("result") or {}).get("duration")))
+        payload["_poll_s"] = round(time.time() - start, 3)
+        return payload
 
     async def _collect(self, ticket: Ticket, request: Request, ready: dict[str, Any]) -> Result:
-        result = ready.get("result") or {}
-        sample = result.get("sample")
-        if not sample:
-            raise GenerationFailed(f"task {ticket.task_id} is Ready but has no sample", provider="bfl")
-        t0 = time.time()
-        image, info = await self.download(str(sample))  # signed URL: the key is not sent there
+        try:
+            result = ready.get("result") or {}
+            sample = result.get("sample")
+            if not sample:
+                raise GenerationFailed(f"task {ticket.task_id} is Ready but has no sample", provider="bfl")
+            t0 = time.time()
+            image, info = await self.download(str(sample))  # signed URL: the key is not sent there
+        except ProviderError as exc:
+            raise self.settle(exc, ticket) from None
+        except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+            raise self.settle(self.unreadable(exc), ticket) from None
         return Result(
             request_id=request.request_id, provider="bfl", model=request.model, image=image,
             media_type=str(info["media_type"]),
@@ -221,5 +236,5 @@ class BflProvider(HostedProvider):
                      **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
             metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},
-            sandbox=self.sandbox,
+            sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )

@@ -8,14 +8,15 @@ verbatim) → `on_accepted` → GET status_url (202 queued / in progress, 200 CO
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, ClassVar
 
-from ..errors import GenerationFailed, Moderated, NetworkError, TaskNotFound
+import httpx
+
+from ..errors import GenerationFailed, Moderated, ProviderError, TaskNotFound
 from ..records import Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio
+from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio, reported_seconds
 from .base import OnAccepted
 
 __all__ = ["FalOptions", "FalProvider"]
@@ -31,12 +32,28 @@ class FalOptions(HostedOptions):
 
 
 class FalProvider(HostedProvider):
-    """fal.ai's queue API."""
+    """fal.ai's queue API.
+
+    Billing: `on_success`. docs.fal.ai "Pricing" (Model APIs): "You pay only for successful
+    outputs, and you are never charged for server errors or time spent waiting in the
+    queue"; the FAQ (fal.ai/docs/model-apis/faq, "Do you charge for failed requests?"):
+    "Server errors (HTTP 500+) are never charged ... Client-side errors like invalid inputs
+    (HTTP 422) may still be charged if a runner spent GPU time processing the request".
+    So a delivered output is paid (an
+    NSFW-blanked one too, and a result whose URL expired), a runner error or a cancelled
+    request is not, and a content-policy refusal (422) is counted as paid: the budget never
+    under-counts. fal returns no cost: `Ticket.cost` stays None (use the catalog price)."""
 
     provider_id: ClassVar[str] = "fal"
     key_env_var: ClassVar[str | None] = "FAL_KEY"
+    billing = "on_success"
     Options: ClassVar[type[FalOptions]] = FalOptions  # type: ignore[assignment]
     default_base_url: ClassVar[str] = "https://queue.fal.run"
+
+    def check(self, request: Request) -> None:
+        super().check(request)
+        if request.mode == "upscale":
+            _upscale_scale(request)  # raises on a missing image or a scale out of range
 
     def arguments(self, request: Request) -> tuple[str, dict[str, Any]]:
         """(fal model id, input JSON) for `request`, by model family."""
@@ -44,6 +61,8 @@ class FalProvider(HostedProvider):
         family = spec.family
         refs = [i for i in request.images if i.role != "mask"]
         model_id: str = route.model_id
+        if family == "upscale":
+            return model_id, _upscale_body(request)
         body: dict[str, Any] = {"prompt": request.prompt, "seed": request.seed}
         size = {"width": request.width, "height": request.height} if request.width and request.height else None
         flux2 = family in ("flux2", "flux2-flex", "klein")
@@ -131,35 +150,49 @@ class FalProvider(HostedProvider):
         return await self._finish(ticket, request, started, time.monotonic() - started)
 
     async def resume(self, ticket: Ticket, request: Request) -> Result:
-        return await self._finish(ticket, request, time.monotonic(), 0.0)
+        return await self._finish(ticket, request, time.monotonic(), 0.0, immediately=True)
 
     async def cancel(self, ticket: Ticket) -> None:
         """Ask fal to cancel a queued task (best effort)."""
-        await self._client.put(ticket.data["cancel_url"], headers=self._headers())
+        await self._client.put(self.resolve(ticket.data["cancel_url"]), headers=self._headers())
 
-    async def _finish(self, ticket: Ticket, request: Request, started: float, submit_s: float) -> Result:
+    async def _finish(self, ticket: Ticket, request: Request, started: float, submit_s: float, *,
+                      immediately: bool = False) -> Result:
+        try:
+            return await self._finish_accepted(ticket, request, started, submit_s, immediately)
+        except ProviderError as exc:
+            raise self.settle(exc, ticket) from None
+        except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+            raise self.settle(self.unreadable(exc), ticket) from None
+
+    async def _finish_accepted(self, ticket: Ticket, request: Request, started: float, submit_s: float,
+                               immediately: bool) -> Result:
         assert ticket.polling_url
-        deadline = time.monotonic() + self.options.task_timeout_s
-        for delay in self.poll_intervals():
-            response = await self.get_with_retries(ticket.polling_url, headers=self._headers())
+        status_url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        headers = self._headers()
+
+        async def once() -> dict[str, Any] | None:
+            response = await self.get_with_retries(status_url, headers=headers)
             if response.status_code == 404:
                 raise TaskNotFound(f"fal does not know request {ticket.task_id}", provider=self.provider_id)
             if response.status_code not in (200, 202):
                 raise self.http_error(response, during="status")
-            status = response.json()
+            status: dict[str, Any] = response.json()
             if status.get("status") == "COMPLETED":
                 if status.get("error"):
                     self._raise_failure(ticket, str(status["error"]), str(status.get("error_type") or ""))
-                break
+                return status
             if status.get("status") not in ("IN_QUEUE", "IN_PROGRESS"):
                 raise GenerationFailed(f"fal answered an unknown status {status.get('status')!r}",
                                        provider=self.provider_id)
-            if time.monotonic() > deadline:
-                raise NetworkError(f"fal request {ticket.task_id} still {status.get('status')} after "
-                                   f"{self.options.task_timeout_s:.0f} s", provider=self.provider_id)
-            await asyncio.sleep(delay)
+            return None
+
+        await self.poll(request.model, ticket.accepted_at, once, what=f"fal request {ticket.task_id}",
+                        immediately=immediately,  # inference time only: an estimate on the low side
+                        reported=lambda st: reported_seconds((st.get("metrics") or {}).get("inference_time")))
         waited = time.monotonic()
-        response = await self.get_with_retries(ticket.data["response_url"], headers=self._headers(), what="result")
+        response = await self.get_with_retries(self.resolve(ticket.data["response_url"]), headers=headers,
+                                               what="result")
         if response.status_code != 200:
             kind = response.headers.get("x-fal-error-type", "")
             try:
@@ -171,7 +204,7 @@ class FalProvider(HostedProvider):
                                 stage="request", reasons=["content_policy_violation"])
             raise self.http_error(response, during="result")
         output = response.json()
-        images = output.get("images") or []
+        images = output.get("images") or ([output["image"]] if output.get("image") else [])  # esrgan: one `image`
         if not images:
             raise GenerationFailed(f"fal request {ticket.task_id} finished without images", provider=self.provider_id)
         if (output.get("has_nsfw_concepts") or [False])[0]:
@@ -187,15 +220,55 @@ class FalProvider(HostedProvider):
                      "total_s": done - started},
             metadata={"model_id": ticket.data.get("model_id"), "width": info["width"], "height": info["height"],
                       "provider_prompt": output.get("prompt"), "provider_timings": output.get("timings")},
-            sandbox=info["sandbox"],
+            sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )
 
     def _raise_failure(self, ticket: Ticket, error: str, kind: str) -> None:
+        """A COMPLETED request with an error. Content-policy refusals may be billed (fal FAQ:
+        a 422 "may still be charged" once a runner worked on it); runner errors and
+        cancellations are not ("Server errors (HTTP 500+) are never charged")."""
         if "content_policy" in kind:
             raise Moderated(f"fal refused request {ticket.task_id}: {error}", provider=self.provider_id,
                             stage="request", reasons=[kind])
-        raise GenerationFailed(f"fal request {ticket.task_id} failed: {error}", provider=self.provider_id)
+        failure = GenerationFailed(f"fal request {ticket.task_id} failed: {error}", provider=self.provider_id)
+        failure.charged = False
+        raise failure
 
 
 def _put(body: dict[str, Any], **values: Any) -> None:
     body.update({k: v for k, v in values.items() if v is not None})
+
+
+_UPSCALE_MAX = 8.0  # fal-ai/esrgan: scale 1–8
+
+
+def _upscale_scale(request: Request) -> float:
+    """The enlargement an upscale Request asks for: `options['scale']`, else target size / input size."""
+    from ..errors import CapabilityError, UsageError
+
+    inits = [i for i in request.images if i.role != "mask"]
+    if len(inits) != 1:
+        raise CapabilityError(f"a hosted upscale takes exactly one image, got {len(inits)}",
+                              hint="pass the image to enlarge as the request's only image")
+    scale = request.options.get("scale")
+    if scale is None and request.width and request.height:
+        from PIL import Image
+
+        with Image.open(inits[0].path) as img:
+            scale = max(request.width / img.width, request.height / img.height)
+    scale = float(scale if scale is not None else 2.0)
+    if not 1.0 <= scale <= _UPSCALE_MAX:
+        raise UsageError(f"fal's ESRGAN enlarges 1× to {_UPSCALE_MAX:g}×, not {scale:g}×", field="scale",
+                         hint="upscale in two passes, or pick a smaller target size")
+    return round(scale, 4)
+
+
+def _upscale_body(request: Request) -> dict[str, Any]:
+    """fal-ai/esrgan's input (fal.ai/models/fal-ai/esrgan: image_url, scale 1–8 (default 2),
+    tile, face, model (default RealESRGAN_x4plus)); no prompt or seed."""
+    init = next(i for i in request.images if i.role != "mask")
+    body: dict[str, Any] = {"image_url": data_uri(init), "scale": _upscale_scale(request)}
+    for name in ("face", "tile", "model"):
+        if name in request.options:
+            body[name] = request.options[name]
+    return body

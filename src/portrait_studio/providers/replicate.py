@@ -8,16 +8,16 @@ output URL and check it decodes. Errors are RFC 7807 problem documents.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import Field
 
-from ..errors import GenerationFailed, Moderated, NetworkError, TaskNotFound
+from ..errors import GenerationFailed, Moderated, ProviderError, TaskNotFound
 from ..records import Request, Result, Ticket
-from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio
+from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio, reported_seconds
 from .base import OnAccepted
 
 __all__ = ["ReplicateOptions", "ReplicateProvider"]
@@ -35,10 +35,20 @@ class ReplicateOptions(HostedOptions):
 
 
 class ReplicateProvider(HostedProvider):
-    """Replicate's predictions API."""
+    """Replicate's predictions API.
+
+    Billing: `on_success`. The official FLUX models are "charged by output ... for each
+    image it generates" instead of by run time (replicate.com changelog 2025-01-29,
+    "Official models"; the model pages' pricing sections): a succeeded prediction is paid, a
+    failed one (also "flagged as sensitive", E005) or a canceled one produces no image and
+    is not. Models billed by time (community models such as nightmareai/real-esrgan, "you
+    only pay for the time it's active", replicate.com/docs/billing) also pay for failures:
+    `_bills_failures`. A prediction the API forgets is counted as paid (documents silent).
+    Replicate returns no cost: `Ticket.cost` stays None (use the catalog price)."""
 
     provider_id: ClassVar[str] = "replicate"
     key_env_var: ClassVar[str | None] = "REPLICATE_API_TOKEN"
+    billing = "on_success"
     Options: ClassVar[type[ReplicateOptions]] = ReplicateOptions  # type: ignore[assignment]
     options: ReplicateOptions
     default_base_url: ClassVar[str] = "https://api.replicate.com"
@@ -110,6 +120,17 @@ class ReplicateProvider(HostedProvider):
             body["prompt_upsampling"] = bool(request.options["prompt_upsampling"])
         return route.model_id, body
 
+    def check(self, request: Request) -> None:
+        super().check(request)
+        spec = self.spec(request.model)
+        refs = [i for i in request.images if i.role != "mask"]
+        if spec.family in ("kontext", "dev", "ultra", "pro11", "fill") and len(refs) > 1:
+            from ..errors import CapabilityError
+
+            raise CapabilityError(
+                f"{spec.name} on Replicate takes one input image, got {len(refs)}",
+                hint="use --provider bfl or fal for several reference images, or drop the extra ones")
+
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._key.reveal()}", "accept": "application/json"}
 
@@ -137,34 +158,39 @@ class ReplicateProvider(HostedProvider):
         return await self._finish(ticket, request, time.monotonic(), 0.0, None)
 
     async def cancel(self, ticket: Ticket) -> None:
-        await self._client.post(ticket.data["cancel_url"], headers=self._headers())
+        await self._client.post(self.resolve(ticket.data["cancel_url"]), headers=self._headers())
 
     async def _finish(self, ticket: Ticket, request: Request, started: float, submit_s: float,
                       prediction: dict[str, Any] | None) -> Result:
+        try:
+            return await self._finish_accepted(ticket, request, started, submit_s, prediction)
+        except ProviderError as exc:
+            raise self.settle(exc, ticket) from None
+        except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
+            raise self.settle(self.unreadable(exc), ticket) from None
+
+    async def _finish_accepted(self, ticket: Ticket, request: Request, started: float, submit_s: float,
+                               prediction: dict[str, Any] | None) -> Result:
         assert ticket.polling_url
-        deadline = time.monotonic() + self.options.task_timeout_s
-        intervals = self.poll_intervals()
-        while prediction is None or prediction.get("status") not in _TERMINAL:
-            if prediction is not None:
-                if time.monotonic() > deadline:
-                    raise NetworkError(f"prediction {ticket.task_id} still {prediction.get('status')}",
-                                       provider=self.provider_id, hint="resume the run later to collect it")
-                await asyncio.sleep(next(intervals))
-            response = await self.get_with_retries(ticket.polling_url, headers=self._headers())
+        poll_url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        headers = self._headers()
+
+        async def once() -> dict[str, Any] | None:
+            response = await self.get_with_retries(poll_url, headers=headers)
             if response.status_code == 404:
                 raise TaskNotFound(f"Replicate does not know prediction {ticket.task_id}", provider=self.provider_id)
             if response.status_code != 200:
                 raise self.http_error(response, during="poll")
-            prediction = response.json()
+            polled: dict[str, Any] = response.json()
+            return polled if polled.get("status") in _TERMINAL else None
+
+        if prediction is None or prediction.get("status") not in _TERMINAL:
+            prediction = await self.poll(request.model, ticket.accepted_at, once,
+                                         what=f"prediction {ticket.task_id}", immediately=prediction is None,
+                                         reported=_created_to_completed)
         status = prediction["status"]
-        if status == "failed":
-            error = str(prediction.get("error") or "no error message")
-            if "E005" in error or "flagged as sensitive" in error.lower() or "nsfw" in error.lower():
-                raise Moderated(f"Replicate flagged prediction {ticket.task_id}: {error}", provider=self.provider_id,
-                                stage="content", reasons=[error])
-            raise GenerationFailed(f"Replicate prediction {ticket.task_id} failed: {error}", provider=self.provider_id)
-        if status == "canceled":
-            raise GenerationFailed(f"Replicate prediction {ticket.task_id} was canceled", provider=self.provider_id)
+        if status in ("failed", "canceled"):
+            raise self._failure(ticket, prediction)
         output = prediction.get("output")
         url = output[0] if isinstance(output, list) and output else output
         if not isinstance(url, str):
@@ -183,9 +209,43 @@ class ReplicateProvider(HostedProvider):
                         if (prediction.get("metrics") or {}).get("predict_time") is not None else {})},
             metadata={"model_id": ticket.data.get("model_id"), "width": info["width"], "height": info["height"],
                       "version": prediction.get("version")},
-            sandbox=info["sandbox"],
+            sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )
+
+    def _failure(self, ticket: Ticket, prediction: dict[str, Any]) -> ProviderError:
+        """A failed or canceled prediction: no output, so an output-priced model charges nothing."""
+        failure: ProviderError
+        if prediction["status"] == "canceled":
+            failure = GenerationFailed(f"Replicate prediction {ticket.task_id} was canceled",
+                                       provider=self.provider_id)
+        else:
+            error = str(prediction.get("error") or "no error message")
+            if "E005" in error or "flagged as sensitive" in error.lower() or "nsfw" in error.lower():
+                failure = Moderated(f"Replicate flagged prediction {ticket.task_id}: {error}",
+                                    provider=self.provider_id, stage="content", reasons=[error])
+            else:
+                failure = GenerationFailed(f"Replicate prediction {ticket.task_id} failed: {error}",
+                                           provider=self.provider_id)
+        failure.charged = self._bills_failures(ticket)
+        return failure
+
+    def _bills_failures(self, ticket: Ticket) -> bool:
+        """Official models (black-forest-labs/*) are priced per output; other models bill the
+        time they ran, so a failure after it started is paid."""
+        return not str(ticket.data.get("model_id", "")).startswith("black-forest-labs/")
 
 
 def _put(body: dict[str, Any], **values: Any) -> None:
     body.update({k: v for k, v in values.items() if v is not None})
+
+
+def _created_to_completed(prediction: dict[str, Any]) -> float | None:
+    """Seconds from `created_at` to `completed_at` (the whole wait, queue included)."""
+    import datetime
+
+    try:
+        created = datetime.datetime.fromisoformat(str(prediction["created_at"]).replace("Z", "+00:00"))
+        completed = datetime.datetime.fromisoformat(str(prediction["completed_at"]).replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return reported_seconds((completed - created).total_seconds())

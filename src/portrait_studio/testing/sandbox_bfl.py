@@ -11,10 +11,10 @@ signed URL that expires after `result_ttl` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import io
+import os
 import time
 from typing import Any
 
@@ -31,7 +31,7 @@ from .sandbox import (
     delivery_response,
     dropped_connection,
 )
-from .sandbox_images import render, size_for_aspect
+from .sandbox_images import size_for_aspect
 
 __all__ = ["PRICES", "build_app", "price"]
 
@@ -132,11 +132,14 @@ def _plan(model: str, body: dict[str, Any], ultra_mp: float) -> tuple[list[dict[
 def build_app(
     *, key: str = "sandbox-key", latency: float = 0.2, credits: float = 1000.0, result_ttl: float = 600.0,
     max_active: int = 24, kontext_max_active: int = 6, public_host: str = "localhost",
-    ultra_megapixels: float = 4.0,
+    ultra_megapixels: float = 4.0, state_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Starlette, SandboxState]:
-    state = SandboxState(key=key, latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
-                         group_limits={"flux-kontext-max": kontext_max_active}, public_host=public_host)
-    rendered: dict[str, bytes] = {}
+    """BFL bills on acceptance: the `cost` returned at submit is charged whatever happens next
+    (moderated, failed, lost and expired tasks stay paid)."""
+    state = SandboxState(provider="bfl", billing="on_accept", key=key, latency=latency, credits=credits,
+                         result_ttl=result_ttl, max_active=max_active,
+                         group_limits={"flux-kontext-max": kontext_max_active}, public_host=public_host,
+                         state_dir=state_dir)
 
     def authorised(request: HttpRequest) -> Response | None:
         given = request.headers.get("x-key")
@@ -161,34 +164,35 @@ def build_app(
         if state.take("drop_submit_early"):
             return dropped_connection()
         if state.take("rate_limit") or state.limit_hit(model):
-            state.stats.rejected[429] += 1
+            state.reject(429)
             limit = state.group_limits.get(model, state.max_active)
             return JSONResponse({"detail": f"You have reached the limit of {limit} active tasks. "
                                  "Wait for a task to finish before submitting another."}, status_code=429)
         if state.take("unavailable"):
-            state.stats.rejected[503] += 1
+            state.reject(503)
             return JSONResponse({"detail": "Service temporarily unavailable"}, status_code=503)
         if state.take("server_error"):
-            state.stats.rejected[500] += 1
+            state.reject(500)
             return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
         errors = validate(body, schema) if isinstance(body, dict) else _error([], "Input should be a valid dictionary")
         if not errors:
             props = set(schema_properties(schema))
-            state.stats.unknown_fields.update(k for k in body if k not in props)
+            state.note_unknown(k for k in body if k not in props)
             errors, width, height, input_mp = _plan(model, body, ultra_megapixels)
         if errors:
-            state.stats.rejected[422] += 1
+            state.reject(422)
             return JSONResponse({"detail": errors}, status_code=422)
         output_mp = round(width * height / 1e6, 2)
         cost = price(model, input_mp, output_mp)
         if state.credits < cost:
-            state.stats.rejected[402] += 1
+            state.reject(402)
             return JSONResponse({"detail": "Insufficient credits"}, status_code=402)
         task = state.new_task(model=model, body=body, cost=cost, width=width, height=height, seed=body.get("seed"),
                               prompt=body.get("prompt") or "", output_format=body.get("output_format") or
                               ("png" if model.startswith("flux-kontext") else "jpeg"), group=model)
-        state.accept(task)
         polling_url = f"{state.public_base()}/poll/v1/get_result?id={task.id}"
+        task.urls["polling_url"] = polling_url
+        state.accept(task)
         if state.take("drop_submit"):
             return dropped_connection()
         return JSONResponse({"id": task.id, "polling_url": polling_url, "cost": cost,
@@ -200,8 +204,7 @@ def build_app(
         task_id = request.query_params.get("id")
         if task_id is None:
             return JSONResponse({"detail": _error_q("id")}, status_code=422)
-        with state.lock:
-            state.stats.polls += 1
+        state.count("polls")
         if state.take("drop_poll"):
             return dropped_connection()
         if state.take("poll_error"):
@@ -210,23 +213,22 @@ def build_app(
         if task is None or task.outcome == "lost":
             return JSONResponse({"id": task_id, "status": "Task not found", "result": None, "progress": None,
                                  "details": None, "preview": None})
-        now = time.monotonic()
+        now = time.time()
         reply: dict[str, Any] = {"id": task.id, "result": None, "progress": None, "details": None, "preview": None}
         if task.outcome == "moderate_request":
             reply.update(status="Request Moderated",
                          details={"Moderation Reasons": ["Sandbox: request flagged on purpose"]})
         elif not task.done(now):
-            reply.update(status="Pending", progress=round(min(0.99, (now - task.created) / max(state.latency, 1e-6)), 2))
+            reply.update(status="Pending", progress=round(min(0.99, (now - task.created) / max(task.duration, 1e-6)), 2))
         elif task.outcome == "moderate_content":
             reply.update(status="Content Moderated",
                          details={"Moderation Reasons": ["Sandbox: output flagged on purpose"]})
         elif task.outcome == "fail":
             reply.update(status="Error", details={"error": "Sandbox: the generation failed on purpose"})
         else:
-            start = time.time() - (now - task.created)
             reply.update(status="Ready", progress=1.0, result={
                 "sample": state.signed_url(task, "/delivery"), "prompt": task.prompt, "seed": task.seed,
-                "start_time": start, "end_time": start + state.latency, "duration": state.latency})
+                "start_time": task.created, "end_time": task.ready_at, "duration": round(task.duration, 3)})
         return JSONResponse(reply)
 
     async def delivery(request: HttpRequest) -> Response:
@@ -238,14 +240,8 @@ def build_app(
         if reason:
             return Response(f"<Error><Code>AuthenticationFailed</Code><Message>{reason}</Message></Error>",
                             status_code=403, media_type="application/xml")
-        with state.lock:
-            state.stats.downloads += 1
-        data = rendered.get(task.id)
-        if data is None:
-            data = await asyncio.to_thread(render, seed=task.seed, prompt=task.prompt, width=task.width,
-                                           height=task.height, output_format=task.output_format)
-            rendered[task.id] = data
-        return delivery_response(task, data, state)
+        state.count("downloads")
+        return delivery_response(task, await state.image(task), state)
 
     async def credits_endpoint(request: HttpRequest) -> Response:
         if (denied := authorised(request)) is not None:

@@ -14,6 +14,7 @@ requests).
 from __future__ import annotations
 
 import base64
+import os
 import time
 from typing import Any
 
@@ -23,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .sandbox import SandboxState, data_uri_image, delivery_response, dropped_connection
-from .sandbox_images import render, size_for_aspect
+from .sandbox_images import render_task, size_for_aspect
 
 __all__ = ["IMAGE_SIZES", "MODELS", "PRICES_USD", "build_app"]
 
@@ -56,6 +57,10 @@ _KONTEXT = {**_COMMON, "image_url": ("image",), "aspect_ratio": ("enum", _ASPECT
             "guidance_scale": ("float", 1, 20), "enhance_prompt": ("bool",), "safety_tolerance": _TOL6,
             "output_format": _FMT}
 _EDIT = {"image_urls": ("images",)}
+_ESRGAN_MODELS = ["RealESRGAN_x4plus", "RealESRGAN_x2plus", "RealESRGAN_x4plus_anime_6B", "RealESRGAN_x4_v3",
+                  "RealESRGAN_x4_wdn_v3", "RealESRGAN_x4_anime_v3"]
+ESRGAN_USD_PER_MP = 0.002  # fal bills $0.00111 per compute second; per output MP here
+_ESRGAN_MAX_PIXELS = 64_000_000
 
 # model id -> (field specs, required fields)
 MODELS: dict[str, tuple[dict[str, tuple[Any, ...]], set[str]]] = {
@@ -85,10 +90,15 @@ MODELS: dict[str, tuple[dict[str, tuple[Any, ...]], set[str]]] = {
     "fal-ai/flux-pro/kontext/multi": ({**_KONTEXT, **_EDIT}, {"prompt", "image_urls"}),
     "fal-ai/flux-pro/kontext/max/multi": ({**_KONTEXT, **_EDIT}, {"prompt", "image_urls"}),
     "fal-ai/flux-pro/kontext/text-to-image": (_KONTEXT, {"prompt"}),
+    "fal-ai/flux-pro/kontext/max/text-to-image": (_KONTEXT, {"prompt"}),
+    # fal.ai/models/fal-ai/esrgan: image_url (required), scale 1–8 (default 2), tile, face, model
+    "fal-ai/esrgan": ({"image_url": ("image",), "scale": ("float", 1, 8), "tile": ("int", 0, 4096),
+                       "face": ("bool",), "model": ("enum", _ESRGAN_MODELS)}, {"image_url"}),
     "fal-ai/flux-pro/v1/fill": ({**_COMMON, "image_url": ("image",), "mask_url": ("image",),
                                  "enhance_prompt": ("bool",), "safety_tolerance": _TOL6, "output_format": _FMT},
                                 {"prompt", "image_url", "mask_url"}),
 }
+CHARGED_OUTCOMES = ("ok", "moderate_content", "moderate_request", "lost")
 PRICES_USD = {"fal-ai/flux-pro/v1.1-ultra": 0.06, "fal-ai/flux-pro/kontext/max": 0.08, "fal-ai/flux/schnell": 0.003}
 
 
@@ -143,6 +153,11 @@ def _check(name: str, value: Any, spec: tuple[Any, ...]) -> dict[str, Any] | Non
 
 
 def _size(model: str, body: dict[str, Any]) -> tuple[int, int]:
+    if model == "fal-ai/esrgan":
+        src = data_uri_image(body["image_url"])
+        scale = float(body.get("scale", 2))
+        assert src is not None  # validated
+        return round(src.width * scale), round(src.height * scale)
     size = body.get("image_size")
     first = body.get("image_url") or (body.get("image_urls") or [None])[0]
     first_img = data_uri_image(first) if isinstance(first, str) else None
@@ -160,11 +175,18 @@ def _size(model: str, body: dict[str, Any]) -> tuple[int, int]:
 def build_app(
     *, key: str = "sandbox-key", latency: float = 0.2, credits: float = 1000.0, result_ttl: float = 3600.0,
     max_active: int = 1000, public_host: str = "localhost", queue_fraction: float = 0.3,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Starlette, SandboxState]:
-    """`credits` are US dollars of balance here (fal bills in dollars)."""
-    state = SandboxState(key=key, latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
-                         public_host=public_host)
-    rendered: dict[str, bytes] = {}
+    """`credits` are US dollars of balance here (fal bills in dollars).
+
+    fal bills a request when its runner has done the work (`FalProvider.billing`): delivered
+    outputs (NSFW-blanked ones too) and content-policy refusals (a 422 that "may still be
+    charged", counted so the budget never under-counts) are paid; runner errors (5xx, "never
+    charged") and cancelled requests are not; a forgotten request counts as paid."""
+    state = SandboxState(provider="fal", billing="on_success", charged_outcomes=CHARGED_OUTCOMES, key=key,
+                         latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
+                         public_host=public_host, state_dir=state_dir)
+    state.renderer = lambda task: render_task(task, blank=task.outcome == "moderate_content")  # NSFW: a black frame
 
     def authorised(request: HttpRequest) -> Response | None:
         auth = request.headers.get("authorization", "")
@@ -202,13 +224,13 @@ def build_app(
         if state.take("drop_submit_early"):
             return dropped_connection()
         if state.take("rate_limit"):
-            state.stats.rejected[429] += 1
+            state.reject(429)
             return JSONResponse({"detail": "Too many requests"}, status_code=429, headers={"retry-after": "1"})
         if state.take("unavailable"):
-            state.stats.rejected[503] += 1
+            state.reject(503)
             return JSONResponse({"detail": "Service unavailable"}, status_code=503)
         if state.take("server_error"):
-            state.stats.rejected[500] += 1
+            state.reject(500)
             return JSONResponse({"detail": "Internal server error"}, status_code=500)
         specs, required = MODELS[model]
         errors: list[dict[str, Any]] = []
@@ -221,21 +243,29 @@ def build_app(
                     if (problem := _check(name, value, specs[name])) is not None:
                         errors.append(problem)
                 else:
-                    state.stats.unknown_fields.add(name)
+                    state.note_unknown([name])
         if errors:
-            state.stats.rejected[422] += 1
+            state.reject(422)
             return JSONResponse({"detail": errors}, status_code=422)
+        width, height = _size(model, body)
+        if model == "fal-ai/esrgan" and width * height > _ESRGAN_MAX_PIXELS:
+            state.reject(422)
+            return JSONResponse({"detail": [_err("scale", "The output would exceed 64 megapixels", "value_error",
+                                                 body.get("scale"))]}, status_code=422)
         cost = PRICES_USD.get(model, 0.04)
+        if model == "fal-ai/esrgan":
+            cost = round(ESRGAN_USD_PER_MP * width * height / 1e6, 6)
         if state.credits < cost:
-            state.stats.rejected[403] += 1
+            state.reject(403)
             return JSONResponse({"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
                                  "fal.ai/dashboard/billing."}, status_code=403)
-        width, height = _size(model, body)
-        fmt = body.get("output_format") or ("png" if "klein" in model or model == "fal-ai/flux-2" else "jpeg")
+        fmt = body.get("output_format") or ("png" if "klein" in model or model in ("fal-ai/flux-2", "fal-ai/esrgan")
+                                            else "jpeg")
         task = state.new_task(model=model, body=body, cost=cost, width=width, height=height, seed=body.get("seed"),
                               prompt=body.get("prompt", ""), output_format=fmt)
-        state.accept(task)
         owner, app = model.split("/")[:2]
+        task.urls.update(urls(owner, app, task.id))
+        state.accept(task)
         if state.take("drop_submit"):
             return dropped_connection()
         return JSONResponse({"request_id": task.id, **urls(owner, app, task.id), "status": "IN_QUEUE",
@@ -246,16 +276,15 @@ def build_app(
         task = state.tasks.get(request_id)
         if task is None or task.outcome == "lost" or task.model.split("/")[:2] != [owner, app]:
             return JSONResponse({"detail": "Request not found"}, status_code=404)
-        now = time.monotonic()
+        now = time.time()
         if rest == ["cancel"] and request.method == "PUT":
             if task.done(now):
                 return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
-            task.outcome = "canceled"
+            state.cancel(task)
             return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
         if request.method != "GET":
             return JSONResponse({"detail": "Method Not Allowed"}, status_code=405)
-        with state.lock:
-            state.stats.polls += 1
+        state.count("polls")
         if state.take("drop_poll"):
             return dropped_connection()
         if state.take("poll_error"):
@@ -264,14 +293,14 @@ def build_app(
                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}] if request.query_params.get("logs") == "1" else None
         if rest == ["status"]:
             if not task.done(now):
-                elapsed = (now - task.created) / max(state.latency, 1e-6)
+                elapsed = (now - task.created) / max(task.duration, 1e-6)
                 if elapsed < queue_fraction:
                     return JSONResponse({"status": "IN_QUEUE", "queue_position": 0,
                                          "response_url": urls(owner, app, task.id)["response_url"]}, status_code=202)
                 return JSONResponse({"status": "IN_PROGRESS", "logs": logs,
                                      "response_url": urls(owner, app, task.id)["response_url"]}, status_code=202)
             reply: dict[str, Any] = {"status": "COMPLETED", "logs": logs,
-                                     "metrics": {"inference_time": state.latency},
+                                     "metrics": {"inference_time": round(task.duration, 3)},
                                      "response_url": urls(owner, app, task.id)["response_url"]}
             if task.outcome in ("fail", "moderate_request", "canceled"):
                 reply["error"], reply["error_type"] = _failure(task.outcome)
@@ -292,10 +321,12 @@ def build_app(
         image = {"url": f"{state.signed_url(task, '/files')}", "width": task.width, "height": task.height,
                  "content_type": f"image/{task.output_format}"}
         if task.body.get("sync_mode"):
-            data = await _render(task, rendered, blank=flagged)
+            data = await state.image(task)
             image["url"] = f"data:image/{task.output_format};base64," + base64.b64encode(data).decode()
+        if task.model == "fal-ai/esrgan":  # an upscaler answers with one `image`
+            return JSONResponse({"image": image})
         return JSONResponse({"images": [image] * n, "seed": task.seed, "has_nsfw_concepts": [flagged] * n,
-                             "prompt": task.prompt, "timings": {"inference": state.latency}})
+                             "prompt": task.prompt, "timings": {"inference": round(task.duration, 3)}})
 
     async def download(request: HttpRequest, parts: list[str]) -> Response:
         task = state.tasks.get(parts[1]) if len(parts) >= 3 else None
@@ -304,9 +335,8 @@ def build_app(
         q = request.query_params
         if (reason := state.check_signature(task.id, q.get("se", "0"), q.get("sig", ""))) is not None:
             return JSONResponse({"detail": reason}, status_code=403)
-        with state.lock:
-            state.stats.downloads += 1
-        data = await _render(task, rendered, blank=task.outcome == "moderate_content")
+        state.count("downloads")
+        data = await state.image(task)
         return delivery_response(task, data, state)
 
     app = Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "POST", "PUT"])])
@@ -322,11 +352,3 @@ def _failure(outcome: str) -> tuple[str, str]:
     }[outcome]
 
 
-async def _render(task: Any, cache: dict[str, bytes], *, blank: bool) -> bytes:
-    import asyncio
-
-    if task.id not in cache:
-        cache[task.id] = await asyncio.to_thread(
-            render, seed=task.seed, prompt=task.prompt, width=task.width, height=task.height,
-            output_format=task.output_format, blank=blank)
-    return cache[task.id]

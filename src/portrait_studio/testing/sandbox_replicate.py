@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import re
 import time
 from typing import Any
@@ -30,7 +31,7 @@ from .sandbox import (
     delivery_response,
     dropped_connection,
 )
-from .sandbox_images import render, size_for_aspect
+from .sandbox_images import size_for_aspect
 
 __all__ = ["MODELS", "build_app"]
 
@@ -85,6 +86,7 @@ MODELS["black-forest-labs/flux-2-flex"] = ({**_FLUX2, "steps": ("int", 1, 50), "
 MODELS["black-forest-labs/flux-2-klein-4b"] = ({**_FLUX2, "input_images": ("uris", 4)}, {"prompt"}, 0.014)
 MODELS["black-forest-labs/flux-2-klein-9b"] = ({**_FLUX2, "input_images": ("uris", 4)}, {"prompt"}, 0.015)
 
+CHARGED_OUTCOMES = ("ok", "lost")
 _SENSITIVE = "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
 
 
@@ -141,12 +143,16 @@ def _iso(t: float | None) -> str | None:
 def build_app(
     *, key: str = "sandbox-key", latency: float = 0.2, credits: float = 1000.0, result_ttl: float = 3600.0,
     max_active: int = 1000, public_host: str = "localhost", starting_fraction: float = 0.2,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Starlette, SandboxState]:
-    """`credits` are US dollars of prepaid balance."""
-    state = SandboxState(key=key, latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
-                         public_host=public_host)
-    rendered: dict[str, bytes] = {}
-    wall: dict[str, float] = {}
+    """`credits` are US dollars of prepaid balance.
+
+    Replicate's official models are "charged by output" (`ReplicateProvider.billing`): a
+    succeeded prediction is paid, a failed (also flagged-as-sensitive) or canceled one is
+    not; a prediction the API forgets counts as paid so the budget never under-counts."""
+    state = SandboxState(provider="replicate", billing="on_success", charged_outcomes=CHARGED_OUTCOMES, key=key,
+                         latency=latency, credits=credits, result_ttl=result_ttl, max_active=max_active,
+                         public_host=public_host, state_dir=state_dir)
 
     def authorised(request: HttpRequest) -> Response | None:
         if request.headers.get("authorization") != f"Bearer {state.key}":
@@ -154,15 +160,15 @@ def build_app(
         return None
 
     def prediction(task: Task, base: str) -> dict[str, Any]:
-        now = time.monotonic()
-        created = wall[task.id]
+        now = time.time()
+        created = task.created
         elapsed = now - task.created
         status, output, error, started, completed = "starting", None, None, None, None
         if task.outcome == "canceled":
-            status, completed = "canceled", created + elapsed
+            status, completed = "canceled", task.canceled_at or now
         elif task.done(now):
-            completed = created + min(elapsed, state.latency)
-            started = created + state.latency * starting_fraction
+            completed = created + min(elapsed, task.duration)
+            started = created + task.duration * starting_fraction
             if task.outcome in ("fail",):
                 status, error = "failed", "Sandbox: prediction failed on purpose"
             elif task.outcome in ("moderate_request", "moderate_content"):
@@ -172,15 +178,15 @@ def build_app(
                 url = state.signed_url(task, "/delivery")
                 many = task.model.endswith(("flux-dev", "flux-schnell"))
                 output = [url] * int(task.body.get("num_outputs", 1)) if many else url
-        elif elapsed >= state.latency * starting_fraction:
-            status, started = "processing", created + state.latency * starting_fraction
+        elif elapsed >= task.duration * starting_fraction:
+            status, started = "processing", created + task.duration * starting_fraction
         api = f"{base}/v1/predictions/{task.id}"
         return {
             "id": task.id, "model": task.model, "version": "hidden", "input": task.body, "output": output,
             "logs": "" if status == "starting" else "sandbox: generating\n", "error": error, "status": status,
             "created_at": _iso(created), "started_at": _iso(started), "completed_at": _iso(completed),
             "data_removed": False, "source": "api",
-            "metrics": {"predict_time": round(state.latency * (1 - starting_fraction), 3)} if completed else {},
+            "metrics": {"predict_time": round(task.duration * (1 - starting_fraction), 3)} if completed else {},
             "urls": {"get": api, "cancel": f"{api}/cancel", "stream": f"{base}/stream/{task.id}",
                      "web": f"https://replicate.com/p/{task.id}"},
         }
@@ -199,15 +205,15 @@ def build_app(
         if state.take("drop_submit_early"):
             return dropped_connection()
         if state.take("rate_limit"):
-            state.stats.rejected[429] += 1
+            state.reject(429)
             throttled = _problem(429, "Request was throttled", "Request was throttled. Expected available in 1 second.")
             throttled.headers["retry-after"] = "1"
             return throttled
         if state.take("unavailable"):
-            state.stats.rejected[503] += 1
+            state.reject(503)
             return _problem(503, "Service unavailable", "Replicate is temporarily unavailable")
         if state.take("server_error"):
-            state.stats.rejected[500] += 1
+            state.reject(500)
             return _problem(500, "Internal server error", "Something went wrong")
         specs, required, cost = MODELS[model]
         inp = body.get("input") if isinstance(body, dict) else None
@@ -223,11 +229,11 @@ def build_app(
             elif (msg := _check(name, value, specs[name])) is not None:
                 invalid.append({"type": "invalid", "field": f"input.{name}", "description": msg})
         if invalid:
-            state.stats.rejected[422] += 1
+            state.reject(422)
             detail = "\n".join(f"- {i['field']}: {i['description']}" for i in invalid)
             return _problem(422, "Input validation failed", detail, invalid_fields=invalid)
         if state.credits < cost:
-            state.stats.rejected[402] += 1
+            state.reject(402)
             return _problem(402, "Insufficient credit", "You have insufficient credit to run this model. "
                             "Go to https://replicate.com/account/billing to purchase credit.")
         width, height = _size(model, inp)
@@ -235,16 +241,16 @@ def build_app(
         fmt = {"jpg": "jpeg"}.get(chosen, chosen)
         task = state.new_task(model=model, body=inp, cost=cost, width=width, height=height, seed=inp.get("seed"),
                               prompt=inp.get("prompt", ""), output_format=fmt)
-        wall[task.id] = time.time()
-        state.accept(task)
         base = f"{state.scheme}://{request.headers.get('host', '127.0.0.1')}"
+        task.urls.update(get=f"{base}/v1/predictions/{task.id}", cancel=f"{base}/v1/predictions/{task.id}/cancel")
+        state.accept(task)
         if state.take("drop_submit"):
             return dropped_connection()
         prefer = request.headers.get("prefer", "")
         if (m := re.fullmatch(r"\s*wait(?:=(\d+))?\s*", prefer)) is not None:
             limit = float(m.group(1) or 60)
             deadline = time.monotonic() + limit
-            while not task.done(time.monotonic()) and time.monotonic() < deadline:
+            while not task.done(time.time()) and time.monotonic() < deadline:
                 await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return JSONResponse(prediction(task, base), status_code=201,
                             headers={"location": f"{base}/v1/predictions/{task.id}"})
@@ -255,8 +261,7 @@ def build_app(
         task = state.tasks.get(request.path_params["id"])
         if task is None or task.outcome == "lost":
             return _problem(404, "Not found", "The requested prediction was not found")
-        with state.lock:
-            state.stats.polls += 1
+        state.count("polls")
         if state.take("drop_poll"):
             return dropped_connection()
         if state.take("poll_error"):
@@ -269,8 +274,8 @@ def build_app(
         task = state.tasks.get(request.path_params["id"])
         if task is None:
             return _problem(404, "Not found", "The requested prediction was not found")
-        if not task.done(time.monotonic()):
-            task.outcome = "canceled"
+        if not task.done(time.time()):
+            state.cancel(task)
         return JSONResponse(prediction(task, f"{state.scheme}://{request.headers.get('host')}"))
 
     async def delivery(request: HttpRequest) -> Response:
@@ -280,13 +285,8 @@ def build_app(
         q = request.query_params
         if (reason := state.check_signature(task.id, q.get("se", "0"), q.get("sig", ""))) is not None:
             return Response(reason, status_code=404)
-        with state.lock:
-            state.stats.downloads += 1
-        if task.id not in rendered:
-            rendered[task.id] = await asyncio.to_thread(render, seed=task.seed, prompt=task.prompt, width=task.width,
-                                                        height=task.height, output_format=task.output_format)
-        data = rendered[task.id]
-        return delivery_response(task, data, state)
+        state.count("downloads")
+        return delivery_response(task, await state.image(task), state)
 
     app = Starlette(routes=[
         Route("/v1/models/{owner}/{name}/predictions", create, methods=["POST"]),

@@ -7,8 +7,6 @@ Long work runs in the `JobManager`; progress streams over SSE and is read from t
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -28,7 +25,7 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import actions, ranking
@@ -54,22 +51,30 @@ from ..errors import (
     NotConfigured,
     ProviderError,
     StudioError,
+    UsageError,
 )
 from ..gallery import (
     CHECK_STATUSES,
+    RUN_FILES,
     GalleryFilter,
+    clean_thumbnail_parts,
     gallery_page,
     image_detail,
+    output_file,
+    run_file,
     run_progress,
     thumbnail,
 )
+from ..imaging import ImageInputError
 from ..jobs import JobManager, execute_recorded_run, record_plan
-from ..ledger import ImageRow, Ledger
-from ..preview import preview_brief, save_brief, store_reference
+from ..ledger import ImageRow, Ledger, RunRow
+from ..preview import preview_brief, save_brief, store_reference, studio_references
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
-from ..seeds import EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
+from ..seeds import EXPLORE_DEFAULT, EXPLORE_MAX, EXPLORE_MIN, SEED_MAX, SEED_MIN
 from ..shoot import check_budget, choose_seeds, plan_shoot, plan_vary
+from .isolated import run_isolated
 from .security import MAX_BODY, StudioGuard
+from .streams import ProgressStreams
 
 __all__ = ["create_app", "http_status"]
 
@@ -81,7 +86,7 @@ def http_status(exc: StudioError) -> int:
     """The HTTP answer for each branch of the error tree."""
     for kind, status in (
         (LedgerError, 404), (ConsentRequired, 403), (BudgetExceeded, 402), (NotConfigured, 503),
-        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ProviderError, 502),
+        (BriefError, 422), (LimitError, 422), (CapabilityError, 422), (ImageInputError, 422), (ProviderError, 502),
     ):
         if isinstance(exc, kind):
             return status
@@ -89,7 +94,7 @@ def http_status(exc: StudioError) -> int:
 
 
 class _Form(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PreviewForm(_Form):
@@ -127,6 +132,14 @@ class FixForm(_Form):
     region: str
 
 
+class EditForm(_Form):
+    instruction: str | None = Field(default=None, max_length=1000)
+    look: str | None = None
+    model: str = "flux-2-pro"
+    budget: float | None = Field(default=None, ge=0)
+    sandbox: SandboxChoice = "auto"
+
+
 def _models_chosen(models: list[str]) -> list[str]:
     chosen = list(dict.fromkeys(m for m in models if m))
     if not chosen:
@@ -140,17 +153,23 @@ def _models_chosen(models: list[str]) -> list[str]:
 
 
 def create_app(studio: Studio, *, token: str | None = None, checker: Any = "default", max_body: int = MAX_BODY,
-               start_sandbox: Any = None) -> Any:
+               start_sandbox: Any = None, streams: ProgressStreams | None = None) -> Any:
     """The ASGI app for `studio`. `checker` is passed to runs (None skips the checklist); `start_sandbox`
-    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes."""
+    (handed in by `portrait serve`) lets runs without an API key use the providers' sandboxes;
+    `streams` sets the progress streams' limits (defaults: see `ProgressStreams`)."""
     jobs = JobManager(studio)
+    streams = streams or ProgressStreams()
+    with Ledger(studio.ledger_path):  # create/migrate once, before request threads open their own connections
+        pass
+    clean_thumbnail_parts(studio.home)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         jobs.shutdown(wait=False)
 
-    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # The OpenAPI schema is served (for scripts, and so the API is fuzzed from its own description); no docs UI.
+    app = FastAPI(title="Portrait Studio", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     local = threading.local()
@@ -163,6 +182,19 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if found is None:
             found = local.ledger = Ledger(studio.ledger_path)
         return found
+
+    def exact_image(ref: str) -> ImageRow:
+        """The image with this exact id or sha256: links carry whole ids, so no prefix or wildcard acts here."""
+        image = ledger().image(ref) if ref.strip() else None
+        if image is None or ref not in (image.id, image.image_sha256):
+            raise LedgerError(f"no image '{ref}' in the ledger", hint="open it from the gallery")
+        return image
+
+    def exact_run(ref: str) -> RunRow:
+        run = ledger().run(ref) if ref.strip() else None
+        if run is None or run.id != ref:
+            raise LedgerError(f"no run '{ref}' in the ledger", hint="open it from the gallery or the Jobs page")
+        return run
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status)
@@ -204,6 +236,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             compositions=list(preset("compositions")), lenses=list(preset("lenses")), angles=list(preset("angles")),
             backgrounds=list(preset("backgrounds")), avoid=preset("avoid")["default"], max_models=MAX_MODELS,
             cues=preset("quality")["default_cues"], samplers=[s for s in SAMPLERS if s != DEFAULT_SAMPLER],
+            seeds=(EXPLORE_DEFAULT, EXPLORE_MIN, EXPLORE_MAX),  # the seed policy, as `portrait shoot` uses it
         )
 
     @app.get("/api/examples/{name}")
@@ -219,7 +252,10 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.post("/api/brief/preview")
     def preview(form: PreviewForm) -> dict[str, Any]:
-        return preview_brief(form.brief, form.models).model_dump(mode="json")
+        def vet(brief: Any) -> Any:
+            return studio_references(ledger(), studio.images_dir, brief)
+
+        return preview_brief(form.brief, form.models, check_references=vet).model_dump(mode="json")
 
     @app.post("/api/brief/save")
     def save(form: SaveForm) -> dict[str, Any]:
@@ -242,17 +278,24 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return {**stored.model_dump(mode="json"), "role": role}
 
     # --- shoots, compares, varies ------------------------------------------------------------
+    def submit(kind: str, title: str, work: Any, **where: str | None) -> Any:
+        try:
+            return jobs.submit(kind, title, work, **where)
+        except RuntimeError:  # the job pool closed: the server is shutting down
+            raise StudioError("the studio server is shutting down; nothing was started",
+                              hint="start 'portrait serve' again; 'portrait resume' finishes a recorded run") from None
+
     def start_job(run_id: str, kind: str, title: str, sandbox: SandboxChoice, budget: float | None) -> str:
         def work(ctx: Any) -> str:
             execute_recorded_run(studio, run_id, sandbox=sandbox, budget=budget, checker=checker,
                                  start_sandbox=start_sandbox)
             return run_id
 
-        return jobs.submit(kind, title, work, run_id=run_id).id
+        return submit(kind, title, work, run_id=run_id).id
 
     @app.post("/api/shoot")
     def shoot(form: ShootForm) -> dict[str, Any]:
-        brief = parse_brief(form.brief, source="brief builder")
+        brief = studio_references(ledger(), studio.images_dir, parse_brief(form.brief, source="brief builder"))
         chosen = _models_chosen(form.models)
         seed = form.seed
         if seed is None and form.seeds is None and brief.output.seed != "random":
@@ -264,6 +307,7 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             plan = plan_shoot(brief, chosen, seeds)
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
+        studio_references(ledger(), studio.images_dir, brief, record=True)  # rights stated in the brief, kept now
         run_id = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
         title = f"{form.kind}: {brief.name or 'brief'} · {len(chosen)} model(s) × {len(seeds)} seed(s)"
         job_id = start_job(run_id, form.kind, title, form.sandbox, budget)
@@ -276,8 +320,8 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
             raise BriefError(f"cannot vary '{form.element}'", field="element", hint=f"vary one of: {', '.join(VARIABLE_ELEMENTS)}")
         value: Any = form.value.strip()
         if form.element == "lens":
-            value = int(value) if value.isdigit() else value
-        plan = plan_vary(ledger(), run_id, {form.element: value})
+            value = int(value) if value.isascii() and value.isdigit() else value
+        plan = plan_vary(ledger(), exact_run(run_id).id, {form.element: value})
         budget = form.budget if form.budget is not None else studio.config.default_budget_usd
         check_budget(plan, budget)
         new_run = record_plan(studio, plan.to_plan(), budget=budget, sandbox=form.sandbox, start_sandbox=start_sandbox)
@@ -288,20 +332,20 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     @app.post("/api/images/{image_id}/pick")
     def pick(image_id: str) -> dict[str, Any]:
         db = ledger()
-        image = db.image(image_id)
+        image = exact_image(image_id)
         if not image.run_id:
             raise LedgerError(f"image {image.id} belongs to no run", hint="only images of a shoot can be picked")
         row = db.pick(image.run_id, image.id)
         return {"image": row.model_dump(mode="json"), "vary_url": f"/images/{row.id}#vary"}
 
     def image_job(kind: str, image_id: str, title: str, fn: Any) -> dict[str, Any]:
-        image = ledger().image(image_id)  # 404 before queueing anything
+        image = exact_image(image_id)  # 404 before queueing anything
 
         def work(ctx: Any) -> str | None:
             with Ledger(studio.ledger_path) as own:
                 return fn(ctx, own, image.id)
 
-        job = jobs.submit(kind, title, work, run_id=None, image_id=image.id)
+        job = submit(kind, title, work, run_id=None, image_id=image.id)
         return {"job_id": job.id, "url": f"/jobs/{job.id}"}
 
     @app.post("/api/images/{image_id}/upscale")
@@ -309,11 +353,9 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         if not 1.0 < form.scale <= 4.0:
             raise LimitError(f"scale {form.scale:g} is outside 1–4", field="scale", hint="upscale 1.5–2x for portraits")
 
-        def work(ctx: Any, own: Ledger, ref: str) -> str:
-            made = actions.upscale_image(studio, own, ref, form.scale,
-                                         progress=lambda done, total, *_: ctx.say(f"tile {done} of {total}"),
-                                         start_sandbox=start_sandbox)
-            return made.id
+        def work(ctx: Any, own: Ledger, ref: str) -> str | None:
+            # In a child process: the upscaler holds the GIL, which would freeze every other request.
+            return run_isolated("upscale", [str(studio.home), ref, form.scale], ctx.say)
 
         return image_job("upscale", image_id, f"upscale ×{form.scale:g}", work)
 
@@ -324,6 +366,31 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         return image_job("fix", image_id, f"fix {form.region}",
                          lambda ctx, own, ref: actions.fix_region(studio, own, ref, form.region,
                                                                   start_sandbox=start_sandbox).id)
+
+    @app.post("/api/images/{image_id}/edit")
+    def edit(image_id: str, form: EditForm) -> dict[str, Any]:
+        """One instruction edit or one restyle (a look) of the image: a labelled child, identity and checks measured."""
+        from ..edit import check_instruction
+        from ..looks import load_look
+
+        if bool(form.instruction and form.instruction.strip()) == bool(form.look):
+            raise BriefError("give an instruction or a look", field="instruction",
+                             hint='e.g. "soften the fill light", or pick a look such as cinematic')
+        if form.instruction:
+            check_instruction(form.instruction)  # minors, keys, length: refused before a job starts
+        if form.look:
+            load_look(form.look)
+        title = f"edit: {form.instruction}" if form.instruction else f"restyle: {form.look}"
+
+        def work(ctx: Any, own: Ledger, ref: str) -> str:
+            report = actions.edit_image(studio, own, ref, instruction=form.instruction or None,
+                                        looks=(form.look,) if form.look else (), model=form.model,
+                                        sandbox=form.sandbox, start_sandbox=start_sandbox, budget_usd=form.budget)
+            first = report.results[0]
+            ctx.say(f"identity {first.identity} ({first.distance}); checklist {first.check or 'n/a'}")
+            return str(first.image_id)
+
+        return image_job("edit", image_id, title, work)
 
     @app.post("/api/images/{image_id}/export")
     def export(image_id: str) -> dict[str, Any]:
@@ -339,31 +406,15 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     def job_state(job_id: str) -> dict[str, Any]:
         return jobs.get(job_id).model_dump(mode="json")
 
-    def sse(snapshot: Any) -> StreamingResponse:
-        async def stream() -> Any:
-            last = None
-            while True:
-                data, finished = await run_in_threadpool(snapshot)
-                text = json.dumps(data, default=str)
-                if text != last:
-                    yield f"data: {text}\n\n"
-                    last = text
-                if finished:
-                    yield "event: end\ndata: {}\n\n"
-                    return
-                await asyncio.sleep(0.25)
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-
-    @app.get("/api/jobs/{job_id}/events")
-    def job_events(job_id: str) -> StreamingResponse:
+    @app.get("/api/jobs/{job_id}/events", response_class=StreamingResponse)
+    def job_events(job_id: str) -> Response:
         jobs.get(job_id)
 
         def snapshot() -> tuple[dict[str, Any], bool]:
             job = jobs.get(job_id)
             return job.model_dump(mode="json"), job.finished
 
-        return sse(snapshot)
+        return streams.response(f"job:{job_id}", snapshot, live=lambda: not jobs.get(job_id).finished)
 
     def run_snapshot(run_id: str) -> tuple[dict[str, Any], bool]:
         db = ledger()
@@ -380,12 +431,17 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/api/runs/{run_id}/progress")
     def progress(run_id: str) -> dict[str, Any]:
-        return run_snapshot(run_id)[0]
+        return run_snapshot(exact_run(run_id).id)[0]
 
-    @app.get("/api/runs/{run_id}/events")
-    def run_events(run_id: str) -> StreamingResponse:
-        ledger().run(run_id)
-        return sse(lambda: run_snapshot(run_id))
+    @app.get("/api/runs/{run_id}/events", response_class=StreamingResponse)
+    def run_events(run_id: str) -> Response:
+        exact_run(run_id)
+
+        def live() -> bool:
+            job = jobs.for_run(run_id)
+            return job is not None and not job.finished
+
+        return streams.response(f"run:{run_id}", lambda: run_snapshot(run_id), live=live)
 
     # --- pages ---------------------------------------------------------------------------------
     @app.get("/gallery", response_class=HTMLResponse)
@@ -393,10 +449,16 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
         request: Request, run: str | None = None, model: str | None = None, seed: str | None = None,
         check: str | None = None, picked: str | None = None, page_no: int = 1, page: int | None = None,
     ) -> Response:
-        f = GalleryFilter.model_validate({
-            "run": run or None, "model": model or None, "seed": int(seed) if seed and seed.isdigit() else None,
-            "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
-        })
+        try:
+            f = GalleryFilter.model_validate({
+                "run": run or None, "model": model or None,
+                "seed": int(seed) if seed and seed.isascii() and seed.isdigit() else None,
+                "check": check or None, "picked": {"true": True, "false": False}.get(picked or ""), "page": page or page_no,
+            })
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"]) or "filter"
+            raise UsageError(first["msg"], field=name, hint="clear the gallery's filters") from None
         result = gallery_page(ledger(), f)
         return _page_gallery(request, result)
 
@@ -405,53 +467,67 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
 
     @app.get("/images/{image_id}", response_class=HTMLResponse)
     def detail(request: Request, image_id: str) -> Response:
-        d = image_detail(ledger(), image_id)
+        d = image_detail(ledger(), exact_image(image_id).id)
         neighbours = _neighbours(ledger(), d.image)
+        from ..catalog import edit_models
+        from ..looks import look_names
+
         return render(request, "image.html", d=d, elements=list(VARIABLE_ELEMENTS), regions=actions.FIX_REGIONS,
-                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")))
+                    neighbours=neighbours, lighting=list(preset("lighting")), backgrounds=list(preset("backgrounds")),
+                    looks=look_names(), edit_models=edit_models())
 
     @app.get("/images/{image_id}/file")
     def full_image(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
-        return FileResponse(image.path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+        image = exact_image(image_id)
+        if not Path(image.path).is_file():
+            raise LedgerError(f"the file of image {image.id} is missing: {image.path}", hint="restore the studio's images/ folder")
+        return _file_response(Path(image.path), cache=True)
 
     @app.get("/thumbs/{image_id}.jpg")
     def thumb(image_id: str) -> FileResponse:
-        image = ledger().image(image_id)
+        image = exact_image(image_id)
         path = thumbnail(studio.home, image)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     @app.get("/files/{path:path}")
     def studio_file(path: str) -> FileResponse:
-        """Files the studio wrote (run folders, exports) — and nothing outside them."""
-        home = studio.home.resolve()
-        target = (home / path).resolve()
-        allowed = [home / "runs", home / "exports"]
-        run_dirs = [Path(r.out_dir).resolve() for r in ledger().runs(limit=100_000) if r.out_dir]
-        if not any(target.is_relative_to(a) for a in allowed + run_dirs) or not target.is_file():
-            raise LedgerError(f"no studio file '{path}'", hint="files are served from the studio's runs/ and exports/ folders")
-        return FileResponse(target)
+        """A file the ledger lists as an output (images, run files, exports), by its path in the studio folder."""
+        return _file_response(output_file(ledger(), studio.home, path))
+
+    @app.get("/runs/{run_id}/files/{name}")
+    def run_folder_file(run_id: str, name: str) -> FileResponse:
+        """A run's image, contact sheet, grid or run.json, wherever `--out` put the run's folder."""
+        return _file_response(run_file(ledger(), studio.home, run_id, name))
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str) -> Response:
-        db = ledger()
-        run = db.run(run_id)
+        run = exact_run(run_id)
         data, finished = run_snapshot(run.id)
-        return render(request, "run.html", run=run, snap=data, finished=finished)
+        folder = Path(run.out_dir) if run.out_dir else None
+        files = sorted(p.name for p in folder.iterdir() if RUN_FILES.fullmatch(p.name)) if folder and folder.is_dir() else []
+        return render(request, "run.html", run=run, snap=data, finished=finished, files=files)
 
     @app.get("/runs/{run_id}/compare", response_class=HTMLResponse)
     def compare_page(request: Request, run_id: str) -> Response:
         db = ledger()
-        run = db.run(run_id)
+        run = exact_run(run_id)
         rows = comparison_rows(db, run.id)
         seeds = sorted({i.seed for r in rows for i in r["images"] if i.seed is not None})
         grid = [(seed, [(r, next((i for i in r["images"] if i.seed == seed), None)) for r in rows]) for seed in seeds]
         return render(request, "compare.html", run=run, rows=rows, grid=grid, columns=COLUMNS,
                     finished=run_snapshot(run.id)[1])
 
+    @app.get("/api/batches/{run_id}/progress")
+    def batch_progress_api(run_id: str) -> dict[str, Any]:
+        from ..batch import batch_progress
+
+        return batch_progress(ledger(), ledger().run(run_id).id).model_dump(mode="json")
+
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs_page(request: Request) -> Response:
-        return render(request, "jobs.html", jobs=jobs.jobs())
+        from ..batch import recent_batches
+
+        return render(request, "jobs.html", jobs=jobs.jobs(), batches=recent_batches(ledger()))
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: str) -> Response:
@@ -464,6 +540,20 @@ def create_app(studio: Studio, *, token: str | None = None, checker: Any = "defa
     guarded = StudioGuard(app, token=token, max_body=max_body)
     guarded.fastapi = app  # type: ignore[attr-defined]  # tests reach app.state.jobs through it
     return guarded
+
+
+FILE_HEADERS = {
+    # A served file is data, never a page that runs in the studio's origin (comparison.html included).
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _file_response(path: Path, *, cache: bool = False) -> FileResponse:
+    headers = dict(FILE_HEADERS)
+    if cache:  # content-addressed: the bytes behind this URL never change
+        headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return FileResponse(path, headers=headers)
 
 
 def _tile(image: ImageRow) -> dict[str, Any]:

@@ -4,7 +4,9 @@
   DNS-rebinding pages from talking to the studio through the user's browser.
 - With a token (required to bind anywhere else), every request must carry it: the
   `?token=` link printed by `portrait serve` sets an HttpOnly, SameSite=Strict cookie.
-- State-changing requests from another origin are refused (cross-site form posts).
+- State-changing requests must come from the studio's own pages: an `Origin` that is not this
+  server's (including the opaque `Origin: null` of sandboxed frames, `file:` pages and
+  redirects) or a `Sec-Fetch-Site: cross-site` is refused.
 - Request bodies are capped (`max_body` bytes) while they stream in, not after.
 """
 
@@ -19,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["COOKIE", "MAX_BODY", "StudioGuard", "is_loopback"]
+__all__ = ["COOKIE", "MAX_BODY", "StudioGuard", "is_loopback", "same_origin", "size_text"]
 
 COOKIE = "portrait_token"
 MAX_BODY = 20 * 1024 * 1024  # a reference photo; nothing else the studio accepts comes close
@@ -34,6 +36,43 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _hostname(host: str) -> str:
+    """The host name of a Host header; '' for one that does not parse (answered as not loopback)."""
+    try:
+        return urlsplit("//" + host).hostname or ""
+    except ValueError:
+        return ""
+
+
+def size_text(n: int) -> str:
+    """Bytes in binary units, as file managers show them: 20 MiB is '20 MiB', not '21 MB'."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def same_origin(origin: str | None, host: str, fetch_site: str | None = None) -> bool:
+    """Whether a state-changing request may come from where it says it comes from.
+
+    Browsers send `Origin` with every POST; its host and port must be this server's (the scheme
+    is not compared, so a TLS proxy in front keeps working; one port cannot serve both). `null` (sandboxed frames, `file:` pages, cross-site redirects) never does. Without an
+    `Origin` (scripts, curl) the request is not a browser's cross-site post, unless
+    `Sec-Fetch-Site` says it is.
+    """
+    if fetch_site == "cross-site":
+        return False
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        return False
+    return parts.netloc.lower() == host.strip().lower()
 
 
 class _TooLarge(Exception):
@@ -60,7 +99,7 @@ class StudioGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        host = urlsplit("//" + headers.get("host", "")).hostname or ""
+        host = _hostname(headers.get("host", ""))
         extra: list[tuple[bytes, bytes]] = []
         if self.token is None:
             if not is_loopback(host):
@@ -75,23 +114,20 @@ class StudioGuard:
                 cookie[COOKIE].value if COOKIE in cookie else "",
                 (query.get("token") or [""])[0],
             ]
-            if not any(o and hmac.compare_digest(o, self.token) for o in offered):
+            expected = self.token.encode("utf-8")
+            if not any(o and hmac.compare_digest(o.encode("utf-8", "surrogateescape"), expected) for o in offered):
                 await _answer(send, 401, "this studio needs its access token",
                               "open the link 'portrait serve' printed (it ends in ?token=...)")
                 return
             if (query.get("token") or [""])[0]:
                 extra.append((b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()))
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            origin = headers.get("origin")
-            if origin and origin != "null" and urlsplit(origin).netloc != headers.get("host", ""):
-                await _answer(send, 403, "cross-site request refused", "use the studio's own pages")
-                return
-            if headers.get("sec-fetch-site") == "cross-site":
-                await _answer(send, 403, "cross-site request refused", "use the studio's own pages")
-                return
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not same_origin(
+                headers.get("origin"), headers.get("host", ""), headers.get("sec-fetch-site")):
+            await _answer(send, 403, "cross-site request refused", "use the studio's own pages")
+            return
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body:
-            await _answer(send, 413, f"upload too large ({int(length) / 1e6:.1f} MB; the limit is {self.max_body / 1e6:.0f} MB)",
+            await _answer(send, 413, f"upload too large ({size_text(int(length))}; the limit is {size_text(self.max_body)})",
                           "resize the photo (a 2-4 MP JPEG is plenty for a reference)")
             return
 
@@ -100,7 +136,7 @@ class StudioGuard:
         too_large = False
 
         async def refuse() -> None:
-            await _answer(send, 413, f"upload too large (over {self.max_body / 1e6:.0f} MB)",
+            await _answer(send, 413, f"upload too large (over {size_text(self.max_body)})",
                           "resize the photo (a 2-4 MP JPEG is plenty for a reference)")
 
         async def limited_receive() -> Message:

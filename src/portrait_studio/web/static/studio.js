@@ -94,7 +94,7 @@ function briefBuilder(form) {
   }
   function imagesPlanned() {
     const locked = $("#shoot-seed").value.trim() !== "";
-    return locked ? 1 : Math.max(1, parseInt($("#shoot-seeds").value || "1", 10));
+    return locked ? 1 : Math.max(1, parseInt($("#shoot-seeds").value || $("#shoot-seeds").dataset.default, 10));
   }
   function renderPreview(data) {
     $("#brief-error").textContent = data.ok ? "" : (data.field ? data.field + ": " : "") + data.error + (data.hint ? " — fix: " + data.hint : "");
@@ -145,7 +145,7 @@ function briefBuilder(form) {
     $("#shoot-error").textContent = "";
     const seedText = $("#shoot-seed").value.trim(), budgetText = $("#shoot-budget").value.trim();
     const body = { brief: collect(), models: chosen(), kind, sandbox: $("#shoot-sandbox").value,
-      seeds: seedText ? null : parseInt($("#shoot-seeds").value || "3", 10),
+      seeds: seedText || !$("#shoot-seeds").value.trim() ? null : parseInt($("#shoot-seeds").value, 10),
       seed: seedText ? parseInt(seedText, 10) : null, budget: budgetText ? parseFloat(budgetText) : null };
     try {
       const started = await api("/api/shoot", body);
@@ -222,6 +222,10 @@ function runLive(box) {
   const source = new EventSource(`/api/runs/${box.dataset.run}/events`);
   source.onmessage = (e) => render(JSON.parse(e.data));
   source.addEventListener("end", () => { source.close(); box.dataset.finished = "true"; document.body.dataset.runFinished = "true"; });
+  source.addEventListener("timeout", (e) => {
+    source.close();
+    $("#run-errors").insertAdjacentHTML("beforeend", `<li>Live progress stopped: ${esc(JSON.parse(e.data).reason)} — reload the page to see where it stands.</li>`);
+  });
   source.onerror = () => { if (box.dataset.finished === "true") source.close(); };
 }
 
@@ -241,6 +245,31 @@ function watchJob(jobId) {
     status.innerHTML = html;
   };
   source.addEventListener("end", () => source.close());
+  source.addEventListener("timeout", (e) => {
+    source.close();
+    status.insertAdjacentHTML("beforeend", `<br><span class="note">Live progress stopped: ${esc(JSON.parse(e.data).reason)} — see the Jobs page.</span>`);
+  });
+}
+// ---- jobs page: batches (run from the CLI or here) update from the ledger --------------------
+function batchesLive(table) {
+  const tick = async () => {
+    let running = false;
+    for (const row of $$("tr.batch", table)) {
+      if (!["running", "planned"].includes(row.dataset.status)) continue;
+      running = true;
+      const r = await fetch(`/api/batches/${row.dataset.batch}/progress`);
+      if (!r.ok) continue;
+      const b = await r.json();
+      row.dataset.status = b.status;
+      $(".status", row).textContent = b.status;
+      $(".done", row).textContent = `${b.done}/${b.total}`;
+      $(".failed", row).textContent = b.failed;
+      $(".rate", row).textContent = `${b.images_per_minute.toFixed(1)} img/min`;
+      $(".eta", row).textContent = b.eta_s === null ? "?" : `${Math.round(b.eta_s)}s`;
+    }
+    if (running) setTimeout(tick, 2000);
+  };
+  tick();
 }
 function detailPage() {
   const pick = $("#pick");
@@ -299,6 +328,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const live = $("#run-live");
   if (live) runLive(live);
   if ($("#actions")) detailPage();
+  const batches = $("#batches");
+  if (batches) batchesLive(batches);
   const compare = $("#compare-view");
   if (compare) compareZoom(compare);
   document.body.dataset.ready = "true";

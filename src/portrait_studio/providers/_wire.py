@@ -1,0 +1,291 @@
+"""A lean HTTP/1.1 transport for the hosted clients: asyncio streams under `httpx`.
+
+Polling a hosted task is many small GETs. httpx's default transport (httpcore, anyio, h11)
+costs about 1.5 ms of CPU per call on a small machine, several times the cost of the
+socket work itself; this transport keeps `httpx.AsyncClient` (redirects, timeouts,
+decoding, errors) and replaces only the wire part: keep-alive connections per origin,
+HTTP/1.1 requests written in one go, responses parsed with `StreamReader.readuntil`,
+bodies by Content-Length, chunked or until close. TLS comes from the same SSL context
+httpx would use.
+
+What the submission logic relies on is kept exact: a failure to *connect* raises
+`httpx.ConnectError` / `ConnectTimeout` (nothing was sent, safe to retry); once the
+request may have been written, failures raise `WriteError`, `ReadError`,
+`RemoteProtocolError` or `ReadTimeout` (the outcome is unknown; never re-sent blindly).
+An idle connection the server closed is never reused, and only idempotent methods are
+retried once on a fresh connection when a reused one fails before any answer.
+
+Proxies are not spoken here: `lean_transport()` returns None when a proxy is configured
+in the environment, and the client falls back to httpx's own transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+import ssl
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+__all__ = ["LeanTransport", "lean_transport"]
+
+_LIMIT = 1 << 20  # longest status line + headers accepted
+_CHUNK = 1 << 16
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def lean_transport(ssl_context: ssl.SSLContext | None) -> LeanTransport | None:
+    """The lean transport, or None where httpx's own is needed (a proxy is configured)."""
+    if any(os.environ.get(name) for name in _PROXY_VARS):
+        return None
+    return LeanTransport(ssl_context)
+
+
+class _Connection:
+    __slots__ = ("reader", "used", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.used = False
+
+    def healthy(self) -> bool:
+        return not (self.reader.at_eof() or self.writer.is_closing() or self.reader._buffer)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive over asyncio streams (see the module docstring)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 64) -> None:
+        self._ssl = ssl_context
+        self._max_idle = max_idle_per_origin
+        self._dns: dict[str, tuple[list[str], float]] = {}
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Connection]]] = (
+            weakref.WeakKeyDictionary())
+
+    def _pool(self) -> dict[tuple[str, str, int], list[_Connection]]:
+        loop = asyncio.get_running_loop()
+        pool = self._idle.get(loop)
+        if pool is None:
+            pool = self._idle[loop] = {}
+        return pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeout = request.extensions.get("timeout", {})
+        body = request.content if hasattr(request, "_content") else b"".join([c async for c in request.stream])  # type: ignore[union-attr]
+        head = self._head(request, body)
+        for attempt in (1, 2):
+            conn = await self._acquire(origin, timeout.get("connect"))
+            reused = conn.used
+            conn.used = True
+            answered = False
+            try:
+                try:
+                    conn.writer.write(head + body if len(body) < _CHUNK else head)
+                    if len(body) >= _CHUNK:
+                        conn.writer.write(body)
+                    if conn.writer.transport.get_write_buffer_size():  # only a big body waits here
+                        await _with_timeout(conn.writer.drain(), timeout.get("write"), httpx.WriteTimeout)
+                except (OSError, ConnectionError) as exc:
+                    raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from None
+                status, headers, keep = await self._read_head(conn.reader, timeout.get("read"))
+                answered = True
+                data, whole = await self._read_body(conn.reader, request.method, status, headers,
+                                                    timeout.get("read"))
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                conn.close()
+                if reused and not answered and attempt == 1 and request.method in _IDEMPOTENT:
+                    continue  # a kept-alive connection died under us; the request is safe to send again
+                raise exc
+            except BaseException:
+                conn.close()
+                raise
+            if keep and whole:
+                self._release(origin, conn)
+            else:
+                conn.close()
+            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data),
+                                  extensions={"http_version": b"HTTP/1.1"}, request=request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _head(request: httpx.Request, body: bytes) -> bytes:
+        target = request.url.raw_path or b"/"
+        lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
+        has_length = False
+        for name, value in request.headers.raw:
+            lower = name.lower()
+            if lower == b"content-length":
+                has_length = True
+                value = str(len(body)).encode()
+            elif lower == b"transfer-encoding":
+                continue  # the body is sent whole, with its length
+            lines.append(name + b": " + value)
+        if body and not has_length:
+            lines.append(b"Content-Length: " + str(len(body)).encode())
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    async def _acquire(self, origin: tuple[str, str, int], connect_timeout: float | None) -> _Connection:
+        idle = self._pool().get(origin)
+        while idle:
+            conn = idle.pop()
+            if conn.healthy():
+                return conn
+            conn.close()
+        scheme, host, port = origin
+        tls: Any = None
+        if scheme == "https":
+            tls = self._ssl or ssl.create_default_context()
+        try:
+            addresses = await _with_timeout(self._addresses(host, port), connect_timeout, httpx.ConnectTimeout)
+        except OSError as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
+        failure: BaseException | None = None
+        for address in addresses:  # each address in turn, as a browser would without racing them
+            try:
+                reader, writer = await _with_timeout(
+                    asyncio.open_connection(address, port, ssl=tls, server_hostname=host if tls else None,
+                                            limit=_LIMIT),
+                    connect_timeout, httpx.ConnectTimeout)
+                return _Connection(reader, writer)
+            except (OSError, ssl.SSLError) as exc:
+                failure = exc
+        self._dns.pop(host, None)
+        raise httpx.ConnectError(f"{type(failure).__name__}: {failure}") from None
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """The host's addresses, looked up once a minute (a lookup runs in a thread: costly per poll)."""
+        if _is_ip(host):
+            return [host]
+        cached = self._dns.get(host)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise OSError(f"no address for {host}")
+        self._dns[host] = (addresses, now + 60.0)
+        return addresses
+
+    def _release(self, origin: tuple[str, str, int], conn: _Connection) -> None:
+        idle = self._pool().setdefault(origin, [])
+        if len(idle) >= self._max_idle:
+            conn.close()
+        else:
+            idle.append(conn)
+
+    async def _read_head(self, reader: asyncio.StreamReader,
+                         read_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+        while True:
+            block = await _read(reader.readuntil(b"\r\n\r\n"), read_timeout)
+            status_line, _, rest = block.partition(b"\r\n")
+            parts = status_line.split(b" ", 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+                raise httpx.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
+            status = int(parts[1])
+            if 100 <= status < 200 and status != 101:
+                continue  # 100 Continue and friends come before the real answer
+            headers = list(_header_lines(rest))
+            connection = b",".join(v for n, v in headers if n.lower() == b"connection").lower()
+            keep = b"close" not in connection if parts[0] == b"HTTP/1.1" else b"keep-alive" in connection
+            return status, headers, keep
+
+    async def _read_body(self, reader: asyncio.StreamReader, method: str, status: int,
+                         headers: list[tuple[bytes, bytes]], read_timeout: float | None) -> tuple[bytes, bool]:
+        """(body, whether the connection can carry another request: not if the body ran to its close)."""
+        if method == "HEAD" or status in (204, 304):
+            return b"", True
+        encoding = b",".join(v for n, v in headers if n.lower() == b"transfer-encoding").lower()
+        if b"chunked" in encoding:
+            chunks: list[bytes] = []
+            while True:
+                size_line = await _read(reader.readuntil(b"\r\n"), read_timeout)
+                try:
+                    size = int(size_line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise httpx.RemoteProtocolError("malformed chunk size") from None
+                if size == 0:
+                    while (await _read(reader.readuntil(b"\r\n"), read_timeout)) != b"\r\n":
+                        pass  # trailers
+                    return b"".join(chunks), True
+                chunks.append(await _read_exactly(reader, size, read_timeout))
+                await _read(reader.readuntil(b"\r\n"), read_timeout)
+        lengths = [v for n, v in headers if n.lower() == b"content-length"]
+        if lengths:
+            try:
+                length = int(lengths[0])
+            except ValueError:
+                raise httpx.RemoteProtocolError("malformed Content-Length") from None
+            return await _read_exactly(reader, length, read_timeout), True
+        chunks = []
+        while chunk := await _read(reader.read(_CHUNK), read_timeout):
+            chunks.append(chunk)
+        return b"".join(chunks), False
+
+
+def _header_lines(block: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for line in block.split(b"\r\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise httpx.RemoteProtocolError(f"malformed header line {line[:80]!r}")
+        yield name.strip(), value.strip()
+
+
+async def _read_exactly(reader: asyncio.StreamReader, size: int, read_timeout: float | None) -> bytes:
+    parts = []
+    left = size
+    while left > 0:
+        chunk = await _read(reader.read(min(left, _CHUNK)), read_timeout)
+        if not chunk:
+            raise httpx.RemoteProtocolError(f"the connection closed {left} bytes before the end of the body")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+async def _read(awaitable: Any, read_timeout: float | None) -> Any:
+    try:
+        return await _with_timeout(awaitable, read_timeout, httpx.ReadTimeout)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise httpx.RemoteProtocolError("the server disconnected without sending a response") from None
+        raise httpx.RemoteProtocolError("the connection closed in the middle of a response") from None
+    except asyncio.LimitOverrunError:
+        raise httpx.RemoteProtocolError("the response headers are too long") from None
+    except (OSError, ConnectionError) as exc:
+        raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
+
+
+async def _with_timeout(awaitable: Any, seconds: float | None, error: type[httpx.TimeoutException]) -> Any:
+    if seconds is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise error(f"no progress for {seconds:g} s") from None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

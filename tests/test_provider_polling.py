@@ -1,0 +1,228 @@
+"""Adaptive polling and the lean HTTP transport of the hosted clients.
+
+The stories: the client learns how long a model takes and then polls each task about
+once, right after it should have finished; until it knows, one scout task polls densely
+and wakes the others; the transport under httpx reuses connections, reads every framing
+HTTP/1.1 allows, and reports failures the way the never-pay-twice logic expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from portrait_studio.providers._hosted import HostedOptions, LatencyLog, next_poll_delay
+from portrait_studio.providers._wire import LeanTransport, lean_transport
+from portrait_studio.providers.bfl import BflOptions, BflProvider
+from portrait_studio.records import Request
+from portrait_studio.testing.sandbox import start_sandbox
+
+OPTS = HostedOptions()
+
+
+def test_with_a_known_latency_the_first_poll_lands_just_after_the_expected_finish() -> None:
+    assert next_poll_delay(2.0, 0.3, polls=0, late=0, scout=False, options=OPTS) == pytest.approx(2.04 - 0.3)
+    assert next_poll_delay(2.0, 2.1, polls=0, late=0, scout=False, options=OPTS) == 0.0  # overdue: poll now
+    # still running after that: short steps (3% of the latency, at least 50 ms) that grow gently
+    steps = [next_poll_delay(2.0, 2.1, polls=1 + k, late=1 + k, scout=False, options=OPTS) for k in range(6)]
+    assert steps[0] == pytest.approx(0.06) and steps == sorted(steps) and steps[-1] <= OPTS.poll_max_interval_s
+    assert next_poll_delay(0.5, 0.6, polls=3, late=3, scout=False, options=OPTS) >= OPTS.poll_min_interval_s
+
+
+def test_before_any_latency_is_known_one_scout_polls_densely_and_the_others_wait() -> None:
+    scout = [next_poll_delay(None, t, polls=1, late=0, scout=True, options=OPTS) for t in (0.1, 1.0, 2.0, 4.0, 30.0)]
+    assert scout[0] == pytest.approx(0.1) and scout[2] == pytest.approx(0.1) and scout[3] == pytest.approx(0.2)
+    assert scout[-1] == OPTS.poll_interval_s  # never sparser than the configured interval
+    assert next_poll_delay(None, 0.5, polls=0, late=0, scout=False, options=OPTS) == OPTS.poll_max_interval_s
+
+
+def test_the_latency_estimate_follows_what_the_polls_saw() -> None:
+    log = LatencyLog()
+    assert log.estimate is None and log.enlist_scout() and not log.enlist_scout()  # one scout per model
+    log.observe(1.9, 2.1)  # running at 1.9 s, done at 2.1 s
+    assert log.estimate == pytest.approx(2.0)
+    for _ in range(20):  # every first poll finds the task done: the estimate creeps down to find the edge
+        log.observe(None, 2.04)
+    assert 1.95 < log.estimate < 2.0  # type: ignore[operator]
+    for _ in range(20):  # the provider's own figure beats timing polls through a busy server
+        log.observe(None, 2.6, reported=2.25)
+    assert log.estimate == pytest.approx(2.25)
+
+
+def _portrait(i: int) -> Request:
+    return Request(model="flux-1.1-pro", provider="bfl", prompt=f"portrait {i}", seed=i, width=256, height=256,
+                   output_format="jpeg")
+
+
+def test_once_the_latency_is_known_each_task_is_polled_about_once() -> None:
+    with start_sandbox("bfl", latency=0.8) as sb:
+        provider = BflProvider.for_sandbox(sb)  # default polling settings
+
+        async def shoot() -> tuple[float, int, float, int]:
+            try:
+                t0 = time.perf_counter()
+                await asyncio.gather(*(provider.submit(_portrait(i)) for i in range(6)))
+                first, polls_first = time.perf_counter() - t0, sb.stats.polls
+                t0 = time.perf_counter()
+                await asyncio.gather(*(provider.submit(_portrait(10 + i)) for i in range(6)))
+                return first, polls_first, time.perf_counter() - t0, sb.stats.polls - polls_first
+            finally:
+                await provider.aclose()
+
+        first, first_polls, second, second_polls = asyncio.run(shoot())
+    assert first_polls <= 6 + 20  # five tasks wait for the scout instead of polling on their own
+    assert second_polls <= 6 * 2  # the first poll is right (or one step early)
+    assert second < 0.8 * 1.5 + 0.5  # and nobody sleeps past the finish
+
+
+# --- the transport -----------------------------------------------------------------------
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[Handler], Any]]:
+    """A bare TCP server on loopback with a handler per connection; counts connections."""
+    servers: list[asyncio.base_events.Server] = []
+
+    async def start(handler: Handler) -> tuple[str, dict[str, int]]:
+        seen = {"connections": 0}
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen["connections"] += 1
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def _request_head(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    if length:
+        await reader.readexactly(length[0])
+    return head
+
+
+async def test_the_transport_keeps_connections_alive_and_reads_every_framing(raw_server: Any) -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\nContent-Type: application/json\r\n\r\n{\"status\":\"one\"}\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            await _request_head(reader)
+            answer = answers.pop(0)
+            writer.write(answer)
+            await writer.drain()
+            if b"Connection: close" in answer:
+                return
+
+    url, seen = await raw_server(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        first = await client.get(f"{url}/a")
+        second = await client.post(f"{url}/b", json={"x": 1})
+        third = await client.get(f"{url}/c")
+        fourth = await client.get(f"{url}/d")
+    assert first.json() == {"status": "one"} and second.text == "hello world"
+    assert third.status_code == 204 and third.content == b"" and fourth.text == "until the end"
+    assert seen["connections"] == 1  # one kept-alive connection carried all four
+
+
+async def test_connect_failures_are_connect_errors_so_a_submission_may_be_retried() -> None:
+    with start_sandbox("bfl") as sb:
+        port = sb.port
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"http://127.0.0.1:{port}/v1/flux-pro-1.1", json={})
+
+
+async def test_a_post_on_a_connection_that_died_is_never_sent_twice(raw_server: Any) -> None:
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await _request_head(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        requests.append(await _request_head(reader))  # the next request arrives ... and the server dies
+
+    url, seen = await raw_server(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.get(f"{url}/first")).text == "ok"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{url}/submit", json={"paid": True})
+    assert seen["connections"] == 1 and len(requests) == 2  # sent once, not re-sent on a new connection
+
+
+async def test_a_get_on_a_kept_alive_connection_that_died_is_sent_again_once(raw_server: Any) -> None:
+    served: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(await _request_head(reader))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if len(served) == 1:
+            await _request_head(reader)  # read the second request, then drop without answering
+
+    url, seen = await raw_server(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.get(f"{url}/poll")).text == "ok"
+        assert (await client.get(f"{url}/poll")).text == "ok"
+    assert seen["connections"] == 2
+
+
+async def test_a_silent_server_is_a_read_timeout(raw_server: Any) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        await asyncio.sleep(2)
+
+    url, _ = await raw_server(handler)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=httpx.Timeout(0.2)) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(f"{url}/slow")
+
+
+def test_a_configured_proxy_hands_the_wire_back_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(lean_transport(None), LeanTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert lean_transport(None) is None
+    provider = BflProvider("key", BflOptions())
+    assert not isinstance(provider._client._transport, LeanTransport)
+    asyncio.run(provider.aclose())
+
+
+def test_when_the_scouts_task_fails_another_task_takes_over_at_once() -> None:
+    from portrait_studio.errors import GenerationFailed
+
+    with start_sandbox("bfl", latency=0.6) as sb:
+        sb.inject("fail")  # the first task accepted (the scout) ends in error
+        provider = BflProvider.for_sandbox(sb)  # default settings: the others' safety net is 4 s
+
+        async def shoot() -> tuple[list[Any], float]:
+            try:
+                t0 = time.perf_counter()
+                outcomes = await asyncio.gather(*(provider.submit(_portrait(i)) for i in range(4)),
+                                                return_exceptions=True)
+                return outcomes, time.perf_counter() - t0
+            finally:
+                await provider.aclose()
+
+        outcomes, wall = asyncio.run(shoot())
+    assert sum(isinstance(o, GenerationFailed) for o in outcomes) == 1
+    assert wall < 0.6 + 1.5  # not the 4 s the others would sleep without a scout
