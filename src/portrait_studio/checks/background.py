@@ -382,7 +382,7 @@ def _proposals(engine: Any, bgr: np.ndarray) -> list[list[int]]:
         prob = np.asarray(det.session(pre))[0, 0]
     except (AttributeError, ImportError, IndexError, TypeError):  # another rapidocr: read everything
         return whole
-    sy, sx = h / prob.shape[0], w / prob.shape[1]
+    sy = h / prob.shape[0]
     spots = cv2.dilate((prob > PROPOSAL_MIN).astype(np.uint8), np.ones((3, 3), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(spots, connectivity=8)
     boxes = []

@@ -95,7 +95,7 @@ def _hands_over(view: Any, analysis: Analysis) -> np.ndarray:
     """The hands' outlines (convex hull of the 21 points, grown by a tenth of the palm) on the view."""
     import cv2
 
-    out = np.zeros(view.gray.shape, np.uint8)
+    out: np.ndarray = np.zeros(view.gray.shape, np.uint8)
     for hand in analysis.hands:
         pts = (hand.landmarks[:, :2] - np.array(view.origin, np.float32)) * view.scale
         hull = cv2.convexHull(np.round(pts).astype(np.int32))

@@ -10,6 +10,7 @@ belongs to the scene) and must not fail anything. Tests and `bench/bench_checks.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -414,7 +415,7 @@ def extra_incisor(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng:
     tooth = max(2, round(w * _pick(rng, severity, (0.09, 0.11), (0.11, 0.13))))
     out = rgb.copy()
     ys, xs = np.nonzero(inner)
-    m = int(round(mid))
+    m = round(mid)
     for y in np.unique(ys):
         row = xs[ys == y]
         lo, hi = int(row.min()), int(row.max())
@@ -729,7 +730,7 @@ def merged_fingers(rgb: np.ndarray, an: Analysis, severity: str = "obvious", rng
     cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], (1,))
     width = max(2, round(hand.palm_size * 0.12))
     for chain in (fa, fb):
-        for i, j in zip(chain[:upto], chain[1:upto + 1]):
+        for i, j in itertools.pairwise(chain[: upto + 1]):
             cv2.line(mask, tuple(int(v) for v in p[i]), tuple(int(v) for v in p[j]), (1,), width)  # type: ignore[call-overload]
     if mask.sum() < 20:
         raise ValueError("the hand is too small")
