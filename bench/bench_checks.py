@@ -76,6 +76,7 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
     clean_warns: list[str] = []
     skipped: dict[str, int] = defaultdict(int)
     unscored: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    caught: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # defect: mild hit, made, obvious hit, made
     from portrait_studio.checks import WARN_ONLY
 
     warn_only: set[str] = set(WARN_ONLY)
@@ -127,6 +128,9 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
             for it in c.items:
                 flagged = it.status == "fail" or (it.item in warn_only and it.status == "warn")
                 if it.item == d.target:
+                    col = 0 if severity == "mild" else 2
+                    caught[name][col] += flagged
+                    caught[name][col + 1] += 1
                     if flagged:
                         tp[it.item] += 1
                     else:
@@ -151,7 +155,8 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
                       "warn_only": item in warn_only}
     return {"split": split, "images": n_images, "rows": rows, "misses": misses, "false_alarms": false_alarms,
             "clean_fails": clean_fails, "clean_warns": clean_warns, "skipped": dict(skipped),
-            "unscored": {k: tuple(v) for k, v in unscored.items()}, "photos": n_photos}
+            "unscored": {k: tuple(v) for k, v in unscored.items()}, "photos": n_photos,
+            "caught": {k: tuple(v) for k, v in caught.items()}}
 
 
 class _memo:
@@ -214,6 +219,10 @@ def print_table(res: dict) -> None:
         p = "—" if r["precision"] is None else f"{r['precision']:.2f}"
         rc = "—" if r["recall"] is None else f"{r['recall']:.2f}"
         print(f"{item:22s} {r['tp']:4d} {r['fp']:4d} {r['fn']:4d} {p:>9s} {rc:>7s}  {'warn only' if r['warn_only'] else 'fails'}")
+    if res.get("caught"):
+        print("\ndefects caught (the target item fails, or warns where it only warns): mild, obvious")
+        for name, (mh, mm, oh, om) in sorted(res["caught"].items()):
+            print(f"  {name:26s} {mh:3d} / {mm:<3d} {oh:3d} / {om:<3d}")
     print(f"\nfalse fails on the clean photos: {len(res['clean_fails'])}")
     for line in res["clean_fails"]:
         print("  " + line)
