@@ -342,3 +342,18 @@ def test_a_small_face_in_a_phone_group_photo_is_not_called_waxy_by_its_surroundi
     and fabric with far more detail than skin; it may make the item warn, never fail."""
     item = clean("friends_3").item("skin.texture")
     assert item.status != "fail", item.explanation
+
+
+@pytest.mark.parametrize("name", ["feat_beard", "gd_1"])
+def test_a_frame_around_the_picture_is_not_banding(name: str) -> None:
+    """A stock preview's light mat (or a letterbox) is one straight step along a side of the
+    frame, not a posterised gradient; the stock photo's own mark still fails as an overlay."""
+    rgb = photo(name)
+    if name == "gd_1":
+        h, w = rgb.shape[:2]
+        pad = max(8, int(0.025 * max(h, w)))
+        rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), constant_values=236)
+    c = run_checklist(rgb)
+    assert c.item("background.banding").status != "fail", c.item("background.banding").explanation
+    if name == "feat_beard":
+        assert c.item("background.text").status == "fail", c.item("background.text").explanation

@@ -72,6 +72,12 @@ def check_background(image: np.ndarray, analysis: Analysis, context: CheckContex
             _text(work, person_p, s, analysis)]
 
 
+BORDER_BAND = 0.05
+BORDER_SPAN = 0.6
+"""A band edge within `BORDER_BAND` of a side of the frame, parallel to it and along at least
+`BORDER_SPAN` of it, is the picture's border, not banding."""
+
+
 def _banding(image: np.ndarray, background: np.ndarray, step: int = 1) -> CheckResult:
     m = banding_measure(image, background, step)
     if m is None:
@@ -146,13 +152,26 @@ def banding_measure(image: np.ndarray, background: np.ndarray, step: int = 1) ->
     count, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     reach = max(20, int(BAND_EDGE_MIN * min(y.shape)))
     long_ids = [i for i in range(1, count)
-                if max(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]) >= reach]
+                if max(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]) >= reach
+                and not _frame_border(stats[i], y.shape)]
     steps &= np.isin(labels, long_ids)
     # each band edge counts by how hard it is: a 2-3 level step once, a 30-level step of a
     # sky posterised into a few bands up to `BAND_WEIGHT_MAX` times (few edges, each plainly seen)
     share = float(np.minimum(height[steps], 3 * BAND_WEIGHT_MAX).sum()) / 3.0 / n
     box = box_of(steps) if steps.any() else box_of(smooth_bg)
     return {"share": share, "contours": len(long_ids), "box": box}
+
+
+def _frame_border(stat: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """A straight edge along most of one side of the frame, hugging it: a border, mat or letterbox
+    laid around the picture (a stock preview's frame), not a band of the backdrop's gradient."""
+    x, y, bw, bh = (int(v) for v in stat[:4])
+    h, w = shape[:2]
+    if bh >= BORDER_SPAN * h and bw <= BORDER_BAND * w:
+        return x + bw <= BORDER_BAND * w or x >= (1 - BORDER_BAND) * w
+    if bw >= BORDER_SPAN * w and bh <= BORDER_BAND * h:
+        return y + bh <= BORDER_BAND * h or y >= (1 - BORDER_BAND) * h
+    return False
 
 
 def _farther_than(mask: np.ndarray, distance: int) -> np.ndarray:
