@@ -357,3 +357,15 @@ def test_a_frame_around_the_picture_is_not_banding(name: str) -> None:
     assert c.item("background.banding").status != "fail", c.item("background.banding").explanation
     if name == "feat_beard":
         assert c.item("background.text").status == "fail", c.item("background.text").explanation
+
+
+def test_a_neighbour_cut_by_the_frame_is_not_taken_for_the_subject() -> None:
+    """Friends in a group crop: the girl half out of the frame's corner is as wide as the subject.
+    Taking her for the main face put the subject's name tag "over the face" and failed it."""
+    for seed in (3, 5):
+        c = made("name_tag", "friends_4", seed=seed)
+        assert c.item("background.text").status != "fail", c.item("background.text").explanation
+    an = analysis("friends_4")
+    h, w = an.shape
+    x0, y0, x1, y1 = an.face.box  # type: ignore[union-attr]
+    assert x0 > 1 and y0 > 1 and x1 < w - 1 and y1 < h - 1

@@ -182,6 +182,9 @@ class Hand:
         return float(np.linalg.norm(self.landmarks[9, :2] - self.landmarks[0, :2]))
 
 
+CUT_FACE_WEIGHT = 0.7
+"""A face whose box touches the frame's edge counts this share of its width when the main face is
+chosen among several: a portrait frames its subject whole."""
 WORK_SIDE = 1280
 """Longest side of the working copy that faces, hands and the person are found on. The detectors
 resize to 128-256 px inside anyway; only the face mesh and the texture measures want native
@@ -247,10 +250,19 @@ class Analysis:
 
     @property
     def face(self) -> Face | None:
-        """The main face: the largest one with a mesh (else the largest detected)."""
+        """The main face: the largest one with a mesh (else the largest detected), a face cut by
+        the frame counting `CUT_FACE_WEIGHT` of its width (a neighbour half out of a group shot
+        is not the subject)."""
         meshed = [f for f in self.faces if f.landmarks is not None]
         pool = meshed or self.faces
-        return max(pool, key=lambda f: f.width) if pool else None
+        h, w = self.shape
+
+        def weight(f: Face) -> float:
+            x0, y0, x1, y1 = f.box
+            cut = x0 <= 1 or y0 <= 1 or x1 >= w - 1 or y1 >= h - 1
+            return f.width * (CUT_FACE_WEIGHT if cut and len(pool) > 1 else 1.0)
+
+        return max(pool, key=weight) if pool else None
 
     @property
     def face_box(self) -> Box | None:
