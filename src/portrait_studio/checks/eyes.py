@@ -72,23 +72,56 @@ def _sharpness(image: np.ndarray, face: Face) -> CheckResult:
     skin &= ~view.mask(_lips())
     base = max(laplacian_rms(view.gray, skin), 1.0)
     ratios = {s: laplacian_rms(view.gray, eyes[s]) / base for s in SIDES}
+    skin_luma = float(np.median(view.gray[skin])) if skin.any() else 128.0
+    hidden = {s for s in SIDES if _hidden(view.gray, view.mask(face.eye(s)), skin_luma)}
+    region = _eye_box(face, _nearest_side(face), (image.shape[0], image.shape[1]))
+    if len(hidden) == 2:
+        return CheckResult(item="eyes.sharpness", status="not_applicable", region=region,
+                           explanation="Both eyes are hidden (sunglasses, deep shadow or a hand), so their focus "
+                                       "cannot be judged.")
     near = _nearest_side(face)
+    if near in hidden:
+        near = "right" if near == "left" else "left"
+    elif _frontal(face) and not hidden:
+        near = min(SIDES, key=lambda s: ratios[s])  # both eyes are in the focal plane: the softer one
     far = "right" if near == "left" else "left"
     ratio = ratios[near]
     status: Status = "pass" if ratio >= SHARPNESS_MIN else "fail"
     region = _eye_box(face, near, (image.shape[0], image.shape[1]))
+    other = "hidden" if far in hidden else f"{ratios[far]:.2f}x"
     return CheckResult(
         item="eyes.sharpness",
         status=status,
         measured=round(ratio, 3),
         threshold=SHARPNESS_MIN,
         explanation=(
-            f"The nearest eye (subject's {near}) has {ratio:.2f}x the edge detail of the face's skin "
-            f"(the other eye {ratios[far]:.2f}x); "
+            f"The eye judged (subject's {near}) has {ratio:.2f}x the edge detail of the face's skin "
+            f"(the other eye {other}); "
             + ("it is in focus." if status == "pass" else "it is soft: focus should be on the nearest eye.")
         ),
         region=region,
     )
+
+
+HIDDEN_LUMA = 0.3
+"""An eye whose lid opening is darker than this share of the face's skin (median luma) and flat
+(`HIDDEN_CONTRAST`) is behind sunglasses, in deep shadow or covered: its focus is not judged."""
+HIDDEN_CONTRAST = 40.0
+"""Luma spread (95th minus 5th percentile) below which a dark eye opening shows no eye to judge."""
+FRONTAL_WIDTH_RATIO = 1.15
+"""Eyes whose widths on screen differ by less than this are at the same distance: judge the softer."""
+
+
+def _hidden(gray: np.ndarray, opening: np.ndarray, skin_luma: float) -> bool:
+    v = gray[opening]
+    if v.size < 6:
+        return True
+    return bool(np.median(v) < HIDDEN_LUMA * skin_luma and np.percentile(v, 95) - np.percentile(v, 5) < HIDDEN_CONTRAST)
+
+
+def _frontal(face: Face) -> bool:
+    widths = [float(np.ptp(face.points(face.eye(s))[:, 0])) for s in SIDES]
+    return max(widths) < FRONTAL_WIDTH_RATIO * max(1e-3, min(widths))
 
 
 def _iris_pixels(
@@ -217,6 +250,10 @@ def _pair(image: np.ndarray, face: Face) -> CheckResult:
     if delta > IRIS_COLOUR_DELTA_MAX:
         problems.append(f"the irises differ in colour by ΔE {delta:.0f}")
     status: Status = "fail" if problems else "pass"
+    if not problems and len(colours) < 2:
+        return CheckResult(item="eyes.pair", status="not_applicable", measured=None, threshold=IRIS_COLOUR_DELTA_MAX,
+                           region=region, explanation=f"The irises are too small or closed to compare their colour "
+                           f"(their sizes match, ratio {size_ratio:.2f}).")
     explanation = ("The eyes do not match: " + " and ".join(problems) + "." if problems else
                    f"The two irises match in size (ratio {size_ratio:.2f}) and colour (ΔE {delta:.0f}).")
     return CheckResult(item="eyes.pair", status=status, measured=round(delta, 1), threshold=IRIS_COLOUR_DELTA_MAX,

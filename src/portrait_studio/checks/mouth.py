@@ -10,7 +10,7 @@ from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_mouth"]
 
-TEETH_MIN_SHARE = 0.2
+TEETH_MIN_SHARE = 0.15
 """Teeth are 'visible' when this share of the mouth opening is bright, low-chroma pixels."""
 GAP_MAX = 0.05
 """Widest dark gap inside the row of teeth, as a share of the mouth opening's width."""
