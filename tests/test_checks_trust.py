@@ -94,6 +94,15 @@ def test_the_sandbox_astronauts_teeth_have_no_gap(seed: int) -> None:
     assert item.status == "pass", item.explanation
 
 
+def test_a_mild_beauty_filter_that_took_the_finest_detail_fails() -> None:
+    """family_1's mild beauty filter leaves a borderline texture index (it only warned before), but
+    the skin's mid-scale shading is 3.6x its fine detail: the finest detail is gone."""
+    item = made("waxy_beauty", "family_1", "mild", seed=0x04a10a52).item("skin.texture")
+    assert item.status == "fail", item.explanation
+    assert "finest detail is gone" in item.explanation
+    assert clean("family_1").item("skin.texture").status == "pass"
+
+
 def test_a_closed_mouth_has_no_teeth_to_judge() -> None:
     """feat_profile's lips are closed: the bright lip line read as 'teeth visible' before."""
     item = clean("feat_profile").item("mouth.teeth")
