@@ -94,6 +94,29 @@ def test_the_sandbox_astronauts_teeth_have_no_gap(seed: int) -> None:
     assert item.status == "pass", item.explanation
 
 
+def test_a_mild_beauty_filter_that_took_the_finest_detail_fails() -> None:
+    """family_1's mild beauty filter leaves a borderline texture index (it only warned before), but
+    the skin's mid-scale shading is 3.6x its fine detail: the finest detail is gone."""
+    item = made("waxy_beauty", "family_1", "mild", seed=0x04a10a52).item("skin.texture")
+    assert item.status == "fail", item.explanation
+    assert "finest detail is gone" in item.explanation
+    assert clean("family_1").item("skin.texture").status == "pass"
+
+
+def test_a_closed_mouth_has_no_teeth_to_judge() -> None:
+    """feat_profile's lips are closed: the bright lip line read as 'teeth visible' before."""
+    item = clean("feat_profile").item("mouth.teeth")
+    assert item.status == "not_applicable", item.explanation
+
+
+def test_a_missing_tooth_beside_a_shaded_side_tooth_is_a_gap() -> None:
+    """The tooth beyond the slot is a side tooth in the mouth's shade: duller than the front teeth,
+    far brighter than the slot. It bounds the gap (before, only front-tooth-bright columns did)."""
+    item = made("missing_tooth", "feat_single", "obvious", seed=0x66646594).item("mouth.teeth")
+    assert item.status == "fail", item.explanation
+    assert clean("feat_single").item("mouth.teeth").status == "pass"
+
+
 def test_debris_is_looked_for_on_the_backdrop_not_on_the_subject() -> None:
     c = made("stray_artifacts", "astronaut")
     item = c.item("background.artifacts")

@@ -14,6 +14,13 @@ TEETH_MIN_SHARE = 0.15
 """Teeth are 'visible' when this share of the mouth opening is bright, low-chroma pixels."""
 GAP_MAX = 0.05
 """Widest dark gap inside the row of teeth, as a share of the mouth opening's width."""
+OPEN_MIN = 0.06
+"""Closed lips: an opening whose mean height is under this share of its width is the lip line, and
+any bright pixels in it are lip highlights, not teeth (training photos: closed 0.01-0.04, teeth 0.14+)."""
+SHADED_TOOTH = 0.7
+"""A column whose mean lightness in the teeth's rows is this share of the teeth's can bound a gap:
+the tooth beside a missing one is often a side tooth in the mouth's shade, duller and warmer than
+the front teeth, yet far brighter than the gap (under 0.55 of the teeth)."""
 ASYMMETRY_MAX = 0.18
 """Offset of the teeth's centre from the mouth's centre, as a share of the mouth width."""
 
@@ -31,7 +38,7 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
     pts = pts - np.array(box[:2], np.float32)
     opening = int(inner.sum())
     width = float(np.ptp(pts[:, 0]))
-    if opening < 40 or width < 12:
+    if opening < 40 or width < 12 or opening < OPEN_MIN * width * width:
         teeth_share = 0.0
     else:
         L = lab(image)
@@ -63,8 +70,9 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
 
 
 def _gap(teeth: np.ndarray, inner: np.ndarray, lightness: np.ndarray, pts: np.ndarray) -> int:
-    """Widest run of dark, toothless columns between tooth columns, in the rows the teeth fill and
-    in the middle of the mouth (incisors; the row's ends fall into shadow in every smile)."""
+    """Widest run of dark, toothless columns between tooth columns (bright ones, or shaded side teeth),
+    in the rows the teeth fill and in the middle of the mouth (incisors; the row's ends fall into
+    shadow in every smile)."""
     x0, x1 = int(pts[:, 0].min()), int(np.ceil(pts[:, 0].max())) + 1
     t, m, lum = teeth[:, x0:x1], inner[:, x0:x1], lightness[:, x0:x1]
     row_inner = m.sum(1)
@@ -76,7 +84,8 @@ def _gap(teeth: np.ndarray, inner: np.ndarray, lightness: np.ndarray, pts: np.nd
     frac = np.where(col_inner > 0, t.sum(0) / np.maximum(col_inner, 1), 0.0)
     tooth_l = float(np.median(lightness[teeth])) if teeth.any() else 100.0
     dark = np.where(col_inner > 0, ((lum < 0.55 * tooth_l) & m).sum(0) / np.maximum(col_inner, 1), 0.0)
-    toothy = frac >= 0.35
+    mean_l = np.where(col_inner > 0, (lum * m).sum(0) / np.maximum(col_inner, 1), 0.0)
+    toothy = (frac >= 0.35) | (mean_l >= SHADED_TOOTH * tooth_l)
     gapcol = (frac < 0.15) & (dark > 0.6)
     n = len(frac)
     gapcol[: int(0.15 * n)] = False

@@ -33,6 +33,12 @@ pixels are visible and the face is at least `SMALL_FACE` wide."""
 SMALL_FACE = 120
 """Faces narrower than this (pixels) barely resolve pores: a borderline index there warns that the
 face is too small to judge rather than failing (a clearly waxy one still fails)."""
+SMOOTHED_SHAPE = 3.0
+"""Mid-scale structure (1 px minus 2.5 px Gaussian) over fine detail (luma minus 1 px) on the skin,
+medians. Skin and sensor grain carry at least as much fine detail as mid-scale shading; every
+smoothing filter takes the finest detail first and leaves the shading, so the ratio rises. Clean
+training faces measure 0.6-2.6, smoothed ones up to 5. A borderline index (`TEXTURE_FAIL` to
+`TEXTURE_WARN`) with a ratio at or above this fails."""
 TEXTURE_MIN_FACE_WIDTH = 64
 """Below this face width (pixels) skin texture is not judged at all."""
 TONE_DELTA_MAX = 20.0
@@ -82,7 +88,11 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     # on a small face the other skin is a few dozen colour-matched pixels (hair, wood and fabric
     # coloured like skin among them): it may not turn a borderline index into a fail there
     smoother_than_body = body_rel is not None and body_rel < TEXTURE_BODY_MIN and width >= SMALL_FACE
-    if index < TEXTURE_FAIL or (index < TEXTURE_WARN and smoother_than_body):
+    shape = structure / max(detail, 1e-3)
+    if index < TEXTURE_WARN and shape >= SMOOTHED_SHAPE:
+        parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
+        measured = f"{', '.join(parts)} (texture index {index:.2f}; waxy below {TEXTURE_FAIL})"
+    if index < TEXTURE_FAIL or (index < TEXTURE_WARN and (smoother_than_body or shape >= SMOOTHED_SHAPE)):
         status, why = "fail", "the skin looks waxy or plastic: restore texture."
     elif index < TEXTURE_WARN:
         status = "warn"
