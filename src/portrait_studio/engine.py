@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -540,16 +541,22 @@ def _has_step(run: RunRow, name: str) -> bool:
 
 
 def _warm_checklist(checker: Any) -> None:
-    """Load the checklist's models while the provider works, not after (when available)."""
+    """Import the checklist and load its models in a thread while the provider works, not after
+    (when available): the event loop only waits on the network then, so the import does not delay
+    a submission or a poll."""
     if checker is None:
         return
-    try:
-        from . import checks
-    except ImportError:
-        return
-    warm = getattr(checks, "warm_up", None)
-    if callable(warm):
-        warm()
+
+    def load() -> None:
+        try:
+            from . import checks
+        except ImportError:
+            return
+        warm = getattr(checks, "warm_up", None)
+        if callable(warm):
+            warm()
+
+    threading.Thread(target=load, name="checklist-warm-up", daemon=True).start()
 
 
 def write_labelled(source: Path, target: Path, info: Any, labels: Any, *, ingredient_from: str | None = None,

@@ -264,13 +264,18 @@ Checker = Callable[[Path, Brief], tuple[str, float, dict[str, Any]]]
 
 
 def default_checker() -> Checker | None:
-    """The checklist, if the vision stack is importable (it is in a full install)."""
-    try:
-        from .checks import CheckContext, run_checklist
-    except ImportError:
+    """The checklist, if the vision stack is installed (it is in a full install).
+
+    The checklist itself is imported at the first check, not here: the engine opens before the
+    first request is sent, and the import (half a second) then runs in the warm-up thread while
+    the provider works (`engine._warm_checklist`) instead of delaying the submission."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(name) is None for name in ("mediapipe", "cv2", "dlib")):
         return None
 
     def check(path: Path, brief: Brief) -> tuple[str, float, dict[str, Any]]:
+        from .checks import CheckContext, run_checklist
         from .imaging import open_image
         from .quiet import native_quiet
 
