@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -146,8 +147,7 @@ class HostedProvider(Provider):
         if transport is None:
             from ._wire import lean_transport
 
-            transport = lean_transport(verify if isinstance(verify, ssl.SSLContext) else
-                                       httpx.create_ssl_context(verify=verify))
+            transport = lean_transport(verify if isinstance(verify, ssl.SSLContext) else _shared_ssl_context(bool(verify)))
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.options.request_timeout_s),
@@ -433,6 +433,14 @@ class _NoCookies(httpx.Cookies):
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_ssl_context(verify: bool) -> ssl.SSLContext:
+    """One default TLS context per process: loading the CA bundle costs ~20 ms of CPU, and every
+    provider client (one per web job or batch worker) would otherwise load it again. Contexts are
+    safe to share between clients and threads."""
+    return httpx.create_ssl_context(verify=verify)
 
 
 def _ssl_verify(verify: bool | str) -> Any:
