@@ -50,6 +50,7 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import socket
@@ -702,6 +703,7 @@ class SandboxHandle:
         self.state = state
         self.state_dir = state.state_dir
         self.joined = False
+        self._joiner_mark: Path | None = None
         self._refs = 1
         self._joined_url = ""
         self._app = app
@@ -763,6 +765,7 @@ class SandboxHandle:
         cert = state_dir / "tls" / "sandbox-cert.pem"
         handle.ca_file = str(cert) if cert.exists() else None
         handle._joined_url = str(owner["url"])
+        handle._joiner_mark = _mark_joiner(state_dir)
         handle.state = handle._reload()
         handle.port = handle.state.port
         handle._host = handle._joined_url.partition("://")[2].rpartition(":")[0]
@@ -844,6 +847,12 @@ class SandboxHandle:
             self._refs = 0
             if self.state_dir is not None and _SERVING.get(self.state_dir) is self:
                 del _SERVING[self.state_dir]
+        if self.joined:
+            if self._joiner_mark is not None:
+                with contextlib.suppress(OSError):
+                    self._joiner_mark.unlink()
+        elif self.state_dir is not None:
+            _wait_for_joiners(self.state_dir)  # another command still polls this server: let it finish
         self.pause()
         if not self.joined:
             with self.state.lock:
@@ -910,10 +919,16 @@ def start_sandbox(
             running._refs += 1  # this process already serves it: share that server
             return running
     lock = store.StateLock(folder)
-    if not lock.acquire():
+    # Joining: the holder may still be starting (no URL yet, or not answering yet), or may be
+    # stopping (its lock about to be dropped): wait a little for one or the other.
+    deadline = time.monotonic() + (JOIN_WAIT_S if busy == "join" else 0.0)
+    while not lock.acquire():
         owner = store.read_owner(folder) or {}
         if busy == "join" and owner.get("url") and _answers(str(owner["url"])):
             return SandboxHandle._join(provider, folder, owner)
+        if time.monotonic() < deadline:
+            time.sleep(0.05)
+            continue
         who = f"process {owner['pid']} ({owner.get('url')})" if owner.get("pid") else "another process"
         raise ProviderError(
             f"the {provider} sandbox kept in {folder} is already served by {who}",
@@ -937,6 +952,46 @@ def start_sandbox(
         _SERVING[folder] = handle
     return handle
 
+
+JOIN_WAIT_S = 15.0
+"""How long a command waits for a sandbox another command is starting or stopping."""
+JOINER_WAIT_S = 120.0
+"""How long the command serving a sandbox waits, when it is done, for commands that joined it."""
+
+
+def _mark_joiner(state_dir: Path) -> Path:
+    """Say 'this process uses the server' (state_dir/joined/<pid>-<n>), for the serving process."""
+    folder = state_dir / "joined"
+    folder.mkdir(exist_ok=True)
+    mark = folder / f"{os.getpid()}-{next(_JOIN_COUNTER)}"
+    mark.touch()
+    return mark
+
+
+def _wait_for_joiners(state_dir: Path) -> None:
+    """Keep serving while a live process that joined this server still uses it (bounded)."""
+    folder = state_dir / "joined"
+    deadline = time.monotonic() + JOINER_WAIT_S
+    while time.monotonic() < deadline:
+        alive = False
+        for mark in folder.glob("*-*") if folder.is_dir() else ():
+            pid = int(mark.name.partition("-")[0]) if mark.name.partition("-")[0].isdigit() else 0
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except (ProcessLookupError, ValueError):
+                with contextlib.suppress(OSError):
+                    mark.unlink()  # a joiner that died without saying so
+            except PermissionError:
+                alive = True
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
+_JOIN_COUNTER = itertools.count()
 
 _SERVING: dict[Path, SandboxHandle] = {}
 """State folders this process serves, so a second user in the process shares the server."""
