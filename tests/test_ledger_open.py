@@ -118,7 +118,7 @@ def test_a_first_open_that_sqlite_answers_busy_is_retried_not_an_error(tmp_path:
     assert calls["n"] == 3
 
 
-def test_a_ledger_that_stays_damaged_is_not_retried(tmp_path: Path, monkeypatch) -> None:
+def test_a_ledger_that_stays_damaged_is_not_retried(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     db.write_bytes(b"not a database at all" * 100)
     started = time.monotonic()

@@ -28,6 +28,16 @@ def _client(home: Path | None) -> Any:
     return StudioClient(s.server, s.token or "")
 
 
+def _review(home: Path | None, image: str, decision: str, comment: str | None, json_out: bool) -> None:
+    """Approve or reject through the server, as the token's owner."""
+    with _client(home) as client:
+        done = client.review(image, decision, comment)
+    if json_out:
+        print_json(done["review"])
+        return
+    console.print(f"{decision} {image}")
+
+
 def _say_job(job: dict[str, Any]) -> None:
     line = f"{job['status']}: {job['title']}" + (f" — {job['message']}" if job.get("message") else "")
     console.print(escape(line), highlight=False)
@@ -108,12 +118,7 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
     ) -> None:
         """Approve an image (reviewers and owners)."""
-        with _client(home) as client:
-            done = client.review(image, "approved", comment)
-        if json_out:
-            print_json(done["review"])
-            return
-        console.print(f"approved {image}")
+        _review(home, image, "approved", comment, json_out)
 
     @remote.command("reject")
     def reject(
@@ -124,12 +129,7 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
     ) -> None:
         """Reject an image, saying what to change (reviewers and owners)."""
-        with _client(home) as client:
-            done = client.review(image, "rejected", comment)
-        if json_out:
-            print_json(done["review"])
-            return
-        console.print(f"rejected {image}")
+        _review(home, image, "rejected", comment, json_out)
 
     @remote.command("export-approved")
     def export_approved(

@@ -975,20 +975,29 @@ def _wait_for_joiners(state_dir: Path) -> None:
     while time.monotonic() < deadline:
         alive = False
         for mark in folder.glob("*-*") if folder.is_dir() else ():
-            pid = int(mark.name.partition("-")[0]) if mark.name.partition("-")[0].isdigit() else 0
-            if pid == os.getpid():
+            pid = mark.name.partition("-")[0]
+            if pid == str(os.getpid()):
                 continue
-            try:
-                os.kill(pid, 0)
+            if pid.isdigit() and _pid_alive(int(pid)):
                 alive = True
-            except (ProcessLookupError, ValueError):
+            else:
                 with contextlib.suppress(OSError):
-                    mark.unlink()  # a joiner that died without saying so
-            except PermissionError:
-                alive = True
+                    mark.unlink()  # a joiner that died without saying so (or not a mark at all)
         if not alive:
             return
         time.sleep(0.05)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # os.kill(0, …) would ask about our own process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
 
 
 _JOIN_COUNTER = itertools.count()
