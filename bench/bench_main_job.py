@@ -1,6 +1,6 @@
 """The README's main job against the sandbox's latency: how close the studio gets to the provider.
 
-    PYTHONPATH=src python bench/bench_main_job.py [--latency 2.0] [--repeat 3]
+    PYTHONPATH=src python bench/bench_main_job.py [--latency 2.0] [--repeat 3] [--baseline CHECKOUT]
 
 Runs `portrait shoot rembrandt-studio-headshot.yaml --model flux-1.1-pro --seeds 3` in a fresh process
 (a fresh studio each time, no key: the auto sandbox), with the sandbox's task latency set to `--latency`.
@@ -10,6 +10,9 @@ load while the provider works) and the contact sheet. Prints wall time, the rati
 the user+sys CPU time of the process — for a fresh studio (the README's first command) and for the
 same job run again in that studio. The sandbox runs inside the CLI's process, so its own work (making
 and encoding the test images) is in these numbers; a real provider's is not.
+
+`--baseline CHECKOUT` runs the same job from another checkout's `src/` (e.g. a `git worktree` of an
+older commit) in turns with this one, so both are measured side by side under the same load.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BRIEF = ROOT / "src/portrait_studio/presets/briefs/rembrandt-studio-headshot.yaml"
 
 
-def one_run(latency: float) -> tuple[tuple[float, float], tuple[float, float]]:
+def one_run(latency: float, src: Path = ROOT / "src") -> tuple[tuple[float, float], tuple[float, float]]:
     """(wall seconds, CPU seconds) of the main job in a fresh studio, then of the same job again in
     that studio (its ledger already made: what every later shoot costs)."""
     from portrait_studio.testing.sandbox import start_sandbox
@@ -36,7 +39,7 @@ def one_run(latency: float) -> tuple[tuple[float, float], tuple[float, float]]:
     with tempfile.TemporaryDirectory() as home:
         with start_sandbox("bfl", state_dir=Path(home) / "sandbox" / "bfl", latency=latency):
             pass  # the account's latency, kept in the studio's sandbox folder
-        env = {**os.environ, "PORTRAIT_STUDIO_HOME": home, "PYTHONPATH": str(ROOT / "src")}
+        env = {**os.environ, "PORTRAIT_STUDIO_HOME": home, "PYTHONPATH": str(src)}
         for var in ("BFL_API_KEY", "FAL_KEY", "REPLICATE_API_TOKEN"):
             env.pop(var, None)
         measured = []
@@ -51,8 +54,7 @@ def one_run(latency: float) -> tuple[tuple[float, float], tuple[float, float]]:
     return measured[0], measured[1]
 
 
-def measure(latency: float = 2.0, repeat: int = 3) -> dict[str, float]:
-    runs = [one_run(latency) for _ in range(repeat)]
+def summarise(latency: float, runs: list[tuple[tuple[float, float], tuple[float, float]]]) -> dict[str, float]:
     wall = statistics.median(first[0] for first, _ in runs)
     cpu = statistics.median(first[1] for first, _ in runs)
     again = statistics.median(second[0] for _, second in runs)
@@ -61,16 +63,32 @@ def measure(latency: float = 2.0, repeat: int = 3) -> dict[str, float]:
             "again_wall_s": round(again, 2), "again_ratio": round(again / latency, 2), "again_cpu_s": round(again_cpu, 2)}
 
 
+def measure(latency: float = 2.0, repeat: int = 3) -> dict[str, float]:
+    return summarise(latency, [one_run(latency) for _ in range(repeat)])
+
+
+def report(r: dict[str, float], who: str) -> None:
+    print(f"{who}: main job (3-seed sandbox shoot): {r['wall_s']:.2f} s wall vs {r['latency_s']:.2f} s sandbox "
+          f"latency = {r['ratio']:.2f}x the ideal; {r['cpu_s']:.2f} s CPU (user+sys) — in a fresh studio")
+    print(f"{who}: the same job again in that studio: {r['again_wall_s']:.2f} s wall = {r['again_ratio']:.2f}x "
+          f"the ideal; {r['again_cpu_s']:.2f} s CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout, measured in turns with this one")
     args = parser.parse_args()
-    r = measure(args.latency, args.repeat)
-    print(f"main job (3-seed sandbox shoot): {r['wall_s']:.2f} s wall vs {r['latency_s']:.2f} s sandbox latency "
-          f"= {r['ratio']:.2f}x the ideal; {r['cpu_s']:.2f} s CPU (user+sys) — in a fresh studio")
-    print(f"the same job again in that studio: {r['again_wall_s']:.2f} s wall = {r['again_ratio']:.2f}x the ideal; "
-          f"{r['again_cpu_s']:.2f} s CPU")
+    if args.baseline is None:
+        report(measure(args.latency, args.repeat), "this checkout")
+        return
+    ours, theirs = [], []
+    for _ in range(args.repeat):
+        ours.append(one_run(args.latency))
+        theirs.append(one_run(args.latency, args.baseline.resolve() / "src"))
+    report(summarise(args.latency, ours), "this checkout")
+    report(summarise(args.latency, theirs), f"baseline {args.baseline}")
 
 
 if __name__ == "__main__":

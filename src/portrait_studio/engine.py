@@ -220,6 +220,7 @@ class Engine:
         self.runner: Callable[..., Awaitable[RunReport]] = run_plan
         """What sends the requests: the in-process runner, or its cluster form (`cluster.ClusterRunner`),
         which takes the same arguments and keeps the ledger in this process."""
+        self._early: EarlyChecks | None = None
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -368,15 +369,28 @@ class Engine:
         limit = budget_usd if budget_usd is not None else run.budget_usd
         heartbeat = asyncio.create_task(self._heartbeat(run.id))
         _warm_checklist(self.checker)
+        self._early = early = EarlyChecks.for_run(self.checker, run)
+
+        def arrived(outcome: Outcome) -> None:
+            image = outcome.image
+            if early is not None and outcome.status == "done" and image is not None and not outcome.already \
+                    and image.operation == "generate" and self.ledger.checks(image.image_sha256) is None:
+                early.submit(image.image_sha256, _checked_path(image))
+            if on_outcome is not None:
+                on_outcome(outcome)
+
         try:
             report = await self.runner(
                 run.id, ledger=self.ledger, providers=self.providers, images_dir=self.images_dir,
                 out_dir=Path(run.out_dir) if run.out_dir else None, budget_usd=limit,
-                resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed, on_outcome=on_outcome,
+                resubmit_uncertain=resubmit_uncertain, retry_failed=retry_failed, on_outcome=arrived,
                 secrets=self.secrets, deliver=self.deliver if _has_step(run, "deliver") else None,
             )
             report = await self.finish(run.id, report, budget_usd=limit, on_step=on_step)
         finally:
+            self._early = None
+            if early is not None:
+                early.close()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -540,21 +554,78 @@ def _has_step(run: RunRow, name: str) -> bool:
     return any(s.get("name") == name for s in run.steps)
 
 
+def _checked_path(image: ImageRow) -> Path:
+    """What the checklist reads: the delivered (labelled) copy when it exists, else the original."""
+    return Path(image.out_path) if image.out_path and Path(image.out_path).is_file() else Path(image.path)
+
+
+class EarlyChecks:
+    """The checklist on each image as soon as it arrives, in worker threads, while the provider still
+    works on the others (and on up to two images at once: its model runs release the GIL).
+
+    The "check" step then only collects the results and records them (the ledger is written from
+    the engine's thread only); an image that was not checked early is checked there as before.
+    """
+
+    def __init__(self, checker: Callable[[Path, Any], Any], brief: Any, workers: int | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.checker = checker
+        self.brief = brief
+        self._pool = ThreadPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1),
+                                        thread_name_prefix="portrait-check")
+        self._futures: dict[str, Any] = {}
+
+    @classmethod
+    def for_run(cls, checker: Any, run: RunRow) -> EarlyChecks | None:
+        """Only for runs that have a check step, a brief to check against and a checklist installed."""
+        if checker is None or not run.brief or not _has_step(run, "check"):
+            return None
+        from .brief import parse_brief
+
+        try:
+            brief = parse_brief(run.brief, source=f"run {run.id}")
+        except StudioError:  # the check step reports it, as before
+            return None
+        return cls(checker, brief)
+
+    def submit(self, sha256: str, path: Path) -> None:
+        if sha256 not in self._futures:
+            self._futures[sha256] = self._pool.submit(self.checker, path, self.brief)
+
+    def take(self, sha256: str) -> tuple[str, float, dict[str, Any]] | None:
+        """The finished check of this picture (waiting for it if it is still running), or None if it
+        was never started. A check that raised raises here, where a late check would have."""
+        future = self._futures.pop(sha256, None)
+        return None if future is None else future.result()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Drop checks nobody collected (a run that stopped early): they are recorded by the next resume."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._futures.clear()
+
+
 def _warm_checklist(checker: Any) -> None:
     """Import the checklist and load its models in a thread while the provider works, not after
     (when available): the event loop only waits on the network then, so the import does not delay
-    a submission or a poll."""
-    if checker is None:
-        return
+    a submission or a poll. The labelling libraries and the contact sheet's fonts are readied in
+    the same thread: every arrival and every run's end would otherwise pay for them first."""
 
     def load() -> None:
-        try:
-            from . import checks
-        except ImportError:
-            return
-        warm = getattr(checks, "warm_up", None)
-        if callable(warm):
-            warm()
+        if checker is not None:
+            with contextlib.suppress(ImportError):
+                from . import checks
+
+                warm = getattr(checks, "warm_up", None)
+                if callable(warm):
+                    warm()
+        for name in ("pyexiv2", "c2pa"):
+            with contextlib.suppress(Exception):  # optional; labels.py says what is missing when it matters
+                importlib.import_module(name)
+        with contextlib.suppress(Exception):
+            from . import grids
+
+            grids.warm_up()
 
     threading.Thread(target=load, name="checklist-warm-up", daemon=True).start()
 
@@ -618,10 +689,11 @@ def _step_check(ctx: StepContext) -> None:
     from .brief import parse_brief
 
     brief = parse_brief(ctx.run.brief, source=f"run {ctx.run.id}")
+    early: EarlyChecks | None = getattr(engine, "_early", None)
     for image in engine.ledger.images(run_id=ctx.run.id, limit=100_000):
         if image.operation == "generate" and engine.ledger.checks(image.image_sha256) is None:
-            path = image.out_path if image.out_path and Path(image.out_path).is_file() else image.path
-            overall, score, data = engine.checker(Path(path), brief)
+            done = early.take(image.image_sha256) if early is not None else None
+            overall, score, data = done if done is not None else engine.checker(_checked_path(image), brief)
             engine.ledger.record_checks(image.image_sha256, overall, score, data)
 
 

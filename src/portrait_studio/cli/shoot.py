@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -112,13 +113,17 @@ async def execute_with_progress(
 
         checker = engine.checker
         if checker is not None:
-            checking: dict[str, Any] = {}
+            checking: dict[str, Any] = {"bar": None}
+            to_check = _unchecked(engine.ledger, run_id) + len(rows) - len(finished)  # counted here: the ledger is this thread's
+            lock = threading.Lock()  # the engine checks images as they arrive, two at a time
 
             def check(path: Path, brief: Any) -> tuple[str, float, dict[str, Any]]:
-                if "bar" not in checking:
-                    checking["bar"] = bars.bar("checklist", _unchecked(engine.ledger, run_id), unit="images")
+                with lock:
+                    if checking["bar"] is None:
+                        checking["bar"] = bars.bar("checklist", max(to_check, 1), unit="images")
                 result = checker(path, brief)
-                checking["bar"].advance()
+                with lock:
+                    checking["bar"].advance()
                 return result  # type: ignore[no-any-return]
 
             engine.checker = check
