@@ -159,7 +159,8 @@ def _clip(frame: np.ndarray, view: _FaceSkin, which: str, subject: np.ndarray | 
                                    f"to pure {word}: a blown-out face loses its detail (and defeats the face detector).")
     if overall > IMAGE_CLIP_WARN:
         return CheckResult(item=item, status="warn", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=None,
-                           explanation=f"The face is fine but {overall * 100:.0f}% of the frame is pure {word}; check it is intended.")
+                           explanation=f"{'The face is fine' if skin.any() else 'No face was judged'} but {overall * 100:.0f}% "
+                           f"of the frame is pure {word}; check it is intended.")
     return CheckResult(item=item, status="pass", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=region,
                        explanation=f"{share * 100:.1f}% of {where} and {overall * 100:.1f}% of the frame are clipped to {word}.")
 
