@@ -316,6 +316,38 @@ def test_half_a_stop_over_clips_the_faces_red_channel_and_fails() -> None:
     assert item.status == "fail", item.explanation
 
 
+def test_a_blown_face_the_detector_lost_is_judged_on_the_subjects_head() -> None:
+    """A blown-out face defeats the face detector first (biden 1.6 stops over: no face is found);
+    with no face only a warning for a mostly white frame was left. The clean photo, its face
+    taken away as well, still passes."""
+    import dataclasses
+
+    img = np.clip(photo("biden").astype(np.float32) * 3.0, 0, 255).astype(np.uint8)
+    an = analyze(img)
+    assert an.face is None
+    item = run_checklist(img, analysis=an).item("lighting.highlights")
+    assert item.status == "fail" and "head" in item.explanation, item.explanation
+    calm = dataclasses.replace(analysis("biden"), faces=[])
+    assert run_checklist(photo("biden"), analysis=calm).item("lighting.highlights").status == "pass"
+
+
+def test_a_stop_over_on_a_dark_face_fails_on_the_clipped_subject() -> None:
+    """Dark skin stays under 255 a stop over while the hair, clothes and hands blow out: the face's
+    own measure passed it. The face here is darkened to a deep skin tone before the push."""
+    import cv2
+
+    from portrait_studio.analysis import FACE_OVAL_IDX
+
+    an = analysis("family_3")
+    oval = cv2.GaussianBlur(an.region_mask(FACE_OVAL_IDX).astype(np.float32), (0, 0), 3.0)[..., None]
+    dark = photo("family_3").astype(np.float32) * (1 - 0.6 * oval)
+    img = np.clip(dark * 1.9, 0, 255).astype(np.uint8)
+    before = run_checklist(dark.astype(np.uint8)).item("lighting.highlights")
+    assert before.status == "pass", before.explanation
+    item = run_checklist(img).item("lighting.highlights")
+    assert item.status == "fail" and "subject" in item.explanation, item.explanation
+
+
 def test_an_eye_in_deep_shadow_is_not_called_soft() -> None:
     """The coach squints into stadium light: his nearer eye is a dark slit, not a missed focus."""
     item = clean("zidane").item("eyes.sharpness")

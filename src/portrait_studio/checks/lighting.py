@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, FACE_OVAL_IDX, NOSE_TIP, Analysis, Face, face_skin
-from ._pixels import box_of, luma, points_box
+from ._pixels import box_of, clip_box, luma, points_box
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_lighting"]
@@ -21,6 +21,13 @@ shadows), long before its luma does: clean training faces measure up to 0.03 (sh
 (highlights, hard light), faces exposed up half a stop or with crushed blacks 0.03-0.8."""
 IMAGE_CLIP_WARN = 0.25
 """Share of the whole frame clipped before a warning (low-key backdrops legitimately go black)."""
+SUBJECT_CLIP_MAX = 0.15
+"""Share of the person (segmentation, face included) at luma 252-255 before highlights fail whatever
+the face measures: a push of exposure blows the clothes, hair and hands of a subject whose dark skin
+stays below 255. Clean training photos measure up to 0.02, other defects up to 0.09 (a side light
+that blows a bare arm), faces exposed up a stop mostly 0.1-0.4."""
+HEAD_SHARE = 0.45
+"""The head, when no face was found: the top share of the person's height (head-and-shoulders)."""
 SYMMETRIC_MAX = 1.35
 """Lit/shadow side ratio (linear light) up to which the face counts as evenly lit."""
 DIRECTIONAL_MIN = 1.35
@@ -36,7 +43,25 @@ def check_lighting(image: np.ndarray, analysis: Analysis, context: CheckContext)
     k = max(1, int(np.ceil((h * w / 0.25e6) ** 0.5)))  # every k-th pixel: clipped shares survive decimation
     frame = luma(image[::k, ::k])
     view = _FaceSkin.of(image, analysis)
-    return [_clip(frame, view, "shadows"), _clip(frame, view, "highlights"), _pattern(view, analysis, context)]
+    subject = _subject(analysis, frame.shape)
+    return [_clip(frame, view, "shadows"), _clip(frame, view, "highlights", subject, k, (h, w)),
+            _pattern(view, analysis, context)]
+
+
+def _subject(analysis: Analysis, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The person (segmentation) on the decimated frame; None when it covers under 2% of it."""
+    import cv2
+
+    person = cv2.resize(analysis.person_work, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR) > 0.5
+    return person if person.mean() >= 0.02 else None
+
+
+def _head(person: np.ndarray) -> np.ndarray:
+    """The top `HEAD_SHARE` of the person's height: where a face the detector lost must be."""
+    rows = np.flatnonzero(person.any(1))
+    head = person.copy()
+    head[int(rows[0] + HEAD_SHARE * (rows[-1] - rows[0] + 1)):] = False
+    return head
 
 
 class _FaceSkin:
@@ -89,7 +114,10 @@ class _FaceSkin:
         return [x0 + b[0] * s, y0 + b[1] * s, x0 + b[2] * s, y0 + b[3] * s]
 
 
-def _clip(frame: np.ndarray, view: _FaceSkin, which: str) -> CheckResult:
+def _clip(frame: np.ndarray, view: _FaceSkin, which: str, subject: np.ndarray | None = None,
+          k: int = 1, shape: tuple[int, int] = (0, 0)) -> CheckResult:
+    """Clipping on the face's skin; for highlights also on the whole subject and, when no face was
+    found, on the subject's head (`subject` is the person on the frame decimated by `k`)."""
     clipped_frame = (frame <= 3) if which == "shadows" else (frame >= 252)
     overall = float(clipped_frame.mean())
     item = f"lighting.{which}"
@@ -112,11 +140,34 @@ def _clip(frame: np.ndarray, view: _FaceSkin, which: str) -> CheckResult:
                                "tone and detail there are lost.")
     else:
         share, region = overall, None
+    where = "the face"
+    if subject is not None:  # highlights only: pure white is rare on a person; pure black is hair and suits
+        person = float(clipped_frame[subject].mean())
+        if person > SUBJECT_CLIP_MAX:
+            return CheckResult(item=item, status="fail", measured=round(person, 4), threshold=SUBJECT_CLIP_MAX,
+                               region=_native(box_of(clipped_frame & subject), k, shape),
+                               explanation=f"{person * 100:.0f}% of the subject (skin, hair, clothes) is clipped to pure "
+                               f"{word}: the photo is overexposed and detail there is lost.")
+        if not skin.any() and view.face is None:  # a blown-out face defeats the face detector first
+            head = _head(subject)
+            share = float(clipped_frame[head].mean())
+            region, where = _native(box_of(clipped_frame & head) or box_of(head), k, shape), "the subject's head (no face found)"
+            if share > FACE_CLIP_MAX[which]:
+                return CheckResult(item=item, status="fail", measured=round(share, 4), threshold=FACE_CLIP_MAX[which],
+                                   region=region,
+                                   explanation=f"No face was found and {share * 100:.1f}% of the subject's head is clipped "
+                                   f"to pure {word}: a blown-out face loses its detail (and defeats the face detector).")
     if overall > IMAGE_CLIP_WARN:
         return CheckResult(item=item, status="warn", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=None,
-                           explanation=f"The face is fine but {overall * 100:.0f}% of the frame is pure {word}; check it is intended.")
+                           explanation=f"{'The face is fine' if skin.any() else 'No face was judged'} but {overall * 100:.0f}% "
+                           f"of the frame is pure {word}; check it is intended.")
     return CheckResult(item=item, status="pass", measured=round(share, 4), threshold=FACE_CLIP_MAX[which], region=region,
-                       explanation=f"{share * 100:.1f}% of the face and {overall * 100:.1f}% of the frame are clipped to {word}.")
+                       explanation=f"{share * 100:.1f}% of {where} and {overall * 100:.1f}% of the frame are clipped to {word}.")
+
+
+def _native(b: list[int] | None, k: int, shape: tuple[int, int]) -> list[int] | None:
+    """A box on the frame decimated by `k`, in native pixels (`shape` is the native height, width)."""
+    return None if b is None else clip_box([v * k for v in b], shape[1], shape[0])
 
 
 def _linear(v: np.ndarray) -> float:
