@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis import INNER_MOUTH_IDX, Analysis
+from ..analysis import INNER_MOUTH_IDX, LIPS_OUTER_IDX, Analysis
 from ._pixels import clip_box, lab, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
@@ -17,6 +17,11 @@ GAP_MAX = 0.05
 OPEN_MIN = 0.06
 """Closed lips: an opening whose mean height is under this share of its width is the lip line, and
 any bright pixels in it are lip highlights, not teeth (training photos: closed 0.01-0.04, teeth 0.14+)."""
+LIP_CONTRAST = 1.15
+"""Teeth are lighter than the lips around the opening: 1.20-2.2x on every training photo with teeth
+(colour, and the same photos in grey), while a tongue or the lip line in a grey photo is 0.94-1.09x
+(tongue and lips share their colour). Where there is no colour, chroma cannot tell a tongue from
+teeth; this can."""
 SHADED_TOOTH = 0.7
 """A column whose mean lightness in the teeth's rows is this share of the teeth's can bound a gap:
 the tooth beside a missing one is often a side tooth in the mouth's shade, duller and warmer than
@@ -24,7 +29,7 @@ the front teeth, yet far brighter than the gap (under 0.55 of the teeth)."""
 CORNER_TOOTH = 0.3
 """A column beyond a dark run, towards the corner, at this share of the teeth's lightness or more can
 be a tooth in the corner's shade (with `STEP_BACK`)."""
-STEP_BACK = 2.0
+STEP_BACK = 1.6
 """...and at least this multiple of the dark run's own lightness: then the run is a slot in the row of
 teeth, not the corner (which darkens monotonically outwards)."""
 ASYMMETRY_MAX = 0.18
@@ -39,8 +44,11 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
     h, w = image.shape[:2]
     box = points_box(pts, w, h, pad=0.05)
     region = clip_box([box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3], w, h)
+    outer = face.points(LIPS_OUTER_IDX)
+    box = points_box(np.vstack([pts, outer]), w, h, pad=0.05)
     image = image[box[1]:box[3], box[0]:box[2]]
     inner = poly_mask(pts, box)
+    lips = poly_mask(outer, box) & ~inner
     pts = pts - np.array(box[:2], np.float32)
     opening = int(inner.sum())
     width = float(np.ptp(pts[:, 0]))
@@ -52,6 +60,9 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
         mouth_l = L[..., 0][inner]
         teeth = inner & (L[..., 0] > max(45.0, float(np.percentile(mouth_l, 40)))) & (chroma < 28)
         teeth_share = float(teeth.sum()) / opening
+        if lips.sum() >= 20 and teeth.any() and (
+                np.median(L[..., 0][teeth]) < LIP_CONTRAST * np.median(L[..., 0][lips])):
+            teeth_share = 0.0  # no brighter than the lips: tongue or lips, not teeth
     if teeth_share < TEETH_MIN_SHARE:
         if context.teeth_expected:
             return CheckResult(item="mouth.teeth", status="warn", measured=round(teeth_share, 3),
