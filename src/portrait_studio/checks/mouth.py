@@ -17,11 +17,14 @@ GAP_MAX = 0.05
 OPEN_MIN = 0.06
 """Closed lips: an opening whose mean height is under this share of its width is the lip line, and
 any bright pixels in it are lip highlights, not teeth (training photos: closed 0.01-0.04, teeth 0.14+)."""
-LIP_CONTRAST = 1.15
-"""Teeth are lighter than the lips around the opening: 1.20-2.2x on every training photo with teeth
-(colour, and the same photos in grey), while a tongue or the lip line in a grey photo is 0.94-1.09x
-(tongue and lips share their colour). Where there is no colour, chroma cannot tell a tongue from
-teeth; this can."""
+LIP_CONTRAST = 1.22
+"""Where colour cannot tell teeth from a tongue, the upper quartile of the 'teeth' lightness over the
+lips' median lightness: teeth are far lighter than the lips (the training photos with teeth turned
+grey, their tooth gaps included: 1.31-2.3), a tongue or the lip line shares the lips' colour and
+lightness (grey training photos: 1.03-1.14)."""
+COLOUR_TELLS = 5.0
+"""Chroma by which the lips must exceed the 'teeth' for colour to tell teeth from a tongue (training
+colour photos: 10-35; black-and-white: 0)."""
 SHADED_TOOTH = 0.7
 """A column whose mean lightness in the teeth's rows is this share of the teeth's can bound a gap:
 the tooth beside a missing one is often a side tooth in the mouth's shade, duller and warmer than
@@ -60,9 +63,8 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
         mouth_l = L[..., 0][inner]
         teeth = inner & (L[..., 0] > max(45.0, float(np.percentile(mouth_l, 40)))) & (chroma < 28)
         teeth_share = float(teeth.sum()) / opening
-        if lips.sum() >= 20 and teeth.any() and (
-                np.median(L[..., 0][teeth]) < LIP_CONTRAST * np.median(L[..., 0][lips])):
-            teeth_share = 0.0  # no brighter than the lips: tongue or lips, not teeth
+        if lips.sum() >= 20 and teeth.any() and _tongue_or_lips(L, chroma, teeth, lips):
+            teeth_share = 0.0
     if teeth_share < TEETH_MIN_SHARE:
         if context.teeth_expected:
             return CheckResult(item="mouth.teeth", status="warn", measured=round(teeth_share, 3),
@@ -84,6 +86,14 @@ def check_mouth(image: np.ndarray, analysis: Analysis, context: CheckContext) ->
         item="mouth.teeth", status=status, measured=round(gap, 4), threshold=GAP_MAX, region=region,
         explanation=("Teeth are visible and " + " and ".join(problems) + "." if problems else
                      f"Teeth are visible ({teeth_share * 100:.0f}% of the mouth opening) with no gaps or lopsided row."))
+
+
+def _tongue_or_lips(L: np.ndarray, chroma: np.ndarray, teeth: np.ndarray, lips: np.ndarray) -> bool:
+    """Where colour cannot tell teeth from a tongue (lips hardly more colourful than the 'teeth': a
+    black-and-white or toned photo), the 'teeth' must be lighter than the lips, as teeth are."""
+    if float(np.median(chroma[lips])) - float(np.median(chroma[teeth])) >= COLOUR_TELLS:
+        return False
+    return float(np.percentile(L[..., 0][teeth], 75)) < LIP_CONTRAST * float(np.median(L[..., 0][lips]))
 
 
 def _gap(teeth: np.ndarray, inner: np.ndarray, lightness: np.ndarray, pts: np.ndarray) -> int:
