@@ -125,8 +125,8 @@ def _gap(teeth: np.ndarray, inner: np.ndarray, lightness: np.ndarray, pts: np.nd
 
 def _widest_bounded_run(flag: np.ndarray, support: np.ndarray, lit: np.ndarray, level: np.ndarray) -> int:
     """Longest run of `flag` between two teeth (`support`), or, beside the mouth's dark corner, the
-    widest part of a run next to a tooth whose mean lightness is at most 1/`STEP_BACK` of a `lit`
-    column beyond it: a slot darker than the shaded side tooth past it is a gap, while the corner only
+    widest part of a run next to a tooth whose mean lightness, and its last column's, are at most
+    1/`STEP_BACK` of a `lit` column beyond it: a slot darker than the shaded side tooth past it is a gap, while the corner only
     darkens outwards (its darkest columns have nothing brighter beyond them)."""
     best = 0
     n = len(flag)
@@ -148,7 +148,7 @@ def _widest_bounded_run(flag: np.ndarray, support: np.ndarray, lit: np.ndarray, 
             beyond = np.maximum.accumulate(past[::-1])[::-1]
             mean = np.cumsum(run) / np.arange(1, len(run) + 1)
             for k in range(len(run), best, -1):
-                if k < len(past) and beyond[k] >= STEP_BACK * mean[k - 1]:
+                if k < len(past) and beyond[k] >= STEP_BACK * max(mean[k - 1], run[k - 1]):
                     best = k
                     break
         i = j
