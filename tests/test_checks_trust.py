@@ -130,11 +130,11 @@ def test_a_gap_beside_the_mouths_dark_corner_is_a_gap(defect: str, name: str, se
 
 def test_a_corner_that_darkens_outwards_is_not_a_gap_but_a_slot_before_a_side_tooth_is() -> None:
     """Column lightness (share of the front teeth's) from the front teeth towards one corner."""
-    from portrait_studio.checks.mouth import _widest_bounded_run
+    from portrait_studio.checks.mouth import _widest_inner_run, _widest_slot
 
     def widest(level: list[float]) -> int:
         lv = np.array(level)
-        return _widest_bounded_run(lv < 0.5, lv >= 0.7, lv >= 0.3, lv)
+        return max(_widest_inner_run(lv < 0.5, lv >= 0.7), _widest_slot(lv < 0.5, lv >= 0.3, lv))
 
     assert widest([0.9, 0.9, 0.45, 0.35, 0.3, 0.2, 0.15, 0.1, 0.1, 0.05]) == 0  # the corner's shade
     assert widest([0.9, 0.9, 0.12, 0.12, 0.12, 0.35, 0.3, 0.2, 0.1, 0.05]) == 3  # a slot, a side tooth

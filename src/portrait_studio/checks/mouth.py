@@ -30,11 +30,12 @@ SHADED_TOOTH = 0.7
 the tooth beside a missing one is often a side tooth in the mouth's shade, duller and warmer than
 the front teeth, yet far brighter than the gap (under 0.55 of the teeth)."""
 CORNER_TOOTH = 0.3
-"""A column beyond a dark run, towards the corner, at this share of the teeth's lightness or more can
-be a tooth in the corner's shade (with `STEP_BACK`)."""
+"""A column at this share of the teeth's lightness or more may be a side tooth in the mouth's shade
+and bound a slot (with `STEP_BACK`): a gap beside the dark corner has no front-tooth-bright column
+beyond it, only such a side tooth."""
 STEP_BACK = 1.6
-"""...and at least this multiple of the dark run's own lightness: then the run is a slot in the row of
-teeth, not the corner (which darkens monotonically outwards)."""
+"""A slot's bounding columns are at least this multiple of its lightest column (training photos: the
+generated slots beside the corner 2.0 and more, clean corners' shade 1.3 at most)."""
 ASYMMETRY_MAX = 0.18
 """Offset of the teeth's centre from the mouth's centre, as a share of the mouth width."""
 
@@ -120,36 +121,40 @@ def _gap(teeth: np.ndarray, inner: np.ndarray, lightness: np.ndarray, pts: np.nd
     lit = mean_l >= CORNER_TOOTH * tooth_l
     lit[: int(0.15 * n)] = False
     lit[int(np.ceil(0.85 * n)):] = False
-    return _widest_bounded_run(gapcol, toothy, lit, mean_l)
+    return max(_widest_inner_run(gapcol, toothy), _widest_slot(gapcol, lit, mean_l))
 
 
-def _widest_bounded_run(flag: np.ndarray, support: np.ndarray, lit: np.ndarray, level: np.ndarray) -> int:
-    """Longest run of `flag` between two teeth (`support`), or, beside the mouth's dark corner, the
-    widest part of a run next to a tooth whose mean lightness, and its last column's, are at most
-    1/`STEP_BACK` of a `lit` column beyond it: a slot darker than the shaded side tooth past it is a gap, while the corner only
-    darkens outwards (its darkest columns have nothing brighter beyond them)."""
+def _widest_inner_run(flag: np.ndarray, support: np.ndarray) -> int:
+    """Longest run of `flag` that has `support` on both sides (a gap between teeth, not the corners)."""
+    idx = np.nonzero(support)[0]
+    if len(idx) < 2:
+        return 0
+    best = run = 0
+    for v in flag[idx[0]:idx[-1] + 1]:  # a run of flags (bounded by support on both sides)
+        run = run + 1 if v else 0
+        best = max(best, run)
+    return best
+
+
+def _widest_slot(flag: np.ndarray, lit: np.ndarray, level: np.ndarray) -> int:
+    """Widest run of `flag` columns with a `lit` column on each side (within one column of it, for a
+    soft edge) at least `STEP_BACK` times as light as the run's lightest column: a slot in a row of
+    shaded side teeth. The mouth's corner is no such slot: its shade deepens gradually from the
+    last tooth, so no column beside its darkest part is that much lighter."""
     best = 0
-    n = len(flag)
-    i = 0
-    while i < n:
-        if not flag[i]:
-            i += 1
+    n = len(level)
+    bright = np.where(lit, level, 0.0)
+    for a in range(1, n):
+        if not flag[a]:
             continue
-        j = i
-        while j < n and flag[j]:
-            j += 1
-        left, right = bool(support[:i].any()), bool(support[j:].any())
-        if left and right:
-            best = max(best, j - i)
-        elif left or right:
-            run = level[i:j] if left else level[i:j][::-1]
-            past = np.where(lit, level, 0.0)[i:] if left else np.where(lit, level, 0.0)[:j][::-1]
-            # past[k:] lies beyond the first k columns of the run, seen from the tooth
-            beyond = np.maximum.accumulate(past[::-1])[::-1]
-            mean = np.cumsum(run) / np.arange(1, len(run) + 1)
-            for k in range(len(run), best, -1):
-                if k < len(past) and beyond[k] >= STEP_BACK * max(mean[k - 1], run[k - 1]):
-                    best = k
-                    break
-        i = j
+        before = float(bright[max(0, a - 2):a].max())
+        top = 0.0
+        for b in range(a, n - 1):
+            if not flag[b]:
+                break
+            top = max(top, float(level[b]))
+            if STEP_BACK * top > before:
+                break
+            if b + 1 - a > best and float(bright[b + 1:b + 3].max()) >= STEP_BACK * top:
+                best = b + 1 - a
     return best
