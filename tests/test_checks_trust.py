@@ -122,7 +122,7 @@ def test_a_missing_tooth_beside_a_shaded_side_tooth_is_a_gap() -> None:
 def test_a_gap_beside_the_mouths_dark_corner_is_a_gap(defect: str, name: str, seed: int) -> None:
     """Past the slot the row runs on into the corner's shade: no tooth as light as the front teeth
     bounds it, so it read as the corner before (bench seeds, training split). A side tooth beyond it
-    is at least 1.6x as light as the slot; a clean corner only darkens outwards."""
+    is at least twice as light as the slot; the shade of a clean corner deepens gradually."""
     item = made(defect, name, "obvious", seed=seed).item("mouth.teeth")
     assert item.status == "fail", item.explanation
     assert clean(name).item("mouth.teeth").status == "pass"
