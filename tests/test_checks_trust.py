@@ -117,6 +117,55 @@ def test_a_missing_tooth_beside_a_shaded_side_tooth_is_a_gap() -> None:
     assert clean("feat_single").item("mouth.teeth").status == "pass"
 
 
+@pytest.mark.parametrize(("defect", "name", "seed"), [("missing_tooth", "friends_2", 0x86207CAB),
+                                                      ("tooth_gap", "breakingbad_1", 0x75B018AE)])
+def test_a_gap_beside_the_mouths_dark_corner_is_a_gap(defect: str, name: str, seed: int) -> None:
+    """Past the slot the row runs on into the corner's shade: no tooth as light as the front teeth
+    bounds it, so it read as the corner before (bench seeds, training split). A side tooth beyond it
+    is at least twice as light as the slot; the shade of a clean corner deepens gradually."""
+    item = made(defect, name, "obvious", seed=seed).item("mouth.teeth")
+    assert item.status == "fail", item.explanation
+    assert clean(name).item("mouth.teeth").status == "pass"
+
+
+def test_a_corner_that_darkens_outwards_is_not_a_gap_but_a_slot_before_a_side_tooth_is() -> None:
+    """Column lightness (share of the front teeth's) from the front teeth towards one corner."""
+    from portrait_studio.checks.mouth import _widest_inner_run, _widest_slot
+
+    def widest(level: list[float]) -> int:
+        lv = np.array(level)
+        return max(_widest_inner_run(lv < 0.5, lv >= 0.7), _widest_slot(lv < 0.5, lv >= 0.3, lv))
+
+    assert widest([0.9, 0.9, 0.45, 0.35, 0.3, 0.2, 0.15, 0.1, 0.1, 0.05]) == 0  # the corner's shade
+    assert widest([0.9, 0.9, 0.12, 0.12, 0.12, 0.35, 0.3, 0.2, 0.1, 0.05]) == 3  # a slot, a side tooth
+    assert widest([0.05, 0.1, 0.3, 0.35, 0.12, 0.12, 0.12, 0.9, 0.9]) == 3  # the same, mirrored
+    assert widest([0.9, 0.2, 0.2, 0.9]) == 2  # between two teeth, as before
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)] * 3)
+
+
+def test_a_tongue_in_a_black_and_white_photo_is_not_teeth() -> None:
+    """feat_surprise's open mouth shows a tongue, no teeth. In grey nothing has colour, and the
+    tongue read as teeth before (so generated 'gaps' landed on it); it is no lighter than the lips."""
+    assert clean("feat_surprise").item("mouth.teeth").status == "not_applicable"
+    item = run_checklist(_grey(photo("feat_surprise"))).item("mouth.teeth")
+    assert item.status == "not_applicable", item.explanation
+
+
+@pytest.mark.parametrize("name", ["astronaut", "obama"])
+def test_teeth_in_a_black_and_white_photo_are_still_judged(name: str) -> None:
+    """The astronaut's and Obama's normal teeth, in grey: teeth, no gap; a tooth gap still fails."""
+    grey = _grey(photo(name))
+    assert run_checklist(grey).item("mouth.teeth").status == "pass"
+    gap = DEFECTS["tooth_gap"].build(grey, analyze(grey), "obvious", np.random.default_rng(4))
+    item = run_checklist(gap).item("mouth.teeth")
+    assert item.status == "fail", item.explanation
+
+
 def test_debris_is_looked_for_on_the_backdrop_not_on_the_subject() -> None:
     c = made("stray_artifacts", "astronaut")
     item = c.item("background.artifacts")
