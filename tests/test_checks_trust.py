@@ -103,6 +103,25 @@ def test_a_mild_beauty_filter_that_took_the_finest_detail_fails() -> None:
     assert clean("family_1").item("skin.texture").status == "pass"
 
 
+def test_mild_frequency_separation_on_a_small_face_that_keeps_its_shading_fails() -> None:
+    """friends_5's 80 px face, fine layer turned down to about a third: the index stays just above the
+    warn band (0.36; it passed before), but the mid-scale shading is 3.5x the fine detail, more
+    than any clean face (2.6 at most): the finest detail is gone."""
+    item = made("waxy_frequency_separation", "friends_5", "mild", seed=0xEFC1E1B4).item("skin.texture")
+    assert item.status == "fail", item.explanation
+    assert "finest detail is gone" in item.explanation
+    assert clean("friends_5").item("skin.texture").status == "pass"
+
+
+def test_a_face_retouched_alone_is_judged_against_the_persons_other_skin() -> None:
+    """breakingbad_2's mild surface blur leaves an index of 0.38 (it passed before: many clean faces
+    measure less), but the face keeps only 0.28x the fine detail of the neck and hands beside it."""
+    item = made("waxy_guided", "breakingbad_2", "mild", seed=0x085CA5AF).item("skin.texture")
+    assert item.status == "fail", item.explanation
+    assert "the person's other skin" in item.explanation
+    assert clean("breakingbad_2").item("skin.texture").status == "pass"
+
+
 def test_a_closed_mouth_has_no_teeth_to_judge() -> None:
     """feat_profile's lips are closed: the bright lip line read as 'teeth visible' before."""
     item = clean("feat_profile").item("mouth.teeth")

@@ -33,12 +33,23 @@ pixels are visible and the face is at least `SMALL_FACE` wide."""
 SMALL_FACE = 120
 """Faces narrower than this (pixels) barely resolve pores: a borderline index there warns that the
 face is too small to judge rather than failing (a clearly waxy one still fails)."""
-SMOOTHED_SHAPE = 3.0
+SMOOTHED_SHAPE = 2.75
 """Mid-scale structure (1 px minus 2.5 px Gaussian) over fine detail (luma minus 1 px) on the skin,
 medians. Skin and sensor grain carry at least as much fine detail as mid-scale shading; every
 smoothing filter takes the finest detail first and leaves the shading, so the ratio rises. Clean
-training faces measure 0.6-2.6, smoothed ones up to 5. A borderline index (`TEXTURE_FAIL` to
-`TEXTURE_WARN`) with a ratio at or above this fails."""
+faces measure 0.5-2.6 (all 35 corpus photos; the highest on faces under 100 px), smoothed ones up
+to 5. An index below `SHAPE_INDEX_MAX` with a ratio at or above this fails."""
+SHAPE_INDEX_MAX = 0.4
+"""Index below which a smoothed shape (`SMOOTHED_SHAPE`) fails: a little above `TEXTURE_WARN`, for
+mild smoothing of small faces that keep grain from the rest of the photo (clean faces with an index
+under 0.4 measure 2.3 at most)."""
+TEXTURE_BODY_CLEAR = 0.42
+"""The skin's fine detail under this share of the person's other skin (`TEXTURE_BODY_MIN`) fails
+up to an index of `BODY_INDEX_MAX`: a face retouched on its own while the neck and hands keep
+their grain. Clean faces at least `SMALL_FACE` wide measure 0.54 and up."""
+BODY_INDEX_MAX = 0.5
+"""Above this index the skin keeps more detail than many clean faces; the other skin (a few
+hundred pixels that an overlay or a blown highlight can change) may not fail it alone."""
 TEXTURE_MIN_FACE_WIDTH = 64
 """Below this face width (pixels) skin texture is not judged at all."""
 TONE_DELTA_MAX = 20.0
@@ -88,11 +99,17 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     # on a small face the other skin is a few dozen colour-matched pixels (hair, wood and fabric
     # coloured like skin among them): it may not turn a borderline index into a fail there
     smoother_than_body = body_rel is not None and body_rel < TEXTURE_BODY_MIN and width >= SMALL_FACE
+    # retouched alone: far smoother than the person's other skin (a reliable comparison on a face
+    # of at least SMALL_FACE only)
+    retouched_alone = (body_rel is not None and body_rel < TEXTURE_BODY_CLEAR and width >= SMALL_FACE
+                       and index < BODY_INDEX_MAX)
     shape = structure / max(detail, 1e-3)
-    if index < TEXTURE_WARN and shape >= SMOOTHED_SHAPE:
+    finest_gone = index < SHAPE_INDEX_MAX and shape >= SMOOTHED_SHAPE
+    if finest_gone:
         parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
         measured = f"{', '.join(parts)} (texture index {index:.2f}; waxy below {TEXTURE_FAIL})"
-    if index < TEXTURE_FAIL or (index < TEXTURE_WARN and (smoother_than_body or shape >= SMOOTHED_SHAPE)):
+    if (index < TEXTURE_FAIL or finest_gone or retouched_alone
+            or (index < TEXTURE_WARN and smoother_than_body)):
         status, why = "fail", "the skin looks waxy or plastic: restore texture."
     elif index < TEXTURE_WARN:
         status = "warn"
