@@ -27,10 +27,30 @@ PUPIL_MIN_AREA = 0.04
 PUPIL_ELONGATION_MAX = 2.5
 """A single dark blob longer than this ratio (and than the iris radius) is two pupils merged."""
 IRIS_SIZE_RATIO_MAX = 1.6
-"""Turned heads and squints make the mesh's irises differ by up to ~1.5x on real training photos."""
+"""Ratio of the irises' heights. Their widths differ by up to ~2x on turned heads; their heights by
+at most ~1.45x on real training photos (a squint, a mesh slightly off)."""
 IRIS_COLOUR_DELTA_MAX = 18.0
 """Chroma difference (a*, b*; lightness left out, since one eye is often in shade) between the two
-irises' median colours."""
+irises' ring colours: the smaller of the plain difference and the difference of each iris against
+the skin around its own eye (one eye in coloured shade shifts iris and skin alike)."""
+PUPIL_SHARE = 0.35
+"""The centre of the iris disk (this share of its radius) is the pupil, left out of the colour."""
+PAIR_VISIBLE_MIN = 0.45
+"""An iris with less of its disk inside the lids than this (squint, laugh, mesh misplaced onto the
+lid) samples lid skin and lashes: its colour is not compared."""
+PAIR_CENTRE_LOW = 0.2
+"""The iris centre lies between the lids, at least this share of the opening's height from either
+lid (clean training photos: 0.29-0.64). A centre on or beyond a lid is a mesh that slid onto it
+(squint, laugh, deep shade): the disk samples skin and lashes, so colours are not compared."""
+PAIR_SHADE_DL = 40.0
+"""Skin around one eye darker than around the other by more than this (L*): that eye is in deep
+shade, where colour casts and noise swamp the iris's own colour (clean training photos differ by at
+most 28; a subject half in shadow by 64)."""
+PAIR_SKIN_L = (8.0, 97.0)
+"""Skin around an eye outside this L* range is crushed or blown: the eye's colour is not read."""
+PAIR_TURNED_RATIO = 1.5
+"""Eyes whose widths on screen differ more than this: the head is turned so far that the far iris
+is foreshortened and mixed with the nose or a glasses frame; colours are not compared."""
 
 SIDES = ("left", "right")
 
@@ -233,31 +253,93 @@ def _pupils(image: np.ndarray, face: Face) -> CheckResult:
 
 
 def _pair(image: np.ndarray, face: Face) -> CheckResult:
-    radii = {s: face.iris(s)[1] for s in SIDES}
-    size_ratio = max(radii.values()) / max(1e-3, min(radii.values()))
-    colours = {}
-    for s in SIDES:
-        m, _, r, box = _iris_pixels(image, face, s, inner=0.95)
-        if r >= IRIS_MIN_RADIUS and m.sum() >= 12:
-            colours[s] = np.median(lab(image[box[1]:box[3], box[0]:box[2]])[m], axis=0)
-    delta = float(np.linalg.norm(colours["left"][1:] - colours["right"][1:])) if len(colours) == 2 else 0.0
+    import cv2
+
+    size_ratio = _iris_height_ratio(face)
     eyes = np.concatenate([face.points(face.eye("left")), face.points(face.eye("right"))])
     b = points_box(eyes, image.shape[1], image.shape[0])
     region = clip_box([b[0] - 4, b[1] - 4, b[2] + 4, b[3] + 4], image.shape[1], image.shape[0])
+    samples = {s: _iris_sample(image, face, s, cv2) for s in SIDES}
+    widths = [float(np.ptp(face.points(face.eye(s))[:, 0])) for s in SIDES]
+    turned = max(widths) > PAIR_TURNED_RATIO * max(1e-3, min(widths))
+    delta = 0.0
+    judged = not turned and all(v is not None for v in samples.values())
+    shaded = judged and abs(samples["left"][1][0] - samples["right"][1][0]) > PAIR_SHADE_DL  # type: ignore[index]
+    judged = judged and not shaded
+    if judged:
+        (li, ls), (ri, rs) = samples["left"], samples["right"]  # type: ignore[misc]
+        plain = float(np.linalg.norm(li[1:] - ri[1:]))
+        against_skin = float(np.linalg.norm((li[1:] - ls[1:]) - (ri[1:] - rs[1:])))
+        delta = min(plain, against_skin)
     problems = []
     if size_ratio > IRIS_SIZE_RATIO_MAX:
-        problems.append(f"one iris is {size_ratio:.2f}x the size of the other")
+        problems.append(f"one iris is {size_ratio:.2f}x the height of the other")
     if delta > IRIS_COLOUR_DELTA_MAX:
         problems.append(f"the irises differ in colour by ΔE {delta:.0f}")
     status: Status = "fail" if problems else "pass"
-    if not problems and len(colours) < 2:
+    if not problems and not judged:
+        why = ("the head is turned too far to compare them" if turned else
+               "one eye is in deep shade, so their colours cannot be compared" if shaded else
+               "the irises are too small, closed or hidden to compare their colour")
         return CheckResult(item="eyes.pair", status="not_applicable", measured=None, threshold=IRIS_COLOUR_DELTA_MAX,
-                           region=region, explanation=f"The irises are too small or closed to compare their colour "
-                           f"(their sizes match, ratio {size_ratio:.2f}).")
+                           region=region, explanation=f"The iris sizes match (ratio {size_ratio:.2f}); {why}.")
     explanation = ("The eyes do not match: " + " and ".join(problems) + "." if problems else
                    f"The two irises match in size (ratio {size_ratio:.2f}) and colour (ΔE {delta:.0f}).")
     return CheckResult(item="eyes.pair", status=status, measured=round(delta, 1), threshold=IRIS_COLOUR_DELTA_MAX,
                        explanation=explanation, region=region)
+
+
+def _iris_height_ratio(face: Face) -> float:
+    """Ratio of the two irises' vertical diameters (top to bottom rim point): turning the head
+    foreshortens an iris's width, not its height."""
+    from ..analysis import LEFT_IRIS_IDX, RIGHT_IRIS_IDX
+
+    heights = [float(np.ptp(face.points(idx)[:, 1])) for idx in (LEFT_IRIS_IDX, RIGHT_IRIS_IDX)]
+    return max(heights) / max(1e-3, min(heights))
+
+
+def _iris_sample(image: np.ndarray, face: Face, side: str, cv2: object) -> tuple[np.ndarray, np.ndarray] | None:
+    """Median L*a*b* of the iris ring and of the skin around the same eye, or None when the iris
+    is too small or too hidden (squint, laugh, a lid the mesh misplaced) to sample.
+
+    The ring leaves out the pupil (the centre) and the catchlight and lashes (the brightest and
+    darkest pixels); the skin is a band just outside the lids, so both are in the same light."""
+    m, c, r, box = _iris_pixels(image, face, side, inner=0.9)
+    if r < IRIS_MIN_RADIUS or m.sum() < 12:
+        return None
+    lids = face.points(face.eye(side))
+    opening = poly_mask(lids, box)
+    full = disk_mask(m.shape, c, r)
+    if (full & opening).sum() < PAIR_VISIBLE_MIN * full.sum():
+        return None
+    column = opening[:, min(opening.shape[1] - 1, max(0, int(round(c[0]))))]
+    if not column.any():
+        return None
+    rows = np.nonzero(column)[0]
+    if not PAIR_CENTRE_LOW <= (c[1] - rows.min()) / max(1, rows.max() - rows.min()) <= 1 - PAIR_CENTRE_LOW:
+        return None
+    ring = m & ~disk_mask(m.shape, c, r * PUPIL_SHARE)
+    if ring.sum() >= 8:
+        m = ring
+    sub = image[box[1]:box[3], box[0]:box[2]]
+    y = luma(sub)[m]
+    lo, hi = np.percentile(y, (10, 85))
+    keep = (y >= lo) & (y <= hi)
+    iris = np.median(lab(sub)[m][keep if keep.sum() >= 4 else slice(None)], axis=0)
+    pad = int(np.ceil(r * 1.2)) + 2
+    sbox = clip_box([int(lids[:, 0].min()) - pad, int(lids[:, 1].min()) - pad, int(lids[:, 0].max()) + pad + 1,
+                     int(lids[:, 1].max()) + pad + 1], image.shape[1], image.shape[0])
+    opening = poly_mask(lids, sbox).astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    near = cv2.dilate(opening, k, iterations=max(1, round(r * 0.3)))  # type: ignore[attr-defined]
+    far = cv2.dilate(opening, k, iterations=max(2, round(r * 0.9)))  # type: ignore[attr-defined]
+    band = far.astype(bool) & ~near.astype(bool)
+    if band.sum() < 8:
+        return None
+    skin = np.median(lab(image[sbox[1]:sbox[3], sbox[0]:sbox[2]])[band], axis=0)
+    if not PAIR_SKIN_L[0] <= skin[0] <= PAIR_SKIN_L[1]:
+        return None  # crushed or blown light around the eye: no colour to read
+    return iris, skin
 
 
 def _oval() -> tuple[int, ...]:
