@@ -29,10 +29,13 @@ PUPIL_ELONGATION_MAX = 2.5
 IRIS_SIZE_RATIO_MAX = 1.6
 """Ratio of the irises' heights. Their widths differ by up to ~2x on turned heads; their heights by
 at most ~1.45x on real training photos (a squint, a mesh slightly off)."""
-IRIS_COLOUR_DELTA_MAX = 18.0
+IRIS_COLOUR_DELTA_MAX = 17.0
 """Chroma difference (a*, b*; lightness left out, since one eye is often in shade) between the two
 irises' ring colours: the smaller of the plain difference and the difference of each iris against
 the skin around its own eye (one eye in coloured shade shifts iris and skin alike)."""
+PAIR_MIN_RADIUS = 3.0
+"""Irises smaller than this (pixels) are too small to compare colours (a 3 px iris still shows a
+recoloured ring; at 2 px it is a few pixels of lid and lash)."""
 PUPIL_SHARE = 0.35
 """The centre of the iris disk (this share of its radius) is the pupil, left out of the colour."""
 PAIR_VISIBLE_MIN = 0.45
@@ -305,7 +308,7 @@ def _iris_sample(image: np.ndarray, face: Face, side: str, cv2: object) -> tuple
     The ring leaves out the pupil (the centre) and the catchlight and lashes (the brightest and
     darkest pixels); the skin is a band just outside the lids, so both are in the same light."""
     m, c, r, box = _iris_pixels(image, face, side, inner=0.9)
-    if r < IRIS_MIN_RADIUS or m.sum() < 12:
+    if r < PAIR_MIN_RADIUS or m.sum() < 8:
         return None
     lids = face.points(face.eye(side))
     opening = poly_mask(lids, box)
