@@ -49,14 +49,14 @@ def sunglasses(rgb: np.ndarray, an: Analysis) -> np.ndarray:
         p = f.points(f.eye(side))
         c, ew = p.mean(0), float(np.ptp(p[:, 0]))
         lens_mask = np.zeros((h, w), np.uint8)
-        cv2.ellipse(lens_mask, (int(c[0]), int(c[1])), (int(ew * 0.85), int(ew * 0.6)), 0, 0, 360, 1, -1)
+        cv2.ellipse(lens_mask, (int(c[0]), int(c[1])), (int(ew * 0.85), int(ew * 0.6)), 0, 0, 360, (1,), -1)
         alpha = cv2.GaussianBlur(lens_mask.astype(np.float32), (0, 0), max(1.0, ew * 0.03))[..., None]
         shade = (np.arange(h, dtype=np.float32)[:, None] - c[1]) / (ew * 0.6)
         lens = np.stack([22 + 18 * shade, 26 + 18 * shade, 32 + 18 * shade], -1) * np.ones((1, w, 1), np.float32)
         glint = np.zeros((h, w), np.float32)
         cv2.line(glint, (int(c[0] - ew * 0.5), int(c[1] - ew * 0.1)), (int(c[0] - ew * 0.1), int(c[1] - ew * 0.45)),
-                 1.0, max(1, int(ew * 0.06)))
-        cv2.circle(glint, (int(c[0] + ew * 0.35), int(c[1] + ew * 0.2)), max(1, int(ew * 0.05)), 1.0, -1)
+                 (1.0,), max(1, int(ew * 0.06)))
+        cv2.circle(glint, (int(c[0] + ew * 0.35), int(c[1] + ew * 0.2)), max(1, int(ew * 0.05)), (1.0,), -1)
         lens += 200 * cv2.GaussianBlur(glint, (0, 0), max(0.7, ew * 0.02))[..., None]
         out = out * (1 - alpha) + lens * alpha
     return np.clip(out, 0, 255).astype(np.uint8)
