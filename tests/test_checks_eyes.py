@@ -77,6 +77,20 @@ def test_clean_irises_measure_well_under_the_threshold() -> None:
     assert r.status == "pass" and r.measured is not None and r.measured < 6, r.explanation
 
 
+@pytest.mark.parametrize("severity", ["mild", "obvious"])
+def test_an_iris_crushed_to_black_is_not_compared_by_colour(severity: str) -> None:
+    """Crushed shadows leave one iris a few levels above black: its 'colour' is quantisation noise,
+    not a mismatch (t1_3's irises read ΔE 22 and 18 before; its clean pair measures 3)."""
+    result = eyes(made("clipped_shadows", "t1_3", severity))["eyes.pair"]
+    assert result.status == "not_applicable" and "crushed" in result.explanation
+
+
+def test_a_recoloured_iris_beside_a_dark_one_is_still_compared() -> None:
+    """The crushed-iris rule leaves dark but readable irises alone (family_4's clean irises are
+    among the darkest in the corpus)."""
+    assert eyes(made("mismatched_irises", "family_4", "mild"))["eyes.pair"].status == "fail"
+
+
 def test_an_eye_in_deep_shade_is_not_a_mismatched_pair() -> None:
     """Half of the face in dark shade: a tint shifts the lit iris more than the shaded one (old: ΔE 22, fail)."""
     r = eyes(made("tinted_face", "breakingbad_1", "mild"))["eyes.pair"]

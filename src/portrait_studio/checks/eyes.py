@@ -51,6 +51,10 @@ shade, where colour casts and noise swamp the iris's own colour (clean training 
 most 28; a subject half in shadow by 64)."""
 PAIR_SKIN_L = (8.0, 97.0)
 """Skin around an eye outside this L* range is crushed or blown: the eye's colour is not read."""
+PAIR_IRIS_LUMA_MIN = 10.0
+"""An iris ring whose median luma is under this is crushed near black (a levels move, deep shadow):
+8-bit values that low hold a few levels per channel, so its chroma is quantisation noise, not a
+colour (clean photos: 14 and up, dark irises in shade included)."""
 PAIR_TURNED_RATIO = 1.5
 """Eyes whose widths on screen differ more than this: the head is turned so far that the far iris
 is foreshortened and mixed with the nose or a glasses frame; colours are not compared."""
@@ -296,7 +300,7 @@ def _pair(image: np.ndarray, face: Face) -> CheckResult:
     if not problems and not judged:
         why = ("the head is turned too far to compare them" if turned else
                "one eye is in deep shade, so their colours cannot be compared" if shaded else
-               "the irises are too small, closed or hidden to compare their colour")
+               "the irises are too small, closed, hidden or crushed to black to compare their colour")
         return CheckResult(item="eyes.pair", status="not_applicable", measured=None, threshold=IRIS_COLOUR_DELTA_MAX,
                            region=region, explanation=f"The iris sizes match (ratio {size_ratio:.2f}); {why}.")
     explanation = ("The eyes do not match: " + " and ".join(problems) + "." if problems else
@@ -342,6 +346,8 @@ def _iris_sample(image: np.ndarray, face: Face, side: str) -> tuple[np.ndarray, 
         m = ring
     sub = image[box[1]:box[3], box[0]:box[2]]
     y = luma(sub)[m]
+    if float(np.median(y)) < PAIR_IRIS_LUMA_MIN:
+        return None  # crushed to near black: no colour to read
     lo, hi = np.percentile(y, (10, 85))
     keep = (y >= lo) & (y <= hi)
     iris = np.median(lab(sub)[m][keep if keep.sum() >= 4 else slice(None)], axis=0)
