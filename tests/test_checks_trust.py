@@ -134,6 +134,31 @@ def test_an_overlay_across_the_subject_still_fails() -> None:
         assert item.status == "fail", (defect, item.explanation)
 
 
+def _lettering(name: str, text: str, x: float, cut: bool) -> Checklist:
+    """Dark lettering on the backdrop beside the head; `cut`: it runs out past the right edge."""
+    from PIL import ImageDraw
+
+    from portrait_studio.testing.defects import _font
+
+    im = Image.fromarray(photo(name))
+    w, h = im.size
+    font = _font(max(14, int(0.045 * h)), 1)
+    tw = font.getlength(text)
+    left = int(w * x) if cut else int(w * 0.96 - tw)
+    ImageDraw.Draw(im).text((left, int(0.015 * h)), text, fill=(25, 25, 40), font=font)
+    return run_checklist(np.asarray(im))
+
+
+def test_a_sign_the_frame_cuts_is_scene_text_and_the_same_words_inside_the_frame_are_not() -> None:
+    """A press-wall sign behind the subject ran out of the frame and read as a caption in the margin
+    (a fresh-split photo, 'WOOD', 'IGN', 'CIATION'). Text that runs out of the picture belongs to the
+    scene; the same words laid inside the frame's margin are still a caption."""
+    cut = _lettering("obama", "FOREIGN PRESS ASSOCIATION", 0.78, cut=True).item("background.text")
+    assert cut.status != "fail", cut.explanation
+    inside = _lettering("obama", "PRESS", 0.0, cut=False).item("background.text")
+    assert inside.status == "fail", inside.explanation
+
+
 # --- waxy skin, judged against the photo's own detail --------------------------------------------
 @pytest.mark.parametrize("defect", ["waxy_skin", "waxy_guided", "waxy_frequency_separation", "waxy_blur", "waxy_beauty"])
 def test_every_kind_of_plastic_skin_fails_texture(defect: str) -> None:

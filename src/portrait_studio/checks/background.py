@@ -52,6 +52,10 @@ margin: captions, credits and logos are laid there, on the subject or not; a nam
 on clothing sits inside the frame."""
 EDGE_BAND = 0.12
 """Text within this share of the frame from an edge, off the subject, sits where captions and marks go."""
+CUT_BAND = 0.005
+"""A text line whose box reaches this close to a side of the frame (at least 2 px) runs out of the
+picture: captions, credits and logos are laid inside the frame with a margin, while a sign or banner
+behind the subject is cut by the frame (a press-wall sign read as 'WOOD', 'IGN', 'CIATION')."""
 
 
 def check_background(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
@@ -466,6 +470,13 @@ def _text(work: np.ndarray, person_p: np.ndarray, s: float, analysis: Analysis) 
                        "an object), not over the picture; check it is wanted.")
 
 
+def _cut_by_frame(box: list[int], h: int, w: int) -> bool:
+    """Whether the text line's box reaches a side of the frame (the text continues outside it)."""
+    x0, y0, x1, y1 = box
+    t = max(2.0, CUT_BAND * max(h, w))
+    return x0 <= t or y0 <= t or x1 >= w - 1 - t or y1 >= h - 1 - t
+
+
 def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ...], person_p: np.ndarray,
                     face: Any, s: float) -> str | None:
     """Why a line of text reads as laid over the picture rather than part of the scene (None: scene)."""
@@ -483,16 +494,19 @@ def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ..
         return "it is wider than the face, across the subject"
     if min(x1, fx1) - max(x0, fx0) > 0 and min(y1, fy1) - max(y0, fy0) > 0:
         return "it lies over the face"
+    # a line that runs out of the picture is a sign or a print the frame cuts, not a mark laid on it:
+    # near the frame's edge is no evidence then
+    cut = _cut_by_frame(box, h, w)
     mx, my = MARGIN_BAND * w, MARGIN_BAND * h
     fcx = (fx0 + fx1) / 2
     on_chest = on_person >= 0.8 and y0 > fy1 and abs((x0 + x1) / 2 - fcx) < 0.8 * fw  # a name tag, a print
     side = x0 < mx or x1 > w - mx  # a corner or a side: where marks go, worn text is centred on the body
-    if (side or ((y0 < my or y1 > h - my) and not on_chest)) and (y1 - y0) < 0.15 * h:
+    if not cut and (side or ((y0 < my or y1 > h - my) and not on_chest)) and (y1 - y0) < 0.15 * h:
         return "it sits in the frame's margin, where captions, credits and logos are laid on"
     if 0.2 < on_person < 0.8:
         return "it crosses the subject's outline"
     edge = EDGE_BAND * max(h, w)
-    if on_person <= 0.2 and (x0 < edge or y0 < edge or x1 > w - edge or y1 > h - edge):
+    if not cut and on_person <= 0.2 and (x0 < edge or y0 < edge or x1 > w - edge or y1 > h - edge):
         return "it sits off the subject near the frame's edge, where captions and marks go"
     return None
 
