@@ -52,10 +52,11 @@ margin: captions, credits and logos are laid there, on the subject or not; a nam
 on clothing sits inside the frame."""
 EDGE_BAND = 0.12
 """Text within this share of the frame from an edge, off the subject, sits where captions and marks go."""
-CUT_BAND = 0.005
-"""A text line whose box reaches this close to a side of the frame (at least 2 px) runs out of the
-picture: captions, credits and logos are laid inside the frame with a margin, while a sign or banner
-behind the subject is cut by the frame (a press-wall sign read as 'WOOD', 'IGN', 'CIATION')."""
+CUT_REACH = 0.5
+"""A text line beside the head whose box ends within this share of its own height from a side of the
+frame (a letter the frame cuts in half is not read) and whose other end meets the subject runs behind
+the person and out of the picture: a sign or banner in the scene (a press-wall sign read as 'WOOD',
+'IGN', 'CIATION'), not a caption or logo laid whole inside the frame."""
 
 
 def check_background(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
@@ -470,11 +471,25 @@ def _text(work: np.ndarray, person_p: np.ndarray, s: float, analysis: Analysis) 
                        "an object), not over the picture; check it is wanted.")
 
 
-def _cut_by_frame(box: list[int], h: int, w: int) -> bool:
-    """Whether the text line's box reaches a side of the frame (the text continues outside it)."""
+def _runs_behind_and_out(box: list[int], h: int, w: int, person_p: np.ndarray, chin: float) -> bool:
+    """Whether the text line beside the head has neither a visible start nor a visible end: one end of
+    its box reaches a side of the frame and the other meets the subject (a sign that continues behind
+    the person and outside the picture). Captions, credits and logos are laid whole in the corners:
+    OCR pads a box, so one near the edge may reach it, and a bottom corner meets the subject's body,
+    so lines in the top and bottom margin bands or below the chin never count."""
     x0, y0, x1, y1 = box
-    t = max(2.0, CUT_BAND * max(h, w))
-    return x0 <= t or y0 <= t or x1 >= w - 1 - t or y1 >= h - 1 - t
+    if y0 < MARGIN_BAND * h or y1 > (1 - MARGIN_BAND) * h or y0 > chin:
+        return False
+    t = max(2.0, CUT_REACH * (y1 - y0))
+    gap = max(3, int(0.3 * (y1 - y0)))
+    rows = person_p[max(0, y0):max(y0 + 1, y1)] > 0.5
+    if x1 >= w - 1 - t:  # runs out on the right: does it start at the subject on the left?
+        strip = rows[:, max(0, x0 - gap):max(1, x0)]
+    elif x0 <= t:
+        strip = rows[:, min(w - 1, x1):min(w, x1 + gap)]
+    else:
+        return False
+    return strip.size > 0 and float(strip.mean()) >= 0.5
 
 
 def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ...], person_p: np.ndarray,
@@ -490,13 +505,13 @@ def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ..
     fx0, fy0, fx1, fy1 = (v * s for v in face.box)
     fw = max(1.0, fx1 - fx0)
     on_person = float((person_p[max(0, y0):max(y0 + 1, y1), max(0, x0):max(x0 + 1, x1)] > 0.5).mean())
-    if x1 - x0 > 1.1 * fw:
+    # a line that starts behind the subject and runs out of the picture is a sign in the scene, not a
+    # mark laid on it: its width and being near the frame's edge are no evidence then
+    cut = _runs_behind_and_out(box, h, w, person_p, fy1)
+    if x1 - x0 > 1.1 * fw and not cut:
         return "it is wider than the face, across the subject"
     if min(x1, fx1) - max(x0, fx0) > 0 and min(y1, fy1) - max(y0, fy0) > 0:
         return "it lies over the face"
-    # a line that runs out of the picture is a sign or a print the frame cuts, not a mark laid on it:
-    # near the frame's edge is no evidence then
-    cut = _cut_by_frame(box, h, w)
     mx, my = MARGIN_BAND * w, MARGIN_BAND * h
     fcx = (fx0 + fx1) / 2
     on_chest = on_person >= 0.8 and y0 > fy1 and abs((x0 + x1) / 2 - fcx) < 0.8 * fw  # a name tag, a print
