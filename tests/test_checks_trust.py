@@ -58,6 +58,16 @@ def test_the_corpus_holds_thirty_real_people_split_by_person() -> None:
     assert min(w * h for w, h in sizes) < 0.12e6 and max(w * h for w, h in sizes) <= 2.2e6
 
 
+def test_the_fresh_split_holds_new_people_outside_train_and_validation() -> None:
+    """`fresh` measures precision on people no threshold was set on: none of them may be in the
+    calibration corpus, and it must not move the train and validation numbers."""
+    fresh = corpus.portraits("fresh")
+    people = {p.person for p in fresh}
+    assert len(people) >= 10 and all(p.split == "fresh" for p in fresh)
+    assert not people & {p.person for p in corpus.portraits()}
+    assert not {p.name for p in fresh} & {p.name for p in corpus.portraits()}
+
+
 def test_defects_vary_their_parameters_and_have_two_severities() -> None:
     a = DEFECTS["waxy_guided"].build(photo("obama"), analysis("obama"), "mild", np.random.default_rng(1))
     b = DEFECTS["waxy_guided"].build(photo("obama"), analysis("obama"), "mild", np.random.default_rng(2))
