@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portrait_studio.providers._hosted import HostedOptions, LatencyLog, next_poll_delay
+from portrait_studio.providers._hosted import HostedOptions, Latency, LatencyLog, next_poll_delay
 from portrait_studio.providers._wire import LeanTransport, lean_transport
 from portrait_studio.providers.bfl import BflOptions, BflProvider
 from portrait_studio.records import Request
@@ -26,19 +26,32 @@ OPTS = HostedOptions()
 
 
 def test_with_a_known_latency_the_first_poll_lands_just_after_the_expected_finish() -> None:
-    assert next_poll_delay(2.0, 0.3, polls=0, late=0, scout=False, options=OPTS) == pytest.approx(2.04 - 0.3)
-    assert next_poll_delay(2.0, 2.1, polls=0, late=0, scout=False, options=OPTS) == 0.0  # overdue: poll now
-    # still running after that: short steps (3% of the latency, at least 50 ms) that grow gently
-    steps = [next_poll_delay(2.0, 2.1, polls=1 + k, late=1 + k, scout=False, options=OPTS) for k in range(6)]
-    assert steps[0] == pytest.approx(0.06) and steps == sorted(steps) and steps[-1] <= OPTS.poll_max_interval_s
-    assert next_poll_delay(0.5, 0.6, polls=3, late=3, scout=False, options=OPTS) >= OPTS.poll_min_interval_s
+    fixed = Latency(2.0, 2.0, 2.0)  # every task took 2 s
+    assert next_poll_delay(fixed, 0.3, polls=0, scout=False, options=OPTS) == pytest.approx(2.01 - 0.3)
+    assert next_poll_delay(fixed, 2.1, polls=0, scout=False, options=OPTS) == 0.0  # overdue: poll now
+    # still running after that: short steps (1.5% of the latency, at least 50 ms) that grow with the time overdue
+    steps = [next_poll_delay(fixed, 2.05 + k, polls=1 + k, scout=False, options=OPTS) for k in range(20)]
+    assert steps[0] == pytest.approx(0.05) and steps == sorted(steps) and steps[-1] == OPTS.poll_max_interval_s
+    assert next_poll_delay(Latency(0.5, 0.5, 0.5), 0.6, polls=3, scout=False, options=OPTS) >= OPTS.poll_min_interval_s
 
 
-def test_before_any_latency_is_known_one_scout_polls_densely_and_the_others_wait() -> None:
-    scout = [next_poll_delay(None, t, polls=1, late=0, scout=True, options=OPTS) for t in (0.1, 1.0, 2.0, 4.0, 30.0)]
-    assert scout[0] == pytest.approx(0.1) and scout[2] == pytest.approx(0.1) and scout[3] == pytest.approx(0.2)
-    assert scout[-1] == OPTS.poll_interval_s  # never sparser than the configured interval
-    assert next_poll_delay(None, 0.5, polls=0, late=0, scout=False, options=OPTS) == OPTS.poll_max_interval_s
+def test_the_schedule_reads_the_spread_of_the_learnt_latencies() -> None:
+    spread = Latency(4.0, 5.0, 6.0)  # tasks took 4 to 6 s
+    assert next_poll_delay(spread, 1.0, polls=0, scout=False, options=OPTS) == pytest.approx(4.025 - 1.0)
+    # crossing the 2 s spread takes about four polls, not forty
+    assert next_poll_delay(spread, 4.1, polls=1, scout=False, options=OPTS) == pytest.approx(0.5)
+    assert next_poll_delay(Latency(5.0, 5.0, 5.0), 5.1, polls=1, scout=False, options=OPTS) == pytest.approx(0.075)
+
+
+def test_before_any_latency_is_known_one_scout_polls_for_the_tasks_waiting() -> None:
+    def scout(t: float, waiting: int) -> float:
+        return next_poll_delay(None, t, polls=1, scout=True, waiting=waiting, options=OPTS)
+
+    # a batch of 24: every 50 ms until 4% of the time elapsed is longer, never sparser than 0.5 s
+    assert [scout(t, 24) for t in (0.1, 1.0, 2.0, 4.0, 30.0)] == pytest.approx([0.05, 0.05, 0.08, 0.16, 0.5])
+    assert scout(1.0, 6) == pytest.approx(0.5 / 6)  # six tasks: together they poll no faster than 2 per second
+    assert scout(1.0, 1) == OPTS.poll_interval_s  # a lone task polls at the providers' documented pace
+    assert next_poll_delay(None, 0.5, polls=0, scout=False, options=OPTS) == OPTS.poll_max_interval_s
 
 
 def test_the_latency_estimate_follows_what_the_polls_saw() -> None:

@@ -84,12 +84,38 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeout = request.extensions.get("timeout", {})
         body = request.content if hasattr(request, "_content") else b"".join([c async for c in request.stream])  # type: ignore[union-attr]
-        head = self._head(request, body)
+        status, headers, data = await self._exchange(url, request.method, self._head(request, body), body,
+                                                     timeout.get("connect"), timeout.get("read"),
+                                                     timeout.get("write"))
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data),
+                              extensions={"http_version": b"HTTP/1.1"}, request=request)
+
+    async def get(self, url: httpx.URL, headers: dict[str, str], timeout: float | None) -> httpx.Response | None:
+        """GET `url` straight on the wire with exactly `headers` (and Host), without httpx's
+        request machinery (most of a poll's CPU is that machinery). None when httpx must
+        answer instead: a redirect to follow. The body is decoded as httpx would
+        (Content-Encoding)."""
+        target = url.raw_path or b"/"
+        host = url.netloc
+        lines = [b"GET " + target + b" HTTP/1.1", b"Host: " + host]
+        lines.extend(name.encode() + b": " + value.encode() for name, value in headers.items())
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        status, answer, data = await self._exchange(url, "GET", head, b"", timeout, timeout, timeout)
+        if 300 <= status < 400 and any(n.lower() == b"location" for n, _ in answer):
+            return None
+        response = httpx.Response(status, headers=answer, stream=httpx.ByteStream(data),
+                                  extensions={"http_version": b"HTTP/1.1"}, request=httpx.Request("GET", url))
+        response.read()
+        return response
+
+    async def _exchange(self, url: httpx.URL, method: str, head: bytes, body: bytes, connect_timeout: float | None,
+                        read_timeout: float | None,
+                        write_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         for attempt in (1, 2):
-            conn = await self._acquire(origin, timeout.get("connect"))
+            conn = await self._acquire(origin, connect_timeout)
             reused = conn.used
             conn.used = True
             answered = False
@@ -99,16 +125,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     if len(body) >= _CHUNK:
                         conn.writer.write(body)
                     if conn.writer.transport.get_write_buffer_size():  # only a big body waits here
-                        await _with_timeout(conn.writer.drain(), timeout.get("write"), httpx.WriteTimeout)
+                        await _with_timeout(conn.writer.drain(), write_timeout, httpx.WriteTimeout)
                 except (OSError, ConnectionError) as exc:
                     raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from None
-                status, headers, keep = await self._read_head(conn.reader, timeout.get("read"))
+                status, headers, keep = await self._read_head(conn.reader, read_timeout)
                 answered = True
-                data, whole = await self._read_body(conn.reader, request.method, status, headers,
-                                                    timeout.get("read"))
+                data, whole = await self._read_body(conn.reader, method, status, headers, read_timeout)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 conn.close()
-                if reused and not answered and attempt == 1 and request.method in _IDEMPOTENT:
+                if reused and not answered and attempt == 1 and method in _IDEMPOTENT:
                     continue  # a kept-alive connection died under us; the request is safe to send again
                 raise exc
             except BaseException:
@@ -118,8 +143,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 self._release(origin, conn)
             else:
                 conn.close()
-            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data),
-                                  extensions={"http_version": b"HTTP/1.1"}, request=request)
+            return status, headers, data
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
