@@ -26,6 +26,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import json as _json
 import logging
 import math
 import random
@@ -268,7 +269,7 @@ class HostedProvider(Provider):
         waited = 0.0
         while True:
             try:
-                response = await self._client.post(url, json=json, headers=headers)
+                response = await self._post(url, json, headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 connect_failures += 1
                 if connect_failures > self.options.connect_retries:
@@ -324,12 +325,21 @@ class HostedProvider(Provider):
         """A GET (a poll, a download): straight on the lean transport's wire when it is ours,
         else (a test's transport, a proxy, a redirect) through httpx."""
         if self._wire is not None:
-            parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
-            if parsed.scheme in ("http", "https"):
-                response = await self._wire.get(parsed, {**self._get_headers, **headers} if headers else self._get_headers, timeout)
-                if response is not None:
-                    return response
+            sent = {**self._get_headers, **headers} if headers else self._get_headers
+            response = await self._wire.request("GET", url, sent, timeout)
+            if response is not None:
+                return response
         return await self._client.get(url, headers=headers, timeout=timeout)
+
+    async def _post(self, url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+        """A JSON POST, like `_get`: straight on the lean wire when it is ours."""
+        if self._wire is not None:
+            data = _json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            sent = {**self._get_headers, **headers, "content-type": "application/json"}
+            response = await self._wire.request("POST", url, sent, self.options.request_timeout_s, data)
+            if response is not None:
+                return response
+        return await self._client.post(url, json=body, headers=headers)
 
     def poll_intervals(self) -> Iterator[float]:
         """The fixed schedule (adaptive_polling off): poll_interval_s growing by poll_backoff."""

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import time
@@ -36,6 +37,7 @@ import httpx
 
 __all__ = ["LeanTransport", "lean_transport"]
 
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?\[\]!$&'()*+,;=%]+")  # nothing httpx would re-encode
 _LIMIT = 1 << 20  # longest status line + headers accepted
 _CHUNK = 1 << 16
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -86,34 +88,41 @@ class LeanTransport(httpx.AsyncBaseTransport):
         url = request.url
         timeout = request.extensions.get("timeout", {})
         body = request.content if hasattr(request, "_content") else b"".join([c async for c in request.stream])  # type: ignore[union-attr]
-        status, headers, data = await self._exchange(url, request.method, self._head(request, body), body,
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        status, headers, data = await self._exchange(origin, request.method, self._head(request, body), body,
                                                      timeout.get("connect"), timeout.get("read"),
                                                      timeout.get("write"))
         return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data),
                               extensions={"http_version": b"HTTP/1.1"}, request=request)
 
-    async def get(self, url: httpx.URL, headers: dict[str, str], timeout: float | None) -> httpx.Response | None:
-        """GET `url` straight on the wire with exactly `headers` (and Host), without httpx's
-        request machinery (most of a poll's CPU is that machinery). None when httpx must
-        answer instead: a redirect to follow. The body is decoded as httpx would
-        (Content-Encoding)."""
-        target = url.raw_path or b"/"
-        host = url.netloc
-        lines = [b"GET " + target + b" HTTP/1.1", b"Host: " + host]
+    async def request(self, method: str, url: str | httpx.URL, headers: dict[str, str], timeout: float | None,
+                      body: bytes = b"") -> httpx.Response | None:
+        """Send one request straight on the wire with exactly `headers` (plus Host and the
+        body's length), without httpx's request machinery: most of a poll's CPU is that
+        machinery. Failures raise as `handle_async_request` does. None when httpx must
+        answer instead: a URL this does not take apart, or a redirect to follow (nothing
+        was accepted at a URL that redirects). The body is decoded as httpx would."""
+        target = _target(url)
+        if target is None:
+            return None
+        origin, netloc, path = target
+        lines = [method.encode() + b" " + path + b" HTTP/1.1", b"Host: " + netloc]
         lines.extend(name.encode() + b": " + value.encode() for name, value in headers.items())
+        if body or method == "POST":
+            lines.append(b"Content-Length: " + str(len(body)).encode())
         head = b"\r\n".join(lines) + b"\r\n\r\n"
-        status, answer, data = await self._exchange(url, "GET", head, b"", timeout, timeout, timeout)
+        status, answer, data = await self._exchange(origin, method, head, body, timeout, timeout, timeout)
         if 300 <= status < 400 and any(n.lower() == b"location" for n, _ in answer):
             return None
+        # No `request` on it: building one parses the URL again (nothing here reads it).
         response = httpx.Response(status, headers=answer, stream=httpx.ByteStream(data),
-                                  extensions={"http_version": b"HTTP/1.1"}, request=httpx.Request("GET", url))
+                                  extensions={"http_version": b"HTTP/1.1"})
         response.read()
         return response
 
-    async def _exchange(self, url: httpx.URL, method: str, head: bytes, body: bytes, connect_timeout: float | None,
-                        read_timeout: float | None,
+    async def _exchange(self, origin: tuple[str, str, int], method: str, head: bytes, body: bytes,
+                        connect_timeout: float | None, read_timeout: float | None,
                         write_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         for attempt in (1, 2):
             conn = await self._acquire(origin, connect_timeout)
             reused = conn.used
@@ -260,6 +269,44 @@ class LeanTransport(httpx.AsyncBaseTransport):
         while chunk := await _read(reader.read(_CHUNK), read_timeout):
             chunks.append(chunk)
         return b"".join(chunks), False
+
+
+def _target(url: str | httpx.URL) -> tuple[tuple[str, str, int], bytes, bytes] | None:
+    """(origin, Host value, request target) of an http(s) URL, or None for one to leave to httpx.
+
+    A plain URL string (printable ASCII, no user info, no fragment: what providers hand out)
+    is split without httpx's parser, which costs more than the rest of a poll."""
+    if isinstance(url, httpx.URL):
+        if url.scheme not in ("http", "https") or not url.host:
+            return None
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return (url.scheme, url.host, port), url.netloc, url.raw_path or b"/"
+    if not _PLAIN_URL.fullmatch(url):
+        return None
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        return None
+    netloc, slash, path = rest.partition("/")
+    if "/." in "/" + path.partition("?")[0]:
+        return None  # dot segments: httpx normalises them
+    slash = "/"
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+        path = "?" + query
+    host, colon, port_text = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
+    if not colon:
+        host = netloc
+    elif not port_text.isdigit():
+        return None
+    host = host.lower()
+    if not host or host.startswith("["):
+        return None  # IPv6 literals: httpx's parser
+    default = 443 if scheme == "https" else 80
+    port = int(port_text) if colon else default
+    if colon and port == default:
+        netloc = host  # httpx leaves a default port out of Host
+    return (scheme, host, port), netloc.lower().encode(), (slash + path).encode()
 
 
 def _header_lines(block: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import time
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import httpx
 from pydantic import AliasChoices, Field
 
 from ..catalog import USD_PER_CREDIT, get_model
@@ -181,7 +181,7 @@ class BflProvider(HostedProvider):
 
     async def _poll(self, ticket: Ticket, model: str, *, immediately: bool = False) -> dict[str, Any]:
         assert ticket.polling_url
-        url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        url = self.resolve(ticket.polling_url)
         headers = {"x-key": self._key.reveal()}
         start = time.time()
 
@@ -234,7 +234,7 @@ class BflProvider(HostedProvider):
             cost=ticket.cost or request.estimated_cost,
             timings={"poll_s": ready.get("_poll_s", 0.0), "download_s": round(time.time() - t0, 3),
                      **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
-            metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
+            metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": urlsplit(ticket.polling_url or "").hostname or "",
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},
             sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )
