@@ -37,7 +37,7 @@ print("ready", flush=True)
 sys.stdin.read()  # until the bench closes our stdin
 s = sb.stats
 print(json.dumps({"max_active": s.max_active, "paid": s.paid, "rejected_429": s.rejected[429],
-                  "credits_spent": s.credits_spent}), flush=True)
+                  "credits_spent": s.credits_spent, "polls": s.polls}), flush=True)
 """
 
 
@@ -102,7 +102,10 @@ def main() -> None:
         print(f"{model}: {n} requests, {args.latency:g} s latency, {limit} active tasks allowed, default client settings")
         print(f"  wall {best['wall']:.2f} s, ideal {best['ideal']:.2f} s, ratio to ideal {best['ratio']:.3f}"
               + (f" (worst of {args.repeat}: {worst['ratio']:.3f})" if args.repeat > 1 else ""))
-        print(f"  client CPU {best['cpu_ms']:.1f} ms per request; most active at once {best['max_active']} "
+        cpus = sorted(r["cpu_ms"] for r in runs)
+        print(f"  client CPU {best['cpu_ms']:.1f} ms per request"
+              + (f" (range over {args.repeat} runs: {cpus[0]:.1f}-{cpus[-1]:.1f})" if args.repeat > 1 else "")
+              + f", {best['polls'] / n:.1f} polls per request; most active at once {best['max_active']} "
               f"(429s: {best['rejected_429']}); {best['paid']} paid, {best['credits_spent']:g} credits")
         assert all(r["max_active"] <= limit and r["paid"] == n for r in runs)
 

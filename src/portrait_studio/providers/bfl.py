@@ -17,6 +17,7 @@ exist, and the runner will not re-send it on its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -165,6 +166,9 @@ class BflProvider(HostedProvider):
                 raise self.settle(exc, ticket) from None
             except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
                 raise self.settle(self.unreadable(exc), ticket) from None
+        # The slot is free: let the submission waiting for it go out before this download, so
+        # the provider starts the next task first (downloads are off the critical path).
+        await asyncio.sleep(0)
         result = await self._collect(ticket, request, ready)
         timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
         return result.model_copy(update={"timings": timings})
