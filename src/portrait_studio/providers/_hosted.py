@@ -627,10 +627,11 @@ def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scou
       the latency (at least `poll_min_interval_s`, wider when the learnt latencies spread,
       so crossing the spread costs about four polls); past the latest finish seen the gaps
       grow with the time overdue (a model that got slower is not polled in a storm);
-    - unknown, the scout (one task per model): every 4% of the time elapsed, at least
+    - unknown, the scout (one task per model): every 4% of the time elapsed, at least twice
       `poll_min_interval_s` apart, and no more often than the `waiting` tasks it polls for
-      would together at `poll_interval_s` (the providers' documented loop polls every 0.5 s);
-      a lone task so polls at the documented pace, a batch of 24 every 50 ms;
+      would together at `poll_interval_s` (the providers' documented loop polls every 0.5 s):
+      a lone task so polls at the documented pace, a batch of 6 or more every 100 ms (each
+      poll costs the client about as much CPU as a download);
     - unknown, others: wait for the scout to learn the latency (it wakes them), polling at
       `poll_max_interval_s` meanwhile in case the scout's task is slow.
     """
@@ -646,7 +647,7 @@ def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scou
         return min(max(hi, step), max(step, _OVERDUE_FRACTION * overdue))
     if scout:
         pace = options.poll_interval_s / max(1, waiting)
-        return min(options.poll_interval_s, max(lo, pace, _SCOUT_FRACTION * elapsed))
+        return min(options.poll_interval_s, max(2 * lo, pace, _SCOUT_FRACTION * elapsed))
     return hi  # a safety net: the scout wakes this task as soon as it learns the latency
 
 

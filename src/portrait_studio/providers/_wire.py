@@ -117,7 +117,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         # No `request` on it: building one parses the URL again (nothing here reads it).
         response = httpx.Response(status, headers=answer, stream=httpx.ByteStream(data),
                                   extensions={"http_version": b"HTTP/1.1"})
-        response.read()
+        if any(n.lower() == b"content-encoding" and v.strip().lower() not in (b"", b"identity") for n, v in answer):
+            response.read()  # httpx's decoders
+        else:
+            response._content = data  # what read() would store, without its chunked iteration
         return response
 
     async def _exchange(self, origin: tuple[str, str, int], method: str, head: bytes, body: bytes,
@@ -128,18 +131,29 @@ class LeanTransport(httpx.AsyncBaseTransport):
             reused = conn.used
             conn.used = True
             answered = False
+            # One timer for the whole exchange when the write and read limits agree (they do for
+            # every call the clients make): a timer per read costs more than the read.
+            whole_limit = read_timeout if read_timeout == write_timeout else None
+            step_read, step_write = (None, None) if whole_limit is not None else (read_timeout, write_timeout)
+            written = False
             try:
                 try:
-                    conn.writer.write(head + body if len(body) < _CHUNK else head)
-                    if len(body) >= _CHUNK:
-                        conn.writer.write(body)
-                    if conn.writer.transport.get_write_buffer_size():  # only a big body waits here
-                        await _with_timeout(conn.writer.drain(), write_timeout, httpx.WriteTimeout)
-                except (OSError, ConnectionError) as exc:
-                    raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from None
-                status, headers, keep = await self._read_head(conn.reader, read_timeout)
-                answered = True
-                data, whole = await self._read_body(conn.reader, method, status, headers, read_timeout)
+                    async with asyncio.timeout(whole_limit):
+                        try:
+                            conn.writer.write(head + body if len(body) < _CHUNK else head)
+                            if len(body) >= _CHUNK:
+                                conn.writer.write(body)
+                            if conn.writer.transport.get_write_buffer_size():  # only a big body waits here
+                                await _with_timeout(conn.writer.drain(), step_write, httpx.WriteTimeout)
+                        except (OSError, ConnectionError) as exc:
+                            raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from None
+                        written = True
+                        status, headers, keep = await self._read_head(conn.reader, step_read)
+                        answered = True
+                        data, whole = await self._read_body(conn.reader, method, status, headers, step_read)
+                except TimeoutError:
+                    kind = httpx.ReadTimeout if written else httpx.WriteTimeout
+                    raise kind(f"no answer within {whole_limit:g} s") from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 conn.close()
                 if reused and not answered and attempt == 1 and method in _IDEMPOTENT:
