@@ -31,7 +31,7 @@ import ssl
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -70,10 +70,13 @@ class _Connection:
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive over asyncio streams (see the module docstring)."""
 
+    # Host lookups, shared by every client in the process (one per web job or batch worker):
+    # a lookup runs in a thread, which costs a poll's worth of CPU several times over.
+    _dns: ClassVar[dict[str, tuple[list[str], float]]] = {}
+
     def __init__(self, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 64) -> None:
         self._ssl = ssl_context
         self._max_idle = max_idle_per_origin
-        self._dns: dict[str, tuple[list[str], float]] = {}
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Connection]]] = (
             weakref.WeakKeyDictionary())
 
@@ -215,7 +218,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         raise httpx.ConnectError(f"{type(failure).__name__}: {failure}") from None
 
     async def _addresses(self, host: str, port: int) -> list[str]:
-        """The host's addresses, looked up once a minute (a lookup runs in a thread: costly per poll)."""
+        """The host's addresses, looked up once a minute per process."""
         if _is_ip(host):
             return [host]
         cached = self._dns.get(host)
