@@ -3,7 +3,9 @@
 32 portraits on FLUX1.1 [pro]: the account allows 24 active tasks, so the ideal wall time
 is ceil(32/24) x 2 s = 4 s. Then 8 on Kontext [max], which allows 6: ideal 2 x 2 s.
 Prints the ratio to the ideal, the client's CPU time per request (steady state: one-time
-imports are done before the clock starts) and the most tasks the sandbox saw active at once.
+imports are done before the clock starts), the polls per request the sandbox answered and the
+most tasks it saw active at once. Each run starts a fresh sandbox on a new port, so the client
+meets the model cold every time (the first batch of a process: one scout task learns the latency).
 The sandbox runs in its own process, so the CPU time measured here is the client's alone.
 
     python bench/bench_hosted_concurrency.py [--requests 32] [--latency 2] [--repeat 1]
