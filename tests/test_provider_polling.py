@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portrait_studio.providers._hosted import HostedOptions, LatencyLog, next_poll_delay
+from portrait_studio.providers._hosted import HostedOptions, Latency, LatencyLog, next_poll_delay
 from portrait_studio.providers._wire import LeanTransport, lean_transport
 from portrait_studio.providers.bfl import BflOptions, BflProvider
 from portrait_studio.records import Request
@@ -26,19 +26,32 @@ OPTS = HostedOptions()
 
 
 def test_with_a_known_latency_the_first_poll_lands_just_after_the_expected_finish() -> None:
-    assert next_poll_delay(2.0, 0.3, polls=0, late=0, scout=False, options=OPTS) == pytest.approx(2.04 - 0.3)
-    assert next_poll_delay(2.0, 2.1, polls=0, late=0, scout=False, options=OPTS) == 0.0  # overdue: poll now
-    # still running after that: short steps (3% of the latency, at least 50 ms) that grow gently
-    steps = [next_poll_delay(2.0, 2.1, polls=1 + k, late=1 + k, scout=False, options=OPTS) for k in range(6)]
-    assert steps[0] == pytest.approx(0.06) and steps == sorted(steps) and steps[-1] <= OPTS.poll_max_interval_s
-    assert next_poll_delay(0.5, 0.6, polls=3, late=3, scout=False, options=OPTS) >= OPTS.poll_min_interval_s
+    fixed = Latency(2.0, 2.0, 2.0)  # every task took 2 s
+    assert next_poll_delay(fixed, 0.3, polls=0, scout=False, options=OPTS) == pytest.approx(2.01 - 0.3)
+    assert next_poll_delay(fixed, 2.1, polls=0, scout=False, options=OPTS) == 0.0  # overdue: poll now
+    # still running after that: short steps (1.5% of the latency, at least 50 ms) that grow with the time overdue
+    steps = [next_poll_delay(fixed, 2.05 + k, polls=1 + k, scout=False, options=OPTS) for k in range(20)]
+    assert steps[0] == pytest.approx(0.05) and steps == sorted(steps) and steps[-1] == OPTS.poll_max_interval_s
+    assert next_poll_delay(Latency(0.5, 0.5, 0.5), 0.6, polls=3, scout=False, options=OPTS) >= OPTS.poll_min_interval_s
 
 
-def test_before_any_latency_is_known_one_scout_polls_densely_and_the_others_wait() -> None:
-    scout = [next_poll_delay(None, t, polls=1, late=0, scout=True, options=OPTS) for t in (0.1, 1.0, 2.0, 4.0, 30.0)]
-    assert scout[0] == pytest.approx(0.1) and scout[2] == pytest.approx(0.1) and scout[3] == pytest.approx(0.2)
-    assert scout[-1] == OPTS.poll_interval_s  # never sparser than the configured interval
-    assert next_poll_delay(None, 0.5, polls=0, late=0, scout=False, options=OPTS) == OPTS.poll_max_interval_s
+def test_the_schedule_reads_the_spread_of_the_learnt_latencies() -> None:
+    spread = Latency(4.0, 5.0, 6.0)  # tasks took 4 to 6 s
+    assert next_poll_delay(spread, 1.0, polls=0, scout=False, options=OPTS) == pytest.approx(4.025 - 1.0)
+    # crossing the 2 s spread takes about four polls, not forty
+    assert next_poll_delay(spread, 4.1, polls=1, scout=False, options=OPTS) == pytest.approx(0.5)
+    assert next_poll_delay(Latency(5.0, 5.0, 5.0), 5.1, polls=1, scout=False, options=OPTS) == pytest.approx(0.075)
+
+
+def test_before_any_latency_is_known_one_scout_polls_for_the_tasks_waiting() -> None:
+    def scout(t: float, waiting: int) -> float:
+        return next_poll_delay(None, t, polls=1, scout=True, waiting=waiting, options=OPTS)
+
+    # a batch of 24: every 100 ms until 4% of the time elapsed is longer, never sparser than 0.5 s
+    assert [scout(t, 24) for t in (0.1, 1.0, 2.0, 4.0, 30.0)] == pytest.approx([0.1, 0.1, 0.1, 0.16, 0.5])
+    assert scout(1.0, 3) == pytest.approx(0.5 / 3)  # three tasks: together they poll no faster than 2 per second
+    assert scout(1.0, 1) == OPTS.poll_interval_s  # a lone task polls at the providers' documented pace
+    assert next_poll_delay(None, 0.5, polls=0, scout=False, options=OPTS) == OPTS.poll_max_interval_s
 
 
 def test_the_latency_estimate_follows_what_the_polls_saw() -> None:
@@ -78,6 +91,77 @@ def test_once_the_latency_is_known_each_task_is_polled_about_once() -> None:
     assert first_polls <= 6 + 20  # five tasks wait for the scout instead of polling on their own
     assert second_polls <= 6 * 2  # the first poll is right (or one step early)
     assert second < 0.8 * 1.5 + 0.5  # and nobody sleeps past the finish
+
+
+def test_once_the_latency_is_learnt_the_first_poll_lands_within_one_percent_of_the_finish(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client used to add 2% of the latency before its first poll; now it is 0.5%:
+    on a 2 s model, 10 ms instead of 40 ms between the finish and the poll that sees it."""
+    asked: dict[str, float] = {}
+    accepted: dict[str, float] = {}
+    get = BflProvider.get_with_retries
+
+    async def recording(self: BflProvider, url: Any, **kw: Any) -> httpx.Response:
+        asked.setdefault(str(url), time.time())
+        return await get(self, url, **kw)
+
+    async def on_accepted(ticket: Any) -> None:
+        accepted[ticket.polling_url] = ticket.accepted_at
+
+    monkeypatch.setattr(BflProvider, "get_with_retries", recording)
+    latency = 1.5
+    with start_sandbox("bfl", latency=latency) as sb:
+        provider = BflProvider.for_sandbox(sb)  # default polling settings
+
+        async def shoot() -> int:
+            try:
+                await provider.submit(_portrait(0))  # learns the latency
+                asked.clear()
+                before = sb.stats.polls
+                await asyncio.gather(*(provider.submit(_portrait(1 + i), on_accepted) for i in range(6)))
+                return sb.stats.polls - before
+            finally:
+                await provider.aclose()
+
+        polls = asyncio.run(shoot())
+    assert polls <= 6 + 1  # one poll per task (a busy machine may make one land early)
+    late = sorted((asked[url] - at) / latency - 1 for url, at in accepted.items())
+    assert late[0] < 0.015  # the old schedule could not poll before 2% past the finish
+
+
+def test_a_lone_task_of_an_unknown_model_is_polled_at_the_documented_pace() -> None:
+    """BFL's and Replicate's own loops poll every 0.5 s; a scout polling for nobody else
+    keeps to that (it used to poll every 0.1 s), a scout for a batch polls more often."""
+    with start_sandbox("bfl", latency=1.2) as sb:
+        provider = BflProvider.for_sandbox(sb)
+
+        async def shoot() -> None:
+            try:
+                await provider.submit(_portrait(0))
+            finally:
+                await provider.aclose()
+
+        asyncio.run(shoot())
+        polls = sb.stats.polls
+    assert polls <= 1.2 / 0.5 + 2
+
+
+def test_the_sandbox_answers_a_kept_alive_connection_at_once() -> None:
+    """uvicorn writes an answer's head and body separately; on a socket with Nagle on, the
+    body waited for the client's delayed ACK (~40 ms a request, every request)."""
+    import socket
+
+    with start_sandbox("bfl") as sb, socket.create_connection(("127.0.0.1", sb.port)) as conn:
+        ask = f"GET /v1/credits HTTP/1.1\r\nhost: 127.0.0.1\r\nx-key: {sb.key}\r\n\r\n".encode()
+        took = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            conn.sendall(ask)
+            data = b""
+            while not (b"\r\n\r\n" in data and data.endswith(b"}")):
+                data += conn.recv(65536)
+            took.append(time.perf_counter() - t0)
+    assert sorted(took)[len(took) // 2] < 0.02
 
 
 # --- the transport -----------------------------------------------------------------------
@@ -143,6 +227,41 @@ async def test_the_transport_keeps_connections_alive_and_reads_every_framing(raw
     assert first.json() == {"status": "one"} and second.text == "hello world"
     assert third.status_code == 204 and third.content == b"" and fourth.text == "until the end"
     assert seen["connections"] == 1  # one kept-alive connection carried all four
+
+
+async def test_the_clients_fast_path_decodes_bodies_and_leaves_redirects_to_httpx(raw_server: Any) -> None:
+    """Polls and downloads skip httpx's request machinery; what they get back must still be
+    what httpx would give: a gzip body decoded, a redirect followed."""
+    import gzip
+
+    answers = {
+        b"/zipped": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n",
+        b"/moved": b"HTTP/1.1 302 Found\r\nLocation: /plain\r\nContent-Length: 0\r\n\r\n",
+        b"/plain": b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}",
+    }
+    packed = gzip.compress(b'{"status":"zipped"}')
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await _request_head(reader)
+            except asyncio.IncompleteReadError:
+                return
+            path = head.split(b" ")[1]
+            if path == b"/zipped":
+                writer.write(answers[path] % len(packed) + packed)
+            else:
+                writer.write(answers[path])
+            await writer.drain()
+
+    url, _ = await raw_server(handler)
+    provider = BflProvider("key", BflOptions(base_url=url))
+    try:
+        assert provider._wire is not None  # the fast path is on
+        assert (await provider._get(f"{url}/zipped", None, 5.0)).json() == {"status": "zipped"}
+        assert (await provider._get(f"{url}/moved", {"x-key": "key"}, 5.0)).json() == {"status": "ok"}
+    finally:
+        await provider.aclose()
 
 
 async def test_connect_failures_are_connect_errors_so_a_submission_may_be_retried() -> None:

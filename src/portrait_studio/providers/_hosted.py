@@ -26,6 +26,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import json as _json
 import logging
 import math
 import random
@@ -37,7 +38,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from fractions import Fraction
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import httpx
 from pydantic import Field
@@ -59,6 +60,7 @@ from .base import Provider, ProviderOptions
 __all__ = [
     "HostedOptions",
     "HostedProvider",
+    "Latency",
     "LatencyLog",
     "Secret",
     "SANDBOX_MARK",
@@ -148,6 +150,9 @@ class HostedProvider(Provider):
             from ._wire import lean_transport
 
             transport = lean_transport(verify if isinstance(verify, ssl.SSLContext) else _shared_ssl_context(bool(verify)))
+        from ._wire import LeanTransport
+
+        self._wire = transport if isinstance(transport, LeanTransport) else None  # the fast path for GETs
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.options.request_timeout_s),
@@ -158,6 +163,7 @@ class HostedProvider(Provider):
         # The provider APIs set no cookies, and parsing every answer for them (httpx builds
         # urllib request objects per response) costs more CPU than the rest of a poll.
         self._client._cookies = _NoCookies()
+        self._get_headers = dict(self._client.headers)  # what httpx would send with every GET
 
     @classmethod
     def create(cls, studio: Any, **options: Any) -> HostedProvider:
@@ -263,7 +269,7 @@ class HostedProvider(Provider):
         waited = 0.0
         while True:
             try:
-                response = await self._client.post(url, json=json, headers=headers)
+                response = await self._post(url, json, headers)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 connect_failures += 1
                 if connect_failures > self.options.connect_retries:
@@ -300,7 +306,7 @@ class HostedProvider(Provider):
         while True:
             problem = ""
             try:
-                response = await self._client.get(url, headers=headers)
+                response = await self._get(url, headers, self.options.request_timeout_s)
                 if response.status_code < 500 and response.status_code != 429:
                     return response
                 problem = f"HTTP {response.status_code}"
@@ -314,6 +320,26 @@ class HostedProvider(Provider):
                     hint="the task was accepted; resume the run later to collect it without paying again",
                 )
             await asyncio.sleep(wait if wait is not None else self._backoff(failures))
+
+    async def _get(self, url: str | httpx.URL, headers: dict[str, str] | None, timeout: float) -> httpx.Response:
+        """A GET (a poll, a download): straight on the lean transport's wire when it is ours,
+        else (a test's transport, a proxy, a redirect) through httpx."""
+        if self._wire is not None:
+            sent = {**self._get_headers, **headers} if headers else self._get_headers
+            response = await self._wire.request("GET", url, sent, timeout)
+            if response is not None:
+                return response
+        return await self._client.get(url, headers=headers, timeout=timeout)
+
+    async def _post(self, url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+        """A JSON POST, like `_get`: straight on the lean wire when it is ours."""
+        if self._wire is not None:
+            data = _json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            sent = {**self._get_headers, **headers, "content-type": "application/json"}
+            response = await self._wire.request("POST", url, sent, self.options.request_timeout_s, data)
+            if response is not None:
+                return response
+        return await self._client.post(url, json=body, headers=headers)
 
     def poll_intervals(self) -> Iterator[float]:
         """The fixed schedule (adaptive_polling off): poll_interval_s growing by poll_backoff."""
@@ -336,23 +362,24 @@ class HostedProvider(Provider):
         deadline = time.monotonic() + opts.task_timeout_s
         log = LatencyLog.of(self.provider_id, self.base_url, model)
         fixed = self.poll_intervals()
-        scout = opts.adaptive_polling and log.estimate is None and log.enlist_scout()
+        scout = opts.adaptive_polling and log.latency is None and log.enlist_scout()
         last_pending: float | None = None
-        polls = late = 0
+        polls = 0
+        log.in_flight += 1
         try:
             while True:
                 elapsed = time.time() - started
-                if opts.adaptive_polling and not scout and log.estimate is None:
+                if opts.adaptive_polling and not scout and log.latency is None:
                     scout = log.enlist_scout()  # the scout's task ended unseen: take over
                 if opts.adaptive_polling:
-                    delay = next_poll_delay(log.estimate, elapsed, polls=polls, late=late, scout=scout,
+                    delay = next_poll_delay(log.latency, elapsed, polls=polls, scout=scout, waiting=log.in_flight,
                                             options=opts)
                 else:
                     delay = next(fixed)
                 if immediately:
                     delay, immediately = 0.0, False
                 if delay > 0:
-                    await log.wait(delay, early=not scout and log.estimate is None)
+                    await log.wait(delay, early=not scout and log.latency is None)
                 if time.monotonic() > deadline:
                     raise NetworkError(f"{what} not finished after {opts.task_timeout_s:.0f} s",
                                        provider=self.provider_id, hint="'portrait resume RUN' polls it again later")
@@ -364,13 +391,11 @@ class HostedProvider(Provider):
                     return value
                 last_pending = seen
                 polls += 1
-                estimate = log.estimate
-                if estimate is not None and asked >= estimate * (1 + _FIRST_POLL_MARGIN):
-                    late += 1
         finally:
+            log.in_flight -= 1
             if scout:
                 log.scouts -= 1
-                if log.estimate is None:
+                if log.latency is None:
                     log.notify()  # wake the others: one of them scouts now
 
     async def download(self, url: str) -> tuple[bytes, dict[str, Any]]:
@@ -383,7 +408,7 @@ class HostedProvider(Provider):
         last = ""
         for attempt in range(1, self.options.download_attempts + 1):
             try:
-                response = await self._client.get(url, timeout=self.options.download_timeout_s)
+                response = await self._get(url, None, self.options.download_timeout_s)
             except httpx.TransportError as exc:
                 last = type(exc).__name__
                 await asyncio.sleep(self._backoff(attempt))
@@ -577,50 +602,78 @@ def reduced_ratio(width: int, height: int) -> str:
 
 
 _T = TypeVar("_T")
-_FIRST_POLL_MARGIN = 0.02
-_STEP_FRACTION = 0.03
-_SCOUT_FRACTION = 0.05
+_FIRST_POLL_MARGIN = 0.005  # of the latency, after the earliest finish expected
+_STEP_FRACTION = 0.015  # the shortest step between polls, of the latency
+_SPREAD_POLLS = 4  # polls spent crossing the spread of the learnt latencies
+_OVERDUE_FRACTION = 0.3  # past the slowest finish seen: each gap is this share of the time overdue
+_SCOUT_FRACTION = 0.04
 _SCOUTS = 1
 
 
-def next_poll_delay(estimate: float | None, elapsed: float, *, polls: int, late: int, scout: bool,
+class Latency(NamedTuple):
+    """What the schedule needs to know of a model's learnt latency (seconds, accept -> done)."""
+
+    early: float  # the earliest finish to expect (a low quantile of the samples)
+    typical: float  # the median
+    late: float  # the latest finish to expect (a high quantile)
+
+
+def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scout: bool, waiting: int = 1,
                     options: HostedOptions) -> float:
     """Seconds to wait before the next poll of a task accepted `elapsed` seconds ago. Pure.
 
-    - latency known (`estimate`): first poll just after the expected finish, then short steps
-      (3% of the latency, at least `poll_min_interval_s`) that grow by half each late poll;
-    - unknown, the scout (one task per model): every 5% of the time elapsed, at least twice
-      `poll_min_interval_s` apart (the finish is seen within ~5%);
+    - latency known: the first poll lands just after the earliest finish expected (a task
+      is seen done about as soon as it is, usually by that one poll); then steps of 1.5% of
+      the latency (at least `poll_min_interval_s`, wider when the learnt latencies spread,
+      so crossing the spread costs about four polls); past the latest finish seen the gaps
+      grow with the time overdue (a model that got slower is not polled in a storm);
+    - unknown, the scout (one task per model): every 4% of the time elapsed, at least twice
+      `poll_min_interval_s` apart, and no more often than the `waiting` tasks it polls for
+      would together at `poll_interval_s` (the providers' documented loop polls every 0.5 s):
+      a lone task so polls at the documented pace, a batch of 6 or more every 100 ms (each
+      poll costs the client about as much CPU as a download);
     - unknown, others: wait for the scout to learn the latency (it wakes them), polling at
       `poll_max_interval_s` meanwhile in case the scout's task is slow.
     """
     lo, hi = options.poll_min_interval_s, options.poll_max_interval_s
-    if estimate is not None:
-        first = estimate * (1 + _FIRST_POLL_MARGIN)
+    if latency is not None:
+        first = latency.early + _FIRST_POLL_MARGIN * latency.typical
         if elapsed < first:
             return first - elapsed if polls == 0 else max(first - elapsed, lo)
-        if late == 0:
-            return 0.0 if polls == 0 else lo
-        return min(hi, max(lo, _STEP_FRACTION * estimate) * 1.5 ** (late - 1))
+        if polls == 0:
+            return 0.0
+        step = max(lo, _STEP_FRACTION * latency.typical, (latency.late - latency.early) / _SPREAD_POLLS)
+        overdue = elapsed - latency.late
+        return min(max(hi, step), max(step, _OVERDUE_FRACTION * overdue))
     if scout:
-        return min(options.poll_interval_s, max(2 * lo, _SCOUT_FRACTION * elapsed))
+        pace = options.poll_interval_s / max(1, waiting)
+        return min(options.poll_interval_s, max(2 * lo, pace, _SCOUT_FRACTION * elapsed))
     return hi  # a safety net: the scout wakes this task as soon as it learns the latency
 
 
-class LatencyLog:
-    """What this process has seen of one model's latency on one host: accept → finished.
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[round(q * (len(ordered) - 1))]
 
-    The estimate is the median of recent samples. A sample is the provider's own figure for
-    the task when its answer carries one; otherwise the middle of the window
-    between the last poll that found the task running and the one that found it done; when
-    the first poll already found it done, 97% of that time (so the estimate drifts down until
-    a poll lands early again: it follows a model that got faster)."""
+
+class LatencyLog:
+    """What this process has seen of one model's latency on one host: accept -> finished.
+
+    A sample is the provider's own figure for the task when its answer carries one (kept
+    inside the window the polls saw: a figure that leaves out queueing cannot be shorter than
+    a poll that found the task still running); otherwise the middle of the window between
+    the last poll that found the task running and the one that found it done; when the
+    first poll already found it done, 97% of that time (so the estimate drifts down until a
+    poll lands early again: it follows a model that got faster). The schedule reads the
+    spread of recent samples (`latency`): its low end for the first poll, its width for the
+    steps after it."""
 
     _all: ClassVar[dict[tuple[str, str, str], LatencyLog]] = {}
 
     def __init__(self) -> None:
         self.samples: deque[float] = deque(maxlen=15)
         self.scouts = 0
+        self.in_flight = 0  # tasks of this model being polled in this process
+        self._latency: Latency | None = None
         self._events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
             weakref.WeakKeyDictionary())
 
@@ -630,7 +683,11 @@ class LatencyLog:
 
     @property
     def estimate(self) -> float | None:
-        return statistics.median(self.samples) if self.samples else None
+        return self._latency.typical if self._latency is not None else None
+
+    @property
+    def latency(self) -> Latency | None:
+        return self._latency
 
     def enlist_scout(self) -> bool:
         if self.scouts >= _SCOUTS:
@@ -640,10 +697,12 @@ class LatencyLog:
 
     def observe(self, last_pending: float | None, finished: float, reported: float | None = None) -> None:
         if reported is not None and reported > 0:
-            sample = reported
+            sample = min(max(reported, last_pending or 0.0), finished)
         else:
             sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
         self.samples.append(max(0.0, sample))
+        ordered = sorted(self.samples)
+        self._latency = Latency(_quantile(ordered, 0.1), statistics.median(ordered), _quantile(ordered, 0.9))
         self.notify()
 
     def notify(self) -> None:

@@ -25,17 +25,19 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 __all__ = ["LeanTransport", "lean_transport"]
 
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?\[\]!$&'()*+,;=%]+")  # nothing httpx would re-encode
 _LIMIT = 1 << 20  # longest status line + headers accepted
 _CHUNK = 1 << 16
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -68,10 +70,13 @@ class _Connection:
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive over asyncio streams (see the module docstring)."""
 
+    # Host lookups, shared by every client in the process (one per web job or batch worker):
+    # a lookup runs in a thread, which costs a poll's worth of CPU several times over.
+    _dns: ClassVar[dict[str, tuple[list[str], float]]] = {}
+
     def __init__(self, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 64) -> None:
         self._ssl = ssl_context
         self._max_idle = max_idle_per_origin
-        self._dns: dict[str, tuple[list[str], float]] = {}
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Connection]]] = (
             weakref.WeakKeyDictionary())
 
@@ -84,31 +89,77 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeout = request.extensions.get("timeout", {})
         body = request.content if hasattr(request, "_content") else b"".join([c async for c in request.stream])  # type: ignore[union-attr]
-        head = self._head(request, body)
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        status, headers, data = await self._exchange(origin, request.method, self._head(request, body), body,
+                                                     timeout.get("connect"), timeout.get("read"),
+                                                     timeout.get("write"))
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data),
+                              extensions={"http_version": b"HTTP/1.1"}, request=request)
+
+    async def request(self, method: str, url: str | httpx.URL, headers: dict[str, str], timeout: float | None,
+                      body: bytes = b"") -> httpx.Response | None:
+        """Send one request straight on the wire with exactly `headers` (plus Host and the
+        body's length), without httpx's request machinery: most of a poll's CPU is that
+        machinery. Failures raise as `handle_async_request` does. None when httpx must
+        answer instead: a URL this does not take apart, or a redirect to follow (nothing
+        was accepted at a URL that redirects). The body is decoded as httpx would."""
+        target = _target(url)
+        if target is None:
+            return None
+        origin, netloc, path = target
+        lines = [method.encode() + b" " + path + b" HTTP/1.1", b"Host: " + netloc]
+        lines.extend(name.encode() + b": " + value.encode() for name, value in headers.items())
+        if body or method == "POST":
+            lines.append(b"Content-Length: " + str(len(body)).encode())
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        status, answer, data = await self._exchange(origin, method, head, body, timeout, timeout, timeout)
+        if 300 <= status < 400 and any(n.lower() == b"location" for n, _ in answer):
+            return None
+        # No `request` on it: building one parses the URL again (nothing here reads it).
+        response = httpx.Response(status, headers=answer, stream=httpx.ByteStream(data),
+                                  extensions={"http_version": b"HTTP/1.1"})
+        if any(n.lower() == b"content-encoding" and v.strip().lower() not in (b"", b"identity") for n, v in answer):
+            response.read()  # httpx's decoders
+        else:
+            response._content = data  # what read() would store, without its chunked iteration
+        return response
+
+    async def _exchange(self, origin: tuple[str, str, int], method: str, head: bytes, body: bytes,
+                        connect_timeout: float | None, read_timeout: float | None,
+                        write_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         for attempt in (1, 2):
-            conn = await self._acquire(origin, timeout.get("connect"))
+            conn = await self._acquire(origin, connect_timeout)
             reused = conn.used
             conn.used = True
             answered = False
+            # One timer for the whole exchange when the write and read limits agree (they do for
+            # every call the clients make): a timer per read costs more than the read.
+            whole_limit = read_timeout if read_timeout == write_timeout else None
+            step_read, step_write = (None, None) if whole_limit is not None else (read_timeout, write_timeout)
+            written = False
             try:
                 try:
-                    conn.writer.write(head + body if len(body) < _CHUNK else head)
-                    if len(body) >= _CHUNK:
-                        conn.writer.write(body)
-                    if conn.writer.transport.get_write_buffer_size():  # only a big body waits here
-                        await _with_timeout(conn.writer.drain(), timeout.get("write"), httpx.WriteTimeout)
-                except (OSError, ConnectionError) as exc:
-                    raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from None
-                status, headers, keep = await self._read_head(conn.reader, timeout.get("read"))
-                answered = True
-                data, whole = await self._read_body(conn.reader, request.method, status, headers,
-                                                    timeout.get("read"))
+                    async with asyncio.timeout(whole_limit):
+                        try:
+                            conn.writer.write(head + body if len(body) < _CHUNK else head)
+                            if len(body) >= _CHUNK:
+                                conn.writer.write(body)
+                            if conn.writer.transport.get_write_buffer_size():  # only a big body waits here
+                                await _with_timeout(conn.writer.drain(), step_write, httpx.WriteTimeout)
+                        except (OSError, ConnectionError) as exc:
+                            raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from None
+                        written = True
+                        status, headers, keep = await self._read_head(conn.reader, step_read)
+                        answered = True
+                        data, whole = await self._read_body(conn.reader, method, status, headers, step_read)
+                except TimeoutError:
+                    kind = httpx.ReadTimeout if written else httpx.WriteTimeout
+                    raise kind(f"no answer within {whole_limit:g} s") from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 conn.close()
-                if reused and not answered and attempt == 1 and request.method in _IDEMPOTENT:
+                if reused and not answered and attempt == 1 and method in _IDEMPOTENT:
                     continue  # a kept-alive connection died under us; the request is safe to send again
                 raise exc
             except BaseException:
@@ -118,8 +169,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 self._release(origin, conn)
             else:
                 conn.close()
-            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(data),
-                                  extensions={"http_version": b"HTTP/1.1"}, request=request)
+            return status, headers, data
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -168,7 +218,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         raise httpx.ConnectError(f"{type(failure).__name__}: {failure}") from None
 
     async def _addresses(self, host: str, port: int) -> list[str]:
-        """The host's addresses, looked up once a minute (a lookup runs in a thread: costly per poll)."""
+        """The host's addresses, looked up once a minute per process."""
         if _is_ip(host):
             return [host]
         cached = self._dns.get(host)
@@ -236,6 +286,44 @@ class LeanTransport(httpx.AsyncBaseTransport):
         while chunk := await _read(reader.read(_CHUNK), read_timeout):
             chunks.append(chunk)
         return b"".join(chunks), False
+
+
+def _target(url: str | httpx.URL) -> tuple[tuple[str, str, int], bytes, bytes] | None:
+    """(origin, Host value, request target) of an http(s) URL, or None for one to leave to httpx.
+
+    A plain URL string (printable ASCII, no user info, no fragment: what providers hand out)
+    is split without httpx's parser, which costs more than the rest of a poll."""
+    if isinstance(url, httpx.URL):
+        if url.scheme not in ("http", "https") or not url.host:
+            return None
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return (url.scheme, url.host, port), url.netloc, url.raw_path or b"/"
+    if not _PLAIN_URL.fullmatch(url):
+        return None
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        return None
+    netloc, slash, path = rest.partition("/")
+    if "/." in "/" + path.partition("?")[0]:
+        return None  # dot segments: httpx normalises them
+    slash = "/"
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+        path = "?" + query
+    host, colon, port_text = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
+    if not colon:
+        host = netloc
+    elif not port_text.isdigit():
+        return None
+    host = host.lower()
+    if not host or host.startswith("["):
+        return None  # IPv6 literals: httpx's parser
+    default = 443 if scheme == "https" else 80
+    port = int(port_text) if colon else default
+    if colon and port == default:
+        netloc = host  # httpx leaves a default port out of Host
+    return (scheme, host, port), netloc.lower().encode(), (slash + path).encode()
 
 
 def _header_lines(block: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -17,10 +17,11 @@ exist, and the runner will not re-send it on its own.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import httpx
 from pydantic import AliasChoices, Field
 
 from ..catalog import USD_PER_CREDIT, get_model
@@ -165,6 +166,9 @@ class BflProvider(HostedProvider):
                 raise self.settle(exc, ticket) from None
             except (ValueError, KeyError) as exc:  # an answer that is not the documented shape
                 raise self.settle(self.unreadable(exc), ticket) from None
+        # The slot is free: let the submission waiting for it go out before this download, so
+        # the provider starts the next task first (downloads are off the critical path).
+        await asyncio.sleep(0)
         result = await self._collect(ticket, request, ready)
         timings = {**result.timings, "submit_s": round(submitted - started, 3), "total_s": round(time.time() - started, 3)}
         return result.model_copy(update={"timings": timings})
@@ -181,7 +185,7 @@ class BflProvider(HostedProvider):
 
     async def _poll(self, ticket: Ticket, model: str, *, immediately: bool = False) -> dict[str, Any]:
         assert ticket.polling_url
-        url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        url = self.resolve(ticket.polling_url)
         headers = {"x-key": self._key.reveal()}
         start = time.time()
 
@@ -234,7 +238,7 @@ class BflProvider(HostedProvider):
             cost=ticket.cost or request.estimated_cost,
             timings={"poll_s": ready.get("_poll_s", 0.0), "download_s": round(time.time() - t0, 3),
                      **({"provider_duration_s": float(result["duration"])} if result.get("duration") is not None else {})},
-            metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": httpx.URL(ticket.polling_url or "").host,
+            metadata={"endpoint": ticket.data.get("endpoint"), "polling_host": urlsplit(ticket.polling_url or "").hostname or "",
                       "input_mp": ticket.data.get("input_mp"), "output_mp": ticket.data.get("output_mp")},
             sandbox=self.sandbox or bool(info["sandbox_mark"]),
         )

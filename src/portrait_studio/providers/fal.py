@@ -12,8 +12,6 @@ import logging
 import time
 from typing import Any, ClassVar
 
-import httpx
-
 from ..errors import GenerationFailed, Moderated, ProviderError, TaskNotFound
 from ..records import Request, Result, Ticket
 from ._hosted import HostedOptions, HostedProvider, data_uri, nearest_ratio, reported_seconds
@@ -168,7 +166,7 @@ class FalProvider(HostedProvider):
     async def _finish_accepted(self, ticket: Ticket, request: Request, started: float, submit_s: float,
                                immediately: bool) -> Result:
         assert ticket.polling_url
-        status_url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        status_url = self.resolve(ticket.polling_url)
         headers = self._headers()
 
         async def once() -> dict[str, Any] | None:

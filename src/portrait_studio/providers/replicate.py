@@ -12,7 +12,6 @@ import logging
 import time
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import Field
 
 from ..errors import GenerationFailed, Moderated, ProviderError, TaskNotFound
@@ -172,7 +171,7 @@ class ReplicateProvider(HostedProvider):
     async def _finish_accepted(self, ticket: Ticket, request: Request, started: float, submit_s: float,
                                prediction: dict[str, Any] | None) -> Result:
         assert ticket.polling_url
-        poll_url = httpx.URL(self.resolve(ticket.polling_url))  # parsed once, polled many times
+        poll_url = self.resolve(ticket.polling_url)
         headers = self._headers()
 
         async def once() -> dict[str, Any] | None:
