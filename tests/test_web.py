@@ -442,6 +442,33 @@ def test_portrait_serve_serves_the_studio_on_loopback(studio: Studio) -> None:
             assert res.status == 200 and b"No images yet" in res.read()
 
 
+def test_the_studio_answers_a_kept_alive_connection_at_once(studio: Studio) -> None:
+    """uvicorn writes an answer's head and body separately; on a listening socket made with
+    protocol 0, asyncio left Nagle on and every answer on a kept-alive connection (a browser's)
+    waited ~40 ms for the client's delayed ACK."""
+    import socket
+    import time
+
+    from portrait_studio.web.server import ServerThread
+
+    with ServerThread(create_app(studio, checker=None)) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as conn:
+        ask = b"GET /api/jobs HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        took = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            conn.sendall(ask)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += conn.recv(65536)
+            took.append(time.perf_counter() - t0)
+    assert sorted(took)[len(took) // 2] < 0.02
+
+
 def test_an_instruction_edit_from_the_detail_page_is_a_labelled_child(app, client: TestClient, studio: Studio) -> None:  # type: ignore[no-untyped-def]
     from portrait_studio.labels import verify
 
