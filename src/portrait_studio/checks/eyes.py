@@ -144,18 +144,22 @@ hidden eye into a soft one. On the training photos and their defects, hidden eye
 hidden; the other eye is then judged)."""
 HIDDEN_BLOWN = 250.0
 """An opening whose median luma is at least this is blown to white: nothing to judge."""
+HIDDEN_CRUSHED = 8.0
+"""An opening whose brightest tenth is at most this is crushed to black (a levels move, a black
+shadow): no detail is left to judge, even where the skin beside it is crushed too (so the shares
+of the skin above cannot tell)."""
 FRONTAL_WIDTH_RATIO = 1.15
 """Eyes whose widths on screen differ by less than this are at the same distance: judge the softer."""
 
 
 def _hidden(calm: np.ndarray, opening: np.ndarray, skin_luma: float) -> bool:
     """Sunglasses, deep shadow or a hand: the lid opening is dark next to the skin and shows no
-    sclera, or it is blown to white. `calm` is the luma after a 3x3 median, which removes specks
+    sclera, or it is blown to white or crushed to black. `calm` is the luma after a 3x3 median, which removes specks
     (a lens's glints, catchlights, sharpening halos) so they cannot pass for an eye."""
     v = calm[opening]
     if v.size < 6:
         return True
-    if np.median(v) >= HIDDEN_BLOWN:
+    if np.median(v) >= HIDDEN_BLOWN or np.percentile(v, 90) <= HIDDEN_CRUSHED:
         return True
     return bool(np.median(v) < HIDDEN_LUMA * skin_luma and np.percentile(v, 90) < HIDDEN_SCLERA * skin_luma)
 
