@@ -265,6 +265,34 @@ def _sign(name: str, text: str, behind: bool) -> Checklist:
     return run_checklist(np.ascontiguousarray(out))
 
 
+def test_an_eye_measured_through_a_watermark_across_the_face_warns_and_the_overlay_fails() -> None:
+    """A watermark laid across a small face adds its letters' edges to the skin the eye is compared
+    with: the eye read 'soft' (0.25x) although nothing changed in it. The image still fails, on
+    the overlay, and the eye item says why it only warns."""
+    import hashlib
+
+    seed = int(hashlib.sha256(b"fresh_gray_man/watermark/obvious").hexdigest()[:8], 16)
+    checklist = made("watermark", "fresh_gray_man", "obvious", seed=seed)
+    assert checklist.item("background.text").status == "fail"
+    eye = checklist.item("eyes.sharpness")
+    assert eye.status == "warn" and "overlay" in eye.explanation
+    assert checklist.overall == "fail"
+
+
+def test_a_caption_in_the_corner_leaves_the_eye_item_as_it_was() -> None:
+    from portrait_studio.checks import _through_overlay
+    from portrait_studio.checks.base import CheckResult
+
+    soft = CheckResult(item="eyes.sharpness", status="fail", measured=0.4, threshold=0.8, explanation="soft.",
+                       region=[40, 40, 60, 50])
+    caption = CheckResult(item="background.text", status="fail", explanation="caption.", region=[0, 180, 60, 200])
+    assert _through_overlay([soft, caption], (30, 20, 90, 100))[0].status == "fail"
+    across = caption.model_copy(update={"region": [10, 30, 190, 70]})
+    assert _through_overlay([soft, across], (30, 20, 90, 100))[0].status == "warn"
+    beside = caption.model_copy(update={"region": [0, 10, 200, 60], "parts": [[0, 10, 25, 30], [150, 40, 200, 60]]})
+    assert _through_overlay([soft, beside], (30, 20, 90, 100))[0].status == "fail"  # credits either side of it
+
+
 def test_a_sign_behind_the_subject_that_runs_out_of_the_frame_is_scene_text() -> None:
     """A press-wall sign behind the subject ran out of the frame and read as a caption in the margin
     (a fresh-split photo: 'WOOD', 'IGN', 'CIATION'). A line that starts at the subject's outline and

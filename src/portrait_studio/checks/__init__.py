@@ -74,6 +74,28 @@ def _soften(it: CheckResult) -> CheckResult:
     })
 
 
+THROUGH_OVERLAY = ("eyes.sharpness",)
+"""Items that compare the face's own detail (the eye's edges against the skin's): an overlay laid
+across the face adds its letters' edges to one side of the ratio, so their fail is not evidence."""
+
+
+def _through_overlay(items: list[CheckResult], face: Any) -> list[CheckResult]:
+    """When the text item fails on an overlay line that lies across the face, the detail measures taken
+    through it warn instead of failing (the image fails on the overlay anyway, and the fix is to
+    remove it and check again)."""
+    text = next((it for it in items if it.item == "background.text" and it.status == "fail" and it.region), None)
+    if text is None or face is None:
+        return items
+    lines = text.parts or ([text.region] if text.region else [])
+    if not any(x1 > face[0] and x0 < face[2] and y1 > face[1] and y0 < face[3] for x0, y0, x1, y1 in lines):
+        return items  # a caption or a credit beside the face: the face's own detail is untouched
+    return [it.model_copy(update={
+        "status": "warn",
+        "explanation": it.explanation + " An overlay (text or a watermark) lies across the face, so this was "
+                       "measured through it: it warns instead of failing; remove the overlay and check again.",
+    }) if it.item in THROUGH_OVERLAY and it.status == "fail" else it for it in items]
+
+
 def score(items: list[CheckResult]) -> float:
     """0-100 for ranking: share of applicable items passed (warn counts half), minus 5 per failure."""
     applicable = [it for it in items if it.status != "not_applicable"]
@@ -100,6 +122,7 @@ def run_checklist(
     for check in _checks():
         out = check(analysis.rgb, analysis, context)
         items.extend(_soften(it) for it in (out if isinstance(out, list) else [out]))
+    items = _through_overlay(items, analysis.face.box if analysis.face is not None else None)
     h, w = analysis.shape
     return Checklist(
         image=str(analysis.source) if analysis.source else None,

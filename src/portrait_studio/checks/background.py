@@ -464,7 +464,7 @@ def _text(work: np.ndarray, person_p: np.ndarray, s: float, analysis: Analysis) 
     shown = ", ".join(f"'{t}'" for t, _, _, _ in chosen[:3])
     if overlays:
         return CheckResult(item="background.text", status="fail", measured=round(best[1], 3), threshold=TEXT_MIN_SCORE,
-                           region=region, explanation=f"Overlay text or a watermark is visible ({shown}: {overlays[0][3]}); "
+                           region=region, parts=boxes, explanation=f"Overlay text or a watermark is visible ({shown}: {overlays[0][3]}); "
                            "remove it before export.")
     return CheckResult(item="background.text", status="warn", measured=round(best[1], 3), threshold=TEXT_MIN_SCORE,
                        region=region, explanation=f"Text is visible ({shown}) but it sits in the scene (on clothing or "

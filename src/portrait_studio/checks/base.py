@@ -27,6 +27,8 @@ class CheckResult(BaseModel):
     """One sentence a retoucher understands: what was measured and what it means."""
     region: Region | None = None
     """[x0, y0, x1, y1] in image pixels where the evidence is, if it has a place."""
+    parts: list[Region] | None = None
+    """The separate places `region` encloses, when there are several (each overlay text line)."""
 
 
 class CheckContext(BaseModel):
