@@ -64,6 +64,10 @@ shading it keeps anchors them; a soft or small clean face lowers the first facto
 spectrum flat. Clean training faces, native and downscaled to 70-150 px (re-saved as JPEG q80),
 measure 0.64 and up (a face under 70 px or re-saved at q60 can reach 0.43: heavy compression
 smooths flat skin too); mild smoothing of the same faces 0.1-1.5, mostly under 0.6."""
+SLOPE_CLIPPED_MAX = 0.3
+"""The spectrum measure is not judged when more than this share of the skin has a colour channel at
+250 or more: a clipped channel is flat whatever the retouch (an orange tint clips 76-88% of light
+skin and halves the measure; clean faces 0-11%). Clipping is `lighting.highlights`' to report."""
 TEXTURE_MIN_FACE_WIDTH = 64
 """Below this face width (pixels) skin texture is not judged at all."""
 TONE_DELTA_MAX = 20.0
@@ -115,7 +119,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     finest_gone = index < SHAPE_INDEX_MAX and shape >= SMOOTHED_SHAPE * max(1.0, SHAPE_FULL_WIDTH / width)
     if finest_gone:
         parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
-    steep = m["slope"] < SLOPE_FAIL
+    steep = m["slope"] < SLOPE_FAIL and float((view.rgb.max(-1) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
     if steep and not finest_gone:
         parts.append(f"detail falls off from the coarse shading to the finest scale ({m['slope']:.2f}; "
                      f"smoothed below {SLOPE_FAIL})")
