@@ -55,6 +55,19 @@ their grain. Clean faces at least `SMALL_FACE` wide measure 0.54 and up."""
 BODY_INDEX_MAX = 0.5
 """Above this index the skin keeps more detail than many clean faces; the other skin (a few
 hundred pixels that an overlay or a blown highlight can change) may not fail it alone."""
+SLOPE_FAIL = 0.5
+"""Fail below this: the skin's fine detail relative to the photo (`rel` times the detail, as in the
+index, but with `rel` to the first power) times fine over mid-scale detail times coarse shading
+(2.5 px minus 6 px Gaussian) over mid-scale detail. Smoothing lowers the first factor and steepens
+the skin's spectrum from the finest scale down, so the two ratios fall with it, while the coarse
+shading it keeps anchors them; a soft or small clean face lowers the first factor but keeps its
+spectrum flat. Clean training faces, native and downscaled to 70-150 px (re-saved as JPEG q80),
+measure 0.64 and up (a face under 70 px or re-saved at q60 can reach 0.43: heavy compression
+smooths flat skin too); mild smoothing of the same faces 0.1-1.5, mostly under 0.6."""
+SLOPE_CLIPPED_MAX = 0.3
+"""The spectrum measure is not judged when more than this share of the skin has a colour channel at
+250 or more: a clipped channel is flat whatever the retouch (an orange tint clips 76-88% of light
+skin and halves the measure; clean faces 0-11%). Clipping is `lighting.highlights`' to report."""
 TEXTURE_MIN_FACE_WIDTH = 64
 """Below this face width (pixels) skin texture is not judged at all."""
 TONE_DELTA_MAX = 20.0
@@ -86,14 +99,9 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     if skin.sum() < 50:
         return CheckResult(item="skin.texture", status="not_applicable", region=region,
                            explanation="Too little plain skin is visible on the cheeks and forehead.")
-    fine, band = _bands(view.gray)
-    detail = float(np.median(fine[skin]))
-    structure = float(np.median(band[skin]))
-    cheeks = view.mask(CHEEK_L_IDX) | view.mask(CHEEK_R_IDX)
-    expected, body = _surroundings(image, face, view.scale, view.rgb[cheeks], structure)
-    rel = detail / expected if expected else 1.0
-    index = detail * min(rel, 2.0) ** RELATIVE_POWER
-    body_rel = detail / max(body, 0.3) if body is not None else None
+    m = _measures(image, analysis, view, skin)
+    detail, rel, index, body_rel, shape = m["detail"], m["rel"], m["index"], m["body_rel"], m["shape"]
+    expected = m["expected"]
     parts = [f"Fine skin detail on the cheeks and forehead is {detail:.2f} at a standard face size"]
     if expected:
         parts.append(f"{rel:.2f}x what the photo shows around the face at the same structure")
@@ -108,12 +116,15 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     # of at least SMALL_FACE only)
     retouched_alone = (body_rel is not None and body_rel < TEXTURE_BODY_CLEAR and width >= SMALL_FACE
                        and index < BODY_INDEX_MAX)
-    shape = structure / max(detail, 1e-3)
     finest_gone = index < SHAPE_INDEX_MAX and shape >= SMOOTHED_SHAPE * max(1.0, SHAPE_FULL_WIDTH / width)
     if finest_gone:
         parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
-        measured = f"{', '.join(parts)} (texture index {index:.2f}; waxy below {TEXTURE_FAIL})"
-    if (index < TEXTURE_FAIL or finest_gone or retouched_alone
+    steep = m["slope"] < SLOPE_FAIL and float((view.rgb.max(-1) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
+    if steep and not finest_gone:
+        parts.append(f"detail falls off from the coarse shading to the finest scale ({m['slope']:.2f}; "
+                     f"smoothed below {SLOPE_FAIL})")
+    measured = f"{', '.join(parts)} (texture index {index:.2f}; waxy below {TEXTURE_FAIL})"
+    if (index < TEXTURE_FAIL or finest_gone or retouched_alone or steep
             or (index < TEXTURE_WARN and smoother_than_body)):
         status, why = "fail", "the skin looks waxy or plastic: restore texture."
     elif index < TEXTURE_WARN:
@@ -124,6 +135,28 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
         status, why = "pass", "pores and texture are visible."
     return CheckResult(item="skin.texture", status=status, measured=round(index, 3), threshold=TEXTURE_FAIL,
                        region=region, explanation=f"{measured}; {why}")
+
+
+def _measures(image: np.ndarray, analysis: Analysis, view: Any, skin: np.ndarray) -> dict[str, Any]:
+    """The texture measures of the main face's skin (`skin`: mask on `view`)."""
+    face = analysis.face
+    assert face is not None
+    import cv2
+
+    fine, band = _bands(view.gray)
+    detail = float(np.median(fine[skin]))
+    structure = float(np.median(band[skin]))
+    coarse = np.abs(cv2.GaussianBlur(view.gray, (0, 0), 2.5) - cv2.GaussianBlur(view.gray, (0, 0), 6.0))
+    shading = float(np.median(coarse[skin]))
+    cheeks = view.mask(CHEEK_L_IDX) | view.mask(CHEEK_R_IDX)
+    expected, body = _surroundings(image, face, view.scale, view.rgb[cheeks], structure)
+    rel = detail / expected if expected else 1.0
+    index = detail * min(rel, 2.0) ** RELATIVE_POWER
+    body_rel = detail / max(body, 0.3) if body is not None else None
+    mid = max(structure, 1e-3)
+    slope = detail * min(rel, 2.0) * (detail / mid) * (shading / mid)
+    return {"detail": detail, "structure": structure, "expected": expected, "rel": rel, "index": index,
+            "body_rel": body_rel, "shape": structure / max(detail, 1e-3), "shading": shading, "slope": slope}
 
 
 def _hands_over(view: Any, analysis: Analysis) -> np.ndarray:
