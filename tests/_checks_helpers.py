@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from portrait_studio.analysis import Analysis, analyze
-from portrait_studio.testing import photos
+from portrait_studio.testing import corpus, photos
 
 
 @cache
@@ -23,3 +23,14 @@ def photo(name: str) -> np.ndarray:
 @cache
 def analysis(name: str) -> Analysis:
     return analyze(photo(name))
+
+
+@cache
+def corpus_photo(name: str) -> np.ndarray:
+    """A calibration-corpus portrait (train, validation or fresh split) by name."""
+    return corpus.load(name)
+
+
+@cache
+def corpus_analysis(name: str) -> Analysis:
+    return analyze(corpus_photo(name))

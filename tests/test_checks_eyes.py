@@ -5,26 +5,17 @@ sunglasses with glints) that exposure or sharpening made read as soft ones."""
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 
 import numpy as np
 import pytest
 
+from _checks_helpers import corpus_analysis, corpus_photo
 from portrait_studio.analysis import Analysis, analyze
 from portrait_studio.checks.base import CheckContext, CheckResult
 from portrait_studio.checks.eyes import check_eyes
-from portrait_studio.testing import corpus
 from portrait_studio.testing.defects import DEFECTS
 
-
-@cache
-def photo(name: str) -> np.ndarray:
-    return corpus.load(name)
-
-
-@cache
-def analysis(name: str) -> Analysis:
-    return analyze(photo(name))
+photo, analysis = corpus_photo, corpus_analysis
 
 
 def eyes(img: np.ndarray) -> dict[str, CheckResult]:

@@ -16,21 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portrait_studio.analysis import Analysis, analyze
+from _checks_helpers import corpus_analysis, corpus_photo
+from portrait_studio.analysis import analyze
 from portrait_studio.checks import WARN_ONLY, CheckContext, Checklist, run_checklist, warm_up
 from portrait_studio.imaging import ImageInputError
 from portrait_studio.testing import corpus
 from portrait_studio.testing.defects import DEFECTS, SCENE
 
-
-@cache
-def photo(name: str) -> np.ndarray:
-    return corpus.load(name)
-
-
-@cache
-def analysis(name: str) -> Analysis:
-    return analyze(photo(name))
+photo, analysis = corpus_photo, corpus_analysis
 
 
 @cache
