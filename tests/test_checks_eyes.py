@@ -118,9 +118,6 @@ def test_sunglasses_with_glints_hide_the_eyes_after_any_contrast_change(defect: 
 def test_an_eye_crushed_to_black_with_its_skin_is_hidden_not_soft() -> None:
     """Crushed shadows on a dark black-and-white photo leave the eyes and the skin beside them at
     black: no detail is left to judge (it read 0.00, 'soft'); the shadows item reports the crush."""
-    from portrait_studio.checks.eyes import HIDDEN_CRUSHED
-
     result = eyes(made("clipped_shadows", "fresh_gray_woman", "obvious"))["eyes.sharpness"]
     assert result.status != "fail", result.explanation
-    assert HIDDEN_CRUSHED == 8.0
 

@@ -36,6 +36,7 @@ import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -568,13 +569,11 @@ class EarlyChecks:
     """
 
     def __init__(self, checker: Callable[[Path, Any], Any], brief: Any, workers: int | None = None) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.checker = checker
         self.brief = brief
         self._pool = ThreadPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1),
                                         thread_name_prefix="portrait-check")
-        self._futures: dict[str, Any] = {}
+        self._futures: dict[str, Future[tuple[str, float, dict[str, Any]]]] = {}
 
     @classmethod
     def for_run(cls, checker: Any, run: RunRow) -> EarlyChecks | None:
@@ -597,7 +596,7 @@ class EarlyChecks:
         """The finished check of this picture (waiting for it if it is still running), or None if it
         was never started. A check that raised raises here, where a late check would have."""
         future = self._futures.pop(sha256, None)
-        return None if future is None else future.result()  # type: ignore[no-any-return]
+        return None if future is None else future.result()
 
     def close(self) -> None:
         """Drop checks nobody collected (a run that stopped early): they are recorded by the next resume."""
@@ -688,8 +687,8 @@ def _step_check(ctx: StepContext) -> None:
         return
     from .brief import parse_brief
 
-    brief = parse_brief(ctx.run.brief, source=f"run {ctx.run.id}")
-    early: EarlyChecks | None = getattr(engine, "_early", None)
+    early = engine._early
+    brief = early.brief if early is not None else parse_brief(ctx.run.brief, source=f"run {ctx.run.id}")
     for image in engine.ledger.images(run_id=ctx.run.id, limit=100_000):
         if image.operation == "generate" and engine.ledger.checks(image.image_sha256) is None:
             done = early.take(image.image_sha256) if early is not None else None

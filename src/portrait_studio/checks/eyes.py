@@ -164,8 +164,13 @@ def _hidden(calm: np.ndarray, opening: np.ndarray, skin_luma: float) -> bool:
     return bool(np.median(v) < HIDDEN_LUMA * skin_luma and np.percentile(v, 90) < HIDDEN_SCLERA * skin_luma)
 
 
+def _eye_widths(face: Face) -> list[float]:
+    """Each eye's width on screen (subject's left, right): a turned head narrows the far one."""
+    return [float(np.ptp(face.points(face.eye(s))[:, 0])) for s in SIDES]
+
+
 def _frontal(face: Face) -> bool:
-    widths = [float(np.ptp(face.points(face.eye(s))[:, 0])) for s in SIDES]
+    widths = _eye_widths(face)
     return max(widths) < FRONTAL_WIDTH_RATIO * max(1e-3, min(widths))
 
 
@@ -282,7 +287,7 @@ def _pair(image: np.ndarray, face: Face) -> CheckResult:
     eyes = np.concatenate([face.points(face.eye("left")), face.points(face.eye("right"))])
     b = points_box(eyes, image.shape[1], image.shape[0])
     region = clip_box([b[0] - 4, b[1] - 4, b[2] + 4, b[3] + 4], image.shape[1], image.shape[0])
-    widths = [float(np.ptp(face.points(face.eye(s))[:, 0])) for s in SIDES]
+    widths = _eye_widths(face)
     turned = max(widths) > PAIR_TURNED_RATIO * max(1e-3, min(widths))
     left, right = (None, None) if turned else (_iris_sample(image, face, "left"), _iris_sample(image, face, "right"))
     shaded = judged = False

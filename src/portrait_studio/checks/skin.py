@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -100,8 +100,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
         return CheckResult(item="skin.texture", status="not_applicable", region=region,
                            explanation="Too little plain skin is visible on the cheeks and forehead.")
     m = _measures(image, analysis, view, skin)
-    detail, rel, index, body_rel, shape = m["detail"], m["rel"], m["index"], m["body_rel"], m["shape"]
-    expected = m["expected"]
+    detail, rel, index, body_rel, shape, expected = m.detail, m.rel, m.texture_index, m.body_rel, m.shape, m.expected
     parts = [f"Fine skin detail on the cheeks and forehead is {detail:.2f} at a standard face size"]
     if expected:
         parts.append(f"{rel:.2f}x what the photo shows around the face at the same structure")
@@ -119,9 +118,9 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     finest_gone = index < SHAPE_INDEX_MAX and shape >= SMOOTHED_SHAPE * max(1.0, SHAPE_FULL_WIDTH / width)
     if finest_gone:
         parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
-    steep = m["slope"] < SLOPE_FAIL and float((view.rgb.max(-1) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
+    steep = m.slope < SLOPE_FAIL and float((view.rgb.max(-1) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
     if steep and not finest_gone:
-        parts.append(f"detail falls off from the coarse shading to the finest scale ({m['slope']:.2f}; "
+        parts.append(f"detail falls off from the coarse shading to the finest scale ({m.slope:.2f}; "
                      f"smoothed below {SLOPE_FAIL})")
     measured = f"{', '.join(parts)} (texture index {index:.2f}; waxy below {TEXTURE_FAIL})"
     if (index < TEXTURE_FAIL or finest_gone or retouched_alone or steep
@@ -137,12 +136,22 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
                        region=region, explanation=f"{measured}; {why}")
 
 
-def _measures(image: np.ndarray, analysis: Analysis, view: Any, skin: np.ndarray) -> dict[str, Any]:
+class _Measures(NamedTuple):
+    detail: float  # fine detail (luma minus 1 px Gaussian), median over the skin
+    expected: float | None  # the same in structure-matched blocks around the face
+    rel: float  # detail / expected
+    texture_index: float
+    body_rel: float | None  # detail / the person's other skin
+    shape: float  # mid-scale shading over fine detail
+    slope: float  # the spectrum measure (`SLOPE_FAIL`)
+
+
+def _measures(image: np.ndarray, analysis: Analysis, view: Any, skin: np.ndarray) -> _Measures:
     """The texture measures of the main face's skin (`skin`: mask on `view`)."""
-    face = analysis.face
-    assert face is not None
     import cv2
 
+    face = analysis.face
+    assert face is not None
     fine, band = _bands(view.gray)
     detail = float(np.median(fine[skin]))
     structure = float(np.median(band[skin]))
@@ -151,12 +160,12 @@ def _measures(image: np.ndarray, analysis: Analysis, view: Any, skin: np.ndarray
     cheeks = view.mask(CHEEK_L_IDX) | view.mask(CHEEK_R_IDX)
     expected, body = _surroundings(image, face, view.scale, view.rgb[cheeks], structure)
     rel = detail / expected if expected else 1.0
-    index = detail * min(rel, 2.0) ** RELATIVE_POWER
-    body_rel = detail / max(body, 0.3) if body is not None else None
     mid = max(structure, 1e-3)
-    slope = detail * min(rel, 2.0) * (detail / mid) * (shading / mid)
-    return {"detail": detail, "structure": structure, "expected": expected, "rel": rel, "index": index,
-            "body_rel": body_rel, "shape": structure / max(detail, 1e-3), "shading": shading, "slope": slope}
+    return _Measures(
+        detail=detail, expected=expected, rel=rel, texture_index=detail * min(rel, 2.0) ** RELATIVE_POWER,
+        body_rel=detail / max(body, 0.3) if body is not None else None, shape=structure / max(detail, 1e-3),
+        slope=detail * min(rel, 2.0) * (detail / mid) * (shading / mid),
+    )
 
 
 def _hands_over(view: Any, analysis: Analysis) -> np.ndarray:
