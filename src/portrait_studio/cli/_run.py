@@ -109,8 +109,10 @@ def leave(code: object) -> NoReturn:
     run_exit_handlers()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr, getattr(_err(), "file", None)):
-        with contextlib.suppress(AttributeError, OSError, ValueError):  # a closed pipe (`portrait … | head`)
-            stream.flush()
+        flush = getattr(stream, "flush", None)
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`portrait … | head`)
+            if flush is not None:
+                flush()
     os._exit(status)
 
 
