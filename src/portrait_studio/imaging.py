@@ -23,6 +23,14 @@ __all__ = ["MAX_PIXELS", "ImageInputError", "image_size", "open_image", "open_im
 MAX_PIXELS = 120_000_000
 """The largest picture the studio opens (about 11,000²): real cameras stay well below, bombs do not."""
 
+# Pillow warns about pictures over 89 MP and refuses those over 179 MP. The studio applies its own
+# limit (`max_pixels`, checked on the header before decoding) and says so in its own words, so
+# Pillow's warning is silenced here once, for that category only. Not per call with
+# `warnings.catch_warnings()`: that is not thread-safe — leaving it restores the whole filter list,
+# dropping any filter another thread added meanwhile (the checklist opens images in worker threads
+# while libraries load, and one of them lost requests' own "ignore" filter that way).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageInputError(StudioError):
     """A file given as an image cannot be used as one (missing, a folder, not an image, too large)."""
@@ -43,18 +51,16 @@ def _check_path(path: Path) -> None:
 
 def _open(fp: str | BytesIO | Path, name: str, max_pixels: int) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp)
-            w, h = im.size
-            if w * h > max_pixels:
-                im.close()
-                raise ImageInputError(
-                    f"image {_describe(name)} claims {w}×{h} pixels ({w * h / 1e6:.0f} MP), over the "
-                    f"{max_pixels / 1e6:.0f} MP the studio opens",
-                    hint="downscale it first; a file this large is either a decompression bomb or not a portrait",
-                )
-            im.load()
+        im = Image.open(fp)
+        w, h = im.size
+        if w * h > max_pixels:
+            im.close()
+            raise ImageInputError(
+                f"image {_describe(name)} claims {w}×{h} pixels ({w * h / 1e6:.0f} MP), over the "
+                f"{max_pixels / 1e6:.0f} MP the studio opens",
+                hint="downscale it first; a file this large is either a decompression bomb or not a portrait",
+            )
+        im.load()
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -104,12 +110,11 @@ def image_size(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     p = Path(path)
     _check_path(p)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below says it
-            with Image.open(p) as im:
-                w, h = im.size
-                orientation = im.getexif().get(0x0112, 1)
-    except Image.DecompressionBombError as exc:
+        with Image.open(p) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    # a warning only where a caller's filter turns warnings into errors (pytest -W error)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageInputError(f"image {_describe(str(p))} claims more pixels than the {max_pixels / 1e6:.0f} MP the "
                               f"studio opens ({exc})", hint="downscale it first") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

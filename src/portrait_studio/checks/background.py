@@ -334,8 +334,13 @@ def _ocr() -> Any:
 
 @cache
 def _build_ocr() -> Any:
+    import warnings
+
     from ..quiet import native_quiet
 
+    # rapidocr imports requests, which warns that urllib3's optional SOCKS support is missing: a
+    # line on the user's terminal about a feature the studio never uses
+    warnings.filterwarnings("ignore", message="SOCKS support in urllib3", module="urllib3")
     with native_quiet():
         from rapidocr import RapidOCR
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ._common import EXIT_HELP, new_app
-from ._run import run_cli
+from ._run import leave, run_cli
 
 __all__ = ["app", "main", "run_cli"]
 
@@ -87,5 +87,10 @@ def _own_stderr() -> None:
 
 
 def main() -> None:
+    """The `portrait` console command (and `python -m portrait_studio`)."""
     _own_stderr()
-    run_cli(app)
+    try:
+        run_cli(app)
+    except SystemExit as exc:
+        leave(exc.code)
+    leave(0)

@@ -1,0 +1,122 @@
+"""The `portrait` command ends as soon as its work is done.
+
+Tearing down the checklist's native libraries (onnxruntime, mediapipe and ~1,800 modules) used to
+add 0.3–0.6 s after every checked shoot had printed its result. The console command now leaves
+without the interpreter's module teardown — but only once nothing can be lost: exit handlers
+run, output is flushed, a working thread is waited for, and profilers still get their results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _portrait(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the console command's entry point in a fresh interpreter, after `script` set things up."""
+    code = textwrap.dedent(script) + textwrap.dedent(f"""
+        sys.argv = ["portrait", *{list(args)!r}]
+        from portrait_studio.cli import main
+        main()
+    """)
+    env = {**os.environ, "PYTHONPATH": SRC, "PORTRAIT_STUDIO_HOME": str(tmp_path / "home")}
+    return subprocess.run([sys.executable, "-c", "import sys\n" + code], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+TEARDOWN_WITNESS = """
+    import atexit, os
+    class Witness:
+        def __del__(self, write=os.write):  # bound now: the teardown may have cleared `os` by then
+            write(1, b"module teardown ran\\n")
+    witness = Witness()  # a module global: only the interpreter's teardown deletes it
+    atexit.register(lambda: print("exit handler ran", flush=True))
+"""
+
+
+def test_a_finished_command_skips_the_teardown_but_runs_exit_handlers_and_flushes(tmp_path: Path) -> None:
+    done = _portrait(TEARDOWN_WITNESS, "--version", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "portrait" in done.stdout  # printed and flushed through a pipe
+    assert "exit handler ran" in done.stdout
+    assert "module teardown ran" not in done.stdout
+
+
+def test_the_exit_code_of_a_usage_error_survives(tmp_path: Path) -> None:
+    done = _portrait(TEARDOWN_WITNESS, "shoot", str(tmp_path / "missing.yaml"), "--model", "flux-1.1-pro",
+                     tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert "error:" in done.stderr and "missing.yaml" in done.stderr
+    assert "module teardown ran" not in done.stdout
+
+
+def test_a_thread_still_working_is_waited_for(tmp_path: Path) -> None:
+    marker = tmp_path / "written.txt"
+    done = _portrait(f"""
+        import threading, time
+        def late_write():
+            time.sleep(0.5)
+            open({str(marker)!r}, "w").write("done")
+        threading.Thread(target=late_write).start()
+    """, "--version", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "done"
+
+
+def test_a_profiler_still_gets_its_results(tmp_path: Path) -> None:
+    done = _portrait(TEARDOWN_WITNESS + """
+    sys.setprofile(lambda *args: None)
+    """, "--version", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "module teardown ran" in done.stdout  # the normal exit: cProfile writes its file after us
+
+
+def test_loading_the_text_check_prints_no_dependency_warning() -> None:
+    """rapidocr imports requests, which warned on every checked shoot that urllib3's SOCKS support
+    (a feature the studio never uses) is missing."""
+    done = subprocess.run([sys.executable, "-c", "from portrait_studio.checks.background import _build_ocr; _build_ocr()"],
+                          env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "SOCKS" not in done.stderr
+
+
+def test_opening_images_in_threads_keeps_the_warning_filters_other_threads_add(tmp_path: Path) -> None:
+    """`warnings.catch_warnings()` around each image open restored the whole filter list on leaving,
+    dropping filters another thread added meanwhile — that is how requests' own "ignore" filter
+    got lost while the checklist opened images in its worker threads, and a DependencyWarning
+    reached the terminal."""
+    import threading
+    import warnings
+
+    from PIL import Image
+
+    from portrait_studio.imaging import open_image
+
+    picture = tmp_path / "small.png"
+    Image.new("RGB", (8, 8)).save(picture)
+    stop = threading.Event()
+
+    def keep_opening() -> None:
+        while not stop.is_set():
+            open_image(picture)
+
+    markers = [f"portrait-test-marker-{i}" for i in range(300)]
+    opener = threading.Thread(target=keep_opening)
+    interval = sys.getswitchinterval()
+    with warnings.catch_warnings():  # this test's own filters go when it ends
+        sys.setswitchinterval(1e-5)
+        opener.start()
+        try:
+            for marker in markers:
+                warnings.filterwarnings("ignore", message=marker)
+        finally:
+            stop.set()
+            opener.join()
+            sys.setswitchinterval(interval)
+        kept = {str(f[1].pattern) for f in warnings.filters if f[1] is not None}
+    assert [m for m in markers if m not in kept] == []
