@@ -409,10 +409,9 @@ class HostedProvider(Provider):
     # --- latencies kept between processes -------------------------------------------------
     @property
     def latency_origin(self) -> str:
-        """Where this client's latencies come from, as saved: a sandbox is never the real API."""
-        if self.sandbox:
-            return "sandbox:" + (httpx.URL(self.base_url).host or "local")
-        return self.base_url
+        """Where this client's latencies come from, as saved: a sandbox (the studio's own, on
+        whatever port it got) is never the real API, and another host is never either."""
+        return "sandbox" if self.sandbox else self.base_url
 
     def latency_log(self, model: str) -> LatencyLog:
         """This process's log of `model`'s latency, primed from the studio's saved numbers (once)."""
