@@ -140,7 +140,7 @@ def test_two_processes_saving_at_once_leave_a_readable_file(tmp_path: Path) -> N
         try:
             for i in range(30):
                 store.save({key: [(1.0 + i / 100, time.time())]})
-        except BaseException as exc:  # noqa: BLE001 - the test reports any
+        except BaseException as exc:  # the test reports any
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(f"bfl sandbox m{k}",)) for k in range(3)]
