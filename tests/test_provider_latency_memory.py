@@ -185,6 +185,9 @@ def test_a_sandbox_and_the_real_api_never_share_numbers(tmp_path: Path) -> None:
     by_hand = BflProvider("k", BflProvider.Options(base_url="http://127.0.0.1:8123"))
     by_hand.remember_latencies(store)
     assert by_hand.latency_log(MODEL).latency is None
+    # and a password in a proxy URL never reaches the file
+    proxied = BflProvider("k", BflProvider.Options(base_url="https://me:s3cret@proxy.example:8443/bfl?token=t0k"))
+    assert proxied.latency_origin == "https://proxy.example:8443/bfl"
 
 
 def test_a_remembered_latency_that_is_too_long_delays_a_task_by_at_most_the_documented_pace(

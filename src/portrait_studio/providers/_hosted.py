@@ -411,7 +411,12 @@ class HostedProvider(Provider):
     def latency_origin(self) -> str:
         """Where this client's latencies come from, as saved: a sandbox (the studio's own, on
         whatever port it got) is never the real API, and another host is never either."""
-        return "sandbox" if self.sandbox else self.base_url
+        if self.sandbox:
+            return "sandbox"
+        try:  # never a password or token that a proxy URL may carry
+            return str(httpx.URL(self.base_url).copy_with(userinfo=b"", query=None, fragment=None))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return "unparsed:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
 
     def latency_log(self, model: str) -> LatencyLog:
         """This process's log of `model`'s latency, primed from the studio's saved numbers (once)."""
