@@ -210,16 +210,35 @@ def test_a_remembered_latency_that_is_too_long_delays_a_task_by_at_most_the_docu
     assert max(s for s, _ in saved) < 1.0  # the 20 s samples were forgotten
 
 
-def test_past_a_remembered_latency_nobody_waits_longer_than_the_documented_pace() -> None:
+def test_past_a_remembered_latency_the_scout_keeps_the_documented_pace_and_the_others_wait() -> None:
     short = Latency(0.2, 0.2, 0.25)  # remembered; the task has now been running for 10 s
-    assert next_poll_delay(short, 10.0, polls=3, scout=False, options=OPTS, remembered=True) <= OPTS.poll_interval_s
     assert next_poll_delay(short, 10.0, polls=3, scout=True, options=OPTS, remembered=True) <= OPTS.poll_interval_s
+    assert next_poll_delay(short, 0.22, polls=1, scout=False, options=OPTS, remembered=True) <= 0.05  # the spread
+    # past it the others wait for the scout (it wakes them) instead of each polling on its own
+    assert next_poll_delay(short, 10.0, polls=3, scout=False, options=OPTS, remembered=True) == OPTS.poll_max_interval_s
     # learnt in this process, the gaps grow with the time overdue (a slower model is not stormed)
     assert next_poll_delay(short, 10.0, polls=3, scout=False, options=OPTS) > OPTS.poll_interval_s
     # on its way to the first poll the scout keeps the documented pace; the others wait for it
     long = Latency(20.0, 20.0, 20.0)
     assert next_poll_delay(long, 0.0, polls=0, scout=True, options=OPTS, remembered=True) == OPTS.poll_interval_s
     assert next_poll_delay(long, 0.0, polls=0, scout=False, options=OPTS, remembered=True) == pytest.approx(20.1)
+
+
+def test_a_remembered_latency_that_is_too_short_costs_no_poll_storm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saved: 0.1 s. Now the model takes 1.0 s. Every task polls once at 0.1 s and finds it
+    running; then one scout polls at the documented pace (or faster for a batch) and the others
+    wait for it, as when nothing was known; each task is seen done soon after it is."""
+    LatencyStore(tmp_path / "latency.json").save({f"bfl sandbox {MODEL}": [(0.1, time.time())] * 10})
+    asked = _first_polls(monkeypatch)
+    accepted: dict[str, float] = {}
+    latency = 1.0
+    polls = _shoot(Studio(tmp_path, environ={}), latency, 4, accepted)
+    seen = [asked[url][-1] - at for url, at in accepted.items()]
+    assert max(seen) <= latency + OPTS.poll_interval_s + 0.35
+    assert polls <= 4 * 3 + 12  # each: a first poll, a step over the spread, one after the wake; the scout's
+    saved = LatencyStore(tmp_path / "latency.json").load()[f"bfl sandbox {MODEL}"]
+    assert min(s for s, _ in saved) > 0.5  # the 0.1 s samples were forgotten
 
 
 def test_a_remembered_latency_is_a_prior_the_first_live_task_confirms_or_replaces() -> None:

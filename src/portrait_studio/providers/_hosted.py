@@ -683,10 +683,12 @@ def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scou
       so crossing the spread costs about four polls); past the latest finish seen the gaps
       grow with the time overdue (a model that got slower is not polled in a storm);
     - known only from an earlier process (`remembered`, not yet confirmed by a task of this
-      one): the same, except that the scout polls at least every `poll_interval_s` on its
-      way to the first poll (a remembered latency that is now too long delays nobody by
-      more than that: the scout's finish wakes the others), and past the latest finish
-      remembered nobody waits longer than `poll_interval_s` between polls;
+      one): the same up to the latest finish remembered, except that the scout polls at
+      least every `poll_interval_s` on its way to the first poll (a remembered latency that
+      is now too long delays the scout's task by at most that, and its finish wakes the
+      others); past the latest finish remembered the latency is as good as unknown: the
+      scout polls as a scout does (at least every `poll_interval_s`) and the others wait
+      for it instead of polling on their own;
     - unknown, the scout (one task per model): every 4% of the time elapsed, at least twice
       `poll_min_interval_s` apart, and no more often than the `waiting` tasks it polls for
       would together at `poll_interval_s` (the providers' documented loop polls every 0.5 s):
@@ -697,16 +699,16 @@ def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scou
     """
     lo, hi = options.poll_min_interval_s, options.poll_max_interval_s
     if latency is not None:
-        pace = options.poll_interval_s if remembered else math.inf
         first = latency.early + _FIRST_POLL_MARGIN * latency.typical
         if elapsed < first:
             delay = first - elapsed if polls == 0 else max(first - elapsed, lo)
-            return min(delay, pace) if scout else delay
+            return min(delay, options.poll_interval_s) if scout and remembered else delay
         if polls == 0:
             return 0.0
         step = max(lo, _STEP_FRACTION * latency.typical, (latency.late - latency.early) / _SPREAD_POLLS)
         overdue = elapsed - latency.late
-        return min(max(hi, step), max(step, _OVERDUE_FRACTION * overdue), max(pace, step))
+        if not (remembered and overdue > 0):
+            return min(max(hi, step), max(step, _OVERDUE_FRACTION * overdue))
     if scout:
         pace = options.poll_interval_s / max(1, waiting)
         return min(options.poll_interval_s, max(2 * lo, pace, _SCOUT_FRACTION * elapsed))
