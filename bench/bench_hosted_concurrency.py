@@ -8,7 +8,11 @@ most tasks it saw active at once. Each run starts a fresh sandbox on a new port,
 meets the model cold every time (the first batch of a process: one scout task learns the latency).
 The sandbox runs in its own process, so the CPU time measured here is the client's alone.
 
-    python bench/bench_hosted_concurrency.py [--requests 32] [--latency 2] [--repeat 1]
+With `--warm-state` each run is followed by a "warm" one: a fresh sandbox again (so nothing is
+learnt in memory, as in a new process) and a client that starts from the latencies the cold run
+saved in its studio state file (`latency.json`), as every CLI command after the first does.
+
+    python bench/bench_hosted_concurrency.py [--requests 32] [--latency 2] [--repeat 1] [--warm-state]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from portrait_studio.providers._hosted import verify_image  # noqa: E402
 from portrait_studio.providers.bfl import BflOptions, BflProvider, request_body  # noqa: E402
+from portrait_studio.providers.latency_store import LatencyStore  # noqa: E402
 from portrait_studio.records import Request  # noqa: E402
 
 SERVER = """
@@ -59,8 +65,12 @@ def _request(model: str, i: int) -> Request:
                    output_format="jpeg")
 
 
-async def run(model: str, n: int, url: str) -> tuple[float, float]:
-    provider = BflProvider("sandbox-key", BflOptions(base_url=url))  # the client's default settings
+async def run(model: str, n: int, url: str, store: LatencyStore | None = None) -> tuple[float, float]:
+    # the client's default settings; marked as a sandbox client, as the studio builds it, so
+    # what it saves is keyed by the sandbox and not by this run's port
+    provider = BflProvider("sandbox-key", BflOptions(base_url=url), sandbox=True)
+    if store is not None:
+        provider.remember_latencies(store)  # what a studio-made client does
     requests = [_request(model, i) for i in range(n)]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     results = await asyncio.gather(*(provider.submit(r) for r in requests))
@@ -70,7 +80,7 @@ async def run(model: str, n: int, url: str) -> tuple[float, float]:
     return wall, cpu
 
 
-def bench(model: str, n: int, latency: float, limit: int) -> dict[str, float]:
+def bench(model: str, n: int, latency: float, limit: int, store: LatencyStore | None = None) -> dict[str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -80,7 +90,7 @@ def bench(model: str, n: int, latency: float, limit: int) -> dict[str, float]:
     assert server.stdout is not None and server.stdin is not None
     try:
         assert server.stdout.readline().strip() == "ready"
-        wall, cpu = asyncio.run(run(model, n, f"http://127.0.0.1:{port}"))
+        wall, cpu = asyncio.run(run(model, n, f"http://127.0.0.1:{port}", store))
         server.stdin.close()
         seen = json.loads(server.stdout.readline())
     finally:
@@ -90,26 +100,40 @@ def bench(model: str, n: int, latency: float, limit: int) -> dict[str, float]:
     return {"wall": wall, "ideal": ideal, "ratio": wall / ideal, "cpu_ms": cpu * 1000 / n, **seen}
 
 
+def show(label: str, runs: list[dict[str, float]], n: int, repeat: int) -> None:
+    best = min(runs, key=lambda r: r["ratio"])
+    worst = max(runs, key=lambda r: r["ratio"])
+    cpus = sorted(r["cpu_ms"] for r in runs)
+    print(f"  {label}wall {best['wall']:.2f} s, ideal {best['ideal']:.2f} s, ratio to ideal {best['ratio']:.3f}"
+          + (f" (worst of {repeat}: {worst['ratio']:.3f})" if repeat > 1 else "")
+          + f"; client CPU {best['cpu_ms']:.1f} ms per request"
+          + (f" (range {cpus[0]:.1f}-{cpus[-1]:.1f})" if repeat > 1 else "")
+          + f", {best['polls'] / n:.1f} polls per request; most active at once {best['max_active']} "
+          f"(429s: {best['rejected_429']}); {best['paid']} paid, {best['credits_spent']:g} credits")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario (the best and worst are shown)")
+    parser.add_argument("--warm-state", action="store_true",
+                        help="after each cold run, a warm one from the latencies the cold run saved")
     args = parser.parse_args()
     warm_up()
     for model, n, limit in (("flux-1.1-pro", args.requests, 24), ("flux-kontext-max", 8, 6)):
-        runs = [bench(model, n, args.latency, limit) for _ in range(args.repeat)]
-        best = min(runs, key=lambda r: r["ratio"])
-        worst = max(runs, key=lambda r: r["ratio"])
+        cold, warm = [], []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory() as home:
+                store = LatencyStore(Path(home) / "latency.json")
+                cold.append(bench(model, n, args.latency, limit, store))
+                if args.warm_state:
+                    warm.append(bench(model, n, args.latency, limit, store))
         print(f"{model}: {n} requests, {args.latency:g} s latency, {limit} active tasks allowed, default client settings")
-        print(f"  wall {best['wall']:.2f} s, ideal {best['ideal']:.2f} s, ratio to ideal {best['ratio']:.3f}"
-              + (f" (worst of {args.repeat}: {worst['ratio']:.3f})" if args.repeat > 1 else ""))
-        cpus = sorted(r["cpu_ms"] for r in runs)
-        print(f"  client CPU {best['cpu_ms']:.1f} ms per request"
-              + (f" (range over {args.repeat} runs: {cpus[0]:.1f}-{cpus[-1]:.1f})" if args.repeat > 1 else "")
-              + f", {best['polls'] / n:.1f} polls per request; most active at once {best['max_active']} "
-              f"(429s: {best['rejected_429']}); {best['paid']} paid, {best['credits_spent']:g} credits")
-        assert all(r["max_active"] <= limit and r["paid"] == n for r in runs)
+        show("cold (nothing learnt yet): " if args.warm_state else "", cold, n, args.repeat)
+        if warm:
+            show("warm (latencies saved by the cold run): ", warm, n, args.repeat)
+        assert all(r["max_active"] <= limit and r["paid"] == n for r in cold + warm)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ never reads the environment on its own.
       ledger.db       the SQLite ledger (unless `database` names a shared one)
       images/ab/<sha256>.<ext>   content-addressed images
       runs/<run id>/  a folder per run: images, contact sheet, run.json
+      latency.json    how long each hosted model took lately (per provider and host; the sandbox
+                      apart), so a new command's first poll lands when its tasks should be done
 
 `PORTRAIT_STUDIO_HOME` (or `--home`) moves the folder; the default is `~/.portrait-studio`.
 `PORTRAIT_DATABASE`, `PORTRAIT_TOKEN` and `PORTRAIT_SERVER` override `database`, `token` and

@@ -93,13 +93,24 @@ def open_providers(
                 continue
             use_sandbox = sandbox == "always" or (sandbox == "auto" and not studio.key(pid))
             if not use_sandbox:
-                built[pid] = cls.create(studio, **opts)
+                built[pid] = _remembering(cls.create(studio, **opts), studio)
                 continue
             assert start_sandbox is not None
             handle = stack.enter_context(start_sandbox(pid))
             provider = cls.for_sandbox(handle, **opts)
             provider.sandbox = True
-            built[pid] = provider
+            built[pid] = _remembering(provider, studio)
         if not built:
             raise NotConfigured("no provider to run the plan")
         yield built  # the caller awaits each provider's aclose() inside its event loop
+
+
+def _remembering(provider: Provider, studio: Studio) -> Provider:
+    """A hosted client that starts from the latencies this studio learnt before and saves what
+    it learns (`<studio>/latency.json`), so the next command's first poll is well placed."""
+    remember = getattr(provider, "remember_latencies", None)
+    if remember is not None:
+        from .latency_store import LATENCY_FILE, LatencyStore
+
+        remember(LatencyStore(studio.home / LATENCY_FILE))
+    return provider

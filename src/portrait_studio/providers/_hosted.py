@@ -56,6 +56,7 @@ from ..errors import (
 )
 from ..records import InputImage, Request, Ticket
 from .base import Provider, ProviderOptions
+from .latency_store import LatencyStore
 
 __all__ = [
     "HostedOptions",
@@ -164,6 +165,11 @@ class HostedProvider(Provider):
         # urllib request objects per response) costs more CPU than the rest of a poll.
         self._client._cookies = _NoCookies()
         self._get_headers = dict(self._client.headers)  # what httpx would send with every GET
+        self._store: LatencyStore | None = None  # see remember_latencies
+        self._saved: dict[str, list[tuple[float, float]]] = {}
+        self._primed: set[str] = set()
+        self._learnt_models: set[str] = set()
+        self._last_save = 0.0
 
     @classmethod
     def create(cls, studio: Any, **options: Any) -> HostedProvider:
@@ -257,6 +263,7 @@ class HostedProvider(Provider):
         return self.options.max_concurrency
 
     async def aclose(self) -> None:
+        self.save_latencies()
         await self._client.aclose()
 
     # --- HTTP ---------------------------------------------------------------------------
@@ -360,26 +367,26 @@ class HostedProvider(Provider):
         otherwise the window between the polls. Gives up after `task_timeout_s`."""
         opts = self.options
         deadline = time.monotonic() + opts.task_timeout_s
-        log = LatencyLog.of(self.provider_id, self.base_url, model)
+        log = self.latency_log(model)
         fixed = self.poll_intervals()
-        scout = opts.adaptive_polling and log.latency is None and log.enlist_scout()
+        scout = opts.adaptive_polling and not log.settled and log.enlist_scout()
         last_pending: float | None = None
         polls = 0
         log.in_flight += 1
         try:
             while True:
                 elapsed = time.time() - started
-                if opts.adaptive_polling and not scout and log.latency is None:
+                if opts.adaptive_polling and not scout and not log.settled:
                     scout = log.enlist_scout()  # the scout's task ended unseen: take over
                 if opts.adaptive_polling:
                     delay = next_poll_delay(log.latency, elapsed, polls=polls, scout=scout, waiting=log.in_flight,
-                                            options=opts)
+                                            options=opts, remembered=log.remembered)
                 else:
                     delay = next(fixed)
                 if immediately:
                     delay, immediately = 0.0, False
                 if delay > 0:
-                    await log.wait(delay, early=not scout and log.latency is None)
+                    await log.wait(delay, early=not scout and not log.settled)
                 if time.monotonic() > deadline:
                     raise NetworkError(f"{what} not finished after {opts.task_timeout_s:.0f} s",
                                        provider=self.provider_id, hint="'portrait resume RUN' polls it again later")
@@ -388,6 +395,7 @@ class HostedProvider(Provider):
                 seen = (asked + time.time() - started) / 2  # the server looked about half-way through
                 if value is not None:
                     log.observe(last_pending, seen, reported(value) if reported is not None else None)
+                    self._learnt(model)
                     return value
                 last_pending = seen
                 polls += 1
@@ -395,8 +403,53 @@ class HostedProvider(Provider):
             log.in_flight -= 1
             if scout:
                 log.scouts -= 1
-                if log.latency is None:
+                if not log.settled:
                     log.notify()  # wake the others: one of them scouts now
+
+    # --- latencies kept between processes -------------------------------------------------
+    @property
+    def latency_origin(self) -> str:
+        """Where this client's latencies come from, as saved: a sandbox (the studio's own, on
+        whatever port it got) is never the real API, and another host is never either."""
+        if self.sandbox:
+            return "sandbox"
+        try:  # never a password or token that a proxy URL may carry
+            return str(httpx.URL(self.base_url).copy_with(userinfo=b"", query=None, fragment=None))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return "unparsed:" + hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+
+    def latency_log(self, model: str) -> LatencyLog:
+        """This process's log of `model`'s latency, primed from the studio's saved numbers (once)."""
+        log = LatencyLog.of(self.provider_id, self.base_url, model)
+        if self._store is not None and model not in self._primed:
+            self._primed.add(model)
+            saved = self._saved.get(self._store.key(self.provider_id, self.latency_origin, model))
+            if saved:
+                log.remember(saved)
+        return log
+
+    def remember_latencies(self, store: LatencyStore) -> None:
+        """Start every model from the latencies `store` kept, and save what this client learns
+        there (throttled while running, and on `aclose`). Without it a client learns in memory."""
+        self._store, self._saved, self._primed = store, store.load(), set()
+        self._last_save = time.monotonic()
+
+    def save_latencies(self) -> bool:
+        """Write what this client learnt since the last save to its store (if it has one)."""
+        if self._store is None or not self._learnt_models:
+            return False
+        updates = {self._store.key(self.provider_id, self.latency_origin, model):
+                   LatencyLog.of(self.provider_id, self.base_url, model).saved() for model in self._learnt_models}
+        self._learnt_models = set()
+        self._last_save = time.monotonic()
+        return self._store.save({k: v for k, v in updates.items() if v})
+
+    def _learnt(self, model: str) -> None:
+        if self._store is None:
+            return
+        self._learnt_models.add(model)
+        if time.monotonic() - self._last_save > _SAVE_EVERY_S:
+            self.save_latencies()
 
     async def download(self, url: str) -> tuple[bytes, dict[str, Any]]:
         """Fetch a result image (without our key: result hosts are public CDNs) and check it decodes."""
@@ -608,6 +661,8 @@ _SPREAD_POLLS = 4  # polls spent crossing the spread of the learnt latencies
 _OVERDUE_FRACTION = 0.3  # past the slowest finish seen: each gap is this share of the time overdue
 _SCOUT_FRACTION = 0.04
 _SCOUTS = 1
+_WINDOW = 15  # recent samples a model's latency is read from
+_SAVE_EVERY_S = 60.0  # a long-running client saves what it learnt at most this often (and on close)
 
 
 class Latency(NamedTuple):
@@ -619,7 +674,7 @@ class Latency(NamedTuple):
 
 
 def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scout: bool, waiting: int = 1,
-                    options: HostedOptions) -> float:
+                    options: HostedOptions, remembered: bool = False) -> float:
     """Seconds to wait before the next poll of a task accepted `elapsed` seconds ago. Pure.
 
     - latency known: the first poll lands just after the earliest finish expected (a task
@@ -627,6 +682,13 @@ def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scou
       the latency (at least `poll_min_interval_s`, wider when the learnt latencies spread,
       so crossing the spread costs about four polls); past the latest finish seen the gaps
       grow with the time overdue (a model that got slower is not polled in a storm);
+    - known only from an earlier process (`remembered`, not yet confirmed by a task of this
+      one): the same up to the latest finish remembered, except that the scout polls at
+      least every `poll_interval_s` on its way to the first poll (a remembered latency that
+      is now too long delays the scout's task by at most that, and its finish wakes the
+      others); past the latest finish remembered the latency is as good as unknown: the
+      scout polls as a scout does (at least every `poll_interval_s`) and the others wait
+      for it instead of polling on their own;
     - unknown, the scout (one task per model): every 4% of the time elapsed, at least twice
       `poll_min_interval_s` apart, and no more often than the `waiting` tasks it polls for
       would together at `poll_interval_s` (the providers' documented loop polls every 0.5 s):
@@ -639,12 +701,14 @@ def next_poll_delay(latency: Latency | None, elapsed: float, *, polls: int, scou
     if latency is not None:
         first = latency.early + _FIRST_POLL_MARGIN * latency.typical
         if elapsed < first:
-            return first - elapsed if polls == 0 else max(first - elapsed, lo)
+            delay = first - elapsed if polls == 0 else max(first - elapsed, lo)
+            return min(delay, options.poll_interval_s) if scout and remembered else delay
         if polls == 0:
             return 0.0
         step = max(lo, _STEP_FRACTION * latency.typical, (latency.late - latency.early) / _SPREAD_POLLS)
         overdue = elapsed - latency.late
-        return min(max(hi, step), max(step, _OVERDUE_FRACTION * overdue))
+        if not (remembered and overdue > 0):
+            return min(max(hi, step), max(step, _OVERDUE_FRACTION * overdue))
     if scout:
         pace = options.poll_interval_s / max(1, waiting)
         return min(options.poll_interval_s, max(2 * lo, pace, _SCOUT_FRACTION * elapsed))
@@ -665,12 +729,19 @@ class LatencyLog:
     first poll already found it done, 97% of that time (so the estimate drifts down until a
     poll lands early again: it follows a model that got faster). The schedule reads the
     spread of recent samples (`latency`): its low end for the first poll, its width for the
-    steps after it."""
+    steps after it.
+
+    Samples saved by an earlier process (`remember`) are a prior (`remembered` is True until
+    a task of this process finishes): the first live sample joins them when it falls inside
+    their spread (give or take 25%), and replaces them all when it does not, so a model that
+    got slower or faster is re-learnt from one task."""
 
     _all: ClassVar[dict[tuple[str, str, str], LatencyLog]] = {}
 
     def __init__(self) -> None:
-        self.samples: deque[float] = deque(maxlen=15)
+        self.samples: deque[float] = deque(maxlen=_WINDOW)
+        self.seen_at: deque[float] = deque(maxlen=_WINDOW)  # when each sample was taken (Unix time)
+        self.remembered = False
         self.scouts = 0
         self.in_flight = 0  # tasks of this model being polled in this process
         self._latency: Latency | None = None
@@ -689,21 +760,50 @@ class LatencyLog:
     def latency(self) -> Latency | None:
         return self._latency
 
+    @property
+    def settled(self) -> bool:
+        """True once a task of this process has confirmed the latency: no scout is needed."""
+        return self._latency is not None and not self.remembered
+
     def enlist_scout(self) -> bool:
         if self.scouts >= _SCOUTS:
             return False
         self.scouts += 1
         return True
 
+    def remember(self, saved: list[tuple[float, float]]) -> bool:
+        """Take (seconds, seen at) samples an earlier process saved, unless this one has its own."""
+        if self.samples or not saved:
+            return False
+        for seconds, at in saved[-_WINDOW:]:
+            self.samples.append(seconds)
+            self.seen_at.append(at)
+        self.remembered = True
+        self._update()
+        return True
+
+    def saved(self) -> list[tuple[float, float]]:
+        return list(zip(self.samples, self.seen_at, strict=True))
+
     def observe(self, last_pending: float | None, finished: float, reported: float | None = None) -> None:
         if reported is not None and reported > 0:
-            sample = min(max(reported, last_pending or 0.0), finished)
+            sample = max(0.0, min(max(reported, last_pending or 0.0), finished))
         else:
-            sample = finished * 0.97 if last_pending is None else (last_pending + finished) / 2
-        self.samples.append(max(0.0, sample))
+            sample = max(0.0, finished * 0.97 if last_pending is None else (last_pending + finished) / 2)
+        if self.remembered:
+            self.remembered = False
+            prior = self._latency
+            if prior is None or not prior.early / 1.25 <= sample <= prior.late * 1.25:
+                self.samples.clear()  # the model changed since: forget what was remembered
+                self.seen_at.clear()
+        self.samples.append(sample)
+        self.seen_at.append(time.time())
+        self._update()
+        self.notify()
+
+    def _update(self) -> None:
         ordered = sorted(self.samples)
         self._latency = Latency(_quantile(ordered, 0.1), statistics.median(ordered), _quantile(ordered, 0.9))
-        self.notify()
 
     def notify(self) -> None:
         """Wake every task waiting in `wait(early=True)`; later waiters wait afresh."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -86,6 +87,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if pool is None:
             pool = self._idle[loop] = {}
         return pool
+
+    async def aclose(self) -> None:
+        """Close this loop's idle connections (left open, each would be closed by the garbage
+        collector later, with a ResourceWarning whose text alone costs more than a poll)."""
+        with contextlib.suppress(RuntimeError):
+            for idle in self._idle.pop(asyncio.get_running_loop(), {}).values():
+                for conn in idle:
+                    conn.close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -371,6 +380,7 @@ async def _with_timeout(awaitable: Any, seconds: float | None, error: type[httpx
         raise error(f"no progress for {seconds:g} s") from None
 
 
+@functools.lru_cache(maxsize=64)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
