@@ -429,9 +429,9 @@ def find_text(image: np.ndarray) -> list[tuple[str, float, list[int]]]:
 
     h, w = image.shape[:2]
     k = min(1.0, (OCR_PIXELS / (h * w)) ** 0.5, OCR_SIDE / max(h, w))
-    bgr = np.ascontiguousarray(image[..., ::-1])
-    if k < 1.0:
-        bgr = cv2.resize(bgr, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    if k < 1.0:  # shrink first, then swap the channels of the small copy (area averaging is per channel)
+        image = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
     out = []
     with _borrowed_ocr() as engine, native_quiet():
         for x0, y0, x1, y1 in _proposals(engine, bgr):
