@@ -321,10 +321,11 @@ def _in_pattern(b: tuple, found: list[tuple]) -> bool:
     return alike >= 2
 
 
-OCR_COPIES = max(1, min(3, os.cpu_count() or 1))
-"""OCR engines kept at most: checks in several threads (a run's images arriving together) each read
-with their own instead of queueing for one (a rapidocr engine keeps per-call settings on itself, so
-one engine reads one image at a time). Each costs about 20 MB; more than the cores would only wait."""
+OCR_COPIES = min(4, (os.cpu_count() or 1) + 1)
+"""OCR engines kept at most: checks in several threads (a run's images arriving together, as many as
+the engine's early-check workers) each read with their own instead of queueing for one (a rapidocr
+engine keeps per-call settings on itself, so one engine reads one image at a time). Each costs about
+15 MB; one process that checks one photo at a time builds only the first."""
 
 _ocr_load_lock = threading.Lock()
 _ocr_pool = threading.Condition()
