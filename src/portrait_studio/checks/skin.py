@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, CHIN, FACE_OVAL_IDX, FOREHEAD_IDX, Analysis
 from ._face import face_view
-from ._pixels import box_of, clip_box, lab, luma, points_box, poly_mask
+from ._pixels import box_of, channel_max, clip_box, lab, luma, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_skin"]
@@ -118,7 +118,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     finest_gone = index < SHAPE_INDEX_MAX and shape >= SMOOTHED_SHAPE * max(1.0, SHAPE_FULL_WIDTH / width)
     if finest_gone:
         parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
-    steep = m.slope < SLOPE_FAIL and float((view.rgb.max(-1) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
+    steep = m.slope < SLOPE_FAIL and float((channel_max(view.rgb) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
     if steep and not finest_gone:
         parts.append(f"detail falls off from the coarse shading to the finest scale ({m.slope:.2f}; "
                      f"smoothed below {SLOPE_FAIL})")
