@@ -3,6 +3,7 @@ queue behind one lock, and every result is the one a check on its own gives (#18
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -98,3 +99,25 @@ def test_three_images_that_arrive_together_are_checked_together() -> None:
         assert [early.take(f"sha{n}") for n in range(3)] == [("pass", 90.0, {"image": f"{n}.png"}) for n in range(3)]
     finally:
         early.close()
+
+
+def test_a_check_that_finds_every_ocr_engine_busy_waits_for_one_instead_of_building_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    B.ready_ocr(1)
+    monkeypatch.setattr(B, "OCR_COPIES", B._ocr_made)  # every engine there is: no room for another
+    held, got = [], []
+    with contextlib.ExitStack() as stack:
+        while B._ocr_free:
+            held.append(stack.enter_context(B._borrowed_ocr()))
+
+        def borrow() -> None:
+            with B._borrowed_ocr() as engine:
+                got.append(engine)
+
+        waiting = threading.Thread(target=borrow)
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not got  # waits while all are lent
+    waiting.join(20)
+    assert len(got) == 1 and any(got[0] is e for e in held)
+    assert B._ocr_made == len(held)

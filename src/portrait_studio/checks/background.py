@@ -321,11 +321,12 @@ def _in_pattern(b: tuple, found: list[tuple]) -> bool:
     return alike >= 2
 
 
-OCR_COPIES = min(4, (os.cpu_count() or 1) + 1)
-"""OCR engines kept at most: checks in several threads (a run's images arriving together, as many as
-the engine's early-check workers) each read with their own instead of queueing for one (a rapidocr
-engine keeps per-call settings on itself, so one engine reads one image at a time). Each costs about
-15 MB; one process that checks one photo at a time builds only the first."""
+OCR_COPIES = max(1, min(4, os.cpu_count() or 1))
+"""OCR engines kept at most, one per core: checks in several threads (a run's images arriving together)
+each read with their own instead of queueing for one (a rapidocr engine keeps per-call settings on
+itself, so one engine reads one image at a time). A check finding them all busy waits for one: the
+cores are busy reading then anyway. Each costs about 15 MB and 0.15 s to build; a process that
+checks one photo at a time builds only the first."""
 
 _ocr_load_lock = threading.Lock()
 _ocr_pool = threading.Condition()
