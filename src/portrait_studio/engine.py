@@ -567,8 +567,8 @@ two cores share both to the end (two workers would leave the third alone on one 
 
 class EarlyChecks:
     """The checklist on each image as soon as it arrives, in worker threads, while the provider still
-    works on the others: up to `CHECK_WORKERS` images at once (its model runs release the GIL and each
-    thread reads with its own OCR engine).
+    works on the others: up to `CHECK_WORKERS` images at once (its model runs release the GIL; each
+    model and each OCR engine serves one thread at a time, and there is an OCR engine per core).
 
     The "check" step then only collects the results and records them (the ledger is written from
     the engine's thread only); an image that was not checked early is checked there as before.

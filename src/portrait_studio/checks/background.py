@@ -343,8 +343,10 @@ def _ocr() -> Any:
 
 
 def ready_ocr(n: int = OCR_COPIES) -> None:
-    """Build OCR engines until `n` exist (at most `OCR_COPIES`): the warm-up readies one per core, so
-    images checked at once do not wait for an engine to be built."""
+    """Build OCR engines until `n` exist (at most `OCR_COPIES`), their text detector loaded: the
+    warm-up readies one per core, so images checked at once do not wait for an engine to be built.
+    (An engine built on demand loads its detector in the check that uses it: loaded from another
+    thread, it would keep 14 MB more of that thread's heap.)"""
     global _ocr_made
     while True:
         with _ocr_pool:
@@ -352,7 +354,12 @@ def ready_ocr(n: int = OCR_COPIES) -> None:
                 return
             _ocr_made += 1
             first = _ocr_made == 1
-        _give_back(_make_ocr(first))
+        engine = _make_ocr(first)
+        try:
+            with contextlib.suppress(AttributeError):  # another rapidocr: it loads on first use
+                engine._load_det_model()  # every check runs the detector: load it now, not in the first check
+        finally:
+            _give_back(engine)
 
 
 @contextlib.contextmanager
@@ -406,7 +413,7 @@ def _new_ocr() -> Any:
     with native_quiet():
         from rapidocr import RapidOCR
 
-        engine = RapidOCR(params={
+        return RapidOCR(params={
             "Global.log_level": "error",
             "Global.use_cls": False,
             "Det.limit_type": "max",
@@ -414,9 +421,6 @@ def _new_ocr() -> Any:
             "EngineConfig.onnxruntime.intra_op_num_threads": 1,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         })
-        with contextlib.suppress(AttributeError):  # another rapidocr: it loads on first use
-            engine._load_det_model()  # every check runs the detector: load it now, not in the first check
-        return engine
 
 
 def find_text(image: np.ndarray) -> list[tuple[str, float, list[int]]]:
