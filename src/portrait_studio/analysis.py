@@ -22,7 +22,10 @@ and every coordinate stays in native pixels.
 
 Models load once per process; `warm_up()` starts loading them in a daemon thread (the first
 `analyze` then waits for it). Native log lines are silenced with `quiet.native_quiet()`.
-`analyze` is thread-compatible but not re-entrant per model (a lock serialises the model runs).
+`analyze` is thread-safe: each model is not re-entrant, so each has its own lock, and checks in
+several threads overlap on different models (one image's hands while another's face is found; the
+graphs release the GIL) instead of queueing for all four. A second copy of the models would cost
+about 140 MB for the few milliseconds each model runs.
 """
 
 from __future__ import annotations
@@ -310,6 +313,8 @@ def face_skin(f: Face, shape: tuple[int, int], offset: tuple[float, float] = (0.
 _lock = threading.Lock()
 _models_lock = threading.Lock()
 _models_cache: dict[str, Any] = {}
+_runs: dict[str, threading.Lock] = {name: threading.Lock() for name in ("detect", "mesh", "hands", "segment")}
+"""One lock per model: a mediapipe graph runs one image at a time."""
 _warm_thread: threading.Thread | None = None
 
 
@@ -416,15 +421,27 @@ def warm_up(ocr: bool = True) -> threading.Thread:
                 try:
                     _models()
                     if ocr:
-                        from .checks.background import _ocr
+                        from .checks.background import ready_ocr
 
-                        _ocr()
+                        ready_ocr()
+                    _ready_checks()
                 except Exception:  # the real call reports the error in its own words
                     pass
 
             _warm_thread = threading.Thread(target=load, name="portrait-checks-warm-up", daemon=True)
             _warm_thread.start()
         return _warm_thread
+
+
+def _ready_checks() -> None:
+    """What the first check of a process would otherwise pay on top of the models (0.1-0.2 s): the
+    check modules' imports and OpenCV's Lab tables, which it builds on the first Lab conversion."""
+    import cv2
+
+    from .checks import _checks
+
+    _checks()
+    cv2.cvtColor(np.zeros((1, 1, 3), np.float32), cv2.COLOR_RGB2LAB)
 
 
 @cache
@@ -520,7 +537,7 @@ def analyze(image: Image.Image | np.ndarray | str | Path, *, dlib68: bool = Fals
         raise CheckError(f"image is too small to analyse ({w}x{h})", hint="give a picture at least 16 pixels a side")
     work, s = working_copy(rgb)
     models = _models()
-    with _lock, native_quiet():
+    with native_quiet():
         faces = _find_faces(rgb, work, s, models)
         hands = _find_hands(work, s, models)
         person = _person_mask(work, models)
@@ -541,7 +558,7 @@ def analyze(image: Image.Image | np.ndarray | str | Path, *, dlib68: bool = Fals
 
 def _find_faces(rgb: np.ndarray, work: np.ndarray, s: float, models: dict[str, Any]) -> list[Face]:
     h, w = rgb.shape[:2]
-    res = models["detect"].process(work)
+    res = _process(models, "detect", work)
     boxes: list[tuple[Box, float]] = []
     for d in res.detections or []:
         bb = d.location_data.relative_bounding_box
@@ -573,7 +590,7 @@ def _mesh_face(rgb: np.ndarray, box: Box, score: float, models: dict[str, Any], 
     if max(crop.shape[:2]) < 192 or max(crop.shape[:2]) > 640:
         scale = 384 / max(crop.shape[:2])
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    res = models["mesh"].process(np.ascontiguousarray(crop))
+    res = _process(models, "mesh", np.ascontiguousarray(crop))
     if not res.multi_face_landmarks:
         return Face(box=box, score=score)
     ch, cw = crop.shape[:2]
@@ -586,7 +603,7 @@ def _mesh_face(rgb: np.ndarray, box: Box, score: float, models: dict[str, Any], 
 
 def _find_hands(work: np.ndarray, s: float, models: dict[str, Any]) -> list[Hand]:
     h, w = work.shape[0] / s, work.shape[1] / s
-    res = models["hands"].process(work)
+    res = _process(models, "hands", work)
     hands = []
     for lms, hd in zip(res.multi_hand_landmarks or [], res.multi_handedness or []):
         pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], np.float32)
@@ -596,8 +613,14 @@ def _find_hands(work: np.ndarray, s: float, models: dict[str, Any]) -> list[Hand
 
 
 def _person_mask(rgb: np.ndarray, models: dict[str, Any]) -> np.ndarray:
-    res = models["segment"].process(rgb)
-    return np.asarray(res.segmentation_mask, np.float32)
+    with _runs["segment"]:  # the mask is a view of the graph's output: copy it before the next run
+        return np.array(models["segment"].process(rgb).segmentation_mask, np.float32)
+
+
+def _process(models: dict[str, Any], name: str, image: np.ndarray) -> Any:
+    """Run one model on `image`, one caller at a time per model (its outputs are plain copies)."""
+    with _runs[name]:
+        return models[name].process(image)
 
 
 def _with_dlib(rgb: np.ndarray, face: Face) -> Face:

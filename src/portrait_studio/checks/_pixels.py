@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_of", "clip_box", "disk_mask", "lab", "laplacian_rms", "luma", "points_box", "poly_mask", "rect_crop"]
+__all__ = ["box_of", "channel_max", "channel_min", "clip_box", "disk_mask", "lab", "laplacian_rms", "luma", "points_box",
+           "poly_mask", "rect_crop"]
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """Rec. 601 luma as float32 0..255."""
     return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+
+
+def channel_min(rgb: np.ndarray) -> np.ndarray:
+    """`rgb.min(-1)` for three channels, taken pairwise: numpy reduces over a last axis of three
+    twenty times slower."""
+    return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+
+
+def channel_max(rgb: np.ndarray) -> np.ndarray:
+    """`rgb.max(-1)` for three channels (see `channel_min`)."""
+    return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
 
 
 def lab(rgb: np.ndarray) -> np.ndarray:

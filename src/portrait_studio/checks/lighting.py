@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, FACE_OVAL_IDX, NOSE_TIP, Analysis, Face, face_skin
-from ._pixels import box_of, clip_box, luma, points_box
+from ._pixels import box_of, channel_max, channel_min, clip_box, luma, points_box
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_lighting"]
@@ -127,7 +127,7 @@ def _clip(frame: np.ndarray, view: _FaceSkin, which: str, subject: np.ndarray | 
         clipped = (view.y <= 3) if which == "shadows" else (view.y >= 252)
         share = float(clipped[skin].mean())
         assert view.rgb is not None
-        channel = (view.rgb.min(-1) <= 2) if which == "shadows" else (view.rgb.max(-1) >= 254)
+        channel = (channel_min(view.rgb) <= 2) if which == "shadows" else (channel_max(view.rgb) >= 254)
         channel_share = float(channel[skin].mean())
         region = view.to_image(box_of(channel & skin) or box_of(skin))
         if share > FACE_CLIP_MAX[which]:

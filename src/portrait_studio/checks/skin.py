@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analysis import CHEEK_L_IDX, CHEEK_R_IDX, CHIN, FACE_OVAL_IDX, FOREHEAD_IDX, Analysis
 from ._face import face_view
-from ._pixels import box_of, clip_box, lab, luma, points_box, poly_mask
+from ._pixels import box_of, channel_max, clip_box, lab, luma, points_box, poly_mask
 from .base import CheckContext, CheckResult, Status
 
 __all__ = ["check_skin"]
@@ -118,7 +118,7 @@ def _texture(image: np.ndarray, analysis: Analysis) -> CheckResult:
     finest_gone = index < SHAPE_INDEX_MAX and shape >= SMOOTHED_SHAPE * max(1.0, SHAPE_FULL_WIDTH / width)
     if finest_gone:
         parts.append(f"mid-scale shading {shape:.1f}x the fine detail (the finest detail is gone)")
-    steep = m.slope < SLOPE_FAIL and float((view.rgb.max(-1) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
+    steep = m.slope < SLOPE_FAIL and float((channel_max(view.rgb) >= 250)[skin].mean()) <= SLOPE_CLIPPED_MAX
     if steep and not finest_gone:
         parts.append(f"detail falls off from the coarse shading to the finest scale ({m.slope:.2f}; "
                      f"smoothed below {SLOPE_FAIL})")
@@ -223,13 +223,21 @@ def _surroundings(image: np.ndarray, face: Any, scale: float, cheek_rgb: np.ndar
         return a[:hh, :ww].reshape(hh // bs, bs, ww // bs, bs).transpose(0, 2, 1, 3).reshape(hh // bs, ww // bs, -1)
 
     valid = blocks(ok).all(-1)
-    bf = np.median(blocks(fine), -1)[valid]
-    bb = np.median(blocks(band), -1)[valid]
+    bf = _row_median(blocks(fine)[valid])  # only the blocks that count
+    bb = _row_median(blocks(band)[valid])
     for lo, hi in ((0.7, 1.4), (0.5, 2.0)):
         sel = (bb >= structure * lo) & (bb <= structure * hi)
         if sel.sum() >= 8:
             return float(np.median(bf[sel])), body_mad
     return None, body_mad
+
+
+def _row_median(rows: np.ndarray) -> np.ndarray:
+    """`np.median(rows, -1)`, the same float32 values (no NaN here), by a full sort: numpy's vectorised
+    sort of a block's 64 values is 8x faster than the partition `np.median` runs row by row."""
+    s = np.sort(rows, axis=-1)
+    n = s.shape[-1]
+    return np.asarray((s[..., (n - 1) // 2] + s[..., n // 2]) / np.float32(2))
 
 
 def _body_skin(crop: np.ndarray, cheek_rgb: np.ndarray, oval: np.ndarray) -> np.ndarray:
@@ -240,15 +248,24 @@ def _body_skin(crop: np.ndarray, cheek_rgb: np.ndarray, oval: np.ndarray) -> np.
     if len(cheek_rgb) < 30:
         return np.zeros(crop.shape[:2], bool)
     ref = cv2.cvtColor(cheek_rgb.reshape(-1, 1, 3).astype(np.uint8), cv2.COLOR_RGB2YCrCb).reshape(-1, 3).astype(np.float32)
-    ycc = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    # one plane at a time, in place: the same float32 operations as on the interleaved array, 3x faster
+    luma_, cr, cb = (p.astype(np.float32) for p in cv2.split(cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)))
     mu = ref[:, 1:].mean(0)
-    inv = np.linalg.inv(np.cov(ref[:, 1:].T) + np.eye(2) * 4.0)
-    d = ycc[..., 1:] - mu
-    inv = inv.astype(np.float32)
-    dist = d[..., 0] * d[..., 0] * inv[0, 0] + 2 * d[..., 0] * d[..., 1] * inv[0, 1] + d[..., 1] * d[..., 1] * inv[1, 1]
+    inv = np.linalg.inv(np.cov(ref[:, 1:].T) + np.eye(2) * 4.0).astype(np.float32)
+    cr -= mu[0]
+    cb -= mu[1]
+    dist = cr * cr
+    dist *= inv[0, 0]
+    cross = 2 * cr
+    cross *= cb
+    cross *= inv[0, 1]
+    dist += cross
+    cb *= cb
+    cb *= inv[1, 1]
+    dist += cb
     lo, hi = np.percentile(ref[:, 0], 5), np.percentile(ref[:, 0], 95)
     away = ~cv2.dilate(oval.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=4).astype(bool)
-    body = (dist < 4) & (ycc[..., 0] > lo * 0.8) & (ycc[..., 0] < min(245.0, hi * 1.1)) & away
+    body = (dist < 4) & (luma_ > lo * 0.8) & (luma_ < min(245.0, hi * 1.1)) & away
     return cv2.erode(body.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
 
 

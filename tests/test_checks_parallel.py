@@ -1,0 +1,123 @@
+"""The checklist in several threads at once (a run's images arriving together): the models no longer
+queue behind one lock, and every result is the one a check on its own gives (#18)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import portrait_studio.analysis as A
+from _checks_helpers import corpus_analysis, corpus_photo
+from portrait_studio.checks import CheckContext, run_checklist
+from portrait_studio.checks import background as B
+from portrait_studio.engine import EarlyChecks
+from portrait_studio.testing.defects import DEFECTS
+
+
+def _images() -> list[np.ndarray]:
+    """Three different portraits, one with a watermark (the OCR reads text in it, not only looks)."""
+    marked = DEFECTS["watermark"].build(corpus_photo("obama"), corpus_analysis("obama"), "obvious",
+                                        np.random.default_rng(3))
+    return [corpus_photo("gd_1"), marked, corpus_photo("fd_2")]
+
+
+def _plain(items: Any) -> dict[str, Any]:
+    out = items.model_dump(mode="json")
+    out.pop("seconds")
+    return out
+
+
+def test_checks_in_three_threads_give_what_checks_one_at_a_time_give() -> None:
+    images = _images()
+    context = CheckContext(lighting_pattern="rembrandt", key_side="left")
+    alone = [_plain(run_checklist(img, context)) for img in images]
+    assert alone[1]["overall"] == "fail"  # the watermark was read, in every thread below too
+    for _ in range(2):
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(lambda img: _plain(run_checklist(img, context)), images * 2))
+        assert together == alone * 2
+
+
+def test_two_checks_read_text_at_once_each_with_its_own_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One OCR engine behind one lock made the third image's text wait for the other two."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: one OCR engine")
+    both_in = threading.Barrier(2, timeout=20)
+    engines: list[Any] = []
+    read = B._proposals
+
+    def proposals(engine: Any, bgr: np.ndarray) -> list[list[int]]:
+        engines.append(engine)
+        both_in.wait()  # both threads are reading now, or this breaks
+        return read(engine, bgr)
+
+    monkeypatch.setattr(B, "_proposals", proposals)
+    image = corpus_analysis("gd_1").work_rgb
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(B.find_text, [image, image]))
+    assert found[0] == found[1]
+    assert len(engines) == 2 and engines[0] is not engines[1]
+
+
+def test_two_analyses_overlap_instead_of_queueing_for_all_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each mediapipe graph has its own lock: one image's hands are found while another's face is."""
+    both_in = threading.Barrier(2, timeout=20)
+    find_hands = A._find_hands
+
+    def hands(work: np.ndarray, s: float, models: dict[str, Any]) -> list[A.Hand]:
+        both_in.wait()
+        return find_hands(work, s, models)
+
+    monkeypatch.setattr(A, "_find_hands", hands)
+    image = corpus_photo("gd_1")
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(A.analyze, [image, image])
+    assert [f.box for f in a.faces] == [f.box for f in b.faces]
+    assert np.array_equal(a.person_work, b.person_work)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: fewer workers")
+def test_three_images_that_arrive_together_are_checked_together() -> None:
+    """Two workers on two cores left the third image to wait, then run alone on one core."""
+    all_in = threading.Barrier(3, timeout=20)
+
+    def checker(path: Path, brief: Any) -> tuple[str, float, dict[str, Any]]:
+        all_in.wait()
+        return "pass", 90.0, {"image": path.name}
+
+    early = EarlyChecks(checker, brief=None)
+    try:
+        for n in range(3):
+            early.submit(f"sha{n}", Path(f"{n}.png"))
+        assert [early.take(f"sha{n}") for n in range(3)] == [("pass", 90.0, {"image": f"{n}.png"}) for n in range(3)]
+    finally:
+        early.close()
+
+
+def test_a_check_that_finds_every_ocr_engine_busy_waits_for_one_instead_of_building_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    B.ready_ocr(1)
+    monkeypatch.setattr(B, "OCR_COPIES", B._ocr_made)  # every engine there is: no room for another
+    held, got = [], []
+    with contextlib.ExitStack() as stack:
+        while B._ocr_free:
+            held.append(stack.enter_context(B._borrowed_ocr()))
+
+        def borrow() -> None:
+            with B._borrowed_ocr() as engine:
+                got.append(engine)
+
+        waiting = threading.Thread(target=borrow)
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not got  # waits while all are lent
+    waiting.join(20)
+    assert len(got) == 1 and any(got[0] is e for e in held)
+    assert B._ocr_made == len(held)
