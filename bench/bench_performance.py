@@ -9,7 +9,7 @@ Runs, each in its own process so one does not warm the next:
 - the checklist at 1 MP and 21 MP, cold and warm, s/MP and peak RSS (`bench_checks.py --speed-only`);
 - the README's main job against the sandbox's latency (`bench_main_job.py`);
 - hosted shoots with the clients' default settings, ratio to the ideal wall time and client CPU per
-  request (`bench_hosted_concurrency.py`).
+  request, cold and with saved latencies (`bench_hosted_concurrency.py --warm-state`).
 The load average is printed first: on a shared machine, CPU seconds are the numbers to compare.
 """
 
@@ -45,7 +45,8 @@ def main() -> None:
         "--no-quality")
     run("checklist speed (1 MP and 21 MP, cold and warm)", str(HERE / "bench_checks.py"), "--speed-only")
     run("main job vs sandbox latency", str(HERE / "bench_main_job.py"), "--latency", "2.0", "--repeat", "3")
-    run("hosted shoots, default client settings", str(HERE / "bench_hosted_concurrency.py"), "--repeat", "2")
+    run("hosted shoots, default client settings (cold, then with the latencies the cold pass saved)",
+        str(HERE / "bench_hosted_concurrency.py"), "--repeat", "2", "--warm-state")
 
 
 if __name__ == "__main__":
