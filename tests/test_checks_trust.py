@@ -561,10 +561,11 @@ def test_a_studio_logo_in_the_corner_over_a_group_fails_and_a_name_tag_does_not(
 
 def test_ocr_reads_a_text_free_photo_at_a_fraction_of_a_full_pass() -> None:
     """Only the caption strips and the spots a small detector pass responds to are read."""
-    from portrait_studio.checks.background import _ocr, _proposals
+    from portrait_studio.checks.background import _borrowed_ocr, _proposals
 
     rgb = photo("gd_1")
-    boxes = _proposals(_ocr(), np.ascontiguousarray(rgb[..., ::-1]))
+    with _borrowed_ocr() as engine:
+        boxes = _proposals(engine, np.ascontiguousarray(rgb[..., ::-1]))
     area = sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes)
     assert area < 0.5 * rgb.shape[0] * rgb.shape[1], boxes
 

@@ -76,15 +76,6 @@ def test_a_profiler_still_gets_its_results(tmp_path: Path) -> None:
     assert "module teardown ran" in done.stdout  # the normal exit: cProfile writes its file after us
 
 
-def test_loading_the_text_check_prints_no_dependency_warning() -> None:
-    """rapidocr imports requests, which warned on every checked shoot that urllib3's SOCKS support
-    (a feature the studio never uses) is missing."""
-    done = subprocess.run([sys.executable, "-c", "from portrait_studio.checks.background import _build_ocr; _build_ocr()"],
-                          env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "SOCKS" not in done.stderr
-
-
 def test_opening_images_in_threads_keeps_the_warning_filters_other_threads_add(tmp_path: Path) -> None:
     """`warnings.catch_warnings()` around each image open restored the whole filter list on leaving,
     dropping filters another thread added meanwhile — that is how requests' own "ignore" filter

@@ -7,7 +7,6 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -328,18 +327,9 @@ itself, so one engine reads one image at a time). A check finding them all busy 
 cores are busy reading then anyway. Each costs about 15 MB and 0.15 s to build; a process that
 checks one photo at a time builds only the first."""
 
-_ocr_load_lock = threading.Lock()
 _ocr_pool = threading.Condition()
 _ocr_free: list[Any] = []
 _ocr_made = 0
-
-
-def _ocr() -> Any:
-    """The process's first OCR engine, built once (waits for a warm-up thread that is building it)."""
-    from ..analysis import in_own_thread
-
-    with _ocr_load_lock:
-        return in_own_thread(_build_ocr)
 
 
 def ready_ocr(n: int = OCR_COPIES) -> None:
@@ -353,8 +343,7 @@ def ready_ocr(n: int = OCR_COPIES) -> None:
             if _ocr_made >= min(n, OCR_COPIES):
                 return
             _ocr_made += 1
-            first = _ocr_made == 1
-        engine = _make_ocr(first)
+        engine = _make_ocr()
         try:
             with contextlib.suppress(AttributeError):  # another rapidocr: it loads on first use
                 engine._load_det_model()  # every check runs the detector: load it now, not in the first check
@@ -373,22 +362,21 @@ def _borrowed_ocr() -> Iterator[Any]:
         engine = _ocr_free.pop() if _ocr_free else None
         if engine is None:
             _ocr_made += 1
-            first = _ocr_made == 1
     if engine is None:
-        engine = _make_ocr(first)
+        engine = _make_ocr()
     try:
         yield engine
     finally:
         _give_back(engine)
 
 
-def _make_ocr(first: bool) -> Any:
-    """A new engine for the pool (the first is the process's `_ocr()`); a failed build frees its place."""
+def _make_ocr() -> Any:
+    """A new engine for the pool, whose place the caller took; a failed build frees that place."""
     global _ocr_made
     from ..analysis import in_own_thread
 
     try:
-        return _ocr() if first else in_own_thread(_new_ocr)
+        return in_own_thread(_new_ocr)
     except BaseException:
         with _ocr_pool:
             _ocr_made -= 1
@@ -402,19 +390,9 @@ def _give_back(engine: Any) -> None:
         _ocr_pool.notify()
 
 
-@cache
-def _build_ocr() -> Any:
-    return _new_ocr()
-
-
 def _new_ocr() -> Any:
-    import warnings
-
     from ..quiet import native_quiet
 
-    # rapidocr imports requests, which warns that urllib3's optional SOCKS support is missing: a
-    # line on the user's terminal about a feature the studio never uses
-    warnings.filterwarnings("ignore", message="SOCKS support in urllib3", module="urllib3")
     with native_quiet():
         from rapidocr import RapidOCR
 

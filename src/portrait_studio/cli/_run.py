@@ -88,11 +88,11 @@ def leave(code: object) -> NoReturn:
     Once a command has finished (ledger closed, files renamed into place, output printed), the
     teardown of the checklist's native libraries (onnxruntime, mediapipe and their dependencies:
     1,800 modules) still takes 0.3–0.6 s, which the user waits for and nothing needs. Exit
-    handlers still run (temporary folders, Ray, logging) and the standard streams are flushed;
-    while a non-daemon thread is still working the normal exit waits for it instead.
+    handlers still run (temporary folders, Ray, logging's own flush) and the standard streams are
+    flushed. The normal exit is kept while a non-daemon thread is still working (it waits for it)
+    and under a profiler or tracer (cProfile, coverage), which write their results after us.
     """
     import atexit
-    import logging
     import threading
 
     status = 0 if code is None else code
@@ -107,7 +107,6 @@ def leave(code: object) -> NoReturn:
     if run_exit_handlers is None:  # pragma: no cover - not CPython
         raise SystemExit(status)
     run_exit_handlers()
-    logging.shutdown()
     for stream in (sys.stdout, sys.stderr, getattr(_err(), "file", None)):
         flush = getattr(stream, "flush", None)
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`portrait … | head`)
