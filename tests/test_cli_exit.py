@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -111,3 +113,38 @@ def test_opening_images_in_threads_keeps_the_warning_filters_other_threads_add(t
             sys.setswitchinterval(interval)
         kept = {str(f[1].pattern) for f in warnings.filters if f[1] is not None}
     assert [m for m in markers if m not in kept] == []
+
+
+def test_running_one_command_builds_only_that_command_and_it_behaves_as_in_the_whole_app(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`portrait shoot ...` does not pay for building the parsers of every other command, and
+    nothing a user sees differs: the help, a usage error and its exit code are the same."""
+    import typer.main
+
+    from portrait_studio.cli import _run, app
+
+    whole = typer.main.get_command(app)
+    names = sorted(whole.commands)  # type: ignore[attr-defined]
+    assert len(names) > 20
+
+    def run(args: list[str], pruned: bool) -> tuple[int, str, str]:
+        monkeypatch.setattr(_run, "named_command_only", real if pruned else (lambda a, argv: a))
+        monkeypatch.setattr(sys, "argv", ["portrait", *args])
+        code = 0
+        try:
+            _run.run_cli(app)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    real = _run.named_command_only
+    for name in names:
+        built = typer.main.get_command(real(app, [name, "--help"]))
+        assert sorted(built.commands) == [name]  # type: ignore[attr-defined]
+        for args in ([name, "--help"], [name, "--no-such-option"]):
+            assert run(args, pruned=True) == run(args, pruned=False), args
+    # anything that is not one command's name gets the whole app: help, a typo's suggestion
+    for args in (["--help"], ["shot"], []):
+        assert real(app, args) is app
+    assert run(["shot"], pruned=True)[2] == run(["shot"], pruned=False)[2] and "shoot" in run(["shot"], True)[2]
