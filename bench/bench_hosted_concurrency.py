@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -65,6 +66,45 @@ def _request(model: str, i: int) -> Request:
                    output_format="jpeg")
 
 
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """The default event loop, counting how often it went to sleep waiting for the network or a
+    timer (a select that blocked for more than 50 us): each such wakeup costs CPU of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps = 0
+        select = self._selector.select  # type: ignore[attr-defined]
+
+        def counted(timeout: float | None = None) -> Any:
+            started = time.perf_counter()
+            events = select(timeout)
+            if time.perf_counter() - started > 50e-6:
+                self.sleeps += 1
+            return events
+
+        self._selector.select = counted  # type: ignore[attr-defined]
+
+
+def wakeup_cost_ms(samples: int = 40) -> float:
+    """CPU milliseconds one wakeup of an idle event loop costs on this machine (asyncio.sleep
+    of 50 ms, nothing else): on a VM it can cost more than a poll."""
+
+    async def sleeps() -> float:
+        cpu0 = time.process_time()
+        for _ in range(samples):
+            await asyncio.sleep(0.05)
+        return (time.process_time() - cpu0) * 1000 / samples
+
+    return asyncio.run(sleeps())
+
+
+def run_counted(coro: Any) -> tuple[Any, int]:
+    """`asyncio.run(coro)` on the default loop, and how many times that loop slept."""
+    with asyncio.Runner(loop_factory=_CountingLoop) as runner:
+        out = runner.run(coro)
+        return out, runner.get_loop().sleeps  # type: ignore[attr-defined]
+
+
 async def run(model: str, n: int, url: str, store: LatencyStore | None = None) -> tuple[float, float]:
     # the client's default settings; marked as a sandbox client, as the studio builds it, so
     # what it saves is keyed by the sandbox and not by this run's port
@@ -90,14 +130,15 @@ def bench(model: str, n: int, latency: float, limit: int, store: LatencyStore | 
     assert server.stdout is not None and server.stdin is not None
     try:
         assert server.stdout.readline().strip() == "ready"
-        wall, cpu = asyncio.run(run(model, n, f"http://127.0.0.1:{port}", store))
+        (wall, cpu), sleeps = run_counted(run(model, n, f"http://127.0.0.1:{port}", store))
         server.stdin.close()
         seen = json.loads(server.stdout.readline())
     finally:
         server.kill()
         server.wait()
     ideal = math.ceil(n / limit) * latency
-    return {"wall": wall, "ideal": ideal, "ratio": wall / ideal, "cpu_ms": cpu * 1000 / n, **seen}
+    return {"wall": wall, "ideal": ideal, "ratio": wall / ideal, "cpu_ms": cpu * 1000 / n, "wakeups": sleeps / n,
+            **seen}
 
 
 def show(label: str, runs: list[dict[str, float]], n: int, repeat: int) -> None:
@@ -108,6 +149,7 @@ def show(label: str, runs: list[dict[str, float]], n: int, repeat: int) -> None:
           + (f" (worst of {repeat}: {worst['ratio']:.3f})" if repeat > 1 else "")
           + f"; client CPU {best['cpu_ms']:.1f} ms per request"
           + (f" (range {cpus[0]:.1f}-{cpus[-1]:.1f})" if repeat > 1 else "")
+          + f" ({best['wakeups']:.1f} wakeups of the idle client per request)"
           + f", {best['polls'] / n:.1f} polls per request; most active at once {best['max_active']} "
           f"(429s: {best['rejected_429']}); {best['paid']} paid, {best['credits_spent']:g} credits")
 
@@ -121,6 +163,9 @@ def main() -> None:
                         help="after each cold run, a warm one from the latencies the cold run saved")
     args = parser.parse_args()
     warm_up()
+    wakeup = wakeup_cost_ms()
+    print(f"this machine: one wakeup of an idle event loop costs {wakeup:.3f} ms of CPU (asyncio.sleep, nothing "
+          "else; a few hundredths of a ms on bare metal, more on a VM)")
     for model, n, limit in (("flux-1.1-pro", args.requests, 24), ("flux-kontext-max", 8, 6)):
         cold, warm = [], []
         for _ in range(args.repeat):

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from portrait_studio.providers._hosted import HostedOptions, Latency, LatencyLog, next_poll_delay
+from portrait_studio.providers._hosted import (
+    HostedOptions,
+    Latency,
+    LatencyLog,
+    next_poll_delay,
+    on_wake_grid,
+)
 from portrait_studio.providers._wire import LeanTransport, lean_transport
 from portrait_studio.providers.bfl import BflOptions, BflProvider
 from portrait_studio.records import Request
@@ -127,6 +133,18 @@ def test_once_the_latency_is_learnt_the_first_poll_lands_within_one_percent_of_t
     assert polls <= 6 + 1  # one poll per task (a busy machine may make one land early)
     late = sorted((asked[url] - at) / latency - 1 for url, at in accepted.items())
     assert late[0] < 0.015  # the old schedule could not poll before 2% past the finish
+
+
+def test_polls_due_within_the_same_10_ms_wake_the_client_once() -> None:
+    """Six tasks accepted a few ms apart are due to poll a few ms apart; each wakeup of an idle
+    client costs CPU (more than the poll on a VM), so they wake together, at most 10 ms later."""
+    now = 1000.0037
+    due = [0.2, 0.2004, 0.2021, 0.2049, 0.2055, 0.2059]
+    assert len({round(now + on_wake_grid(d, now), 9) for d in due}) == 1
+    for delay in (0.0, 0.001, 0.0099, 0.5, 1.23456, 30.0):
+        stretched = on_wake_grid(delay, now)
+        assert 0 <= stretched - delay < 0.01
+        assert round((now + stretched) * 100, 6) == round((now + stretched) * 100)  # on the grid
 
 
 def test_a_lone_task_of_an_unknown_model_is_polled_at_the_documented_pace() -> None:

@@ -386,7 +386,7 @@ class HostedProvider(Provider):
                 if immediately:
                     delay, immediately = 0.0, False
                 if delay > 0:
-                    await log.wait(delay, early=not scout and not log.settled)
+                    await log.wait(on_wake_grid(delay), early=not scout and not log.settled)
                 if time.monotonic() > deadline:
                     raise NetworkError(f"{what} not finished after {opts.task_timeout_s:.0f} s",
                                        provider=self.provider_id, hint="'portrait resume RUN' polls it again later")
@@ -663,6 +663,21 @@ _SCOUT_FRACTION = 0.04
 _SCOUTS = 1
 _WINDOW = 15  # recent samples a model's latency is read from
 _SAVE_EVERY_S = 60.0  # a long-running client saves what it learnt at most this often (and on close)
+
+
+_WAKE_GRID_S = 0.01  # polls due within the same 10 ms go out in one pass of the event loop
+
+
+def on_wake_grid(delay: float, now: float | None = None) -> float:
+    """`delay`, stretched (by less than 10 ms) so that it ends on a shared 10 ms grid. Pure.
+
+    Tasks submitted together are due to poll a few milliseconds apart (their acceptances
+    arrived one by one); each would wake the client on its own, and a wakeup of an idle event
+    loop costs more CPU than the poll it sends (0.24 ms against 0.17 ms on the 2-core VM the
+    benches run on). On the grid they wake once, their polls go out together and their answers
+    come back together. The added wait is under 1% of any latency a poll schedule works with."""
+    now = time.monotonic() if now is None else now
+    return max(0.0, math.ceil((now + delay) / _WAKE_GRID_S) * _WAKE_GRID_S - now)
 
 
 class Latency(NamedTuple):

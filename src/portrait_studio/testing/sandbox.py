@@ -672,7 +672,7 @@ def _quick_server_class() -> type[Any]:
             for connection in list(self.server_state.connections):
                 connection.shutdown()  # an idle keep-alive connection closes now, a busy one after its answer
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.config.timeout_graceful_shutdown
+            deadline = loop.time() + (self.config.timeout_graceful_shutdown or 0)
             while (self.server_state.connections or self.server_state.tasks) and loop.time() < deadline:
                 await asyncio.sleep(0.005)
             for task in list(self.server_state.tasks):
