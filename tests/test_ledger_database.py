@@ -52,6 +52,59 @@ def test_the_newest_revision_the_ledger_expects_is_alembics_head() -> None:
     assert alembic_head() == HEAD
 
 
+def _sqlite_schema(path: Path) -> list[tuple[str, str, str, str | None]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        version = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    return [*rows, ("version", str(version), "", None)]
+
+
+def test_a_new_sqlite_ledger_is_made_from_the_baseline_exactly_as_the_migrations_make_it(tmp_path: Path) -> None:
+    """A new studio's ledger comes from `sqlite_head.json` (no Alembic import: 0.2 s of a user's
+    first command); it must be the very schema the migrations build, and the file must be of HEAD
+    (after adding a migration, run `write_sqlite_baseline()`)."""
+    from portrait_studio.ledger import database
+
+    migrated = tmp_path / "migrated.db"
+    engine = database.connect(database.database_url(migrated))
+    try:
+        database.upgrade(engine, baseline=False)
+    finally:
+        engine.dispose()
+    made = tmp_path / "made.db"
+    Ledger(made).close()
+    assert _sqlite_schema(made) == _sqlite_schema(migrated)
+    with sqlite3.connect(migrated) as db:
+        statements = [row[0] for row in db.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    import json
+
+    assert json.loads(database.SQLITE_BASELINE.read_text()) == {"revision": head(), "statements": statements}
+
+
+def test_a_new_studio_does_not_load_alembic_and_an_old_ledger_is_still_migrated(tmp_path: Path) -> None:
+    code = ("import sys; from portrait_studio.ledger import Ledger; Ledger(sys.argv[1]).close(); "
+            "print('alembic' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new.db")], capture_output=True, text=True,
+                         check=True, env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    assert run.stdout.strip() == "False"
+    # a ledger that has tables (here: one stopped at the first revision) goes through the migrations
+    old = tmp_path / "old.db"
+    from portrait_studio.ledger import database
+
+    engine = database.connect(database.database_url(old))
+    try:
+        with engine.connect() as conn, conn.begin():
+            from alembic import command
+
+            command.upgrade(database._alembic_config(conn), "0001_initial")
+    finally:
+        engine.dispose()
+    with Ledger(old) as ledger:
+        assert [r[0] for r in ledger.db.execute("SELECT version_num FROM alembic_version")] == [head()]
+    assert _sqlite_schema(old) == _sqlite_schema(tmp_path / "new.db")
+
+
 def test_the_migrated_schema_is_the_declared_schema(ledger_url: str) -> None:
     """The queries are built from `schema.py`; the migrations must make exactly that, on both databases."""
     with Ledger(ledger_url) as ledger:

@@ -31,8 +31,8 @@ from sqlalchemy.pool import StaticPool
 from ..errors import LedgerError
 
 __all__ = [
-    "HEAD", "RawSQL", "alembic_head", "connect", "damage_as_ledger_error", "database_url", "describe_url", "head", "pending",
-    "transaction", "upgrade",
+    "HEAD", "SQLITE_BASELINE", "RawSQL", "alembic_head", "connect", "damage_as_ledger_error", "database_url", "describe_url",
+    "head", "pending", "sqlite_baseline", "transaction", "upgrade", "write_sqlite_baseline",
 ]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -253,8 +253,61 @@ def pending(conn: sa.Connection) -> list[str]:
     return chain[chain.index(current) + 1:] if current in chain else chain
 
 
-def upgrade(engine: sa.Engine) -> None:
-    """Bring the schema to the newest revision (a no-op, one query, when it already is)."""
+SQLITE_BASELINE = MIGRATIONS_DIR / "sqlite_head.json"
+"""A brand-new SQLite ledger's schema at HEAD: the statements the migrations leave in
+`sqlite_master`, in their order (`write_sqlite_baseline()` writes the file from a ledger the
+migrations built; a test holds the two equal). A new studio is made from it in milliseconds,
+where importing Alembic and running every migration cost 0.2 s of the user's first command.
+Any ledger that already has tables is upgraded by the migrations, as before."""
+
+
+def sqlite_baseline(conn: sa.Connection) -> dict[str, Any]:
+    """The schema of a SQLite ledger at HEAD, as `SQLITE_BASELINE` keeps it."""
+    rows = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                                "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")
+    return {"revision": _current(conn), "statements": [row[0] for row in rows]}
+
+
+def write_sqlite_baseline(path: Path = SQLITE_BASELINE) -> Path:
+    """Rewrite the baseline from the migrations (after adding one):
+    `python -c "from portrait_studio.ledger.database import write_sqlite_baseline as w; w()"`."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine = connect(sa.URL.create("sqlite", database=str(Path(folder) / "ledger.db")))
+        try:
+            upgrade(engine, baseline=False)
+            with engine.connect() as conn:
+                data = sqlite_baseline(conn)
+        finally:
+            engine.dispose()
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def _create_from_baseline(conn: sa.Connection) -> bool:
+    """Make the schema of an empty SQLite database from the baseline; False (nothing done) when
+    the database is not empty or the baseline is not of HEAD."""
+    import json
+
+    if conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").scalar():
+        return False
+    try:
+        data = json.loads(SQLITE_BASELINE.read_text())
+    except (OSError, ValueError):
+        return False
+    if data.get("revision") != HEAD:
+        return False
+    for statement in data["statements"]:
+        conn.exec_driver_sql(statement)
+    conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD,))
+    return True
+
+
+def upgrade(engine: sa.Engine, *, baseline: bool = True) -> None:
+    """Bring the schema to the newest revision (a no-op, one query, when it already is). A new
+    SQLite ledger is made from `SQLITE_BASELINE` unless `baseline=False`."""
     with engine.connect() as conn:
         conn.execution_options(ledger_tx="read")
         if _current(conn) == head():
@@ -265,6 +318,8 @@ def upgrade(engine: sa.Engine) -> None:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
             if _current(conn) == head():
+                return
+            if baseline and conn.dialect.name == "sqlite" and _create_from_baseline(conn):
                 return
             from alembic import command
 
