@@ -121,3 +121,39 @@ def test_a_check_that_finds_every_ocr_engine_busy_waits_for_one_instead_of_build
     waiting.join(20)
     assert len(got) == 1 and any(got[0] is e for e in held)
     assert B._ocr_made == len(held)
+
+
+def test_the_ocr_reads_the_same_with_its_registry_cut_to_the_engine_it_uses(tmp_path: Path) -> None:
+    """rapidocr loads every engine's model registry into OmegaConf trees while it is imported (0.4 s
+    of each checking process's start); the checklist imports it with only the onnxruntime part and
+    the tables that route to a model. The text it reads is the same as with the whole registry."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    card = Image.new("RGB", (900, 300), (240, 236, 228))
+    draw = ImageDraw.Draw(card)
+    font = ImageFont.load_default(size=64)
+    draw.text((40, 60), "STOCK PHOTO", fill=(20, 20, 20), font=font)
+    draw.text((40, 170), "SAMPLE 2026", fill=(90, 30, 30), font=font)
+    card.save(tmp_path / "marked.png")
+    code = """
+import json, sys
+import numpy as np
+from PIL import Image
+if sys.argv[2] == "whole":
+    import rapidocr.main  # rapidocr's own import: every engine's registry
+from portrait_studio.checks import background as B
+found = B.find_text(np.asarray(Image.open(sys.argv[1]).convert("RGB")))
+from rapidocr.inference_engine.base import InferSession
+print(json.dumps({"found": found, "registry": sorted(InferSession.model_info)}))
+"""
+    src = Path(__file__).resolve().parents[1] / "src"
+    runs = {how: json.loads(subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "marked.png"), how], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(src)}).stdout.strip().splitlines()[-1]) for how in ("lean", "whole")}
+    assert runs["lean"]["registry"] == sorted(B._REGISTRY_KEYS)
+    assert len(runs["whole"]["registry"]) > len(B._REGISTRY_KEYS)
+    assert runs["lean"]["found"] and runs["lean"]["found"] == runs["whole"]["found"]

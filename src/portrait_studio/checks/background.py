@@ -390,11 +390,61 @@ def _give_back(engine: Any) -> None:
         _ocr_pool.notify()
 
 
+_REGISTRY_KEYS = ("model_routes", "lang_mapping", "fonts", "onnxruntime")
+"""What rapidocr reads of its model registry (`default_models.yaml`) with the onnxruntime engine: the
+routes and language table that pick a model, and the onnxruntime models' files. The other engines'
+entries (OpenVINO, MNN, Paddle, torch) are 70% of the file."""
+_rapidocr_lock = threading.Lock()
+
+
+def _rapidocr() -> Any:
+    """rapidocr's `RapidOCR`, imported with its model registry cut to `_REGISTRY_KEYS`.
+
+    rapidocr loads its 85 KB registry into an OmegaConf tree twice while it is imported (0.2 s each,
+    nearly all of it OmegaConf wrapping every node): 0.4 s of every checking process's start, on the
+    critical path when a result arrives before the checklist is ready. Parsed once (C YAML) and cut
+    to the engine used here, both loads take 0.03 s; rapidocr then reads the same entries as before.
+    Anything unexpected (another file layout, a missing key) loads the registry as rapidocr would."""
+    with _rapidocr_lock:
+        import sys
+
+        if "rapidocr.main" in sys.modules:
+            from rapidocr import RapidOCR
+
+            return RapidOCR
+        from omegaconf import OmegaConf
+
+        real_load = OmegaConf.load
+        descriptor = OmegaConf.__dict__["load"]  # a staticmethod: put back exactly that
+        lean: dict[str, Any] = {}
+
+        def load(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(file, "name", None) == "default_models.yaml" and not args and not kwargs:
+                try:
+                    if not lean:
+                        import yaml
+
+                        data = yaml.load(file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader",
+                                                                                          yaml.SafeLoader))
+                        lean.update({key: data[key] for key in _REGISTRY_KEYS})
+                    return OmegaConf.create(lean)
+                except Exception:  # rapidocr's own load, as if we were not here
+                    pass
+            return real_load(file, *args, **kwargs)
+
+        OmegaConf.load = staticmethod(load)  # type: ignore[method-assign,assignment]
+        try:
+            from rapidocr import RapidOCR
+        finally:
+            setattr(OmegaConf, "load", descriptor)  # noqa: B010
+        return RapidOCR
+
+
 def _new_ocr() -> Any:
     from ..quiet import native_quiet
 
     with native_quiet():
-        from rapidocr import RapidOCR
+        RapidOCR = _rapidocr()
 
         return RapidOCR(params={
             "Global.log_level": "error",
