@@ -74,12 +74,16 @@ def test_a_new_sqlite_ledger_is_made_from_the_baseline_exactly_as_the_migrations
     made = tmp_path / "made.db"
     Ledger(made).close()
     assert _sqlite_schema(made) == _sqlite_schema(migrated)
-    with sqlite3.connect(migrated) as db:
-        statements = [row[0] for row in db.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    engine = database.connect(database.database_url(migrated))
+    try:
+        with engine.connect() as conn:
+            built = database.sqlite_baseline(conn)
+    finally:
+        engine.dispose()
     import json
 
-    assert json.loads(database.SQLITE_BASELINE.read_text()) == {"revision": head(), "statements": statements}
+    assert built["revision"] == head()
+    assert json.loads(database.SQLITE_BASELINE.read_text()) == built
 
 
 def test_a_new_studio_does_not_load_alembic_and_an_old_ledger_is_still_migrated(tmp_path: Path) -> None:

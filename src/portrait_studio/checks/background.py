@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -390,7 +391,7 @@ def _give_back(engine: Any) -> None:
         _ocr_pool.notify()
 
 
-_REGISTRY_KEYS = ("model_routes", "lang_mapping", "fonts", "onnxruntime")
+_REGISTRY_KEYS = ("model_routes", "lang_mapping", "onnxruntime")
 """What rapidocr reads of its model registry (`default_models.yaml`) with the onnxruntime engine: the
 routes and language table that pick a model, and the onnxruntime models' files. The other engines'
 entries (OpenVINO, MNN, Paddle, torch) are 70% of the file."""
@@ -407,8 +408,6 @@ def _rapidocr() -> Any:
     rapidocr then reads the same entries as before. Anything unexpected (another file layout, a
     missing key) loads the registry as rapidocr would."""
     with _rapidocr_lock:
-        import sys
-
         if "rapidocr.main" in sys.modules:
             from rapidocr import RapidOCR
 
