@@ -125,8 +125,8 @@ def test_a_check_that_finds_every_ocr_engine_busy_waits_for_one_instead_of_build
 
 def test_the_ocr_reads_the_same_with_its_registry_cut_to_the_engine_it_uses(tmp_path: Path) -> None:
     """rapidocr loads every engine's model registry into OmegaConf trees while it is imported (0.4 s
-    of each checking process's start); the checklist imports it with only the onnxruntime part and
-    the tables that route to a model. The text it reads is the same as with the whole registry."""
+    of each checking process's start); the checklist imports it with only the onnxruntime part for
+    the sessions and the tables that route to a model, as plain dicts, for the router. The text it reads is the same as with the whole registry."""
     import json
     import subprocess
     import sys
@@ -148,7 +148,9 @@ if sys.argv[2] == "whole":
 from portrait_studio.checks import background as B
 found = B.find_text(np.asarray(Image.open(sys.argv[1]).convert("RGB")))
 from rapidocr.inference_engine.base import InferSession
-print(json.dumps({"found": found, "registry": sorted(InferSession.model_info)}))
+from rapidocr.utils import model_resolver as R
+print(json.dumps({"found": found, "registry": sorted(InferSession.model_info),
+                  "routes": sorted(R._MODEL_CONFIG), "languages": len(R.LANG_MAPPING)}))
 """
     src = Path(__file__).resolve().parents[1] / "src"
     runs = {how: json.loads(subprocess.run(
@@ -156,4 +158,6 @@ print(json.dumps({"found": found, "registry": sorted(InferSession.model_info)}))
         env={**os.environ, "PYTHONPATH": str(src)}).stdout.strip().splitlines()[-1]) for how in ("lean", "whole")}
     assert runs["lean"]["registry"] == sorted(B._REGISTRY_KEYS)
     assert len(runs["whole"]["registry"]) > len(B._REGISTRY_KEYS)
+    assert runs["lean"]["routes"] == sorted(B._ROUTING_KEYS)  # the router's tables, whole
+    assert runs["lean"]["languages"] == runs["whole"]["languages"] > 0
     assert runs["lean"]["found"] and runs["lean"]["found"] == runs["whole"]["found"]

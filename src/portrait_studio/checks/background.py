@@ -391,22 +391,28 @@ def _give_back(engine: Any) -> None:
         _ocr_pool.notify()
 
 
-_REGISTRY_KEYS = ("model_routes", "lang_mapping", "onnxruntime")
-"""What rapidocr reads of its model registry (`default_models.yaml`) with the onnxruntime engine: the
-routes and language table that pick a model, and the onnxruntime models' files. The other engines'
-entries (OpenVINO, MNN, Paddle, torch) are 70% of the file."""
+_ROUTING_KEYS = ("model_routes", "lang_mapping")
+"""What rapidocr's model router (`rapidocr.utils.model_resolver`) reads of its model registry: the routes
+and the language table that pick a model. It only calls `.get`, `[]` and iterates on them."""
+_REGISTRY_KEYS = ("onnxruntime",)
+"""What its inference sessions (`InferSession.model_info`) read with the onnxruntime engine: that engine's
+model files. The other engines' entries (OpenVINO, MNN, Paddle, torch) are 70% of the file."""
 _rapidocr_lock = threading.Lock()
 
 
 def _rapidocr() -> Any:
-    """rapidocr's `RapidOCR`, imported with its model registry cut to `_REGISTRY_KEYS`.
+    """rapidocr's `RapidOCR`, imported with its model registry cut to what each reader of it uses.
 
-    rapidocr loads its 85 KB registry into an OmegaConf tree twice while it is imported, nearly all of
-    it OmegaConf wrapping every node: part of every checking process's start, on the critical path
-    when a result arrives before the checklist is ready. Parsed once (C YAML) and cut to the engine
-    used here, the import took 0.56 s instead of 0.77 s (measured side by side on the 2-core VM);
-    rapidocr then reads the same entries as before. Anything unexpected (another file layout, a
-    missing key) loads the registry as rapidocr would."""
+    rapidocr loads its 85 KB registry (`default_models.yaml`) into an OmegaConf tree twice while it is
+    imported, nearly all of it OmegaConf wrapping every node: part of every checking process's start,
+    on the critical path when a result arrives before the checklist is ready (and of every
+    `portrait check`). Parsed once (C YAML), the model router gets plain dicts of the routing tables
+    (`_ROUTING_KEYS`: it reads them with `.get` and `[]` only) and the inference sessions an OmegaConf
+    tree of the onnxruntime engine's models alone (`_REGISTRY_KEYS`: they look models up with
+    `OmegaConf.select`). The import took 0.77 s with the whole registry, 0.56 s with it cut to those
+    three tables in one tree each time, and about 0.4 s now (side by side on the 2-core VM); rapidocr
+    reads the same entries as before. Anything unexpected (another file layout, a missing key, another
+    reader) loads the registry as rapidocr would."""
     with _rapidocr_lock:
         if "rapidocr.main" in sys.modules:
             from rapidocr import RapidOCR
@@ -416,18 +422,21 @@ def _rapidocr() -> Any:
 
         real_load = OmegaConf.load
         descriptor = OmegaConf.__dict__["load"]  # a staticmethod: put back exactly that
-        lean: dict[str, Any] = {}
+        parsed: dict[str, Any] = {}
 
         def load(file: Any, *args: Any, **kwargs: Any) -> Any:
             if getattr(file, "name", None) == "default_models.yaml" and not args and not kwargs:
+                reader = sys._getframe(1).f_globals.get("__name__")
                 try:
-                    if not lean:
+                    if not parsed:
                         import yaml
 
-                        data = yaml.load(file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader",
-                                                                                          yaml.SafeLoader))
-                        lean.update({key: data[key] for key in _REGISTRY_KEYS})
-                    return OmegaConf.create(lean)
+                        parsed.update(yaml.load(file.read_text(encoding="utf-8"),
+                                                Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+                    if reader == "rapidocr.utils.model_resolver":
+                        return {key: parsed[key] for key in _ROUTING_KEYS}
+                    if reader == "rapidocr.inference_engine.base":
+                        return OmegaConf.create({key: parsed[key] for key in _REGISTRY_KEYS})
                 except Exception:  # rapidocr's own load, as if we were not here
                     pass
             return real_load(file, *args, **kwargs)
