@@ -161,3 +161,38 @@ print(json.dumps({"found": found, "registry": sorted(InferSession.model_info),
     assert runs["lean"]["routes"] == sorted(B._ROUTING_KEYS)  # the router's tables, whole
     assert runs["lean"]["languages"] == runs["whole"]["languages"] > 0
     assert runs["lean"]["found"] and runs["lean"]["found"] == runs["whole"]["found"]
+
+
+def test_loading_the_face_models_imports_neither_pyplot_nor_the_audio_library() -> None:
+    """mediapipe imports matplotlib's pyplot and sounddevice (PortAudio) at module level; the checklist
+    draws nothing and records nothing, so a checking process loads neither (sounddevice looks for
+    PortAudio with `ctypes.util.find_library`, which runs `ldconfig`), and both import as usual
+    afterwards for whoever wants them."""
+    import json
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+looked_for = []
+class Witness:  # sees every import the import system looks for (a blocked one never gets here)
+    def find_spec(self, name, path=None, target=None):
+        looked_for.append(name)
+sys.meta_path.insert(0, Witness())
+import portrait_studio.analysis as A
+A._load_models()
+imported = {name: name in looked_for for name in ("matplotlib.pyplot", "sounddevice")}
+import matplotlib.pyplot
+try:
+    import sounddevice
+    audio = "imported"
+except OSError as e:  # no PortAudio on this machine: sounddevice's own error, not a blocked import
+    audio = "OSError"
+print(json.dumps({"imported": imported, "after": [matplotlib.pyplot.__name__, audio]}))
+"""
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(src), "MPLBACKEND": "Agg"})
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["imported"] == {"matplotlib.pyplot": False, "sounddevice": False}
+    assert seen["after"][0] == "matplotlib.pyplot" and seen["after"][1] in {"imported", "OSError"}

@@ -360,7 +360,7 @@ def _load_models() -> dict[str, Any]:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    with native_quiet(), _pyplot_deferred():
+    with native_quiet(), _pyplot_deferred(), _without_audio():
         from mediapipe.python.solutions import face_detection, face_mesh, hands, selfie_segmentation
 
         models = {
@@ -407,6 +407,24 @@ def _pyplot_deferred() -> Iterator[None]:
         for name in ("matplotlib", "matplotlib.pyplot"):
             if sys.modules.get(name) in (stand_in, package):
                 del sys.modules[name]
+
+
+@contextlib.contextmanager
+def _without_audio() -> Iterator[None]:
+    """Import mediapipe without `sounddevice`: its audio tasks import it at module level (PortAudio's
+    library through cffi, 0.03 s of every checking process's start) and record without it when it
+    is missing, which the checklist never does. Afterwards `import sounddevice` works as usual."""
+    import sys
+
+    if "sounddevice" in sys.modules:
+        yield
+        return
+    sys.modules["sounddevice"] = None  # type: ignore[assignment]  # `import sounddevice` -> ImportError
+    try:
+        yield
+    finally:
+        if sys.modules.get("sounddevice", 0) is None:
+            del sys.modules["sounddevice"]
 
 
 def warm_up(ocr: bool = True) -> threading.Thread:
