@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +149,59 @@ def test_running_one_command_builds_only_that_command_and_it_behaves_as_in_the_w
     for args in (["--help"], ["shot"], []):
         assert real(app, args) is app
     assert run(["shot"], pruned=True)[2] == run(["shot"], pruned=False)[2] and "shoot" in run(["shot"], True)[2]
+
+
+def test_every_command_is_found_in_the_module_the_lean_app_imports_for_it() -> None:
+    """`portrait NAME ...` imports only the module COMMANDS names for NAME: that module registers
+    exactly the commands COMMANDS gives it, and together they are the whole app."""
+    import typer.main
+
+    from portrait_studio import cli
+
+    whole = typer.main.get_command(cli.app)
+    assert sorted(cli.COMMANDS) == sorted(whole.commands)  # type: ignore[attr-defined]
+    for module in cli.COMMAND_MODULES:
+        built = typer.main.get_command(cli.build_app([module]))
+        assert sorted(built.commands) == sorted(n for n, m in cli.COMMANDS.items() if m == module), module  # type: ignore[attr-defined]
+
+
+def test_each_command_runs_the_same_in_its_lean_app_as_in_the_whole_app(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Help, a usage error and its exit code are the same whichever app runs the command; `--help`,
+    a typo and shell completion get the whole app (all commands listed, "did you mean")."""
+    from portrait_studio import cli
+    from portrait_studio.cli import _run
+
+    def run(app: Any, args: list[str]) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["portrait", *args])
+        code = 0
+        try:
+            _run.run_cli(app)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    for name in sorted(cli.COMMANDS):
+        for args in ([name, "--help"], [name, "--no-such-option"]):
+            lean = cli.app_for(args)
+            assert lean is not cli.app
+            assert run(lean, args) == run(cli.app, args), args
+    for args in (["--help"], ["shot"], []):
+        assert cli.app_for(args) is cli.app
+    assert run(cli.app_for(["--version"]), ["--version"]) == run(cli.app, ["--version"])
+    monkeypatch.setenv("_PORTRAIT_COMPLETE", "complete_bash")
+    assert cli.app_for(["check", "x.png"]) is cli.app
+
+
+def test_checking_a_photo_imports_neither_the_ledger_nor_the_web_server(tmp_path: Path) -> None:
+    """`portrait check` reads a photo and prints a checklist: it has no use for SQLAlchemy (the
+    ledger) or FastAPI (the studio's server), which every command used to import."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (120, 110, 100)).save(tmp_path / "plain.png")
+    done = _portrait("""
+        import atexit, sys
+        atexit.register(lambda: print("loaded:", sorted(m for m in ("sqlalchemy", "fastapi", "alembic") if m in sys.modules)))
+    """, "check", str(tmp_path / "plain.png"), "--json", tmp_path=tmp_path)
+    assert "loaded: []" in done.stdout, done.stdout + done.stderr
