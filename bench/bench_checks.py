@@ -288,7 +288,33 @@ def speed(folder: Path) -> list[dict]:
                 if row["warm"] else "—")
         print(f"  {row['mp']:5.1f} MP: cold {row['cold']:.2f} s ({row['cold'] / row['mp']:.3f} s/MP, after "
               f"{row['import']:.2f} s imports), warm {warm}, peak RSS {row['rss_mb']:.0f} MB", flush=True)
+    out.append(command_speed(folder / "speed_1mp.jpg"))
     return out
+
+
+def command_speed(photo: Path, runs: int = 3) -> dict:
+    """What a user waits for: the whole `portrait check PHOTO` command in a fresh process (start,
+    imports, model loading, the check, the table), on every core; the median of `runs`."""
+    import resource
+    import statistics
+    import tempfile
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory() as home:
+        env["PORTRAIT_STUDIO_HOME"] = home
+        for _ in range(runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "portrait_studio", "check", str(photo)], env=env,
+                           capture_output=True, check=False)
+            walls.append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    row = {"command": "portrait check", "mp": 1.0, "wall": statistics.median(walls), "cpu": statistics.median(cpus)}
+    print(f"  `portrait check` on the 1 MP photo, the whole command in a fresh process (all cores, median of "
+          f"{runs}): {row['wall']:.2f} s wall, {row['cpu']:.2f} s CPU", flush=True)
+    return row
 
 
 def _has_taskset() -> bool:

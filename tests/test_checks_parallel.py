@@ -123,6 +123,85 @@ def test_a_check_that_finds_every_ocr_engine_busy_waits_for_one_instead_of_build
     assert B._ocr_made == len(held)
 
 
+def _slow_engines(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> tuple[threading.Event, list[Any]]:
+    """An empty OCR pool with room for two engines, whose engines take until `release` to build."""
+    monkeypatch.setattr(B, "_ocr_free", [])
+    monkeypatch.setattr(B, "_ocr_made", 0)
+    monkeypatch.setattr(B, "_ocr_claims", 0)
+    monkeypatch.setattr(B, "OCR_COPIES", 2)
+    release, built = threading.Event(), []
+
+    def build() -> Any:
+        release.wait(20)
+        if fail:
+            raise RuntimeError("the OCR model is damaged")
+        built.append(object())
+        return built[-1]
+
+    monkeypatch.setattr(B, "_new_ocr", build)
+    return release, built
+
+
+def _borrow_in_thread(got: list[Any]) -> threading.Thread:
+    def borrow() -> None:
+        try:
+            with B._borrowed_ocr() as engine:
+                got.append(engine)
+        except RuntimeError as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=borrow)
+    t.start()
+    return t
+
+
+def test_a_check_waits_for_the_engine_the_warm_up_is_building_instead_of_building_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`portrait check` readies one engine while the first photo's faces are analysed; a check that
+    reaches its text first takes that one when it is built: one engine, not two (0.15 s and 15 MB)."""
+    release, built = _slow_engines(monkeypatch)
+    warm = threading.Thread(target=B.ready_ocr, args=(1,))
+    warm.start()
+    while B._ocr_made < 1:
+        threading.Event().wait(0.01)
+    got: list[Any] = []
+    check = _borrow_in_thread(got)
+    check.join(0.3)
+    assert check.is_alive() and not got and B._ocr_made == 1  # waiting for it, not building another
+    release.set()
+    warm.join(20)
+    check.join(20)
+    assert len(built) == 1 and got == built
+    # two checks at once while it is lent: the second builds the second engine instead of waiting
+    with B._borrowed_ocr() as first:
+        second: list[Any] = []
+        _borrow_in_thread(second).join(20)
+    assert first is built[0] and len(built) == 2 and second == [built[1]]
+
+
+def test_a_check_waiting_for_an_engine_whose_build_fails_builds_its_own_and_reports_the_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    release, _ = _slow_engines(monkeypatch, fail=True)
+
+    def warm_up() -> None:
+        with contextlib.suppress(RuntimeError):
+            B.ready_ocr(1)
+
+    warm = threading.Thread(target=warm_up)
+    warm.start()
+    while B._ocr_made < 1:
+        threading.Event().wait(0.01)
+    got: list[Any] = []
+    check = _borrow_in_thread(got)
+    check.join(0.3)
+    assert check.is_alive()
+    release.set()
+    warm.join(20)
+    check.join(20)
+    assert not check.is_alive() and len(got) == 1 and "damaged" in str(got[0])  # an error, not a hang
+    assert B._ocr_made == 0 and B._ocr_claims == 0
+
+
 def test_the_ocr_reads_the_same_with_its_registry_cut_to_the_engine_it_uses(tmp_path: Path) -> None:
     """rapidocr loads every engine's model registry into OmegaConf trees while it is imported (0.4 s
     of each checking process's start); the checklist imports it with only the onnxruntime part for
@@ -196,3 +275,34 @@ print(json.dumps({"imported": imported, "after": [matplotlib.pyplot.__name__, au
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["imported"] == {"matplotlib.pyplot": False, "sounddevice": False}
     assert seen["after"][0] == "matplotlib.pyplot" and seen["after"][1] in {"imported", "OSError"}
+
+
+def test_portrait_check_loads_the_ocr_while_the_first_photo_is_analysed(tmp_path: Path) -> None:
+    """`portrait check` starts the models loading in a thread before the first photo, so the OCR
+    (0.3 s to import, 0.15 s to build) is ready when the background check reads text, instead of
+    loading after the face analysis; photos checked one at a time use one OCR engine, so one is built."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (96, 96), (120, 110, 100)).save(tmp_path / name)
+    code = """
+import atexit, json, sys
+def report():
+    import portrait_studio.analysis as A
+    from portrait_studio.checks import background as B
+    print(json.dumps({"warm": A._warm_thread is not None and A._warm_thread.name, "engines": B._ocr_made}))
+atexit.register(report)
+sys.argv = ["portrait", "check", sys.argv[1], sys.argv[2], "--json"]
+from portrait_studio.cli import main
+main()
+"""
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src.as_posix(), "PORTRAIT_STUDIO_HOME": str(tmp_path / "h")})
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"warm": "portrait-checks-warm-up", "engines": 1}, out.stderr

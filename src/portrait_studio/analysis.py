@@ -427,11 +427,12 @@ def _without_audio() -> Iterator[None]:
             del sys.modules["sounddevice"]
 
 
-def warm_up(ocr: bool = True) -> threading.Thread:
+def warm_up(ocr: bool = True, ocr_engines: int | None = None) -> threading.Thread:
     """Start loading the checklist's models in a daemon thread and return at once.
 
     Safe to call any number of times (one thread per process). The first `analyze` or text
-    check waits for the loads in flight instead of starting its own."""
+    check waits for the loads in flight instead of starting its own. `ocr_engines`: OCR engines
+    to ready (default one per core, for images checked at once; 1 for one check at a time)."""
     global _warm_thread
     with _lock:
         if _warm_thread is None:
@@ -441,7 +442,7 @@ def warm_up(ocr: bool = True) -> threading.Thread:
                     if ocr:
                         from .checks.background import ready_ocr
 
-                        ready_ocr()
+                        ready_ocr() if ocr_engines is None else ready_ocr(ocr_engines)
                     _ready_checks()
                 except Exception:  # the real call reports the error in its own words
                     pass

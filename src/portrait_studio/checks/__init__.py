@@ -55,14 +55,16 @@ WARN_ONLY: dict[str, str] = {
 split): an item fails only once its validation precision is at least 0.8 and clean photos pass it."""
 
 
-def warm_up(ocr: bool = True) -> None:
+def warm_up(ocr: bool = True, ocr_engines: int | None = None) -> None:
     """Start loading the checklist's models (mediapipe, OCR) in a background thread; return at once.
 
     Call it when a run starts, while the provider works: the first check then waits for the
-    loads in flight instead of starting its own. Safe to call any number of times."""
+    loads in flight instead of starting its own. Before checking photos one at a time, the OCR
+    loads while the first photo's faces are analysed (`ocr_engines=1`: one is all they use).
+    Safe to call any number of times."""
     from ..analysis import warm_up as _warm
 
-    _warm(ocr=ocr)
+    _warm(ocr=ocr, ocr_engines=ocr_engines)
 
 
 def _soften(it: CheckResult) -> CheckResult:

@@ -330,7 +330,8 @@ checks one photo at a time builds only the first."""
 
 _ocr_pool = threading.Condition()
 _ocr_free: list[Any] = []
-_ocr_made = 0
+_ocr_made = 0  # engines built or being built
+_ocr_claims = 0  # callers holding or waiting for an engine
 
 
 def ready_ocr(n: int = OCR_COPIES) -> None:
@@ -354,21 +355,31 @@ def ready_ocr(n: int = OCR_COPIES) -> None:
 
 @contextlib.contextmanager
 def _borrowed_ocr() -> Iterator[Any]:
-    """An OCR engine for this caller alone: a free one, a new one while fewer than `OCR_COPIES` exist,
-    else the next one another caller gives back."""
-    global _ocr_made
+    """An OCR engine for this caller alone: a free one; else the one being built when no other
+    caller has claimed it (the warm-up's, loading while this photo's faces were analysed); else a
+    new one while fewer than `OCR_COPIES` exist; else the next one another caller gives back."""
+    global _ocr_made, _ocr_claims
+    engine = None
     with _ocr_pool:
-        while not _ocr_free and _ocr_made >= OCR_COPIES:
-            _ocr_pool.wait()
-        engine = _ocr_free.pop() if _ocr_free else None
-        if engine is None:
-            _ocr_made += 1
-    if engine is None:
-        engine = _make_ocr()
+        _ocr_claims += 1
+        while True:
+            if _ocr_free:
+                engine = _ocr_free.pop()
+                break
+            if _ocr_claims > _ocr_made and _ocr_made < OCR_COPIES:  # every engine made is spoken for
+                _ocr_made += 1
+                break
+            _ocr_pool.wait()  # an engine in the making or in use comes back (or a failed build frees its place)
     try:
+        if engine is None:
+            engine = _make_ocr()
         yield engine
     finally:
-        _give_back(engine)
+        if engine is not None:
+            _give_back(engine)
+        with _ocr_pool:
+            _ocr_claims -= 1
+            _ocr_pool.notify_all()
 
 
 def _make_ocr() -> Any:
@@ -381,7 +392,7 @@ def _make_ocr() -> Any:
     except BaseException:
         with _ocr_pool:
             _ocr_made -= 1
-            _ocr_pool.notify()
+            _ocr_pool.notify_all()  # whoever waited for this engine builds their own (and meets the error)
         raise
 
 

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """Run the final checklist (eyes, skin, mouth, hands, lighting, background, export) on each image."""
-        from ..checks import CheckContext, run_checklist
+        from ..checks import CheckContext, run_checklist, warm_up
         from ..imaging import image_size
 
         tw, th = _parse_target(target)
@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
 
         for path in images:
             image_size(path)  # missing files, folders, non-images and bombs: a clear error naming the file
+        # the models load in a thread: the OCR's while the first photo's faces are analysed, not after
+        warm_up(ocr_engines=1)
 
         results = []
         with progress_bars(quiet=json_out or len(images) < 2) as bars:
