@@ -363,3 +363,42 @@ def test_when_the_scouts_task_fails_another_task_takes_over_at_once() -> None:
         outcomes, wall = asyncio.run(shoot())
     assert sum(isinstance(o, GenerationFailed) for o in outcomes) == 1
     assert wall < 0.6 + 1.5  # not the 4 s the others would sleep without a scout
+
+
+async def test_a_client_of_a_plain_http_sandbox_loads_no_tls_context_and_an_https_one_loads_it_once(
+        raw_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle costs 20-35 ms of every process's start; the sandbox on this machine
+    speaks plain HTTP, so its clients never need it. Over https the context is made on the first
+    connection, once, and a provider's own verify setting (off here) still applies."""
+    import ssl
+
+    from portrait_studio.providers import _hosted
+
+    made: list[bool] = []
+    real = _hosted._shared_ssl_context
+
+    def counted(verify: bool) -> ssl.SSLContext:
+        made.append(verify)
+        return real(verify)
+
+    monkeypatch.setattr(_hosted, "_shared_ssl_context", counted)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}')
+        await writer.drain()
+
+    url, _ = await raw_server(handler)
+    provider = BflProvider("key", BflOptions(base_url=url))
+    assert isinstance(provider._client._transport, LeanTransport)
+    assert (await provider._client.get(f"{url}/v1/get_result?id=x")).json() == {}
+    await provider.aclose()
+    assert made == []
+    with start_sandbox("fal") as tls_sandbox:  # fal's sandbox speaks https, with its own certificate
+        https_url = tls_sandbox.url
+        assert https_url.startswith("https://")
+        insecure = BflProvider("key", BflOptions(base_url=https_url, verify=False))
+        for _ in range(2):
+            await insecure._client.get(f"{https_url}/v1/get_result?id=x")
+        await insecure.aclose()
+    assert made == [False]  # made once, on the first https connection, without verification as asked

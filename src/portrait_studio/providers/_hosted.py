@@ -150,7 +150,8 @@ class HostedProvider(Provider):
         if transport is None:
             from ._wire import lean_transport
 
-            transport = lean_transport(verify if isinstance(verify, ssl.SSLContext) else _shared_ssl_context(bool(verify)))
+            transport = lean_transport(verify if isinstance(verify, ssl.SSLContext)
+                                       else functools.partial(_shared_ssl_context, bool(verify)))
         from ._wire import LeanTransport
 
         self._wire = transport if isinstance(transport, LeanTransport) else None  # the fast path for GETs

@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import httpx
@@ -45,7 +45,12 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
-def lean_transport(ssl_context: ssl.SSLContext | None) -> LeanTransport | None:
+TlsContext = ssl.SSLContext | Callable[[], ssl.SSLContext] | None
+"""A TLS context, or what makes one on the first https connection (loading the CA bundle costs
+20-35 ms: a client that only talks plain HTTP to a local sandbox never pays it)."""
+
+
+def lean_transport(ssl_context: TlsContext) -> LeanTransport | None:
     """The lean transport, or None where httpx's own is needed (a proxy is configured)."""
     if any(os.environ.get(name) for name in _PROXY_VARS):
         return None
@@ -75,7 +80,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
     # a lookup runs in a thread, which costs a poll's worth of CPU several times over.
     _dns: ClassVar[dict[str, tuple[list[str], float]]] = {}
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None, max_idle_per_origin: int = 64) -> None:
+    def __init__(self, ssl_context: TlsContext = None, max_idle_per_origin: int = 64) -> None:
         self._ssl = ssl_context
         self._max_idle = max_idle_per_origin
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, int], list[_Connection]]] = (
@@ -208,6 +213,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         tls: Any = None
         if scheme == "https":
+            if callable(self._ssl):
+                self._ssl = self._ssl()
             tls = self._ssl or ssl.create_default_context()
         try:
             addresses = await _with_timeout(self._addresses(host, port), connect_timeout, httpx.ConnectTimeout)
