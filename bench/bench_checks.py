@@ -298,6 +298,7 @@ def command_speed(photo: Path, runs: int = 3) -> dict:
     import resource
     import statistics
     import tempfile
+    import time
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     walls, cpus = [], []
