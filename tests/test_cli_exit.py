@@ -8,6 +8,7 @@ run, output is flushed, a working thread is waited for, and profilers still get 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -205,3 +206,29 @@ def test_checking_a_photo_imports_neither_the_ledger_nor_the_web_server(tmp_path
         atexit.register(lambda: print("loaded:", sorted(m for m in ("sqlalchemy", "fastapi", "alembic") if m in sys.modules)))
     """, "check", str(tmp_path / "plain.png"), "--json", tmp_path=tmp_path)
     assert "loaded: []" in done.stdout, done.stdout + done.stderr
+
+
+def test_no_usage_line_doubles_the_dots_of_a_repeatable_argument(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`portrait check` once said `usage: portrait check [OPTIONS] IMAGE......`: the metavar had its
+    own dots and the parser adds its own to an argument that takes several values."""
+    import re
+
+    import click
+    import typer.main
+
+    from portrait_studio import cli
+    from portrait_studio.cli import _run
+
+    whole = typer.main.get_command(cli.app)
+    for name in sorted(cli.COMMANDS):
+        command = whole.commands[name]  # type: ignore[attr-defined]
+        needs_one = any(isinstance(p, click.Argument) and p.required for p in command.params)
+        # the help's usage line; and, where an argument is required, the missing argument's "fix: usage: ..."
+        # (commands that need none would run: `portrait sandbox` serves until stopped)
+        for args in ([name, "--help"], [name]) if needs_one else ([name, "--help"],):
+            monkeypatch.setattr(sys, "argv", ["portrait", *args])
+            with contextlib.suppress(SystemExit):
+                _run.run_cli(cli.app)
+            out, err = capsys.readouterr()
+            assert not re.search(r"\.\.\.\W?\.\.\.", out + err), (args, out + err)

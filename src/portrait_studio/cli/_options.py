@@ -167,7 +167,7 @@ def seed_option(help: str = "Lock one seed.") -> Any:
 
 BriefArg = Annotated[Path, _input("Brief YAML file.", text_file, "BRIEF")]
 ImageArg = Annotated[Path, _input("The image file.", image_file, "IMAGE")]
-ImagesArg = Annotated[list[Path], _input("Image files.", image_files, "IMAGE...")]
+ImagesArg = Annotated[list[Path], _input("Image files.", image_files, "IMAGE")]
 RunArg = Annotated[str, typer.Argument(help="Run id or a unique prefix of one (see 'portrait log').",
                                        metavar="RUN", callback=lambda v: check_id(v, "run id"))]
 ModelsOption = Annotated[list[str], typer.Option("--model", "-m", help="Catalog model id (see 'portrait models'); "

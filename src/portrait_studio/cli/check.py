@@ -44,7 +44,7 @@ def _target_cb(value: str | None) -> str | None:
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
-        images: Annotated[list[Path], input_argument("Image files to check.", image_files, "IMAGE...")],
+        images: Annotated[list[Path], input_argument("Image files to check.", image_files, "IMAGE")],
         brief: Annotated[Path | None, input_option("--brief", "Brief YAML: lighting, teeth and hands to expect.",
                                                    text_file, "BRIEF")] = None,
         target: Annotated[str | None, typer.Option("--target", help="Export size WxH the image must have.",

@@ -23,7 +23,7 @@ _STATUS_STYLE = {"valid": "green", "untrusted": "yellow", "invalid": "bold red",
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(
-        images: Annotated[list[Path], input_argument("Image files to check.", image_files, "IMAGE...")],
+        images: Annotated[list[Path], input_argument("Image files to check.", image_files, "IMAGE")],
         trust: Annotated[
             Path | None,
             input_option("--trust", "CA certificate(s) (PEM) you trust; default: config [c2pa] trust_anchors.",

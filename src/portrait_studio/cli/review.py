@@ -73,7 +73,7 @@ def _images(paths: list[Path]) -> list[Path]:
 def register(app: typer.Typer) -> None:
     @app.command("review")
     def review_cmd(
-        paths: Annotated[list[Path], typer.Argument(help="A run id, or image files and folders.", metavar="RUN|IMAGE...")],
+        paths: Annotated[list[Path], typer.Argument(help="A run id, or image files and folders.", metavar="RUN|IMAGE")],
         declared: Annotated[
             Path | None,
             input_option("--declared", 'JSON {"image.png": {"skin_tone": "deep", "age": "60s", ...}}: what the brief '
