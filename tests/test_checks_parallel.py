@@ -155,18 +155,29 @@ def _borrow_in_thread(got: list[Any]) -> threading.Thread:
     return t
 
 
+def _check_while_the_warm_up_builds(got: list[Any]) -> tuple[threading.Thread, threading.Thread]:
+    """The warm-up building one engine (held until released), and a check that asked for one since."""
+
+    def warm_up() -> None:
+        with contextlib.suppress(RuntimeError):  # a failed build: the check reports it
+            B.ready_ocr(1)
+
+    warm = threading.Thread(target=warm_up)
+    warm.start()
+    while B._ocr_made < 1:
+        threading.Event().wait(0.01)
+    check = _borrow_in_thread(got)
+    check.join(0.3)
+    return warm, check
+
+
 def test_a_check_waits_for_the_engine_the_warm_up_is_building_instead_of_building_another(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`portrait check` readies one engine while the first photo's faces are analysed; a check that
     reaches its text first takes that one when it is built: one engine, not two (0.15 s and 15 MB)."""
     release, built = _slow_engines(monkeypatch)
-    warm = threading.Thread(target=B.ready_ocr, args=(1,))
-    warm.start()
-    while B._ocr_made < 1:
-        threading.Event().wait(0.01)
     got: list[Any] = []
-    check = _borrow_in_thread(got)
-    check.join(0.3)
+    warm, check = _check_while_the_warm_up_builds(got)
     assert check.is_alive() and not got and B._ocr_made == 1  # waiting for it, not building another
     release.set()
     warm.join(20)
@@ -182,18 +193,8 @@ def test_a_check_waits_for_the_engine_the_warm_up_is_building_instead_of_buildin
 def test_a_check_waiting_for_an_engine_whose_build_fails_builds_its_own_and_reports_the_error(
         monkeypatch: pytest.MonkeyPatch) -> None:
     release, _ = _slow_engines(monkeypatch, fail=True)
-
-    def warm_up() -> None:
-        with contextlib.suppress(RuntimeError):
-            B.ready_ocr(1)
-
-    warm = threading.Thread(target=warm_up)
-    warm.start()
-    while B._ocr_made < 1:
-        threading.Event().wait(0.01)
     got: list[Any] = []
-    check = _borrow_in_thread(got)
-    check.join(0.3)
+    warm, check = _check_while_the_warm_up_builds(got)
     assert check.is_alive()
     release.set()
     warm.join(20)

@@ -117,6 +117,21 @@ def test_opening_images_in_threads_keeps_the_warning_filters_other_threads_add(t
     assert [m for m in markers if m not in kept] == []
 
 
+def _run_in_process(app: Any, args: list[str], capsys: pytest.CaptureFixture[str],
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `portrait ARGS` run by `app` in this process."""
+    from portrait_studio.cli import _run
+
+    monkeypatch.setattr(sys, "argv", ["portrait", *args])
+    code = 0
+    try:
+        _run.run_cli(app)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def test_running_one_command_builds_only_that_command_and_it_behaves_as_in_the_whole_app(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`portrait shoot ...` does not pay for building the parsers of every other command, and
@@ -131,14 +146,7 @@ def test_running_one_command_builds_only_that_command_and_it_behaves_as_in_the_w
 
     def run(args: list[str], pruned: bool) -> tuple[int, str, str]:
         monkeypatch.setattr(_run, "named_command_only", real if pruned else (lambda a, argv: a))
-        monkeypatch.setattr(sys, "argv", ["portrait", *args])
-        code = 0
-        try:
-            _run.run_cli(app)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return _run_in_process(app, args, capsys, monkeypatch)
 
     real = _run.named_command_only
     for name in names:
@@ -171,17 +179,9 @@ def test_each_command_runs_the_same_in_its_lean_app_as_in_the_whole_app(
     """Help, a usage error and its exit code are the same whichever app runs the command; `--help`,
     a typo and shell completion get the whole app (all commands listed, "did you mean")."""
     from portrait_studio import cli
-    from portrait_studio.cli import _run
 
     def run(app: Any, args: list[str]) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["portrait", *args])
-        code = 0
-        try:
-            _run.run_cli(app)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return _run_in_process(app, args, capsys, monkeypatch)
 
     for name in sorted(cli.COMMANDS):
         for args in ([name, "--help"], [name, "--no-such-option"]):
