@@ -421,7 +421,7 @@ def _rapidocr() -> Any:
     (`_ROUTING_KEYS`: it reads them with `.get` and `[]` only) and the inference sessions an OmegaConf
     tree of the onnxruntime engine's models alone (`_REGISTRY_KEYS`: they look models up with
     `OmegaConf.select`). The import took 0.77 s with the whole registry, 0.56 s with it cut to those
-    three tables in one tree each time, and about 0.4 s now (side by side on the 2-core VM); rapidocr
+    three tables in one tree each time, and 0.32 s now (side by side on the 2-core VM); rapidocr
     reads the same entries as before. Anything unexpected (another file layout, a missing key, another
     reader) loads the registry as rapidocr would."""
     with _rapidocr_lock:

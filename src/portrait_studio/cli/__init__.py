@@ -8,10 +8,11 @@ that running one imports only its module (a new command goes in both lists; a te
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
@@ -94,22 +95,23 @@ def app_for(args: list[str]) -> typer.Typer:
     SQLAlchemy, the web server's FastAPI, ...): 0.2-0.3 s of `portrait check`, which needs
     none of them. The command runs the same either way (a test compares help, errors and exit
     codes of every command in both)."""
-    if any(name.endswith("_COMPLETE") for name in os.environ):
-        return cast(typer.Typer, __getattr__("app"))
-    if args and args[0] in ("--version", "-V"):
+    completing = any(name.endswith("_COMPLETE") for name in os.environ)
+    if args and not completing and args[0] in ("--version", "-V"):
         return build_app([])
-    if not args or args[0] not in COMMANDS:
-        return cast(typer.Typer, __getattr__("app"))
-    return build_app([COMMANDS[args[0]]])
+    if args and not completing and args[0] in COMMANDS:
+        return build_app([COMMANDS[args[0]]])
+    return _whole_app()
+
+
+@functools.cache
+def _whole_app() -> typer.Typer:
+    return build_app()
 
 
 def __getattr__(name: str) -> Any:
     """`app`, the whole app, is built on first use (`portrait --help`, tests, embedding)."""
     if name == "app":
-        whole = globals().get("_whole")
-        if whole is None:
-            whole = globals()["_whole"] = build_app()
-        return whole
+        return _whole_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
