@@ -64,6 +64,16 @@ def studio_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest
     return home
 
 
+@pytest.fixture(autouse=True)
+def fresh_latency_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with nothing learnt in this process of any model's latency. The memory is
+    keyed by the provider's URL, and a sandbox can get the port an earlier test's sandbox had,
+    with another latency: the client would start from what that one taught it."""
+    from portrait_studio.providers._hosted import LatencyLog
+
+    monkeypatch.setattr(LatencyLog, "_all", {})
+
+
 @pytest.fixture
 def studio(studio_home: Path) -> Studio:
     return Studio(studio_home)
