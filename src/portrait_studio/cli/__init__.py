@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import sys
 from typing import Annotated, Any
 
 import typer
 
 from ._common import EXIT_HELP, new_app
-from ._run import leave, run_cli
+from ._run import completing, leave, run_cli
 
 __all__ = ["COMMANDS", "app", "app_for", "build_app", "main", "run_cli"]
 
@@ -95,10 +94,9 @@ def app_for(args: list[str]) -> typer.Typer:
     SQLAlchemy, the web server's FastAPI, ...): 0.2-0.3 s of `portrait check`, which needs
     none of them. The command runs the same either way (a test compares help, errors and exit
     codes of every command in both)."""
-    completing = any(name.endswith("_COMPLETE") for name in os.environ)
-    if args and not completing and args[0] in ("--version", "-V"):
+    if args and not completing() and args[0] in ("--version", "-V"):
         return build_app([])
-    if args and not completing and args[0] in COMMANDS:
+    if args and not completing() and args[0] in COMMANDS:
         return build_app([COMMANDS[args[0]]])
     return _whole_app()
 

@@ -194,19 +194,23 @@ def _os_error(exc: OSError) -> tuple[str, str]:
     return f"{reason}:{name}", "check the disk (space, permissions) and try again"
 
 
+def completing() -> bool:
+    """True when the shell asks for completions (click's `_PORTRAIT_COMPLETE`): they need every command."""
+    return any(name.endswith("_COMPLETE") for name in os.environ)
+
+
 def named_command_only(app: typer.Typer, args: list[str]) -> typer.Typer:
     """`app` with only the command (or command group) that `args` starts with, when it names one.
 
-    Typer builds every command's parser before it runs one: 70 ms of type hints and signatures
-    for 33 commands, on every `portrait` invocation. The command a user runs is built the same
+    Typer builds the parser of every command an app has before it runs one: 70 ms of type hints
+    and signatures for all 33, and still those of the other commands of a module (`shoot` has
+    five) in the app `cli.app_for` gives a command. The command a user runs is built the same
     way either way (same options, help and errors); anything else (`--help`, a typo that gets
     a "did you mean", shell completion) gets the whole app."""
     from typer.main import get_command_name
 
-    if not args or args[0].startswith("-") or app.registered_callback is None:
+    if not args or args[0].startswith("-") or app.registered_callback is None or completing():
         return app  # without the root callback, typer would run a lone command without its name
-    if any(name.endswith("_COMPLETE") for name in os.environ):
-        return app
     name = args[0]
     commands = [c for c in app.registered_commands
                 if (c.name or (get_command_name(c.callback.__name__) if c.callback else None)) == name]
