@@ -52,6 +52,16 @@ def test_a_typo_in_a_command_or_an_option_says_did_you_mean(cli) -> None:
     assert code == 2 and "no option --sed" in err and "did you mean --seed" in err
 
 
+def test_an_option_of_another_command_is_named_instead_of_a_far_fetched_one_of_this_command(cli) -> None:
+    """`portrait shoot --lightning` once got "did you mean --weights?": shoot has no lighting option;
+    the round after a shoot (`portrait vary`) has `--lighting`, and the fix says so."""
+    code, _, err = cli("shoot", str(BRIEF), "--lightning", "clamshell")
+    assert code == 2 and "no option --lightning" in err
+    assert "'portrait vary' has --lighting" in err and "--weights" not in err
+    code, _, err = cli("shoot", str(BRIEF), "--sed", "1")  # a near spelling of its own option still wins
+    assert "did you mean --seed" in err and "has --" not in err
+
+
 def test_eof_at_the_licence_prompt_names_the_option_that_answers_it(cli, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = cli("local", "licence", "flux-1-dev")

@@ -21,6 +21,7 @@ import copy
 import difflib
 import os
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -130,6 +131,40 @@ def _param_name(param: Any) -> str:
     return (param.metavar or param.name or "argument").upper().strip("{}<>")
 
 
+_ELSEWHERE_LIKENESS = 0.8
+
+
+def _likeness(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _option_elsewhere(option: str, where: str) -> tuple[str, str] | None:
+    """(command, option) of another command whose option `option` most nearly spells (difflib
+    ratio `_ELSEWHERE_LIKENESS` or more): `portrait shoot --lightning` means `portrait vary`'s
+    `--lighting`, which the nearest option of `shoot` itself (`--weights`, ratio 0.6) does not
+    tell. Reads the whole app: errors are rare."""
+    if not option.startswith("--"):
+        return None
+    import typer.main
+
+    from . import app as whole
+
+    def commands(group: Any, path: str) -> Iterator[tuple[str, Any]]:
+        for name, command in getattr(group, "commands", {}).items():
+            yield f"{path} {name}", command
+            yield from commands(command, f"{path} {name}")
+
+    best: tuple[float, str, str] | None = None
+    for path, command in commands(typer.main.get_command(whole), "portrait"):
+        if path == where:
+            continue
+        for name in (o for p in command.params for o in [*p.opts, *p.secondary_opts] if o.startswith("--")):
+            ratio = _likeness(option, name)
+            if ratio >= _ELSEWHERE_LIKENESS and (best is None or ratio > best[0]):
+                best = (ratio, path, name)
+    return None if best is None else (best[1], best[2])
+
+
 def _usage_error(exc: Any) -> tuple[str, str]:
     """(error, fix) for one of click's usage errors, in our words."""
     ce = _click_exceptions()
@@ -143,7 +178,12 @@ def _usage_error(exc: Any) -> tuple[str, str]:
             close = difflib.get_close_matches(exc.option_name, names, n=3, cutoff=0.6)
         if exc.option_name in ("--version", "-V") and where != "portrait":
             return f"'{where}' has no option {exc.option_name}", "use 'portrait --version'"
+        other = _option_elsewhere(exc.option_name, where)
+        if other is not None and not any(_likeness(exc.option_name, c) >= _ELSEWHERE_LIKENESS for c in close):
+            close = []  # a near spelling of another command's option beats a far one of this command's
         fix = f"did you mean {' or '.join(close)}? ({help_hint})" if close else help_hint
+        if other is not None and not close:
+            fix = f"'{other[0]}' has {other[1]} ({help_hint})"
         return f"'{where}' has no option {exc.option_name}", fix
     if isinstance(exc, ce.MissingParameter):
         name = _param_name(exc.param)
